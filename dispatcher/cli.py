@@ -1,0 +1,190 @@
+"""The ``hooklane`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from dispatcher import db
+from dispatcher.settings import PREFIX, Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="hooklane", description="Hooklane webhook delivery")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="run the whole stack on embedded defaults")
+    sub.add_parser("api", help="run the management API")
+    sub.add_parser("router", help="run the router (consumer group hooklane-router)")
+    sub.add_parser("deliverer", help="run the deliverer (consumer group hooklane-deliverer)")
+    sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    sub.add_parser("secret-key", help="print a new key for HOOKLANE_SECRET_KEY")
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="tenants_command", required=True, metavar="ACTION"
+    )
+    create = tenants.add_parser("create", help="create a tenant and print its API key")
+    create.add_argument("name")
+
+    topics = sub.add_parser("topics", help="manage the topic catalog").add_subparsers(
+        dest="topics_command", required=True, metavar="ACTION"
+    )
+    add = topics.add_parser("add", help="add or update a catalog topic")
+    add.add_argument("name")
+    add.add_argument("--schema", type=Path, help="JSON Schema file of the event's data")
+    add.add_argument("--description", default="")
+
+    publish = sub.add_parser("publish", help="publish one event")
+    publish.add_argument("topic")
+    publish.add_argument("--tenant", required=True)
+    publish.add_argument("--data", default="{}", help="the event's data as JSON")
+    publish.add_argument("--key", help="ordering key (default: the tenant id)")
+
+    bench = sub.add_parser("bench", help="run the benchmark suite", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hooklane`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"hooklane: bad setting: {exc}", file=sys.stderr)
+        return 2
+    from dispatcher.logs import configure_logging
+
+    configure_logging(settings)
+    try:
+        return _dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (SettingsError, db.DatabaseError, ValueError, OSError) as exc:
+        print(f"hooklane {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _need_broker(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise SettingsError(
+            f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set (`hooklane up` starts an embedded broker)"
+        )
+    return settings.kafka_bootstrap_servers
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: str = args.command
+    if command == "up":
+        from dispatcher.supervisor import run_stack
+
+        explicit = bool(os.environ.get(PREFIX + "DATABASE_URL"))
+        return asyncio.run(run_stack(settings, explicit))
+    if command == "api":
+        # dispatcher never imports api: run it as its own module.
+        os.execv(sys.executable, [sys.executable, "-m", "api"])
+    if command == "router":
+        _need_broker(settings)
+        from dispatcher.router import run_router
+
+        asyncio.run(run_router(settings))
+        return 0
+    if command == "deliverer":
+        _need_broker(settings)
+        from dispatcher.deliverer import run_deliverer
+
+        asyncio.run(run_deliverer(settings))
+        return 0
+    if command == "migrate":
+        applied = asyncio.run(db.migrate(settings.database_url))
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+    if command == "secret-key":
+        from dispatcher.secrets import new_key
+
+        print(new_key())
+        return 0
+    if command == "tenants":
+        tenant_id, api_key = asyncio.run(_create_tenant(settings, args.name))
+        print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
+        return 0
+    if command == "topics":
+        schema = _read_schema(args.schema)
+        asyncio.run(_add_topic(settings, args.name, args.description, schema))
+        print(f"topic {args.name} added")
+        return 0
+    if command == "publish":
+        event_id = asyncio.run(_publish(settings, args))
+        print(event_id)
+        return 0
+    if command == "bench":
+        from dispatcher.bench import main as bench_main
+
+        return bench_main(args.bench_args)
+    raise AssertionError(command)  # argparse only accepts the commands above
+
+
+def _read_schema(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {"type": "object"}
+    try:
+        schema = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise ValueError(f"{path} must hold a JSON Schema object")
+    return schema
+
+
+async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
+    from dispatcher.store.tenants import create_tenant
+
+    await db.migrate(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await create_tenant(conn, name)
+    finally:
+        await conn.close()
+
+
+async def _add_topic(settings: Settings, name: str, description: str, schema: Any) -> None:
+    from dispatcher.store.topics import add_topic
+
+    await db.migrate(settings.database_url)
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await add_topic(pool, name, description, schema)
+    finally:
+        await pool.close()
+    if settings.kafka_bootstrap_servers:
+        from dispatcher.broker import ensure_topics
+
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            {settings.mirror_topic(name): settings.topic_partitions},
+        )
+
+
+async def _publish(settings: Settings, args: argparse.Namespace) -> str:
+    from dispatcher.producer import Producer
+
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("--data must be a JSON object")
+    async with Producer(settings) as producer:
+        return await producer.publish(args.topic, data, tenant_id=args.tenant, key=args.key)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

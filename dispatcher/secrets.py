@@ -1,0 +1,81 @@
+"""Webhook secrets: generation, preview, and authenticated encryption at rest.
+
+Encryption uses ``cryptography``'s MultiFernet (AES-128-CBC + HMAC-SHA256, with key
+rotation): ``HOOKLANE_SECRET_KEY`` is a comma-separated list of Fernet keys; the first
+encrypts, every key decrypts, so an operator rotates by prepending a new key and
+running ``hooklane rotate-secrets`` (re-encrypts) before dropping the old key.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets as _random
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from dispatcher.signing import WHSEC_PREFIX
+
+
+class SecretKeyError(ValueError):
+    """HOOKLANE_SECRET_KEY is malformed, or a stored secret cannot be decrypted."""
+
+
+def generate_secret() -> str:
+    """A new Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return WHSEC_PREFIX + base64.b64encode(_random.token_bytes(32)).decode()
+
+
+def preview(secret: str) -> str:
+    """What may be shown of a secret after creation: its last four characters."""
+    return "…" + secret[-4:]
+
+
+class SecretBox:
+    """Encrypts and decrypts webhook secrets with the configured keys."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise SecretKeyError("HOOKLANE_SECRET_KEY: at least one key is needed")
+        try:
+            self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
+        except (ValueError, TypeError) as exc:
+            raise SecretKeyError(
+                "HOOKLANE_SECRET_KEY: each key must be 32 url-safe base64-encoded bytes "
+                "(make one with `hooklane secret-key`)"
+            ) from exc
+
+    @classmethod
+    def from_setting(cls, setting: str | None, dev_key_file: Path | None = None) -> SecretBox:
+        """From ``HOOKLANE_SECRET_KEY``; unset, a development key kept in ``dev_key_file``."""
+        if setting:
+            return cls([key.strip() for key in setting.split(",") if key.strip()])
+        path = dev_key_file or Path(".hooklane") / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(Fernet.generate_key().decode())
+        return cls([path.read_text().strip()])
+
+    def encrypt(self, secret: str) -> bytes:
+        """The ciphertext (a Fernet token) of ``secret``."""
+        return self._fernet.encrypt(secret.encode())
+
+    def decrypt(self, token: bytes) -> str:
+        """The plaintext of a stored secret; SecretKeyError when no key opens it."""
+        try:
+            return self._fernet.decrypt(bytes(token)).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored secret cannot be decrypted with any key") from None
+
+    def rotate(self, token: bytes) -> bytes:
+        """Re-encrypt ``token`` under the first (newest) key."""
+        return self._fernet.rotate(bytes(token))
+
+
+def new_key() -> str:
+    """A fresh Fernet key for HOOKLANE_SECRET_KEY."""
+    return Fernet.generate_key().decode()

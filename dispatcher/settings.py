@@ -1,0 +1,188 @@
+"""Settings, built once from ``HOOKLANE_*`` environment variables and passed in.
+
+This is the only module that reads ``os.environ``. Every setting has a default that
+works on a developer machine; ``Settings.from_env`` validates everything up front and
+raises ``SettingsError`` with a one-line explanation naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from dispatcher.durations import parse_duration, parse_schedule
+
+PREFIX = "HOOKLANE_"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/hooklane"
+# Short in-memory retries (about a minute in total), then the long, parked schedule.
+DEFAULT_RETRY_SCHEDULE = "1s,2s,4s,8s,15s,30s,5m,30m,2h,5h,10h"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All runtime configuration of Hooklane's processes."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # None means: start the embedded broker (``hooklane up`` only).
+    kafka_bootstrap_servers: str | None = None
+    topic_prefix: str = "hooklane."
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    delivery_timeout_s: float = 10.0
+    retry_schedule: tuple[float, ...] = parse_schedule(DEFAULT_RETRY_SCHEDULE)
+    # Failures younger than this retry in memory; older ones park the lane in Postgres.
+    park_after: float = 60.0
+    retry_window: float = 3 * 86400.0
+    auto_disable_after: float = 5 * 86400.0
+    retry_after_max: float = 3600.0
+    max_in_flight: int = 512
+    max_in_flight_per_webhook: int = 16
+    # Comma-separated Fernet keys: the first encrypts, all decrypt (rotation).
+    secret_key: str | None = None
+    allow_private_targets: bool = False
+    allowed_target_cidrs: tuple[str, ...] = ()
+    attempt_retention_days: int = 30
+    deliveries_partitions: int = 16
+    topic_partitions: int = 8
+    log_level: str = "INFO"
+    log_format: str = "auto"  # auto | json | console
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``HOOKLANE_*`` variables, validating every value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(PREFIX + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = _PARSERS.get(field.name, _parse_str)(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{PREFIX}{field.name.upper()}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ``SettingsError`` for values that parse but make no sense."""
+        _check_database_url(self.database_url)
+        checks: list[tuple[bool, str, str]] = [
+            (self.delivery_timeout_s > 0, "DELIVERY_TIMEOUT_S", "must be positive"),
+            (all(d > 0 for d in self.retry_schedule), "RETRY_SCHEDULE", "delays must be > 0"),
+            (self.park_after >= 0, "PARK_AFTER", "must not be negative"),
+            (self.retry_window > 0, "RETRY_WINDOW", "must be positive"),
+            (self.auto_disable_after > 0, "AUTO_DISABLE_AFTER", "must be positive"),
+            (self.retry_after_max > 0, "RETRY_AFTER_MAX", "must be positive"),
+            (self.max_in_flight > 0, "MAX_IN_FLIGHT", "must be positive"),
+            (self.max_in_flight_per_webhook > 0, "MAX_IN_FLIGHT_PER_WEBHOOK", "must be > 0"),
+            (0 < self.api_port < 65536, "API_PORT", "must be a TCP port (1-65535)"),
+            (self.attempt_retention_days > 0, "ATTEMPT_RETENTION_DAYS", "must be positive"),
+            (self.deliveries_partitions > 0, "DELIVERIES_PARTITIONS", "must be positive"),
+            (self.topic_partitions > 0, "TOPIC_PARTITIONS", "must be positive"),
+            (bool(self.topic_prefix.strip()), "TOPIC_PREFIX", "must not be empty"),
+            (
+                self.log_format in {"auto", "json", "console"},
+                "LOG_FORMAT",
+                "must be auto, json or console",
+            ),
+            (
+                self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
+                "LOG_LEVEL",
+                "must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            ),
+        ]
+        for ok, name, problem in checks:
+            if not ok:
+                raise SettingsError(f"{PREFIX}{name}: {problem}")
+
+    @property
+    def deliveries_topic(self) -> str:
+        """The internal topic of delivery tasks, keyed by webhook id."""
+        return f"{self.topic_prefix}deliveries"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where malformed messages go, with the reason; never silently dropped."""
+        return f"{self.topic_prefix}dead-letter"
+
+    def mirror_topic(self, topic: str) -> str:
+        """The Kafka topic that mirrors webhook topic ``topic``."""
+        return f"{self.topic_prefix}{topic}"
+
+
+def _parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def _parse_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _parse_float(raw: str) -> float:
+    return parse_duration(raw)
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_days(raw: str) -> float:
+    # AUTO_DISABLE_AFTER and RETRY_WINDOW take durations: "5d", "36h".
+    return parse_duration(raw)
+
+
+_PARSERS: dict[str, Any] = {
+    "api_port": _parse_int,
+    "delivery_timeout_s": _parse_float,
+    "retry_schedule": parse_schedule,
+    "park_after": _parse_float,
+    "retry_window": _parse_days,
+    "auto_disable_after": _parse_days,
+    "retry_after_max": _parse_float,
+    "max_in_flight": _parse_int,
+    "max_in_flight_per_webhook": _parse_int,
+    "allow_private_targets": _parse_bool,
+    "allowed_target_cidrs": _parse_list,
+    "attempt_retention_days": _parse_int,
+    "deliveries_partitions": _parse_int,
+    "topic_partitions": _parse_int,
+}
+
+
+def _check_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql", "postgres"} or not parts.path.strip("/"):
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL={url!r}: expected postgresql://user@host:port/dbname"
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise SettingsError(f"{PREFIX}DATABASE_URL={url!r}: the port is not a number") from None

