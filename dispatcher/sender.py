@@ -1,0 +1,103 @@
+"""The one narrow seam for HTTP: ``Sender.send(url, body, headers) -> Response``.
+
+The deliverer and the API's test trigger both use it; tests can swap it. The
+production ``AiohttpSender`` keeps one session with keep-alive pools per host and a
+DNS cache, follows no redirects and reads at most ``MAX_RESPONSE_BODY`` bytes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from dispatcher.errors import (
+    BlockedDestination,
+    ConnectError,
+    DeliveryError,
+    DeliveryTimeout,
+    ProtocolError,
+    TLSError,
+)
+from dispatcher.settings import Settings
+
+MAX_RESPONSE_BODY = 4096
+USER_AGENT = "Hooklane/0.1 (+webhooks)"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A receiver's answer: status, the headers that matter, and a capped body."""
+
+    status: int
+    body: bytes = b""
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True for any 2xx."""
+        return 200 <= self.status < 300
+
+
+class Sender(Protocol):
+    """POSTs one signed body; raises DeliveryError when no complete answer arrives."""
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
+
+
+class AiohttpSender:
+    """The production sender. Create inside a running loop; ``close()`` when done."""
+
+    def __init__(self, settings: Settings, connector: aiohttp.BaseConnector | None = None) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
+        self._session = aiohttp.ClientSession(
+            connector=connector
+            or aiohttp.TCPConnector(
+                limit=settings.max_in_flight,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+            ),
+            timeout=self._timeout,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+            auto_decompress=False,
+            raise_for_status=False,
+        )
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """POST ``body`` to ``url``; redirects are answers, not followed."""
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                content = await response.content.read(MAX_RESPONSE_BODY)
+                return Response(response.status, content, response.headers.get("Retry-After"))
+        except DeliveryError:
+            raise
+        except TimeoutError as exc:
+            raise DeliveryTimeout("no answer within the delivery timeout") from exc
+        except (
+            aiohttp.ClientConnectorCertificateError,
+            aiohttp.ClientSSLError,
+            ssl.SSLError,
+        ) as exc:
+            raise TLSError(str(exc) or "TLS failure") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedDestination):
+                raise exc.os_error from exc
+            raise ConnectError(str(exc)) from exc
+        except aiohttp.InvalidURL as exc:
+            raise BlockedDestination(f"invalid URL: {exc}") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise ProtocolError(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        await self._session.close()
