@@ -1,0 +1,247 @@
+"""Webhooks in Postgres: every query is scoped by tenant, secrets are stored encrypted.
+
+Another tenant's webhook id behaves exactly like a missing one (None / False), so
+callers answer 404 for both. Every change bumps ``updated_at``; the table's trigger
+NOTIFYs ``hooklane_webhooks`` so routers refresh their subscription index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from dispatcher.attempt import WebhookTarget
+from dispatcher.secrets import SecretBox, preview
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from dispatcher.db import Executor
+
+# How long a replaced secret still signs deliveries (a second signature), so
+# receivers can roll their verification key without dropping requests.
+ROTATION_GRACE = "24 hours"
+
+_COLUMNS = (
+    "id::text AS id, tenant_id, url, name, topics, state, api_version, ordering,"
+    " max_in_flight, secret_preview, disabled_reason, last_success_at, last_failure_at,"
+    " consecutive_failures, created_at, updated_at"
+)
+# Plain columns a partial update may set (``secret`` is handled separately).
+UPDATABLE = frozenset(
+    {"url", "name", "topics", "state", "api_version", "ordering", "max_in_flight"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook as tenants see it (never with its secret)."""
+
+    id: str
+    tenant_id: str
+    url: str
+    name: str | None
+    topics: tuple[str, ...]
+    state: str
+    api_version: str
+    ordering: str
+    max_in_flight: int
+    secret_preview: str
+    disabled_reason: str | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _webhook(row: asyncpg.Record) -> Webhook:
+    values = dict(row)
+    values["topics"] = tuple(values["topics"])
+    return Webhook(**values)
+
+
+def _uuid(webhook_id: str) -> uuid.UUID | None:
+    """The id as a UUID, or None for a string that cannot be one (so: not found)."""
+    try:
+        return uuid.UUID(webhook_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+async def create_webhook(
+    executor: Executor,
+    box: SecretBox,
+    *,
+    tenant_id: str,
+    url: str,
+    topics: Sequence[str],
+    secret: str,
+    name: str | None = None,
+    state: str = "ENABLED",
+    api_version: str = "v1.0",
+    ordering: str = "ordered",
+    max_in_flight: int = 1,
+) -> Webhook:
+    """Insert a webhook with a new uuid4 id; the secret is stored encrypted."""
+    row = await executor.fetchrow(
+        "INSERT INTO webhooks (id, tenant_id, url, name, topics, state, api_version, ordering,"
+        " max_in_flight, secret_ciphertext, secret_preview)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        f" RETURNING {_COLUMNS}",
+        uuid.uuid4(),
+        tenant_id,
+        url,
+        name,
+        list(topics),
+        state,
+        api_version,
+        ordering,
+        max_in_flight,
+        box.encrypt(secret),
+        preview(secret),
+    )
+    assert row is not None
+    return _webhook(row)
+
+
+async def get_webhook(executor: Executor, tenant_id: str, webhook_id: str) -> Webhook | None:
+    """Webhook ``webhook_id`` of ``tenant_id``, or None (missing, or another tenant's)."""
+    key = _uuid(webhook_id)
+    if key is None:
+        return None
+    row = await executor.fetchrow(
+        f"SELECT {_COLUMNS} FROM webhooks WHERE id = $1 AND tenant_id = $2", key, tenant_id
+    )
+    return None if row is None else _webhook(row)
+
+
+async def list_webhooks(
+    executor: Executor,
+    tenant_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    topic: str | None = None,
+    state: str | None = None,
+) -> tuple[list[Webhook], bool]:
+    """One page of the tenant's webhooks, newest first; True when more follow.
+
+    ``after`` is the (created_at, id) keyset cursor of the last webhook of the
+    previous page.
+    """
+    after_at, after_id = after if after is not None else (None, None)
+    rows = await executor.fetch(
+        f"SELECT {_COLUMNS} FROM webhooks"
+        " WHERE tenant_id = $1"
+        " AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))"
+        " AND ($4::text IS NULL OR topics @> ARRAY[$4::text])"
+        " AND ($5::text IS NULL OR state = $5::text)"
+        " ORDER BY created_at DESC, id DESC LIMIT $6",
+        tenant_id,
+        after_at,
+        _uuid(after_id) if after_id is not None else None,
+        topic,
+        state,
+        limit + 1,
+    )
+    return [_webhook(row) for row in rows[:limit]], len(rows) > limit
+
+
+async def update_webhook(
+    executor: Executor,
+    box: SecretBox,
+    tenant_id: str,
+    webhook_id: str,
+    changes: Mapping[str, Any],
+) -> Webhook | None:
+    """Apply a partial update; None when the tenant has no such webhook.
+
+    ``changes`` holds UPDATABLE columns and optionally ``secret``. A new secret keeps
+    the old one valid as ``previous_secret`` for ROTATION_GRACE. Setting ``state``
+    to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED, its
+    failure streak (so a re-enabled endpoint is not disabled again at once).
+    """
+    key = _uuid(webhook_id)
+    if key is None:
+        return None
+    unknown = set(changes) - UPDATABLE - {"secret"}
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    args: list[Any] = [key, tenant_id]
+    assignments = ["updated_at = now()"]
+    for column in sorted(set(changes) & UPDATABLE):
+        value = changes[column]
+        args.append(list(value) if column == "topics" else value)
+        assignments.append(f"{column} = ${len(args)}")
+    if changes.get("state") == "ENABLED":
+        assignments += [
+            "disabled_reason = NULL",
+            "failing_since = CASE WHEN state = 'DISABLED' THEN NULL ELSE failing_since END",
+            "consecutive_failures = CASE WHEN state = 'DISABLED' THEN 0"
+            " ELSE consecutive_failures END",
+        ]
+    if "secret" in changes:
+        secret: str = changes["secret"]
+        args += [box.encrypt(secret), preview(secret)]
+        # Right-hand sides see the row's old values: the old secret becomes previous.
+        assignments += [
+            "previous_secret_ciphertext = secret_ciphertext",
+            f"previous_secret_expires_at = now() + interval '{ROTATION_GRACE}'",
+            f"secret_ciphertext = ${len(args) - 1}",
+            f"secret_preview = ${len(args)}",
+        ]
+    row = await executor.fetchrow(
+        f"UPDATE webhooks SET {', '.join(assignments)}"
+        f" WHERE id = $1 AND tenant_id = $2 RETURNING {_COLUMNS}",
+        *args,
+    )
+    return None if row is None else _webhook(row)
+
+
+async def delete_webhook(executor: Executor, tenant_id: str, webhook_id: str) -> bool:
+    """Delete the tenant's webhook; False when there was none."""
+    key = _uuid(webhook_id)
+    if key is None:
+        return False
+    deleted = await executor.fetchval(
+        "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2 RETURNING id", key, tenant_id
+    )
+    return deleted is not None
+
+
+async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> WebhookTarget | None:
+    """The delivery view of a webhook (any tenant, any state), secrets decrypted.
+
+    ``secrets`` holds the current secret, then the previous one while its rotation
+    grace period lasts.
+    """
+    key = _uuid(webhook_id)
+    if key is None:
+        return None
+    row = await executor.fetchrow(
+        "SELECT id::text AS id, tenant_id, url, api_version, state, ordering, max_in_flight,"
+        " secret_ciphertext,"
+        " CASE WHEN previous_secret_expires_at > now() THEN previous_secret_ciphertext END"
+        " AS previous_secret_ciphertext"
+        " FROM webhooks WHERE id = $1",
+        key,
+    )
+    if row is None:
+        return None
+    secrets = [box.decrypt(row["secret_ciphertext"])]
+    if row["previous_secret_ciphertext"] is not None:
+        secrets.append(box.decrypt(row["previous_secret_ciphertext"]))
+    return WebhookTarget(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        secrets=tuple(secrets),
+        api_version=row["api_version"],
+        state=row["state"],
+        ordering=row["ordering"],
+        max_in_flight=row["max_in_flight"],
+    )
