@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from dispatcher.errors import (
     BlockedDestination,
@@ -23,6 +25,7 @@ from dispatcher.errors import (
     TLSError,
 )
 from dispatcher.settings import Settings
+from dispatcher.targets import GuardedResolver, check_literal_host
 
 MAX_RESPONSE_BODY = 4096
 USER_AGENT = "Hooklane/0.1 (+webhooks)"
@@ -49,10 +52,24 @@ class Sender(Protocol):
 
 
 class AiohttpSender:
-    """The production sender. Create inside a running loop; ``close()`` when done."""
+    """The production sender. Create inside a running loop; ``close()`` when done.
 
-    def __init__(self, settings: Settings, connector: aiohttp.BaseConnector | None = None) -> None:
+    Unless ``allow_private_targets`` is on, the connect-time SSRF guard is active: every
+    DNS answer goes through ``GuardedResolver`` (wrapping ``resolver``, aiohttp's
+    default when None) and IP-literal hosts are checked before the request, so a
+    forbidden address raises ``BlockedDestination`` and no byte is sent to it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        connector: aiohttp.BaseConnector | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._settings = settings
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
+        if not settings.allow_private_targets:
+            resolver = GuardedResolver(settings.allowed_target_cidrs, inner=resolver)
         self._session = aiohttp.ClientSession(
             connector=connector
             or aiohttp.TCPConnector(
@@ -60,6 +77,7 @@ class AiohttpSender:
                 limit_per_host=0,
                 ttl_dns_cache=300,
                 keepalive_timeout=30,
+                resolver=resolver,
             ),
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
@@ -70,6 +88,7 @@ class AiohttpSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """POST ``body`` to ``url``; redirects are answers, not followed."""
         try:
+            check_literal_host(URL(url).raw_host or "", self._settings)
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
@@ -89,7 +108,7 @@ class AiohttpSender:
             if isinstance(exc.os_error, BlockedDestination):
                 raise exc.os_error from exc
             raise ConnectError(str(exc)) from exc
-        except aiohttp.InvalidURL as exc:
+        except (aiohttp.InvalidURL, ValueError) as exc:
             raise BlockedDestination(f"invalid URL: {exc}") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
