@@ -1,0 +1,50 @@
+"""``python -m api`` (``hooklane api``): serve the management API until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+from aiohttp import web
+
+from api.app import create_app
+from dispatcher import db
+from dispatcher.logs import configure_logging
+from dispatcher.settings import Settings, SettingsError
+
+# Seconds in-flight requests (a test trigger waits for its receiver) get to finish.
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
+def main() -> int:
+    """Migrate, then serve on HOOKLANE_API_HOST:HOOKLANE_API_PORT."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"hooklane api: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    log = structlog.get_logger("api")
+    try:
+        asyncio.run(db.migrate(settings.database_url))
+        app = create_app(settings)
+    except (db.DatabaseError, ValueError, OSError) as exc:
+        print(f"hooklane api: {exc}", file=sys.stderr)
+        return 1
+    log.info("api.listening", url=f"http://{settings.api_host}:{settings.api_port}")
+    # run_app turns SIGTERM and SIGINT into a graceful shutdown (cleanup_ctx runs).
+    web.run_app(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
+    log.info("api.stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The management API: ``create_app(settings)`` wires routes, middlewares and resources.
+
+Resources live for the app's lifetime (``cleanup_ctx``): the Postgres pool, the
+sender the test trigger shares with the deliverer, and the Kafka producer. Each
+resource module registers its own routes; ``api.attempts`` (the attempt log) is
+registered when present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api import events, health, topics, trigger, webhooks
+from api.auth import auth_middleware
+from api.errors import MAX_BODY, error_middleware
+from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
+from api.validation import Schemas
+from dispatcher import db
+from dispatcher.secrets import SecretBox
+from dispatcher.sender import AiohttpSender
+from dispatcher.settings import Settings
+
+# Re-exported for route modules written elsewhere (api.attempts).
+__all__ = ["POOL", "PRODUCER", "SECRET_BOX", "SENDER", "SETTINGS", "create_app"]
+
+ATTEMPTS_MODULE = "api.attempts"
+POOL_SIZE = 10
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    pool = await db.create_pool(app[SETTINGS].database_url, min_size=1, max_size=POOL_SIZE)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _sender(app: web.Application) -> AsyncIterator[None]:
+    sender = AiohttpSender(app[SETTINGS])  # needs the running loop
+    app[SENDER] = sender
+    yield
+    await sender.close()
+
+
+async def _producer(app: web.Application) -> AsyncIterator[None]:
+    from dispatcher.producer import Producer
+
+    producer = Producer(app[SETTINGS])
+    await producer.start()
+    app[PRODUCER] = producer
+    yield
+    await producer.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The aiohttp application of the management API."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware, auth_middleware])
+    app[SETTINGS] = settings
+    app[SECRET_BOX] = SecretBox.from_setting(settings.secret_key)
+    app[SCHEMAS] = Schemas()
+    app.cleanup_ctx.extend([_database, _sender, _producer])
+    for module in (health, webhooks, trigger, topics, events):
+        module.setup_routes(app)
+    if importlib.util.find_spec(ATTEMPTS_MODULE) is not None:
+        importlib.import_module(ATTEMPTS_MODULE).setup_routes(app)
+    return app

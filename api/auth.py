@@ -1,0 +1,50 @@
+"""Bearer API keys: every route needs one except the health check and the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.errors import ApiError
+from api.keys import POOL, TENANT_ID
+from dispatcher.store.tenants import tenant_for_api_key
+
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hooklane"'}
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the caller's tenant from its API key, or answer 401."""
+    # Unmatched routes fall through so they answer 404/405 rather than 401.
+    if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
+        return await handler(request)
+    api_key = bearer_token(request.headers.get("Authorization"))
+    if api_key is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send your API key as `Authorization: Bearer <key>`",
+            headers=_CHALLENGE,
+        )
+    tenant_id = await tenant_for_api_key(request.app[POOL], api_key)
+    if tenant_id is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key", headers=_CHALLENGE)
+    request[TENANT_ID] = tenant_id
+    return await handler(request)
+
+
+def tenant_id(request: web.Request) -> str:
+    """The authenticated tenant of ``request``."""
+    return request[TENANT_ID]

@@ -1,0 +1,161 @@
+"""Request bodies: read, parse and validate against the JSON Schemas in ``schemas/``.
+
+Every ``schemas/<name>.json`` except the OpenAPI document is compiled once into a
+validator. ``read_json`` maps each way a body can be wrong to its status: too large
+413, not JSON content 415, malformed 400, against the schema 422 (with one detail
+per problem, unknown fields named).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jsonschema.validators
+import orjson
+from aiohttp import web
+
+from api.errors import ApiError, validation_failed
+from api.keys import SCHEMAS
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+OPENAPI = "openapi.json"
+
+
+def parse_datetime(value: str) -> datetime:
+    """An RFC 3339 date-time (with ``T`` and a UTC offset or ``Z``); ValueError otherwise."""
+    if "T" not in value.upper():
+        raise ValueError("expected an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
+    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("the date-time needs a UTC offset or Z")
+    return moment
+
+
+FORMAT_CHECKER = jsonschema.FormatChecker()
+
+
+@FORMAT_CHECKER.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if isinstance(value, str):
+        parse_datetime(value)
+    return True
+
+
+def _pointer(path: Iterable[str | int]) -> str:
+    return "".join(f"/{part}" for part in path)
+
+
+def problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[dict[str, Any]]:
+    """Every reason ``instance`` fails ``validator``, as ``{path, message, keyword}``."""
+    found: list[dict[str, Any]] = []
+    for error in validator.iter_errors(instance):
+        path = _pointer(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            found += [
+                {
+                    "path": f"{path}/{name}",
+                    "message": f"unknown field {name!r}",
+                    "keyword": "additionalProperties",
+                }
+                for name in error.instance
+                if name not in known
+            ]
+            continue
+        message = error.message
+        if isinstance(error.schema, dict) and "x-error" in error.schema:
+            message = error.schema["x-error"]
+        elif path:
+            message = f"{path[1:]}: {message}"
+        found.append({"path": path, "message": message, "keyword": str(error.validator)})
+    return sorted(found, key=lambda item: (item["path"], item["keyword"]))
+
+
+def compile_schema(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for ``schema`` (its declared draft), checking formats we support."""
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=FORMAT_CHECKER)
+
+
+class Schemas:
+    """The compiled request-body validators and the OpenAPI document."""
+
+    def __init__(self, directory: Path = SCHEMA_DIR) -> None:
+        self.directory = directory
+        self.sources: dict[str, dict[str, Any]] = {}
+        for path in sorted(directory.glob("*.json")):
+            if path.name != OPENAPI:
+                self.sources[path.stem] = orjson.loads(path.read_bytes())
+        self.validators = {name: compile_schema(src) for name, src in self.sources.items()}
+        self.openapi = orjson.loads((directory / OPENAPI).read_bytes())
+        self.openapi_bundle = orjson.dumps(self._bundle())
+
+    def validate(self, name: str, instance: Any) -> None:
+        """Raise the 422 envelope unless ``instance`` satisfies schema ``name``."""
+        found = problems(self.validators[name], instance)
+        if found:
+            raise validation_failed(found)
+
+    def _bundle(self) -> dict[str, Any]:
+        """The OpenAPI document with each ``{"$ref": "x.json"}`` pulled into components.
+
+        The file in ``schemas/`` references its sibling files (one source of truth);
+        the served document is self-contained so any client can use it.
+        """
+        document = copy.deepcopy(self.openapi)
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        titles = {}
+        for stem, source in self.sources.items():
+            title = source.get("title", stem)
+            components[title] = {k: v for k, v in source.items() if k != "$schema"}
+            titles[f"{stem}.json"] = f"#/components/schemas/{title}"
+
+        def rewrite(node: Any) -> Any:
+            if isinstance(node, dict):
+                ref = node.get("$ref")
+                if isinstance(ref, str) and ref in titles:
+                    return {**node, "$ref": titles[ref]}
+                return {key: rewrite(value) for key, value in node.items()}
+            if isinstance(node, list):
+                return [rewrite(item) for item in node]
+            return node
+
+        bundled: dict[str, Any] = rewrite(document)
+        return bundled
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_json(request: web.Request, schema: str, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON body, validated against ``schemas/<schema>.json``.
+
+    With ``optional``, an empty body (whatever its content type) means ``{}``.
+    """
+    raw = await request.read()  # raises 413 beyond client_max_size
+    if optional and not raw.strip():
+        body: Any = {}
+    else:
+        if not _is_json(request.content_type):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+                {"content_type": request.headers.get("Content-Type")},
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    request.app[SCHEMAS].validate(schema, body)
+    assert isinstance(body, dict)  # every request schema is an object
+    return body

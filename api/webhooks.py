@@ -1,0 +1,244 @@
+"""``/webhooks``: create, list, read, partially update and delete a tenant's webhooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from api.auth import tenant_id
+from api.errors import ApiError, invalid_field, not_found, validation_failed
+from api.keys import POOL, SECRET_BOX, SETTINGS
+from api.responses import decode_cursor, encode_cursor, json_response, rfc3339
+from api.validation import read_json
+from dispatcher.backlog import backlog_sizes
+from dispatcher.secrets import generate_secret
+from dispatcher.settings import Settings
+from dispatcher.store import webhooks as store
+from dispatcher.store.topics import TOPIC_NAME, topic_names
+from dispatcher.targets import InvalidTarget, check_target_url
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+STATES = ("ENABLED", "DISABLED")
+
+
+def webhook_json(webhook: store.Webhook, backlog: int = 0) -> dict[str, Any]:
+    """The webhook object of every response (never the secret)."""
+    return {
+        "id": webhook.id,
+        "url": webhook.url,
+        "name": webhook.name,
+        "topics": list(webhook.topics),
+        "state": webhook.state,
+        "api_version": webhook.api_version,
+        "ordering": webhook.ordering,
+        "max_in_flight": webhook.max_in_flight,
+        "secret_preview": webhook.secret_preview,
+        "disabled_reason": webhook.disabled_reason,
+        "last_success_at": rfc3339(webhook.last_success_at),
+        "last_failure_at": rfc3339(webhook.last_failure_at),
+        "consecutive_failures": webhook.consecutive_failures,
+        "backlog": backlog,
+        "created_at": rfc3339(webhook.created_at),
+        "updated_at": rfc3339(webhook.updated_at),
+    }
+
+
+async def webhook_or_404(request: web.Request, webhook_id: str | None = None) -> store.Webhook:
+    """The caller's webhook ``webhook_id`` (default: the ``{id}`` of the route), or 404."""
+    wanted = webhook_id if webhook_id is not None else request.match_info["id"]
+    webhook = await store.get_webhook(request.app[POOL], tenant_id(request), wanted)
+    if webhook is None:
+        raise not_found()
+    return webhook
+
+
+async def _check_url(url: str, settings: Settings) -> None:
+    try:
+        await check_target_url(url, settings)
+    except InvalidTarget as exc:
+        raise invalid_field("/url", str(exc), "target") from None
+
+
+async def _check_topics(request: web.Request, topics: Sequence[str]) -> None:
+    known = await topic_names(request.app[POOL])
+    unknown = [topic for topic in topics if topic not in known]
+    if unknown:
+        raise validation_failed(
+            [
+                {
+                    "path": f"/topics/{topics.index(topic)}",
+                    "message": f"unknown topic {topic!r} (GET /topics lists the catalog)",
+                    "keyword": "catalog",
+                }
+                for topic in unknown
+            ]
+        )
+
+
+def _check_in_flight(max_in_flight: int, settings: Settings) -> None:
+    if max_in_flight > settings.max_in_flight_per_webhook:
+        raise invalid_field(
+            "/max_in_flight",
+            f"max_in_flight must be at most {settings.max_in_flight_per_webhook}"
+            " (HOOKLANE_MAX_IN_FLIGHT_PER_WEBHOOK)",
+            "maximum",
+        )
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /webhooks → 201 with the webhook (and ``secret`` if it was generated)."""
+    body = await read_json(request, "webhook_create")
+    settings = request.app[SETTINGS]
+    await _check_url(body["url"], settings)
+    await _check_topics(request, body["topics"])
+    ordering = body.get("ordering", "ordered")
+    max_in_flight = 1
+    if ordering == "unordered":
+        max_in_flight = body.get("max_in_flight", settings.max_in_flight_per_webhook)
+        _check_in_flight(max_in_flight, settings)
+    secret = body.get("secret")
+    generated = secret is None
+    if secret is None:
+        secret = generate_secret()
+    webhook = await store.create_webhook(
+        request.app[POOL],
+        request.app[SECRET_BOX],
+        tenant_id=tenant_id(request),
+        url=body["url"],
+        topics=body["topics"],
+        secret=secret,
+        name=body.get("name"),
+        state=body.get("state", "ENABLED"),
+        api_version=body.get("api_version", "v1.0"),
+        ordering=ordering,
+        max_in_flight=max_in_flight,
+    )
+    log.info("webhook.created", webhook_id=webhook.id, tenant_id=webhook.tenant_id)
+    payload = webhook_json(webhook)
+    if generated:
+        payload["secret"] = secret  # the only time it is ever shown
+    return json_response(payload, status=201, headers={"Location": f"/webhooks/{webhook.id}"})
+
+
+def _page_size(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise invalid_field("limit", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+    return limit
+
+
+def _after(request: web.Request) -> tuple[datetime, str] | None:
+    cursor = request.query.get("cursor")
+    if not cursor:
+        return None
+    try:
+        created_at, webhook_id = decode_cursor(cursor)
+        return datetime.fromisoformat(created_at), str(webhook_id)
+    except (ValueError, TypeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
+
+
+async def list_(request: web.Request) -> web.Response:
+    """GET /webhooks?limit&cursor&topic&state → a page, newest first."""
+    limit = _page_size(request)
+    after = _after(request)
+    topic = request.query.get("topic")
+    if topic is not None and not TOPIC_NAME.match(topic):
+        raise invalid_field("topic", f"{topic!r} is not a topic name", "topic")
+    state = request.query.get("state")
+    if state is not None and state not in STATES:
+        raise invalid_field("state", "state must be ENABLED or DISABLED", "enum")
+    pool = request.app[POOL]
+    webhooks, more = await store.list_webhooks(
+        pool, tenant_id(request), limit=limit, after=after, topic=topic, state=state
+    )
+    backlog = await backlog_sizes(pool, [webhook.id for webhook in webhooks])
+    next_cursor = None
+    if more:
+        last = webhooks[-1]
+        next_cursor = encode_cursor([last.created_at.isoformat(), last.id])
+    return json_response(
+        {
+            "data": [webhook_json(w, backlog.get(w.id, 0)) for w in webhooks],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def read(request: web.Request) -> web.Response:
+    """GET /webhooks/{id}."""
+    webhook = await webhook_or_404(request)
+    backlog = await backlog_sizes(request.app[POOL], [webhook.id])
+    return json_response(webhook_json(webhook, backlog.get(webhook.id, 0)))
+
+
+async def update(request: web.Request) -> web.Response:
+    """POST /webhooks/{id}: partial update with the creation rules → 200."""
+    current = await webhook_or_404(request)
+    body = await read_json(request, "webhook_update")
+    settings = request.app[SETTINGS]
+    if "url" in body:
+        await _check_url(body["url"], settings)
+    if "topics" in body:
+        await _check_topics(request, body["topics"])
+    changes = dict(body)
+    ordering = body.get("ordering", current.ordering)
+    if ordering == "ordered":
+        if body.get("max_in_flight", 1) != 1:
+            raise invalid_field(
+                "/max_in_flight",
+                "an ordered webhook has exactly one request in flight: "
+                "omit max_in_flight or set ordering to unordered",
+                "const",
+            )
+        if current.max_in_flight != 1:
+            changes["max_in_flight"] = 1
+    elif "max_in_flight" in body or current.ordering != "unordered":
+        changes["max_in_flight"] = body.get("max_in_flight", settings.max_in_flight_per_webhook)
+        _check_in_flight(changes["max_in_flight"], settings)
+    pool = request.app[POOL]
+    webhook = await store.update_webhook(
+        pool, request.app[SECRET_BOX], current.tenant_id, current.id, changes
+    )
+    if webhook is None:  # deleted meanwhile
+        raise not_found()
+    log.info(
+        "webhook.updated",
+        webhook_id=webhook.id,
+        tenant_id=webhook.tenant_id,
+        fields=sorted(body),  # names only: never the secret's value
+    )
+    backlog = await backlog_sizes(pool, [webhook.id])
+    return json_response(webhook_json(webhook, backlog.get(webhook.id, 0)))
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE /webhooks/{id} → 204."""
+    caller = tenant_id(request)
+    webhook_id = request.match_info["id"]
+    if not await store.delete_webhook(request.app[POOL], caller, webhook_id):
+        raise not_found()
+    log.info("webhook.deleted", webhook_id=webhook_id, tenant_id=caller)
+    return web.Response(status=204)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register the /webhooks routes."""
+    app.router.add_post("/webhooks", create)
+    app.router.add_get("/webhooks", list_, allow_head=False)
+    app.router.add_get("/webhooks/{id}", read, allow_head=False)
+    app.router.add_post("/webhooks/{id}", update)
+    app.router.add_delete("/webhooks/{id}", delete)
