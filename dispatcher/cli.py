@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("deliverer", help="run the deliverer (consumer group hooklane-deliverer)")
     sub.add_parser("migrate", help="create the database if needed and apply migrations")
     sub.add_parser("secret-key", help="print a new key for HOOKLANE_SECRET_KEY")
+    sub.add_parser(
+        "rotate-secrets",
+        help="re-encrypt every webhook secret under the first key of HOOKLANE_SECRET_KEY",
+    )
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="tenants_command", required=True, metavar="ACTION"
@@ -112,6 +116,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         print(new_key())
         return 0
+    if command == "rotate-secrets":
+        count = asyncio.run(_rotate_secrets(settings))
+        print(f"re-encrypted {count} webhook secret(s) under the first key")
+        return 0
     if command == "tenants":
         tenant_id, api_key = asyncio.run(_create_tenant(settings, args.name))
         print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
@@ -151,6 +159,17 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
     conn = await asyncpg.connect(settings.database_url)
     try:
         return await create_tenant(conn, name)
+    finally:
+        await conn.close()
+
+
+async def _rotate_secrets(settings: Settings) -> int:
+    from dispatcher.secrets import SecretBox, reencrypt_webhook_secrets
+
+    box = SecretBox.from_setting(settings.secret_key)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await reencrypt_webhook_secrets(conn, box)
     finally:
         await conn.close()
 
