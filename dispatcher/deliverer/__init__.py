@@ -1,0 +1,273 @@
+"""The deliverer: deliveries topic in, signed HTTP requests out, offsets committed.
+
+Consumer group ``hooklane-deliverer`` reads ``<prefix>deliveries`` (keyed by webhook
+id, so each webhook belongs to one deliverer at a time) and hands every task to the
+``Worker`` (lanes, caps, retries). Offsets are committed every ``COMMIT_INTERVAL_S``
+up to what each partition's ``OffsetTracker`` allows: the highest offset below which
+every delivery finished. Too many unfinished deliveries pause the partitions until the
+backlog drains below half (backpressure). On revocation and on ``stop()`` the
+deliverer stops taking work from those partitions, lets in-flight requests finish
+within the delivery timeout, commits, and (on stop) leaves the group.
+
+Run with ``hooklane deliverer`` or ``python -m dispatcher.deliverer``; tests run
+``Deliverer(settings).run()`` as a task (see ``tests/pipeline_helpers.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from dispatcher import db
+from dispatcher.broker import ensure_topics
+from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.worker import Worker
+from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.secrets import SecretBox
+from dispatcher.sender import AiohttpSender, Sender
+from dispatcher.settings import Settings
+from dispatcher.subscriptions import WebhookChanges
+
+__all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
+
+log = structlog.get_logger(__name__)
+
+GROUP_ID = "hooklane-deliverer"
+FETCH_MAX_WAIT_MS = 5
+POLL_TIMEOUT_MS = 100
+MAX_POLL_RECORDS = 500
+COMMIT_INTERVAL_S = 0.1
+# Unfinished deliveries above which fetching pauses; it resumes below half of it.
+MAX_BUFFERED = 5000
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, deliverer: Deliverer) -> None:
+        self._deliverer = deliverer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._deliverer._release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info(
+            "deliverer.partitions_assigned", partitions=sorted(tp.partition for tp in assigned)
+        )
+
+
+class Deliverer:
+    """One deliverer process's worth of work: ``start()``, ``run()``, ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sender: Sender | None = None,
+        group_id: str = GROUP_ID,
+        max_buffered: int = MAX_BUFFERED,
+    ) -> None:
+        if not settings.kafka_bootstrap_servers:
+            raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
+        self.settings = settings
+        self._bootstrap = settings.kafka_bootstrap_servers
+        self._group_id = group_id
+        self._given_sender = sender
+        self._max_buffered = max_buffered
+        self._stopping = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._committed: dict[TopicPartition, int] = {}
+        self._paused = False
+        self._pool: asyncpg.Pool | None = None
+        self._sender: Sender | None = None
+        self._changes: WebhookChanges | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self.worker: Worker | None = None
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        """The deliveries partitions this deliverer owns now."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def start(self) -> None:
+        """Create the topics, connect to Postgres and join the consumer group."""
+        settings = self.settings
+        await ensure_topics(
+            self._bootstrap,
+            {
+                settings.deliveries_topic: settings.deliveries_partitions,
+                settings.dead_letter_topic: 1,
+            },
+        )
+        self._pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+        targets = TargetCache.from_store(self._pool, SecretBox.from_setting(settings.secret_key))
+        self._sender = self._given_sender or AiohttpSender(settings)
+        worker = self.worker = Worker(settings, self._sender, targets)
+
+        async def changed(webhook_id: str) -> None:
+            targets.invalidate(webhook_id)
+            worker.webhook_changed(webhook_id)
+
+        async def resync() -> None:
+            targets.clear()
+            for webhook_id in list(worker.lanes):
+                worker.webhook_changed(webhook_id)
+
+        self._changes = WebhookChanges(settings.database_url, changed, resync)
+        await self._changes.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_poll_records=MAX_POLL_RECORDS,
+        )
+        consumer.subscribe([settings.deliveries_topic], listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        log.info("deliverer.started", topic=settings.deliveries_topic)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to stop taking work, finish in-flight, commit and leave."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``."""
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None and self.worker is not None
+        background = [
+            asyncio.create_task(self.worker.run(), name="deliverer-dispatch"),
+            asyncio.create_task(self._commit_periodically(), name="deliverer-commit"),
+        ]
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                self._accept(batch)
+                self._apply_backpressure()
+        finally:
+            await self._shutdown(background)
+
+    # -- intake and backpressure ------------------------------------------------------
+
+    def _accept(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self.worker is not None
+        owned = self.assignment
+        for tp, records in batch.items():
+            if tp not in owned:
+                continue  # revoked while the batch was in flight
+            for record in records:
+                try:
+                    task = DeliveryTask.from_message(record.value)
+                except InvalidMessage as exc:
+                    log.error(
+                        "deliverer.invalid_task",
+                        reason=exc.reason,
+                        partition=tp.partition,
+                        offset=record.offset,
+                    )
+                    self.worker.skip(tp, record.offset)
+                    continue
+                self.worker.submit(task, tp, record.offset)
+
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None and self.worker is not None
+        outstanding = self.worker.outstanding
+        if not self._paused and outstanding >= self._max_buffered:
+            self._paused = True
+            self._consumer.pause(*self.assignment)
+            log.info("deliverer.paused", outstanding=outstanding)
+        elif self._paused and outstanding < self._max_buffered // 2:
+            self._paused = False
+            self._consumer.resume(*self.assignment)
+            log.info("deliverer.resumed", outstanding=outstanding)
+
+    # -- commits, revocation, shutdown -----------------------------------------------
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self._commit(self.assignment)
+
+    async def _commit(self, partitions: set[TopicPartition]) -> None:
+        if self._consumer is None or self.worker is None:
+            return
+        async with self._commit_lock:
+            positions = {
+                tp: position
+                for tp, position in self.worker.committable().items()
+                if tp in partitions and self._committed.get(tp) != position
+            }
+            if not positions:
+                return
+            try:
+                await self._consumer.commit(
+                    {tp: OffsetAndMetadata(position, "") for tp, position in positions.items()}
+                )
+            except KafkaError as exc:
+                log.warning("deliverer.commit_failed", error=str(exc))
+                return
+            self._committed.update(positions)
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        """Give up ``partitions``: drop queued work, finish in-flight, commit."""
+        if not partitions or self.worker is None:
+            return
+        dropped = self.worker.revoke(partitions)
+        finished = await self.worker.wait_in_flight(
+            partitions, within=self.settings.delivery_timeout_s + 1
+        )
+        await self._commit(partitions)
+        self.worker.forget(partitions)
+        for tp in partitions:
+            self._committed.pop(tp, None)
+        log.info(
+            "deliverer.partitions_released",
+            partitions=sorted(tp.partition for tp in partitions),
+            dropped=dropped,
+            in_flight_finished=finished,
+        )
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        try:
+            if self.worker is not None and self._consumer is not None:
+                await self._release(self.assignment)
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.worker is not None:
+                await self.worker.close(grace_s=0)
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                await consumer.stop()
+            if self._changes is not None:
+                await self._changes.stop()
+            if isinstance(self._sender, AiohttpSender) and self._given_sender is None:
+                await self._sender.close()
+            if self._pool is not None:
+                await self._pool.close()
+            log.info("deliverer.stopped")
+
+
+async def run_deliverer(settings: Settings) -> None:
+    """Run a deliverer until SIGINT or SIGTERM (``hooklane deliverer``)."""
+    deliverer = Deliverer(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, deliverer.stop)
+    try:
+        await deliverer.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,151 @@
+"""A webhook's lane: its FIFO of pending deliveries and its endpoint's failure state.
+
+Pure bookkeeping, no I/O: the worker decides when a lane may send (``ready``), takes
+the next delivery (``take``) and reports how it went (``succeeded``, ``failed``,
+``finished``). Backoff belongs to the endpoint, not the message: while the lane is
+failing it sends only one request at a time (the retry of its head) and nothing before
+``next_attempt_at``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.events import DeliveryTask
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """One delivery task read from the deliveries topic, with its origin."""
+
+    task: DeliveryTask
+    partition: TopicPartition
+    offset: int
+    # The tracker of the assignment it was read under; a revoked partition gets a new one.
+    tracker: OffsetTracker
+    attempts: int = 0
+    first_failed_at: float | None = field(default=None)
+
+
+class Lane:
+    """The FIFO of one webhook (see the module docstring)."""
+
+    __slots__ = (
+        "failing_since",
+        "failures",
+        "in_flight",
+        "limit",
+        "next_attempt_at",
+        "parked",
+        "pending",
+        "queued",
+        "webhook_id",
+    )
+
+    def __init__(self, webhook_id: str) -> None:
+        self.webhook_id = webhook_id
+        self.pending: deque[Pending] = deque()
+        self.in_flight = 0
+        # Concurrent requests allowed while healthy: 1 for ordered webhooks.
+        self.limit = 1
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.next_attempt_at = 0.0
+        # True while the webhook's deliveries go to the Postgres backlog instead.
+        self.parked = False
+        # True while the lane sits in the worker's ready queue.
+        self.queued = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Lane({self.webhook_id}, pending={len(self.pending)}, in_flight={self.in_flight},"
+            f" failures={self.failures})"
+        )
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending and nothing in flight: the lane may be forgotten."""
+        return not self.pending and not self.in_flight
+
+    @property
+    def failing(self) -> bool:
+        """Whether the endpoint's last attempt failed."""
+        return self.failures > 0
+
+    def push(self, entry: Pending) -> None:
+        """Append a delivery at the tail."""
+        self.pending.append(entry)
+
+    def capacity(self) -> int:
+        """Requests that may be in flight now: one while failing, else ``limit``."""
+        return 1 if self.failing else max(1, self.limit)
+
+    def ready(self, now: float) -> bool:
+        """Whether the lane may send its next delivery at ``now``."""
+        return (
+            not self.parked
+            and bool(self.pending)
+            and self.in_flight < self.capacity()
+            and now >= self.next_attempt_at
+        )
+
+    def take(self) -> Pending:
+        """Start the next delivery (the head)."""
+        self.in_flight += 1
+        return self.pending.popleft()
+
+    def succeeded(self) -> None:
+        """A delivery got a 2xx: the endpoint is healthy again."""
+        self.in_flight -= 1
+        self.failures = 0
+        self.failing_since = None
+        self.next_attempt_at = 0.0
+
+    def failed(self, entry: Pending, now: float, next_attempt_at: float) -> None:
+        """A delivery failed and will be retried first, not before ``next_attempt_at``."""
+        self.in_flight -= 1
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = now
+        self.next_attempt_at = max(self.next_attempt_at, next_attempt_at)
+        self._insert_in_offset_order(entry)
+
+    def finished(self) -> None:
+        """A delivery ended without a 2xx and will not be retried (given up, dropped)."""
+        self.in_flight -= 1
+
+    def abandon(self) -> None:
+        """An in-flight delivery's result is ignored (its partition was revoked)."""
+        self.in_flight -= 1
+
+    def drain(self) -> list[Pending]:
+        """Remove and return every pending delivery, in order."""
+        drained = list(self.pending)
+        self.pending.clear()
+        return drained
+
+    def drop(self, predicate: Callable[[Pending], bool]) -> list[Pending]:
+        """Remove and return the pending deliveries matching ``predicate``."""
+        dropped = [entry for entry in self.pending if predicate(entry)]
+        if dropped:
+            self.pending = deque(entry for entry in self.pending if not predicate(entry))
+        return dropped
+
+    def __iter__(self) -> Iterator[Pending]:
+        return iter(self.pending)
+
+    def _insert_in_offset_order(self, entry: Pending) -> None:
+        # Ordered lanes have one in flight, so this is the head; unordered lanes may
+        # have several failures coming back: keep them in their original order.
+        index = 0
+        for index, other in enumerate(self.pending):  # noqa: B007
+            if (other.partition, other.offset) > (entry.partition, entry.offset):
+                break
+        else:
+            index = len(self.pending)
+        self.pending.insert(index, entry)

@@ -1,0 +1,303 @@
+"""The delivery worker: lanes, the ready queue, the in-flight caps and attempt outcomes.
+
+Deliveries read from Kafka are ``submit``-ted into their webhook's ``Lane``. Lanes that
+may send sit in one FIFO ready queue; the dispatch loop takes the first, starts one
+request (under the global in-flight semaphore) and puts the lane back at the tail if it
+may send more, so a busy webhook gets one turn per round like everybody else.
+
+Each outcome goes through the delivery policy (``dispatcher.policy``): 2xx finishes the
+delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
+a give-up finishes it. Finished deliveries are marked done in their partition's
+``OffsetTracker``; the deliverer commits what the trackers allow.
+
+The worker does no Kafka I/O; it owns the trackers so it can tell a live delivery from
+one whose partition was revoked (those are dropped, their offsets never committed
+here, and the partition's next owner delivers them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import structlog
+from aiokafka import TopicPartition
+
+from dispatcher import policy
+from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.deliverer.lane import Lane, Pending
+from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.targets import TargetCache
+from dispatcher.events import DeliveryTask
+from dispatcher.sender import Sender
+from dispatcher.settings import Settings
+
+if TYPE_CHECKING:
+    from dispatcher.policy import Decision
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+
+
+class Worker:
+    """Runs the lanes of one deliverer process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sender: Sender,
+        targets: TargetCache,
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        on_attempt: Callable[[AttemptResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy.RetryPolicy.from_settings(settings)
+        self._sender = sender
+        self._targets = targets
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_attempt = on_attempt
+        self.lanes: dict[str, Lane] = {}
+        self.trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._ready: asyncio.Queue[Lane] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._idle = asyncio.Condition()
+        # Deliveries submitted and not yet finished or dropped (backpressure).
+        self.outstanding = 0
+        self.delivered = 0
+
+    # -- intake ---------------------------------------------------------------------
+
+    def tracker(self, partition: TopicPartition) -> OffsetTracker:
+        """The tracker of an assigned partition, created on first use."""
+        tracker = self.trackers.get(partition)
+        if tracker is None:
+            tracker = self.trackers[partition] = OffsetTracker()
+        return tracker
+
+    def submit(self, task: DeliveryTask, partition: TopicPartition, offset: int) -> None:
+        """Queue a delivery read at ``offset`` of ``partition``."""
+        tracker = self.tracker(partition)
+        tracker.add(offset)
+        lane = self.lanes.get(task.webhook_id)
+        if lane is None:
+            lane = self.lanes[task.webhook_id] = Lane(task.webhook_id)
+        lane.push(Pending(task, partition, offset, tracker))
+        self.outstanding += 1
+        self._schedule(lane)
+
+    def skip(self, partition: TopicPartition, offset: int) -> None:
+        """Record an offset that needs no delivery (an invalid task) as finished."""
+        tracker = self.tracker(partition)
+        tracker.add(offset)
+        tracker.done(offset)
+
+    def webhook_changed(self, webhook_id: str) -> None:
+        """A webhook's row changed: give its lane a fresh turn (e.g. re-enabled)."""
+        lane = self.lanes.get(webhook_id)
+        if lane is not None:
+            self._schedule(lane)
+
+    # -- partitions -----------------------------------------------------------------
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> int:
+        """Stop work on ``partitions``: drop their pending deliveries; returns how many."""
+        revoked = set(partitions)
+        dropped = 0
+        for lane in list(self.lanes.values()):
+            dropped += len(lane.drop(lambda entry: entry.partition in revoked))
+            self._forget_if_idle(lane)
+        self.outstanding -= dropped
+        return dropped
+
+    async def wait_in_flight(self, partitions: Iterable[TopicPartition], within: float) -> bool:
+        """Wait up to ``within`` s until no request of ``partitions`` is in flight."""
+        wanted = set(partitions)
+
+        def quiet() -> bool:
+            return not any(self._in_flight.get(tp, 0) for tp in wanted)
+
+        async with self._idle:
+            try:
+                await asyncio.wait_for(self._idle.wait_for(quiet), within)
+            except TimeoutError:
+                return False
+        return True
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the trackers of partitions no longer owned (after their final commit)."""
+        for tp in partitions:
+            self.trackers.pop(tp, None)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """The commit position of every partition that has one."""
+        positions = {}
+        for tp, tracker in self.trackers.items():
+            position = tracker.committable()
+            if position is not None:
+                positions[tp] = position
+        return positions
+
+    # -- the dispatch loop ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch ready lanes until cancelled."""
+        try:
+            while True:
+                lane = await self._ready.get()
+                lane.queued = False
+                await self._dispatch(lane)
+        finally:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+
+    async def close(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for in-flight requests, then cancel the rest."""
+        if self._tasks:
+            _, still_running = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+
+    def _schedule(self, lane: Lane) -> None:
+        if lane.queued or not lane.pending:
+            return
+        now = self._clock()
+        if lane.next_attempt_at > now:
+            self._wake_at(lane, lane.next_attempt_at)
+            return
+        lane.queued = True
+        self._ready.put_nowait(lane)
+
+    def _wake_at(self, lane: Lane, when: float) -> None:
+        if lane.webhook_id in self._timers:
+            self._timers[lane.webhook_id].cancel()
+        delay = max(0.0, when - self._clock())
+
+        def wake() -> None:
+            self._timers.pop(lane.webhook_id, None)
+            self._schedule(lane)
+
+        self._timers[lane.webhook_id] = asyncio.get_running_loop().call_later(delay, wake)
+
+    async def _dispatch(self, lane: Lane) -> None:
+        if not lane.ready(self._clock()):
+            return
+        target = await self._targets.get(lane.webhook_id)
+        if target is None:
+            self._drop_lane(lane, "webhook.missing")
+            return
+        if not target.enabled:
+            # TODO(backlog): park the deliveries of a DISABLED webhook so re-enabling resumes.
+            self._drop_lane(lane, "webhook.disabled")
+            return
+        lane.limit = (
+            1
+            if target.ordering == "ordered"
+            else min(target.max_in_flight, self.settings.max_in_flight_per_webhook)
+        )
+        await self._slots.acquire()
+        if not lane.ready(self._clock()):  # revoked or changed while waiting for a slot
+            self._slots.release()
+            return
+        entry = lane.take()
+        self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
+        task = asyncio.create_task(self._deliver(lane, target, entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._schedule(lane)  # back of the queue: round-robin
+
+    def _drop_lane(self, lane: Lane, reason: str) -> None:
+        entries = lane.drain()
+        log.warning(reason, webhook_id=lane.webhook_id, deliveries=len(entries))
+        for entry in entries:
+            self._finish(entry)
+        self._forget_if_idle(lane)
+
+    # -- outcomes -------------------------------------------------------------------
+
+    async def _deliver(self, lane: Lane, target: WebhookTarget, entry: Pending) -> None:
+        try:
+            try:
+                result = await attempt_delivery(
+                    self._sender, target, entry.task, entry.attempts + 1, self._clock
+                )
+            finally:
+                self._slots.release()
+            entry.attempts += 1
+            if self._on_attempt is not None:
+                self._on_attempt(result)
+            self._handle(lane, entry, result)
+        except asyncio.CancelledError:
+            lane.abandon()  # shutdown: not finished, so not committed
+            raise
+        finally:
+            self._in_flight[entry.partition] -= 1
+            async with self._idle:
+                self._idle.notify_all()
+
+    def _live(self, entry: Pending) -> bool:
+        return self.trackers.get(entry.partition) is entry.tracker
+
+    def _handle(self, lane: Lane, entry: Pending, result: AttemptResult) -> None:
+        now = self._clock()
+        classification = policy.classify(result, self.settings.retry_after_max, now)
+        failing_since = lane.failing_since if lane.failing_since is not None else now
+        decision = policy.decide(
+            self.policy, classification, failing_since, lane.failures + 1, now, self._rng
+        )
+        if decision.action == "done":
+            lane.succeeded()
+            self.delivered += 1
+            self._finish(entry)
+        elif not self._live(entry):
+            lane.abandon()  # revoked meanwhile: the next owner delivers it again
+            self.outstanding -= 1
+        else:
+            self._failed(lane, entry, result, decision, now)
+        self._forget_if_idle(lane)
+        self._schedule(lane)
+
+    def _failed(
+        self, lane: Lane, entry: Pending, result: AttemptResult, decision: Decision, now: float
+    ) -> None:
+        log.info(
+            "delivery.failed",
+            webhook_id=lane.webhook_id,
+            event_id=entry.task.event.id,
+            attempt=entry.attempts,
+            status=result.status_code,
+            error=result.error,
+            action=decision.action,
+        )
+        if decision.action == "give_up":
+            # TODO(backlog): record the failed delivery for replay.
+            lane.finished()
+            self._finish(entry)
+            return
+        # retry; park and disable fall back to in-memory retries until the backlog lands.
+        next_attempt_at = decision.next_attempt_at or now
+        lane.failed(entry, now, next_attempt_at)
+        self._wake_at(lane, next_attempt_at)
+
+    def _finish(self, entry: Pending) -> None:
+        entry.tracker.done(entry.offset)
+        self.outstanding -= 1
+
+    def _forget_if_idle(self, lane: Lane) -> None:
+        if lane.idle and not lane.failing and not lane.parked:
+            self.lanes.pop(lane.webhook_id, None)
+            timer = self._timers.pop(lane.webhook_id, None)
+            if timer is not None:
+                timer.cancel()

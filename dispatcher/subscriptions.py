@@ -1,0 +1,208 @@
+"""Which ENABLED webhooks of a tenant subscribe to a topic: an in-memory index.
+
+The router looks up subscribers for every event, so the answer must come from memory,
+not from a query per event. ``SubscriptionIndex`` loads every ENABLED webhook once,
+then follows ``WebhookChanges``: the ``hooklane_webhooks`` Postgres channel (a trigger
+on ``webhooks`` notifies the id of every inserted, updated or deleted row) reloads
+just that row, and a periodic full resync (also after a lost listener connection)
+repairs anything a missed notification left stale.
+
+``WebhookChanges`` is reusable: the deliverer's target cache follows the same channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "hooklane_webhooks"
+RESYNC_INTERVAL_S = 30.0
+RECONNECT_DELAY_S = 1.0
+
+ENABLED_WEBHOOKS = "SELECT id::text AS id, tenant_id, topics FROM webhooks WHERE state = 'ENABLED'"
+ONE_WEBHOOK = "SELECT id::text AS id, tenant_id, topics, state FROM webhooks WHERE id = $1::uuid"
+
+
+class Subscriptions:
+    """The pure index: ``(tenant_id, topic) -> webhook ids``, ordered by insertion."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], list[str]] = {}
+        self._keys_of: dict[str, list[tuple[str, str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys_of)
+
+    def lookup(self, tenant_id: str, topic: str) -> Sequence[str]:
+        """The ENABLED webhooks of ``tenant_id`` subscribed to ``topic``."""
+        return self._by_key.get((tenant_id, topic), ())
+
+    def replace_all(self, webhooks: Iterable[tuple[str, str, Sequence[str]]]) -> None:
+        """Rebuild from ``(webhook_id, tenant_id, topics)`` of every ENABLED webhook."""
+        self._by_key.clear()
+        self._keys_of.clear()
+        for webhook_id, tenant_id, topics in webhooks:
+            self.put(webhook_id, tenant_id, topics)
+
+    def put(self, webhook_id: str, tenant_id: str, topics: Sequence[str]) -> None:
+        """Add or replace one ENABLED webhook's subscriptions."""
+        self.remove(webhook_id)
+        keys = [(tenant_id, topic) for topic in dict.fromkeys(topics)]
+        for key in keys:
+            self._by_key.setdefault(key, []).append(webhook_id)
+        self._keys_of[webhook_id] = keys
+
+    def remove(self, webhook_id: str) -> None:
+        """Forget a webhook (deleted or disabled); unknown ids are ignored."""
+        for key in self._keys_of.pop(webhook_id, ()):
+            subscribers = self._by_key[key]
+            subscribers.remove(webhook_id)
+            if not subscribers:
+                del self._by_key[key]
+
+
+ChangeCallback = Callable[[str], Awaitable[None]]
+ResyncCallback = Callable[[], Awaitable[None]]
+
+
+class WebhookChanges:
+    """Follows ``hooklane_webhooks`` on a dedicated connection, reconnecting on loss.
+
+    ``on_change(webhook_id)`` runs for each notification, one at a time and in arrival
+    order (so a slow reload never overtakes a newer one). ``on_resync()`` runs once
+    the listener is up (the first time and after every reconnect, so nothing changed
+    while it was down goes unseen) and every ``resync_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        on_change: ChangeCallback,
+        on_resync: ResyncCallback,
+        resync_interval: float = RESYNC_INTERVAL_S,
+    ) -> None:
+        self._database_url = database_url
+        self._on_change = on_change
+        self._on_resync = on_resync
+        self._resync_interval = resync_interval
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening; returns after the first successful resync."""
+        self._task = asyncio.create_task(self._run(), name="webhook-changes")
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # re-raise what stopped it
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook_changes.connection_lost", error=str(exc))
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _listen_once(self) -> None:
+        conn = await asyncpg.connect(self._database_url, timeout=10)
+        lost = asyncio.Event()
+
+        def notified(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+            self._queue.put_nowait(str(payload))
+
+        def terminated(_conn: Any) -> None:
+            lost.set()
+            self._queue.put_nowait(None)  # wake the loop below
+
+        try:
+            conn.add_termination_listener(terminated)
+            await conn.add_listener(CHANNEL, notified)
+            # Listening first, loading second: a change during the load is not missed.
+            await self._on_resync()
+            self._ready.set()
+            loop = asyncio.get_running_loop()
+            next_resync = loop.time() + self._resync_interval
+            while not lost.is_set():
+                timeout = max(0.0, next_resync - loop.time())
+                try:
+                    webhook_id = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    await self._on_resync()
+                    next_resync = loop.time() + self._resync_interval
+                    continue
+                if webhook_id is not None:
+                    await self._on_change(webhook_id)
+            raise ConnectionError("the listener connection was closed")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+
+class SubscriptionIndex:
+    """``Subscriptions`` kept fresh from Postgres (see the module docstring)."""
+
+    def __init__(self, database_url: str, resync_interval: float = RESYNC_INTERVAL_S) -> None:
+        self.subscriptions = Subscriptions()
+        self._database_url = database_url
+        self._pool: asyncpg.Pool | None = None
+        self._changes = WebhookChanges(database_url, self._reload, self._resync, resync_interval)
+        # Bumped after every applied change; tests wait on it.
+        self.version = 0
+
+    async def start(self) -> None:
+        """Load every ENABLED webhook and start following changes."""
+        self._pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=2)
+        try:
+            await self._changes.start()
+        except BaseException:
+            await self._pool.close()
+            raise
+
+    async def stop(self) -> None:
+        """Stop following changes."""
+        await self._changes.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def lookup(self, tenant_id: str, topic: str) -> Sequence[str]:
+        """The ENABLED webhooks of ``tenant_id`` subscribed to ``topic``."""
+        return self.subscriptions.lookup(tenant_id, topic)
+
+    async def _resync(self) -> None:
+        assert self._pool is not None
+        rows = await self._pool.fetch(ENABLED_WEBHOOKS)
+        self.subscriptions.replace_all((r["id"], r["tenant_id"], r["topics"]) for r in rows)
+        self.version += 1
+        log.debug("subscriptions.resynced", webhooks=len(self.subscriptions))
+
+    async def _reload(self, webhook_id: str) -> None:
+        assert self._pool is not None
+        try:
+            row = await self._pool.fetchrow(ONE_WEBHOOK, webhook_id)
+        except asyncpg.DataError:
+            return  # not a uuid: not one of ours
+        if row is None or row["state"] != "ENABLED":
+            self.subscriptions.remove(webhook_id)
+        else:
+            self.subscriptions.put(row["id"], row["tenant_id"], row["topics"])
+        self.version += 1
+        log.debug("subscriptions.reloaded", webhook_id=webhook_id)

@@ -1,0 +1,339 @@
+"""Reusable helpers for tests that run the pipeline against the real broker and Postgres.
+
+- ``Receiver``: a loopback aiohttp server that records every request (``Received``) and
+  answers what ``respond`` says (default 200). ``async with Receiver() as rx: rx.url``.
+- ``start_router(settings)`` / ``start_deliverer(settings)``: run a ``Router`` /
+  ``Deliverer`` in-process as a task; ``await running.stop()`` shuts it down gracefully,
+  ``await running.kill()`` cancels it without committing (an abrupt stop in-process).
+  Each in-process service gets a unique consumer group per test unless one is given.
+- ``spawn_deliverer(settings)``: ``python -m dispatcher.deliverer`` as a subprocess, for
+  SIGKILL tests; ``settings_env(settings)`` is the environment that reproduces settings.
+- ``create_webhook(pool, settings, tenant_id, url, topics)``: insert a webhook row
+  (secret encrypted as the API does), returning its id and plaintext secret.
+- ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
+  assert timing: tansu rebalances take seconds).
+- ``ensure_mirror_topics(settings, topics)``: create mirror topics up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from dispatcher.broker import ensure_topics
+from dispatcher.deliverer import Deliverer
+from dispatcher.router import Router
+from dispatcher.secrets import SecretBox, generate_secret
+from dispatcher.settings import Settings
+from dispatcher.store.webhooks import create_webhook as store_create_webhook
+
+DEFAULT_WAIT_S = 30.0
+
+
+# -- waiting -------------------------------------------------------------------------
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = DEFAULT_WAIT_S,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> None:
+    """Poll ``predicate`` (sync or async) until true; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = predicate()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+# -- receivers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request a ``Receiver`` got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float  # time.time()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def event_id(self) -> str:
+        return str(self.json()["id"])
+
+
+Respond = Callable[[Received], int | web.StreamResponse | Awaitable[int | web.StreamResponse]]
+
+
+@dataclass
+class Receiver:
+    """A loopback webhook receiver that records requests; ``respond`` picks the answer."""
+
+    respond: Respond | None = None
+    requests: list[Received] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def url_for(self, name: str) -> str:
+        """A distinct path on the same server (several webhooks, one receiver)."""
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def on(self, path: str) -> list[Received]:
+        """The requests received on ``/path``."""
+        return [r for r in self.requests if r.path == "/" + path]
+
+    def event_ids(self, path: str = "hook") -> list[str]:
+        return [r.event_id for r in self.on(path)]
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{name}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Receiver:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        received = Received(
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.read(),
+            received_at=time.time(),
+        )
+        self.requests.append(received)
+        answer: Any = 200 if self.respond is None else self.respond(received)
+        if asyncio.iscoroutine(answer) or isinstance(answer, Awaitable):
+            answer = await answer
+        if isinstance(answer, web.StreamResponse):
+            return answer
+        return web.Response(status=int(answer), text="ok")
+
+
+# -- services in-process ---------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    """A router or deliverer running as a task of the test's event loop."""
+
+    service: Router | Deliverer
+    task: asyncio.Task[None]
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop: finish in-flight, commit, leave the group."""
+        self.service.stop()
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+    async def kill(self) -> None:
+        """Abrupt stop: cancel the task; nothing more is committed.
+
+        The consumer's sockets are closed by the cancellation's cleanup, but no
+        graceful release runs before it. For a true kill -9 use ``spawn_deliverer``.
+        """
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+    @property
+    def assignment(self) -> set[Any]:
+        consumer = self.service._consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    async def wait_assigned(self, timeout: float = DEFAULT_WAIT_S) -> None:
+        """Wait until the group gave this service at least one partition."""
+        await wait_until(lambda: bool(self.assignment), timeout, message="partition assignment")
+
+
+def _unique_group(kind: str) -> str:
+    return f"hooklane-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+async def start_router(
+    settings: Settings, group_id: str | None = None, wait_assigned: bool = True
+) -> Running:
+    """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
+    router = Router(settings, group_id=group_id or _unique_group("router"))
+    await router.start()
+    running = Running(router, asyncio.create_task(router.run(), name="test-router"))
+    if wait_assigned:
+        await running.wait_assigned()
+    return running
+
+
+async def start_deliverer(
+    settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
+) -> Running:
+    """Start a ``Deliverer`` as a task (its own consumer group unless ``group_id``)."""
+    deliverer = Deliverer(settings, group_id=group_id or _unique_group("deliverer"), **kwargs)
+    await deliverer.start()
+    running = Running(deliverer, asyncio.create_task(deliverer.run(), name="test-deliverer"))
+    if wait_assigned:
+        await running.wait_assigned()
+    return running
+
+
+# -- services as subprocesses ----------------------------------------------------------
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make ``Settings.from_env()`` equal ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLANE_")}
+    values: dict[str, Any] = {
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "DELIVERY_TIMEOUT_S": f"{settings.delivery_timeout_s}s",
+        "RETRY_SCHEDULE": ",".join(f"{d}s" for d in settings.retry_schedule),
+        "PARK_AFTER": f"{settings.park_after}s",
+        "RETRY_WINDOW": f"{settings.retry_window}s",
+        "AUTO_DISABLE_AFTER": f"{settings.auto_disable_after}s",
+        "RETRY_AFTER_MAX": f"{settings.retry_after_max}s",
+        "MAX_IN_FLIGHT": settings.max_in_flight,
+        "MAX_IN_FLIGHT_PER_WEBHOOK": settings.max_in_flight_per_webhook,
+        "SECRET_KEY": settings.secret_key or "",
+        "ALLOW_PRIVATE_TARGETS": "true" if settings.allow_private_targets else "false",
+        "DELIVERIES_PARTITIONS": settings.deliveries_partitions,
+        "TOPIC_PARTITIONS": settings.topic_partitions,
+        "LOG_LEVEL": settings.log_level,
+        "LOG_FORMAT": "json",
+    }
+    env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
+    return env
+
+
+@dataclass
+class Spawned:
+    """A service subprocess (``python -m <module>``)."""
+
+    process: asyncio.subprocess.Process
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no commit."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            return await self.process.wait()
+
+
+async def spawn(module: str, settings: Settings) -> Spawned:
+    """Run ``python -m module`` with ``settings`` in its environment."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=settings_env(settings),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return Spawned(process)
+
+
+async def spawn_deliverer(settings: Settings) -> Spawned:
+    """``python -m dispatcher.deliverer`` (consumer group ``hooklane-deliverer``)."""
+    return await spawn("dispatcher.deliverer", settings)
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+async def ensure_mirror_topics(settings: Settings, topics: Sequence[str]) -> None:
+    """Create the mirror topics of ``topics`` (and the internal ones) now."""
+    assert settings.kafka_bootstrap_servers
+    wanted = {settings.mirror_topic(topic): settings.topic_partitions for topic in topics}
+    wanted[settings.deliveries_topic] = settings.deliveries_partitions
+    wanted[settings.dead_letter_topic] = 1
+    await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+
+
+@dataclass(frozen=True)
+class CreatedWebhook:
+    id: str
+    secret: str
+
+
+async def create_webhook(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    tenant_id: str,
+    url: str,
+    topics: Sequence[str],
+    *,
+    secret: str | None = None,
+    state: str = "ENABLED",
+    ordering: str = "ordered",
+    max_in_flight: int = 1,
+) -> CreatedWebhook:
+    """Insert a webhook the way the API does (secret encrypted with the settings' key)."""
+    secret = secret or generate_secret()
+    webhook = await store_create_webhook(
+        pool,
+        SecretBox.from_setting(settings.secret_key),
+        tenant_id=tenant_id,
+        url=url,
+        topics=list(topics),
+        secret=secret,
+        state=state,
+        ordering=ordering,
+        max_in_flight=max_in_flight,
+    )
+    return CreatedWebhook(webhook.id, secret)
+
+
+async def set_state(pool: asyncpg.Pool, webhook_id: str, state: str) -> None:
+    """Enable or disable a webhook directly in the table (what the API's update does)."""
+    await pool.execute(
+        "UPDATE webhooks SET state = $2, updated_at = now() WHERE id = $1::uuid", webhook_id, state
+    )
