@@ -1,12 +1,74 @@
-"""The parked backlog in Postgres (see migrations/002_backlog.sql)."""
+"""The parked backlog in Postgres (see migrations/002_backlog.sql).
+
+A webhook whose endpoint keeps failing is *parked*: a ``parked_webhooks`` row says
+when to retry it, and its pending deliveries wait in ``backlog`` in order (``seq``).
+The deliverer parks lanes (``park``) and appends later deliveries (``append_if_parked``);
+the backlog scheduler claims due webhooks (``claim_due``), retries the head, drains
+the backlog and finally unparks (``unpark``).
+
+Append and unpark never race: ``append_if_parked`` holds the parked row ``FOR SHARE``
+while it inserts, and ``unpark`` takes it ``FOR UPDATE`` and deletes it only when the
+backlog is empty, so a delivery is either appended before the unpark looks (and the
+webhook stays parked) or sees no parked row (and is delivered from memory).
+
+Deliveries given up are moved to ``failed_deliveries`` with their task, for replay.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import asyncpg
+
+from dispatcher.events import DeliveryTask
+
 if TYPE_CHECKING:
-    from dispatcher.db import Executor
+    from dispatcher.db import Connection, Executor
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _uuid(webhook_id: str) -> uuid.UUID:
+    return uuid.UUID(webhook_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedWebhook:
+    """A claimed parked webhook and the state the scheduler needs."""
+
+    webhook_id: str
+    failing_since: float
+    failures: int
+    next_attempt_at: float
+    # From ``webhooks``: when its continuous failure began (None: not failing, e.g.
+    # just re-enabled), for auto-disable.
+    webhook_failing_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogEntry:
+    """One parked delivery, in order."""
+
+    seq: int
+    task: DeliveryTask
+    enqueued_at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedDelivery:
+    """A delivery given up (kept for replay)."""
+
+    id: int
+    task: DeliveryTask
+    reason: str
+    failed_at: datetime
 
 
 async def backlog_sizes(executor: Executor, webhook_ids: Sequence[str]) -> dict[str, int]:
@@ -19,3 +81,315 @@ async def backlog_sizes(executor: Executor, webhook_ids: Sequence[str]) -> dict[
         list(webhook_ids),
     )
     return {row["id"]: row["n"] for row in rows}
+
+
+async def _insert_tasks(
+    conn: Connection, webhook_id: uuid.UUID, tasks: Sequence[DeliveryTask], head_attempts: int = 0
+) -> None:
+    # executemany keeps the order (seq is assigned row by row) in one pipelined round trip.
+    await conn.executemany(
+        "INSERT INTO backlog (webhook_id, event_id, task, attempts) VALUES ($1, $2, $3, $4)",
+        [
+            (webhook_id, task.event.id, task.to_dict(), head_attempts if index == 0 else 0)
+            for index, task in enumerate(tasks)
+        ],
+    )
+
+
+async def park(
+    pool: asyncpg.Pool[asyncpg.Record],
+    webhook_id: str,
+    tasks: Sequence[DeliveryTask],
+    failing_since: float,
+    failures: int,
+    next_attempt_at: float,
+    head_attempts: int = 0,
+) -> None:
+    """Park ``webhook_id`` with ``tasks`` (in order) in one transaction.
+
+    Already parked: the tasks go after its backlog, the earliest ``failing_since``
+    wins and the scheduler's ``next_attempt_at`` is kept. ``head_attempts`` is how
+    many times the first task was already tried (for the attempt numbers).
+    """
+    key = _uuid(webhook_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO parked_webhooks (webhook_id, failing_since, failures, next_attempt_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO UPDATE SET"
+            " failing_since = LEAST(parked_webhooks.failing_since, EXCLUDED.failing_since),"
+            " failures = GREATEST(parked_webhooks.failures, EXCLUDED.failures)",
+            key,
+            _ts(failing_since),
+            failures,
+            _ts(next_attempt_at),
+        )
+        if tasks:
+            await _insert_tasks(conn, key, tasks, head_attempts)
+
+
+async def append_if_parked(
+    pool: asyncpg.Pool[asyncpg.Record], webhook_id: str, task: DeliveryTask
+) -> bool:
+    """Append ``task`` to the backlog if the webhook is parked; False when it is not."""
+    return await append_many_if_parked(pool, webhook_id, [task])
+
+
+async def append_many_if_parked(
+    pool: asyncpg.Pool[asyncpg.Record], webhook_id: str, tasks: Sequence[DeliveryTask]
+) -> bool:
+    """Append ``tasks`` (in order) if the webhook is parked; False (nothing written) if not."""
+    key = _uuid(webhook_id)
+    async with pool.acquire() as conn, conn.transaction():
+        parked = await conn.fetchval(
+            "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1 FOR SHARE", key
+        )
+        if parked is None:
+            return False
+        await _insert_tasks(conn, key, tasks)
+        return True
+
+
+async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
+    """Delete the parked row if the backlog is empty; False when deliveries wait (or not parked).
+
+    Takes the parked row ``FOR UPDATE`` so no ``append_if_parked`` is half-way through.
+    """
+    key = _uuid(webhook_id)
+    async with pool.acquire() as conn, conn.transaction():
+        parked = await conn.fetchval(
+            "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1 FOR UPDATE", key
+        )
+        if parked is None:
+            return False
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM backlog WHERE webhook_id = $1)", key):
+            return False
+        await conn.execute("DELETE FROM parked_webhooks WHERE webhook_id = $1", key)
+        return True
+
+
+async def parked_ids(executor: Executor) -> set[str]:
+    """Every parked webhook id (the deliverer loads this at start-up)."""
+    rows = await executor.fetch("SELECT webhook_id::text AS id FROM parked_webhooks")
+    return {row["id"] for row in rows}
+
+
+async def is_parked(executor: Executor, webhook_id: str) -> bool:
+    """Whether ``webhook_id`` is parked."""
+    found = await executor.fetchval(
+        "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1", _uuid(webhook_id)
+    )
+    return found is not None
+
+
+async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> bool:
+    """Set the webhook DISABLED with ``reason``; False when it was not ENABLED."""
+    updated = await executor.fetchval(
+        "UPDATE webhooks SET state = 'DISABLED', disabled_reason = $2, updated_at = now()"
+        " WHERE id = $1 AND state = 'ENABLED' RETURNING id",
+        _uuid(webhook_id),
+        reason,
+    )
+    return updated is not None
+
+
+async def record_failed(executor: Executor, task: DeliveryTask, tenant_id: str, reason: str) -> int:
+    """Keep a delivery that was given up, with its task, for replay; returns its id."""
+    failed_id: int = await executor.fetchval(
+        "INSERT INTO failed_deliveries (webhook_id, tenant_id, event_id, task, reason)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        _uuid(task.webhook_id),
+        tenant_id,
+        task.event.id,
+        task.to_dict(),
+        reason,
+    )
+    return failed_id
+
+
+# --- the scheduler's side -------------------------------------------------------------
+
+
+def _parked(row: asyncpg.Record) -> ParkedWebhook:
+    webhook_failing_since = row["webhook_failing_since"]
+    return ParkedWebhook(
+        webhook_id=row["webhook_id"],
+        failing_since=row["failing_since"].timestamp(),
+        failures=row["failures"],
+        next_attempt_at=row["next_attempt_at"].timestamp(),
+        webhook_failing_since=(
+            None if webhook_failing_since is None else webhook_failing_since.timestamp()
+        ),
+    )
+
+
+async def claim_due(
+    executor: Executor, now: float, lease_s: float, limit: int
+) -> list[ParkedWebhook]:
+    """Claim up to ``limit`` due parked webhooks that are ENABLED, earliest first.
+
+    A claim pushes ``next_attempt_at`` to ``now + lease_s``: other schedulers skip the
+    webhook while this one works on it (``SKIP LOCKED`` makes concurrent claims
+    disjoint), and if this process dies the lease simply expires. The returned
+    ``next_attempt_at`` is the value before the claim.
+    """
+    rows = await executor.fetch(
+        "WITH due AS ("
+        "  SELECT p.webhook_id, p.next_attempt_at, w.failing_since AS webhook_failing_since"
+        "  FROM parked_webhooks p JOIN webhooks w ON w.id = p.webhook_id"
+        "  WHERE p.next_attempt_at <= $1 AND w.state = 'ENABLED'"
+        "  ORDER BY p.next_attempt_at LIMIT $3"
+        "  FOR UPDATE OF p SKIP LOCKED)"
+        " UPDATE parked_webhooks p SET next_attempt_at = $2 FROM due"
+        " WHERE p.webhook_id = due.webhook_id"
+        " RETURNING p.webhook_id::text AS webhook_id, p.failing_since, p.failures,"
+        " due.next_attempt_at, due.webhook_failing_since",
+        _ts(now),
+        _ts(now + lease_s),
+        limit,
+    )
+    return sorted((_parked(row) for row in rows), key=lambda p: p.next_attempt_at)
+
+
+async def next_due_at(executor: Executor) -> float | None:
+    """When the earliest ENABLED parked webhook is due (None: nothing parked)."""
+    due = await executor.fetchval(
+        "SELECT min(p.next_attempt_at) FROM parked_webhooks p"
+        " JOIN webhooks w ON w.id = p.webhook_id WHERE w.state = 'ENABLED'"
+    )
+    return None if due is None else float(due.timestamp())
+
+
+async def renew_lease(executor: Executor, webhook_id: str, until: float) -> None:
+    """Keep a claimed webhook claimed until ``until``."""
+    await executor.execute(
+        "UPDATE parked_webhooks SET next_attempt_at = $2 WHERE webhook_id = $1",
+        _uuid(webhook_id),
+        _ts(until),
+    )
+
+
+async def reschedule(
+    executor: Executor,
+    webhook_id: str,
+    *,
+    failures: int,
+    failing_since: float,
+    next_attempt_at: float,
+) -> None:
+    """Record the parked webhook's failure streak and when to retry it next."""
+    await executor.execute(
+        "UPDATE parked_webhooks SET failures = $2, failing_since = $3, next_attempt_at = $4"
+        " WHERE webhook_id = $1",
+        _uuid(webhook_id),
+        failures,
+        _ts(failing_since),
+        _ts(next_attempt_at),
+    )
+
+
+def _entry(row: asyncpg.Record) -> BacklogEntry:
+    return BacklogEntry(
+        seq=row["seq"],
+        task=DeliveryTask.from_dict(row["task"]),
+        enqueued_at=row["enqueued_at"].timestamp(),
+        attempts=row["attempts"],
+    )
+
+
+async def head(executor: Executor, webhook_id: str, limit: int) -> list[BacklogEntry]:
+    """The first ``limit`` deliveries of the webhook's backlog, in order."""
+    rows = await executor.fetch(
+        "SELECT seq, task, enqueued_at, attempts FROM backlog WHERE webhook_id = $1"
+        " ORDER BY seq LIMIT $2",
+        _uuid(webhook_id),
+        limit,
+    )
+    return [_entry(row) for row in rows]
+
+
+async def delivered(executor: Executor, webhook_id: str, seq: int) -> None:
+    """Remove a delivered entry from the backlog."""
+    await executor.execute(
+        "DELETE FROM backlog WHERE webhook_id = $1 AND seq = $2", _uuid(webhook_id), seq
+    )
+
+
+async def attempted(executor: Executor, webhook_id: str, seq: int) -> None:
+    """Count one more failed attempt of a backlog entry."""
+    await executor.execute(
+        "UPDATE backlog SET attempts = attempts + 1 WHERE webhook_id = $1 AND seq = $2",
+        _uuid(webhook_id),
+        seq,
+    )
+
+
+async def give_up(
+    pool: asyncpg.Pool[asyncpg.Record], entry: BacklogEntry, tenant_id: str, reason: str
+) -> int:
+    """Move a backlog entry to ``failed_deliveries`` (one transaction); returns its id."""
+    async with pool.acquire() as conn, conn.transaction():
+        failed_id = await record_failed(conn, entry.task, tenant_id, reason)
+        await delivered(conn, entry.task.webhook_id, entry.seq)
+    return failed_id
+
+
+async def drop_orphans(executor: Executor) -> int:
+    """Forget parked state of deleted webhooks; returns how many were dropped."""
+    await executor.execute(
+        "DELETE FROM backlog b"
+        " WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = b.webhook_id)"
+    )
+    status = await executor.execute(
+        "DELETE FROM parked_webhooks p"
+        " WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = p.webhook_id)"
+    )
+    return int(status.split()[-1])
+
+
+# --- replay ---------------------------------------------------------------------------
+
+
+async def find_task(executor: Executor, webhook_id: str, event_id: str) -> DeliveryTask | None:
+    """The stored task of ``event_id`` for the webhook (failed or still parked), or None."""
+    key = _uuid(webhook_id)
+    row = await executor.fetchrow(
+        "SELECT task FROM ("
+        "  SELECT task, 0 AS rank, failed_at AS at FROM failed_deliveries"
+        "  WHERE webhook_id = $1 AND event_id = $2"
+        "  UNION ALL"
+        "  SELECT task, 1 AS rank, enqueued_at AS at FROM backlog"
+        "  WHERE webhook_id = $1 AND event_id = $2"
+        ") found ORDER BY rank, at DESC LIMIT 1",
+        key,
+        event_id,
+    )
+    return None if row is None else DeliveryTask.from_dict(row["task"])
+
+
+async def failed_since(
+    executor: Executor, webhook_id: str, since: datetime, limit: int
+) -> list[FailedDelivery]:
+    """Failed deliveries of the webhook at or after ``since``, oldest first."""
+    rows = await executor.fetch(
+        "SELECT id, task, reason, failed_at FROM failed_deliveries"
+        " WHERE webhook_id = $1 AND failed_at >= $2 ORDER BY failed_at, id LIMIT $3",
+        _uuid(webhook_id),
+        since,
+        limit,
+    )
+    return [
+        FailedDelivery(
+            row["id"], DeliveryTask.from_dict(row["task"]), row["reason"], row["failed_at"]
+        )
+        for row in rows
+    ]
+
+
+async def forget_failed(executor: Executor, ids: Sequence[int]) -> int:
+    """Delete failed deliveries that were re-enqueued; returns how many."""
+    if not ids:
+        return 0
+    status = await executor.execute(
+        "DELETE FROM failed_deliveries WHERE id = ANY($1::bigint[])", list(ids)
+    )
+    return int(status.split()[-1])

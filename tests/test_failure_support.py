@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 
 from dispatcher.attempt import AttemptResult
@@ -24,6 +25,12 @@ from dispatcher.store.webhooks import create_webhook
 from tests.conftest import TEST_SECRET_KEY
 
 BOX = SecretBox.from_setting(TEST_SECRET_KEY)
+
+
+@pytest.fixture
+async def clean_backlog(pool: Any) -> None:
+    """Start with nothing parked (the session database is shared by all tests)."""
+    await pool.execute("DELETE FROM parked_webhooks; DELETE FROM backlog")
 
 
 async def make_webhook(

@@ -22,3 +22,6 @@ CREATE TRIGGER webhooks_notify_update
 
 -- Recover (``POST /webhooks/:id/recover``) and replay look failed deliveries up by event too.
 CREATE INDEX failed_deliveries_event ON failed_deliveries (webhook_id, event_id);
+
+-- How many times a parked delivery was tried, so attempt numbers keep counting.
+ALTER TABLE backlog ADD COLUMN attempts integer NOT NULL DEFAULT 0;
