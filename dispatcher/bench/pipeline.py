@@ -1,0 +1,379 @@
+"""Scenarios 2-5 against the real pipeline: router and deliverer as separate processes.
+
+(2) throughput and (4) isolation pre-publish their events while the router is paused
+(SIGSTOP), so the clock and the CPU count start when it resumes: no publishing, no
+process start-up and no group join inside the measurement. (3) latency publishes at a
+fixed rate into the running pipeline. (5) backlog publishes everything with the
+receiver down, lets the router route it all, then brings the receiver up.
+
+Each scenario gets a fresh embedded broker and topic prefix; the database (and so the
+webhooks of earlier scenarios, on other tenants) is shared by the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dispatcher.bench import profiling
+from dispatcher.bench.options import BenchOptions
+from dispatcher.bench.procs import Child, wait_idle
+from dispatcher.bench.results import ScenarioResult
+from dispatcher.bench.stack import Receiver, Stack, webhook_url
+from dispatcher.bench.stats import per_item_us, rate, ratio, summarize
+from dispatcher.bench.workload import (
+    paced_publish,
+    prepublish,
+    topic_size,
+    wait_for_deliveries,
+)
+from dispatcher.broker import free_port
+from dispatcher.settings import Settings
+from dispatcher.supervisor import child_env
+
+# (5) retries quickly and parks after 5 s, so the drain starts within seconds of the
+# receiver coming back instead of waiting for the production 5-minute long retry.
+BACKLOG_ENV = {"HOOKLANE_RETRY_SCHEDULE": "0.5s,1s,2s,2s", "HOOKLANE_PARK_AFTER": "5s"}
+MB = 1024.0
+
+
+def failing_modes(webhooks: int, fraction: float) -> list[str]:
+    """The answer mode of each webhook: ``fraction`` of them fail, half 503, half hang.
+
+    Failing webhooks are spread evenly, so they share partitions with healthy ones.
+    """
+    failing = round(webhooks * fraction)
+    modes = ["ok"] * webhooks
+    if failing == 0:
+        return modes
+    step = webhooks / failing
+    for n in range(failing):
+        modes[int(n * step)] = "fail503" if n % 2 == 0 else "hang"
+    return modes
+
+
+def default_timeout(deliveries: int, floor: float = 60.0) -> float:
+    """How long to wait for ``deliveries``: generous (100/s), never under ``floor``."""
+    return max(floor, deliveries / 100.0)
+
+
+def scenario(
+    name: str, stack: Stack, options: BenchOptions, done: dict[str, ScenarioResult]
+) -> Callable[[], Awaitable[ScenarioResult]]:
+    """The coroutine function running scenario ``name``."""
+    sizes = options.sizes
+    if name == "throughput":
+        return lambda: run_throughput(stack, options, done.get("ceiling"))
+    if name == "isolation":
+        return lambda: run_isolation(stack, options, done.get("throughput"))
+    if name == "latency":
+        return lambda: run_latency(stack, options)
+    if name == "backlog":
+        return lambda: run_backlog(stack, options)
+    raise ValueError(f"no such scenario {name!r} (sizes {sizes})")
+
+
+class Running:
+    """A receiver plus router and deliverer of one scenario; stops them all on exit."""
+
+    def __init__(self, stack: Stack, settings: Settings, overrides: dict[str, str]) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.router, self.deliverer, self.env = stack.dispatcher(settings, overrides)
+        self.receiver: Receiver | None = None
+
+    @property
+    def children(self) -> list[Child]:
+        """Router and deliverer."""
+        return [self.router, self.deliverer]
+
+    def cpu(self) -> float:
+        """Router + deliverer CPU seconds so far."""
+        return self.router.cpu() + self.deliverer.cpu()
+
+    async def start_receiver(self, port: int = 0) -> Receiver:
+        """Start the receiver (on ``port``, or a free one)."""
+        self.receiver = Receiver(port)
+        await self.receiver.start(child_env(self.settings), self.stack.log_dir)
+        return self.receiver
+
+    async def start_dispatcher(self) -> None:
+        """Start router and deliverer and wait until both sit idle (joined, ready)."""
+        for child in self.children:
+            await child.start(self.env, self.stack.log_dir)
+        if not await wait_idle(self.children, within_s=40):
+            dead = [c for c in self.children if not c.running]
+            if dead:
+                raise RuntimeError(f"{dead[0].name} exited: {dead[0].log_tail(8)}")
+
+    async def stop(self) -> None:
+        """Stop everything this scenario started."""
+        for child in self.children:
+            await child.stop()
+        if self.receiver is not None:
+            await self.receiver.stop()
+
+
+async def _measure_batch(
+    stack: Stack, options: BenchOptions, scenario_name: str, modes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+    """Run one pre-published batch through the pipeline: (params, metrics, completions)."""
+    sizes = options.sizes
+    settings = await stack.fresh_broker(scenario_name)
+    run = Running(stack, settings, {})
+    try:
+        receiver = await run.start_receiver()
+        urls = [webhook_url(receiver.port, mode, i) for i, mode in enumerate(modes)]
+        hooks = await stack.webhooks(urls)
+        healthy = {i for i, mode in enumerate(modes) if mode == "ok"}
+        expected = sum(1 for i in range(sizes.events) if i % len(modes) in healthy)
+        await run.start_dispatcher()
+        run.router.pause()
+        try:
+            publish_s = await prepublish(settings, hooks.tenant_ids, sizes.events)
+        finally:
+            run.router.resume()
+        cpu0, started = run.cpu(), time.time()
+        recorder = await profiling.start(options.profile, scenario_name, run.children)
+        timeout = options.timeout or default_timeout(sizes.events)
+        try:
+            watch = await wait_for_deliveries(receiver, expected, timeout, run.children)
+        finally:
+            profiles = await profiling.finish(recorder)
+        cpu = run.cpu() - cpu0
+        arrivals = await receiver.samples("arrivals")
+    finally:
+        await run.stop()
+        stack.stop_broker()
+    last = watch.stats["last_at"] or started
+    elapsed = max(1e-9, last - started)
+    delivered = int(watch.stats["unique_ok"])
+    params = {
+        "events": sizes.events,
+        "webhooks": len(modes),
+        "failing_webhooks": len(modes) - len(healthy),
+        "expected_deliveries": expected,
+        "prepublish_s": round(publish_s, 2),
+        "timeout_s": timeout,
+    }
+    metrics: dict[str, Any] = {
+        "completed": watch.completed,
+        "deliveries": delivered,
+        "duplicates": watch.stats["duplicates"],
+        "order_violations": watch.stats["order_violations"],
+        "elapsed_s": round(elapsed, 3),
+        "deliveries_per_s": round(rate(delivered, elapsed) or 0.0, 1),
+        "cpu_us_per_delivery": per_item_us(cpu, delivered),
+        "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
+        "router_peak_rss_mb": round(run.router.peak_rss_kb / MB, 1),
+        "failing_requests": {
+            "fail503": watch.stats["by_mode"]["fail503"],
+            "hang": watch.stats["by_mode"]["hang"],
+        },
+    }
+    if profiles:
+        metrics["profile"] = profiles
+    completions = [a - started for a in arrivals]
+    return params, metrics, completions
+
+
+async def run_throughput(
+    stack: Stack, options: BenchOptions, ceiling: ScenarioResult | None
+) -> ScenarioResult:
+    """(2): pre-published events, one delivery each, to ordered webhooks; vs (1)."""
+    modes = ["ok"] * options.sizes.webhooks
+    params, metrics, completions = await _measure_batch(stack, options, "throughput", modes)
+    summary = summarize(completions)
+    metrics["completion_p50_s"] = summary["p50"]
+    metrics["completion_p99_s"] = summary["p99"]
+    reference = ceiling.metrics if ceiling and ceiling.status == "ok" else {}
+    metrics["ratio_to_ceiling"] = ratio(
+        metrics["deliveries_per_s"], reference.get("requests_per_s")
+    )
+    metrics["cpu_ratio_to_ceiling"] = ratio(
+        metrics["cpu_us_per_delivery"], reference.get("client_cpu_us_per_request")
+    )
+    return _finish("throughput", params, metrics)
+
+
+async def run_isolation(
+    stack: Stack, options: BenchOptions, throughput: ScenarioResult | None
+) -> ScenarioResult:
+    """(4): as (2) with a share of webhooks answering 503 or hanging; healthy vs (2)."""
+    modes = failing_modes(options.sizes.webhooks, options.failing_fraction)
+    params, metrics, completions = await _measure_batch(stack, options, "isolation", modes)
+    summary = summarize(completions)
+    metrics["healthy_deliveries_per_s"] = metrics.pop("deliveries_per_s")
+    metrics["healthy_p50_s"] = summary["p50"]
+    metrics["healthy_p99_s"] = summary["p99"]
+    reference = throughput.metrics if throughput and throughput.status == "ok" else {}
+    metrics["ratio_to_throughput"] = ratio(
+        metrics["healthy_deliveries_per_s"], reference.get("deliveries_per_s")
+    )
+    metrics["p99_ratio_to_throughput"] = ratio(
+        metrics["healthy_p99_s"], reference.get("completion_p99_s")
+    )
+    return _finish("isolation", params, metrics)
+
+
+async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
+    """(3): publish at a fixed rate; publish→receive latency percentiles."""
+    sizes = options.sizes
+    settings = await stack.fresh_broker("latency")
+    run = Running(stack, settings, {})
+    try:
+        receiver = await run.start_receiver()
+        urls = [webhook_url(receiver.port, "ok", i) for i in range(sizes.webhooks)]
+        hooks = await stack.webhooks(urls)
+        await run.start_dispatcher()
+        cpu0 = run.cpu()
+        published, publish_s = await paced_publish(
+            settings, hooks.tenant_ids, sizes.rate, sizes.duration
+        )
+        timeout = options.timeout or 30.0
+        watch = await wait_for_deliveries(receiver, published, timeout, run.children)
+        cpu = run.cpu() - cpu0
+        latencies = await receiver.samples("latencies")
+    finally:
+        await run.stop()
+        stack.stop_broker()
+    summary = summarize(latencies, scale=1000.0)
+    delivered = int(watch.stats["unique_ok"])
+    params = {
+        "rate": sizes.rate,
+        "duration_s": sizes.duration,
+        "webhooks": sizes.webhooks,
+        "timeout_s": timeout,
+    }
+    metrics = {
+        "completed": watch.completed,
+        "events": published,
+        "deliveries": delivered,
+        "missing": published - delivered,
+        "duplicates": watch.stats["duplicates"],
+        "achieved_rate": round(rate(published, publish_s) or 0.0, 1),
+        "p50_ms": summary["p50"],
+        "p90_ms": summary["p90"],
+        "p99_ms": summary["p99"],
+        "max_ms": summary["max"],
+        "cpu_us_per_delivery": per_item_us(cpu, delivered),
+        "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
+    }
+    return _finish("latency", params, metrics)
+
+
+async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
+    """(5): queue everything while the receiver is down, then drain; RSS and drain rate."""
+    sizes = options.sizes
+    settings = await stack.fresh_broker("backlog")
+    run = Running(stack, settings, BACKLOG_ENV)
+    port = free_port()
+    parked_max = 0
+    try:
+        urls = [webhook_url(port, "ok", i) for i in range(sizes.backlog_webhooks)]
+        hooks = await stack.webhooks(urls)
+        publish_s = await prepublish(
+            settings, hooks.tenant_ids, sizes.backlog_events, label="queue"
+        )
+        await run.start_dispatcher()
+        routed_s = await _wait_routed(run, settings, sizes.backlog_events, options)
+        await _sample_for(run, sizes.down)
+        parked_max = await stack.parked_webhooks()
+        receiver = await run.start_receiver(port)
+        up_at = time.time()
+
+        async def tick() -> None:
+            nonlocal parked_max
+            parked_max = max(parked_max, await stack.parked_webhooks())
+
+        timeout = options.timeout or default_timeout(sizes.backlog_events, 120.0)
+        watch = await wait_for_deliveries(
+            receiver, sizes.backlog_events, timeout, run.children, "drain", _every(1.0, tick)
+        )
+    finally:
+        await run.stop()
+        stack.stop_broker()
+    delivered = int(watch.stats["unique_ok"])
+    first, last = watch.stats["first_at"], watch.stats["last_at"]
+    drain_s = (last - up_at) if last else None
+    params = {
+        "events": sizes.backlog_events,
+        "webhooks": sizes.backlog_webhooks,
+        "down_s": sizes.down,
+        "env": BACKLOG_ENV,
+        "timeout_s": timeout,
+    }
+    metrics = {
+        "completed": watch.completed,
+        "deliveries": delivered,
+        "duplicates": watch.stats["duplicates"],
+        "order_violations": watch.stats["order_violations"],
+        "queue_publish_s": round(publish_s, 2),
+        "route_s": round(routed_s, 2),
+        "first_delivery_after_up_s": round(first - up_at, 3) if first else None,
+        "drain_s": round(drain_s, 3) if drain_s else None,
+        "drain_per_s": round(rate(delivered, drain_s) or 0.0, 1) if drain_s else None,
+        "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
+        "router_peak_rss_mb": round(run.router.peak_rss_kb / MB, 1),
+        "parked_webhooks_max": parked_max,
+    }
+    return _finish("backlog", params, metrics)
+
+
+async def _wait_routed(
+    run: Running, settings: Settings, events: int, options: BenchOptions
+) -> float:
+    """Wait until the deliveries topic holds a task per event; returns seconds taken."""
+    from dispatcher.bench.progress import Progress
+
+    assert settings.kafka_bootstrap_servers is not None
+    progress = Progress("route", events)
+    started = time.monotonic()
+    deadline = started + (options.timeout or default_timeout(events, 120.0))
+    while time.monotonic() < deadline:
+        routed = await topic_size(settings.kafka_bootstrap_servers, settings.deliveries_topic)
+        progress.update(routed)
+        for child in run.children:
+            child.sample_memory()
+        if routed >= events:
+            break
+        await asyncio.sleep(0.5)
+    progress.close()
+    return time.monotonic() - started
+
+
+async def _sample_for(run: Running, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for child in run.children:
+            child.sample_memory()
+        await asyncio.sleep(0.25)
+
+
+def _every(seconds: float, action: Callable[[], Awaitable[None]]) -> Callable[[], Any]:
+    """``action`` at most once per ``seconds`` (a throttled on_tick)."""
+    last = -1e9
+
+    def tick() -> Awaitable[None] | None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < seconds:
+            return None
+        last = now
+        return action()
+
+    return tick
+
+
+def _finish(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> ScenarioResult:
+    if not metrics.get("completed"):
+        return ScenarioResult(
+            name,
+            "failed",
+            f"only {metrics.get('deliveries')} deliveries arrived before the timeout",
+            params,
+            metrics,
+        )
+    return ScenarioResult(name, params=params, metrics=metrics)

@@ -1,0 +1,158 @@
+"""``hooklane bench``: run the chosen scenarios, write the results JSON, print the table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dispatcher.bench.options import BenchOptions, UsageError, parse_options
+from dispatcher.bench.report import format_comparison, format_table
+from dispatcher.bench.results import ScenarioResult, compare, document
+from dispatcher.bench.stack import Receiver, Stack
+from dispatcher.settings import Settings, SettingsError
+from dispatcher.supervisor import child_env
+
+PIPELINE_MODULES = ("dispatcher.producer", "dispatcher.router", "dispatcher.deliverer")
+BENCH_DIR = Path(".bench")
+MIN_CEILING_REQUESTS = 20_000
+
+
+def ceiling_requests(events: int) -> int:
+    """Requests of (1): as many as (2) has deliveries, at least enough for a stable rate."""
+    return max(events, MIN_CEILING_REQUESTS)
+
+
+def missing_pipeline() -> list[str]:
+    """The pipeline modules that are not importable in this tree."""
+    return [name for name in PIPELINE_MODULES if importlib.util.find_spec(name) is None]
+
+
+def default_out(now: dt.datetime) -> Path:
+    """``.bench/<UTC timestamp>.json``."""
+    return BENCH_DIR / (now.strftime("%Y%m%dT%H%M%SZ") + ".json")
+
+
+def host_info() -> dict[str, Any]:
+    """Where the figures were measured."""
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "commit": commit,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hooklane bench``; 0 when no scenario failed."""
+    try:
+        options = parse_options(list(argv or []))
+    except UsageError as exc:
+        print(f"hooklane bench: {exc}", file=sys.stderr)
+        return 2
+    if options.compare is not None:
+        return compare_files(*options.compare)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"hooklane bench: bad setting: {exc}", file=sys.stderr)
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    results = asyncio.run(run_all(options, settings, started))
+    doc = document(
+        results,
+        started_at=started.isoformat(timespec="seconds"),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        quick=options.quick,
+        host=host_info(),
+        options=options.to_dict(),
+    )
+    out = options.out or default_out(started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_table(doc))
+    print(f"\nresults: {out}")
+    return 1 if any(result.status == "failed" for result in results) else 0
+
+
+def compare_files(old_path: Path, new_path: Path) -> int:
+    """Print how the figures of ``new_path`` differ from ``old_path``."""
+    try:
+        old, new = (orjson.loads(path.read_bytes()) for path in (old_path, new_path))
+        print(format_comparison(compare(old, new)))
+    except (OSError, ValueError) as exc:
+        print(f"hooklane bench --compare: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+Scenario = Callable[[], Awaitable[ScenarioResult]]
+
+
+async def run_all(
+    options: BenchOptions, settings: Settings, started: dt.datetime
+) -> list[ScenarioResult]:
+    """Every chosen scenario in order; one failing never stops the others."""
+    from dispatcher.bench import pipeline
+
+    sizes = options.sizes
+    log_dir = (options.out.parent if options.out else BENCH_DIR) / (
+        "logs-" + started.strftime("%Y%m%dT%H%M%SZ")
+    )
+    stack = Stack(settings, log_dir, options.log_level)
+    results: dict[str, ScenarioResult] = {}
+    absent = missing_pipeline()
+    try:
+        await stack.open()
+        for name in options.scenarios:
+            print(f"\n== {name}", file=sys.stderr)
+            if name != "ceiling" and absent:
+                results[name] = ScenarioResult.skipped(
+                    name, f"the pipeline is not in this tree yet ({', '.join(absent)} missing)"
+                )
+                continue
+            runner: Scenario
+            if name == "ceiling":
+                runner = lambda: _ceiling(stack, ceiling_requests(sizes.events), sizes.webhooks)  # noqa: E731
+            else:
+                runner = pipeline.scenario(name, stack, options, results)
+            results[name] = await _guarded(name, runner)
+    finally:
+        await stack.close(keep_database=options.keep)
+    return [results[name] for name in options.scenarios if name in results]
+
+
+async def _guarded(name: str, runner: Scenario) -> ScenarioResult:
+    try:
+        return await runner()
+    except Exception as exc:  # one broken scenario must not hide the others' figures
+        return ScenarioResult.failed(name, f"{type(exc).__name__}: {exc}")
+
+
+async def _ceiling(stack: Stack, requests: int, concurrency: int) -> ScenarioResult:
+    from dispatcher.bench.ceiling import run_ceiling
+
+    receiver = Receiver()
+    await receiver.start(child_env(stack.settings), stack.log_dir)
+    try:
+        return await run_ceiling(stack.settings, receiver, requests, concurrency)
+    finally:
+        await receiver.stop()
