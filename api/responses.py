@@ -25,7 +25,7 @@ def rfc3339(moment: datetime | None) -> str | None:
     """``moment`` in UTC as RFC 3339 (``2026-11-28T17:01:02.123456Z``)."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def encode_cursor(position: Any) -> str:

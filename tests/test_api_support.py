@@ -67,7 +67,7 @@ async def receiver(status: int = 200) -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-def webhook_body(url: str, **fields: Any) -> dict[str, Any]:
+def webhook_body(url: str, /, **fields: Any) -> dict[str, Any]:
     """A valid POST /webhooks body, with ``fields`` overriding the defaults."""
     return {"url": url, "topics": [TOPIC], **fields}
 

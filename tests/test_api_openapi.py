@@ -1,0 +1,114 @@
+"""The OpenAPI document in schemas/ matches the routes, and its references all resolve."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import jsonschema
+import orjson
+from cryptography.fernet import Fernet
+
+from api.app import create_app
+from api.validation import SCHEMA_DIR, Schemas
+from dispatcher.settings import Settings
+
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+# Documented now, registered by api/attempts.py once it lands.
+ATTEMPTS_OPERATIONS = {
+    ("GET", "/webhooks/{id}/attempts"),
+    ("POST", "/webhooks/{id}/attempts/{attempt_id}/retry"),
+    ("POST", "/webhooks/{id}/recover"),
+}
+
+
+def registered_operations() -> set[tuple[str, str]]:
+    app = create_app(Settings(secret_key=Fernet.generate_key().decode()))
+    found = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource is not None else {}
+        found.add((route.method, info.get("path") or info["formatter"]))
+    return found
+
+
+def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def test_routes_and_openapi_paths_match():
+    """Every route is documented and every documented operation is a route (no drift either way)."""
+    documented = documented_operations(Schemas().openapi)
+    if importlib.util.find_spec("api.attempts") is None:
+        documented -= ATTEMPTS_OPERATIONS
+    registered = registered_operations()
+    assert registered - documented == set(), "routes missing from schemas/openapi.json"
+    assert documented - registered == set(), "documented operations with no route"
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for item in node for ref in _refs(item)]
+    return []
+
+
+def test_served_document_is_self_contained():
+    """The served document has only internal references, and each one resolves."""
+    bundle = orjson.loads(Schemas().openapi_bundle)
+    refs = _refs(bundle)
+    assert refs
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        node = bundle
+        for part in ref[2:].split("/"):
+            node = node[part]
+        assert isinstance(node, dict)
+
+
+def test_request_bodies_reference_the_validated_schemas():
+    """Each documented request body is one of the schemas/ files the API validates with."""
+    schemas = Schemas()
+    files = [
+        ref
+        for item in schemas.openapi["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "requestBody" in operation
+        for ref in _refs(operation["requestBody"])
+    ]
+    assert sorted(files) == sorted(
+        ["webhook_create.json", "webhook_update.json", "test_trigger.json", "event_publish.json", "recover.json"]
+    )
+    for name in files:
+        assert (SCHEMA_DIR / name).is_file()
+        assert name.removesuffix(".json") in schemas.validators
+
+
+def test_every_schema_file_is_a_valid_json_schema():
+    """schemas/*.json (except the OpenAPI document) pass their metaschema and forbid unknown fields."""
+    schemas = Schemas()
+    assert "event" in schemas.sources
+    for name, source in schemas.sources.items():
+        jsonschema.validators.validator_for(source).check_schema(source)
+        assert source.get("additionalProperties") is False, name
+
+
+def test_operations_declare_auth_errors():
+    """Operations behind the API key document 401; the public ones opt out of security."""
+    document = Schemas().openapi
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            if path in {"/healthz", "/openapi.json"}:
+                assert operation["security"] == [], path
+            else:
+                assert "401" in operation["responses"], (method, path)
