@@ -1,0 +1,345 @@
+"""The backlog scheduler: retries parked webhooks on the long schedule and drains them.
+
+Runs inside every deliverer process; several can run at once. Each pass claims due,
+ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; the claim pushes
+``next_attempt_at`` forward as a lease, renewed while working) and handles each in
+its own task:
+
+- retry the backlog head; on 2xx drain the backlog in order at full speed (rows
+  fetched in batches, each deleted after its 2xx), then unpark (race-free, see
+  ``dispatcher.backlog``);
+- on failure, store the next attempt time from the long schedule (``dispatcher.policy``);
+- a delivery past its retry window (or to a blocked destination) moves to
+  ``failed_deliveries`` and the next one is tried;
+- ``410 Gone``, or continuous failure for ``auto_disable_after``, disables the
+  webhook; DISABLED webhooks are left parked until they are re-enabled.
+
+No busy loop: between passes it sleeps until the earliest ``next_attempt_at`` (at
+most ``MAX_SLEEP_S``), woken early by NOTIFY on ``hooklane_parked`` (something was
+parked or rescheduled) and ``hooklane_webhooks`` (a webhook was re-enabled).
+Old attempts are purged from the attempt log once an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from dispatcher import attempt_log as attempt_store
+from dispatcher import backlog
+from dispatcher.attempt import WebhookTarget, attempt_delivery
+from dispatcher.attempt_log import AttemptLog
+from dispatcher.backlog import BacklogEntry, ParkedWebhook
+from dispatcher.policy import (
+    Random,
+    RetryPolicy,
+    Verdict,
+    classify,
+    decide,
+    default_rng,
+    should_auto_disable,
+)
+from dispatcher.sender import Sender
+from dispatcher.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CHANNELS = ("hooklane_parked", "hooklane_webhooks")
+MAX_SLEEP_S = 30.0
+# When due work is locked by someone else for a moment, do not spin on it.
+MIN_SLEEP_S = 0.05
+CLAIM_BATCH = 16
+MAX_CONCURRENT = 32
+DRAIN_BATCH = 100
+HOUSEKEEPING_INTERVAL_S = 3600.0
+RECONNECT_DELAY_S = 1.0
+# Advisory lock so only one process purges at a time.
+_PURGE_LOCK = 7_405_131_005
+
+TargetLoader = Callable[[str], Awaitable[WebhookTarget | None]]
+
+
+@dataclass(slots=True)
+class Streak:
+    """A parked webhook's failure streak while the scheduler works on it."""
+
+    failures: int
+    failing_since: float
+    # From ``webhooks`` (None: not failing, e.g. just re-enabled).
+    webhook_failing_since: float | None
+
+    def succeeded(self, now: float) -> None:
+        """A 2xx: the streak starts over."""
+        self.failures = 0
+        self.failing_since = now
+        self.webhook_failing_since = None
+
+
+class BacklogScheduler:
+    """Retries and drains parked webhooks (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool[asyncpg.Record],
+        sender: Sender,
+        load_target: TargetLoader,
+        attempt_log: AttemptLog,
+        rng: Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._sender = sender
+        self._load_target = load_target
+        self._attempt_log = attempt_log
+        self._rng = rng or default_rng()
+        self._clock = clock
+        self.policy = RetryPolicy.from_settings(settings)
+        # A claim is a lease: long enough for a few attempts at the delivery timeout.
+        self.lease_s = max(60.0, 3 * settings.delivery_timeout_s)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._next_housekeeping = 0.0
+        # Observability (and tests): passes of the main loop.
+        self.passes = 0
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the current attempts and return."""
+        self._stopping = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Check for due work now (e.g. after parking a lane in this process)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Loop until ``stop()``: claim due webhooks, work on them, sleep until the next."""
+        listener = asyncio.create_task(self._listen(), name="backlog-listener")
+        try:
+            while not self._stopping:
+                self.passes += 1
+                self._wake.clear()
+                await self._housekeeping()
+                claimed = await self._claim()
+                for parked in claimed:
+                    self._start(parked)
+                await self._sleep(bool(claimed))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await self._finish_active()
+
+    # --- the main loop -------------------------------------------------------------
+
+    async def _claim(self) -> list[ParkedWebhook]:
+        room = MAX_CONCURRENT - len(self._active)
+        if room <= 0:
+            return []
+        try:
+            claimed = await backlog.claim_due(
+                self._pool, self._clock(), self.lease_s, min(room, CLAIM_BATCH)
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("scheduler.claim_failed", error=str(exc))
+            return []
+        return [p for p in claimed if p.webhook_id not in self._active]
+
+    async def _sleep(self, claimed: bool) -> None:
+        if self._stopping:
+            return
+        delay = MAX_SLEEP_S
+        if len(self._active) < MAX_CONCURRENT:
+            try:
+                due = await backlog.next_due_at(self._pool)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("scheduler.query_failed", error=str(exc))
+                due = None
+                delay = RECONNECT_DELAY_S
+            if due is not None:
+                delay = min(delay, max(due - self._clock(), 0.0 if claimed else MIN_SLEEP_S))
+        if delay <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _start(self, parked: ParkedWebhook) -> None:
+        task = asyncio.create_task(self._work(parked), name=f"backlog-{parked.webhook_id}")
+        self._active[parked.webhook_id] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._active.pop(parked.webhook_id, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error(
+                    "scheduler.work_failed",
+                    webhook_id=parked.webhook_id,
+                    error=repr(finished.exception()),
+                )
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _finish_active(self) -> None:
+        tasks = list(self._active.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.delivery_timeout_s + 1)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- one parked webhook ---------------------------------------------------------
+
+    async def _work(self, parked: ParkedWebhook) -> None:
+        webhook_id = parked.webhook_id
+        target = await self._load_target(webhook_id)
+        if target is None:
+            await backlog.drop_orphans(self._pool)
+            return
+        if not target.enabled:
+            await self._release(webhook_id)
+            return
+        streak = Streak(parked.failures, parked.failing_since, parked.webhook_failing_since)
+        lease_until = self._clock() + self.lease_s
+        while not self._stopping:
+            entries = await backlog.head(self._pool, webhook_id, DRAIN_BATCH)
+            if not entries:
+                if await backlog.unpark(self._pool, webhook_id):
+                    log.info("scheduler.unparked", webhook_id=webhook_id)
+                    return
+                continue  # something was appended meanwhile: keep draining
+            for entry in entries:
+                if self._stopping:
+                    break
+                if await self._attempt(target, entry, streak) == "stop":
+                    return
+                if self._clock() > lease_until - self.lease_s / 2:
+                    lease_until = self._clock() + self.lease_s
+                    await backlog.renew_lease(self._pool, webhook_id, lease_until)
+            if self._stopping:
+                break
+            # Re-check the state between batches: the API may have disabled it.
+            refreshed = await self._load_target(webhook_id)
+            if refreshed is None or not refreshed.enabled:
+                await self._release(webhook_id)
+                return
+            target = refreshed
+        # Stopping mid-drain: let any scheduler pick it up again right away.
+        await self._release(webhook_id)
+
+    async def _release(self, webhook_id: str) -> None:
+        # Due at once: a DISABLED webhook is not claimed until it is re-enabled, and
+        # then it resumes without waiting for the lease to run out.
+        await backlog.renew_lease(self._pool, webhook_id, self._clock())
+
+    async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> str:
+        """Try one backlog entry: "delivered", "gave_up" (go on) or "stop" (rescheduled)."""
+        webhook_id = target.id
+        result = await attempt_delivery(
+            self._sender, target, entry.task, entry.attempts + 1, self._clock
+        )
+        self._attempt_log.record(result)
+        now = self._clock()
+        classification = classify(result, self.policy.retry_after_max, now)
+        if classification.verdict is Verdict.DELIVERED:
+            await backlog.delivered(self._pool, webhook_id, entry.seq)
+            streak.succeeded(now)
+            return "delivered"
+        if classification.verdict is Verdict.DISABLE:
+            await self._disable(target, f"the endpoint answered {result.status_code} Gone")
+            return "stop"
+        # The retry window is per delivery: from when it was parked, or from when the
+        # webhook last started failing (e.g. after a re-enable), whichever is later.
+        since = max(entry.enqueued_at, streak.webhook_failing_since or now)
+        failures = streak.failures + 1
+        decision = decide(self.policy, classification, since, failures, now, self._rng)
+        if decision.action == "give_up":
+            reason = result.error or "gave up"
+            if classification.verdict is Verdict.RETRY:
+                reason = f"retry window exceeded; last error: {reason}"
+            await backlog.give_up(self._pool, entry, target.tenant_id, reason)
+            log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
+            return "gave_up"
+        if should_auto_disable(self.policy, streak.webhook_failing_since, now):
+            days = self.policy.auto_disable_after / 86400
+            await self._disable(target, f"failing continuously for {days:g} days")
+            return "stop"
+        assert decision.next_attempt_at is not None
+        await backlog.attempted(self._pool, webhook_id, entry.seq)
+        await backlog.reschedule(
+            self._pool,
+            webhook_id,
+            failures=failures,
+            failing_since=streak.failing_since,
+            next_attempt_at=decision.next_attempt_at,
+        )
+        log.debug(
+            "scheduler.rescheduled",
+            webhook_id=webhook_id,
+            failures=failures,
+            in_s=round(decision.next_attempt_at - now, 3),
+        )
+        return "stop"
+
+    async def _disable(self, target: WebhookTarget, reason: str) -> None:
+        await backlog.disable_webhook(self._pool, target.id, reason)
+        await self._release(target.id)
+        log.warning("scheduler.disabled", webhook_id=target.id, reason=reason)
+
+    # --- wake-ups and housekeeping --------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("scheduler.listen_lost", error=str(exc))
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _listen_once(self) -> None:
+        conn = await asyncpg.connect(self._settings.database_url, timeout=10)
+        lost = asyncio.Event()
+
+        def notified(*_args: Any) -> None:
+            self._wake.set()
+
+        def terminated(_conn: Any) -> None:
+            lost.set()
+
+        try:
+            conn.add_termination_listener(terminated)
+            for channel in CHANNELS:
+                await conn.add_listener(channel, notified)
+            self._wake.set()  # anything that changed while not listening is seen now
+            await lost.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+        try:
+            async with self._pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _PURGE_LOCK):
+                    return
+                try:
+                    purged = await attempt_store.purge(conn, self._settings.attempt_retention_days)
+                    orphans = await backlog.drop_orphans(conn)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _PURGE_LOCK)
+            if purged or orphans:
+                log.info("scheduler.housekeeping", purged_attempts=purged, orphans=orphans)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("scheduler.housekeeping_failed", error=str(exc))

@@ -1,0 +1,234 @@
+"""The backlog scheduler against real Postgres and loopback receivers that fail on purpose.
+
+Short test schedule: short retries 0.05-0.5 s, park after 1 s, long retries every 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+
+from dispatcher import backlog
+from dispatcher.attempt_log import AttemptLog
+from dispatcher.errors import BlockedDestination
+from dispatcher.scheduler import BacklogScheduler
+from dispatcher.sender import AiohttpSender, Response
+from dispatcher.settings import Settings
+from dispatcher.store.webhooks import load_target, update_webhook
+from tests.test_failure_support import (
+    BOX,
+    clean_backlog,
+    eventually,
+    make_task,
+    make_webhook,
+    receiver,
+)
+
+pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
+
+
+@pytest.fixture
+def short(settings: Settings) -> Settings:
+    return settings.replace(
+        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=6.0
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(
+    settings: Settings, pool: Any, sender: Any = None
+) -> AsyncIterator[BacklogScheduler]:
+    """A scheduler (with its own attempt log and sender) running as a task."""
+    own_sender = sender is None
+    sender = sender or AiohttpSender(settings)
+    log = AttemptLog(pool, flush_interval=0.05)
+    log.start()
+    scheduler = BacklogScheduler(
+        settings, pool, sender, functools.partial(load_target, pool, BOX), log
+    )
+    task = asyncio.create_task(scheduler.run())
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(task, 15)
+        await log.close()
+        if own_sender:
+            await sender.close()
+
+
+async def park_tasks(pool, webhook_id, tenant_id, count, due_in=0.0) -> list[str]:
+    tasks = [make_task(webhook_id, tenant_id, n) for n in range(count)]
+    now = time.time()
+    await backlog.park(pool, webhook_id, tasks, now, 6, now + due_in)
+    return [t.event.id for t in tasks]
+
+
+async def webhook_row(pool, webhook_id):
+    return await pool.fetchrow(
+        "SELECT state, disabled_reason, consecutive_failures FROM webhooks WHERE id = $1",
+        webhook_id,
+    )
+
+
+async def test_flaky_endpoint_gets_everything_in_order(short, pool, tenant) -> None:
+    """While failing only the head is retried; once it answers 2xx the backlog drains in order."""
+    async with receiver(lambda n: (500, {}) if n < 3 else (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, webhook_id, tenant.id, 10)
+        async with running_scheduler(short, pool):
+            await rx.wait_for(lambda r: len(r.ok_numbers) == 10)
+            await eventually(lambda: _not_parked(pool, webhook_id))
+    assert rx.ok_numbers == list(range(10))
+    assert [r.body["data"]["n"] for r in rx.received[:4]] == [0, 0, 0, 0]
+    assert len(rx.received) == 13
+    # every attempt is in the attempt log, with the parked attempt numbers continuing
+    rows = await pool.fetch(
+        "SELECT outcome, attempt FROM attempts WHERE webhook_id = $1 ORDER BY id", webhook_id
+    )
+    assert [r["outcome"] for r in rows] == ["failure"] * 3 + ["success"] * 10
+    assert [r["attempt"] for r in rows[:4]] == [1, 2, 3, 4]
+
+
+async def _not_parked(pool, webhook_id) -> bool:
+    return not await backlog.is_parked(pool, webhook_id)
+
+
+async def test_retry_after_is_honoured(short, pool, tenant) -> None:
+    """A 429 with Retry-After: 2 is not retried sooner than about two seconds later."""
+    async with receiver(lambda n: (429, {"Retry-After": "2"}) if n == 0 else (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, webhook_id, tenant.id, 1)
+        async with running_scheduler(short, pool):
+            await rx.wait_for(lambda r: len(r.received) == 2)
+    first, second = rx.received
+    assert second.at - first.at >= 1.9
+
+
+async def test_gone_disables_and_reenabling_drains_in_order(short, pool, tenant) -> None:
+    """410 disables the webhook and keeps its backlog; re-enabling it delivers all in order."""
+    gone = True
+    async with receiver(lambda n: (410, {}) if gone else (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, webhook_id, tenant.id, 5)
+        async with running_scheduler(short, pool):
+            await eventually(lambda: _state_is(pool, webhook_id, "DISABLED"))
+            row = await webhook_row(pool, webhook_id)
+            assert "410" in row["disabled_reason"]
+            assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 5}
+            assert len(rx.received) == 1
+            gone = False
+            await update_webhook(pool, BOX, tenant.id, webhook_id, {"state": "ENABLED"})
+            await rx.wait_for(lambda r: len(r.ok_numbers) == 5)
+            await eventually(lambda: _not_parked(pool, webhook_id))
+    assert rx.ok_numbers == list(range(5))
+
+
+async def _state_is(pool, webhook_id, state) -> bool:
+    return (await webhook_row(pool, webhook_id))["state"] == state
+
+
+async def test_past_the_window_deliveries_fail_in_order(short, pool, tenant) -> None:
+    """Past the retry window each delivery moves to failed_deliveries (in order), then unparks."""
+    settings = short.replace(retry_window=1.5)
+    async with receiver(lambda n: (500, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        event_ids = await park_tasks(pool, webhook_id, tenant.id, 3)
+        async with running_scheduler(settings, pool):
+            await eventually(lambda: _not_parked(pool, webhook_id), within=30)
+    rows = await pool.fetch(
+        "SELECT event_id, reason, task FROM failed_deliveries WHERE webhook_id = $1 ORDER BY id",
+        webhook_id,
+    )
+    assert [r["event_id"] for r in rows] == event_ids
+    assert all("retry window" in r["reason"] for r in rows)
+    assert rows[0]["task"]["event"]["data"] == {"n": 0}
+    heads = [r.body["data"]["n"] for r in rx.received]
+    assert heads.count(0) > 1  # the head was retried before it was given up
+    assert heads == sorted(heads)  # never a later delivery before an earlier one
+    assert (await webhook_row(pool, webhook_id))["state"] == "ENABLED"
+
+
+async def test_auto_disable_after_continuous_failure(short, pool, tenant) -> None:
+    """A webhook failing continuously for auto_disable_after is disabled with a reason."""
+    settings = short.replace(auto_disable_after=1.5, retry_window=60.0)
+    async with receiver(lambda n: (503, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, webhook_id, tenant.id, 2)
+        async with running_scheduler(settings, pool):
+            await eventually(lambda: _state_is(pool, webhook_id, "DISABLED"), within=30)
+    row = await webhook_row(pool, webhook_id)
+    assert "failing continuously" in row["disabled_reason"]
+    assert row["consecutive_failures"] >= 2
+    assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 2}
+    assert {r.body["data"]["n"] for r in rx.received} == {0}
+
+
+class BlockedSender:
+    """A sender whose every destination is forbidden (SSRF rules)."""
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        raise BlockedDestination("resolves to a private address")
+
+
+async def test_blocked_destination_gives_up_at_once(short, pool, tenant) -> None:
+    """A blocked destination is never retried: each delivery fails once, with the reason."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    await park_tasks(pool, webhook_id, tenant.id, 2)
+    async with running_scheduler(short, pool, BlockedSender()):
+        await eventually(lambda: _not_parked(pool, webhook_id))
+    rows = await pool.fetch(
+        "SELECT reason FROM failed_deliveries WHERE webhook_id = $1 ORDER BY id", webhook_id
+    )
+    assert [r["reason"] for r in rows] == ["resolves to a private address"] * 2
+
+
+async def test_no_busy_loop_while_nothing_is_due(short, pool, tenant) -> None:
+    """Nothing due (one parked far ahead, one DISABLED and overdue): the loop sleeps."""
+    async with receiver(lambda n: (200, {})) as rx:
+        later = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, later, tenant.id, 1, due_in=3600)
+        disabled = await make_webhook(pool, tenant.id, rx.url, state="DISABLED")
+        await park_tasks(pool, disabled, tenant.id, 1, due_in=-60)
+        async with running_scheduler(short, pool) as scheduler:
+            await asyncio.sleep(0.3)  # start-up: the listener's first wake-up
+            passes = scheduler.passes
+            started = time.process_time()
+            await asyncio.sleep(2.0)
+            assert scheduler.passes - passes <= 1
+            cpu = time.process_time() - started
+    assert rx.received == []
+    assert cpu < 0.5  # a spinning loop would burn the whole two seconds
+
+
+async def test_wakes_when_something_is_parked(short, pool, tenant) -> None:
+    """A sleeping scheduler starts on a newly parked webhook at once (NOTIFY), not in 30 s."""
+    async with receiver(lambda n: (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        async with running_scheduler(short, pool):
+            await asyncio.sleep(0.3)
+            await park_tasks(pool, webhook_id, tenant.id, 3)
+            await rx.wait_for(lambda r: len(r.ok_numbers) == 3, within=10)
+    assert rx.ok_numbers == [0, 1, 2]
+
+
+async def test_two_schedulers_share_the_work(short, pool, tenant) -> None:
+    """Two schedulers on one database deliver every backlog once, each in order."""
+    async with receiver(lambda n: (200, {})) as rx:
+        ids = [await make_webhook(pool, tenant.id, rx.url) for _ in range(4)]
+        async with running_scheduler(short, pool), running_scheduler(short, pool):
+            for webhook_id in ids:
+                await park_tasks(pool, webhook_id, tenant.id, 15)
+            await rx.wait_for(lambda r: len(r.received) >= 60)
+            for webhook_id in ids:
+                await eventually(lambda w=webhook_id: _not_parked(pool, w))
+    assert len(rx.received) == 60
+    for webhook_id in ids:
+        mine = [r.body["data"]["n"] for r in rx.received if r.body["webhook_id"] == webhook_id]
+        assert mine == list(range(15))
