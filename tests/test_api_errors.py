@@ -6,18 +6,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from api.auth import bearer_token
 from api.errors import MAX_BODY
 from dispatcher.store.tenants import hash_api_key
-from tests.test_api_support import api_client, assert_matches, webhook_body
+from tests.test_api_support import Client, api_client, assert_matches, webhook_body
 
 URL = "http://127.0.0.1:9/hook"
 
 
 @pytest.fixture
-async def client(settings) -> AsyncIterator[TestClient]:
+async def client(settings) -> AsyncIterator[Client]:
     async with api_client(settings) as running:
         yield running
 
@@ -59,7 +58,7 @@ AUTHENTICATED = [
     "authorization", [None, "Bearer hl_not_a_real_key", "Basic dXNlcjpwdw==", "Bearer"]
 )
 async def test_routes_need_a_valid_api_key(client, method, path, authorization):
-    """Every tenant route answers 401 with the envelope and a Bearer challenge without a valid key."""
+    """Tenant routes answer 401 (envelope and a Bearer challenge) without a valid key."""
     headers = {"Authorization": authorization} if authorization else {}
     response = await client.request(method, path, headers=headers, json={})
     assert response.status == 401
@@ -90,7 +89,8 @@ async def test_health_and_openapi_need_no_key(client):
 
 async def test_unknown_route_is_a_json_404(client, tenant):
     """Unknown paths answer the 404 envelope, with or without a key."""
-    for headers in ({}, tenant.headers):
+    no_key: dict[str, str] = {}
+    for headers in (no_key, tenant.headers):
         response = await client.get("/no/such/route", headers=headers)
         assert response.status == 404
         payload = await response.json()
@@ -132,7 +132,7 @@ async def test_malformed_json_is_400(client, tenant, path, raw):
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 async def test_non_json_content_type_is_415(client, tenant, path, content_type):
     """A body sent as anything but JSON answers 415."""
-    headers = dict(tenant.headers)
+    headers: dict[str, str] = dict(tenant.headers)
     if content_type:
         headers["Content-Type"] = content_type
     response = await client.post(path, data=b'{"url": "x"}', headers=headers)
@@ -144,7 +144,8 @@ async def test_json_with_charset_is_accepted(client, tenant):
     """application/json; charset=utf-8 is JSON."""
     headers = {**tenant.headers, "Content-Type": "application/json; charset=utf-8"}
     response = await client.post(
-        "/webhooks", data=b'{"url": "%s", "topics": ["NEXUS.THRESHOLD.STATE.ALERT"]}' % URL.encode(),
+        "/webhooks",
+        data=b'{"url": "%s", "topics": ["NEXUS.THRESHOLD.STATE.ALERT"]}' % URL.encode(),
         headers=headers,
     )
     assert response.status == 201

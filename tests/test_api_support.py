@@ -15,13 +15,16 @@ from api.app import create_app
 from api.validation import Schemas
 from dispatcher.settings import Settings
 
+# The client type of the tests (TestClient is generic in request and app types).
+Client = TestClient[web.Request, web.Application]
+
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 GIVEN_SECRET = "a-given-secret-0123456789"
 
 
 @asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def api_client(settings: Settings) -> AsyncIterator[Client]:
     """A client of a fully started app (pool, sender, producer) on a loopback port."""
     async with TestClient(TestServer(create_app(settings))) as client:
         yield client

@@ -8,18 +8,20 @@ import hmac
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import jsonschema
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.validation import SCHEMA_DIR
+from tests.conftest import TenantKey
 from tests.test_api_support import (
     GIVEN_SECRET,
     OTHER_TOPIC,
     TOPIC,
+    Client,
     api_client,
     assert_matches,
     receiver,
@@ -36,23 +38,30 @@ EVENT_SCHEMA = orjson.loads((SCHEMA_DIR / "event.json").read_bytes())
 
 
 @pytest.fixture
-async def client(settings) -> AsyncIterator[TestClient]:
+async def client(settings) -> AsyncIterator[Client]:
     async with api_client(settings) as running:
         yield running
 
 
-async def register(client, tenant, url, **fields):
-    response = await client.post("/webhooks", json=webhook_body(url, **fields), headers=tenant.headers)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
-async def trigger(client, tenant, webhook_id, body=None):
-    kwargs = {} if body is None else {"json": body}
+async def register(client: Client, tenant: TenantKey, url: str, **fields: Any) -> dict[str, Any]:
     response = await client.post(
-        f"/webhooks/test/trigger/{webhook_id}", headers=tenant.headers, **kwargs
+        "/webhooks", json=webhook_body(url, **fields), headers=tenant.headers
     )
-    return response.status, await response.json()
+    assert response.status == 201, await response.text()
+    created: dict[str, Any] = await response.json()
+    return created
+
+
+async def trigger(
+    client: Client, tenant: TenantKey, webhook_id: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    path = f"/webhooks/test/trigger/{webhook_id}"
+    if body is None:
+        response = await client.post(path, headers=tenant.headers)
+    else:
+        response = await client.post(path, json=body, headers=tenant.headers)
+    payload: dict[str, Any] = await response.json()
+    return response.status, payload
 
 
 def commenda_hmac(key: bytes, body: bytes) -> str:
@@ -61,7 +70,7 @@ def commenda_hmac(key: bytes, body: bytes) -> str:
 
 
 async def test_receiver_verifies_both_signatures_of_a_test_event(client, tenant, pool):
-    """The receiver gets Commenda's event object, signed for its own HMAC check and standardwebhooks."""
+    """The receiver gets the Commenda event object; its HMAC and standardwebhooks both verify."""
     async with receiver() as recv:
         webhook = await register(client, tenant, recv.url, topics=[TOPIC, OTHER_TOPIC])
         secret = webhook["secret"]
@@ -69,12 +78,18 @@ async def test_receiver_verifies_both_signatures_of_a_test_event(client, tenant,
     assert status == 200
     assert_matches("TestTriggerResult", outcome)
     assert outcome["delivered"] is True
-    assert (outcome["status_code"], outcome["error"], outcome["response_body"]) == (200, None, "thanks")
+    assert (outcome["status_code"], outcome["error"], outcome["response_body"]) == (
+        200,
+        None,
+        "thanks",
+    )
     assert outcome["duration_ms"] >= 0
 
     [request] = recv.requests
     key = base64.b64decode(secret.removeprefix("whsec_"))
-    assert hmac.compare_digest(request.headers["Commenda-X-Secret"], commenda_hmac(key, request.body))
+    assert hmac.compare_digest(
+        request.headers["Commenda-X-Secret"], commenda_hmac(key, request.body)
+    )
     verified = Webhook(secret).verify(request.body, request.headers)
     assert request.headers["webhook-id"] == outcome["event_id"]
     assert request.headers["Content-Type"] == "application/json"
@@ -114,7 +129,7 @@ async def test_a_given_secret_signs_with_its_utf8_bytes(client, tenant):
 
 
 async def test_rotated_secret_signs_with_both_until_it_expires(client, tenant):
-    """After a secret change the next delivery verifies with the new secret and still the old one."""
+    """After a secret change, deliveries verify with the new secret and still the old one."""
     async with receiver() as recv:
         webhook = await register(client, tenant, recv.url)
         old = webhook["secret"]
@@ -183,7 +198,11 @@ async def test_a_failing_receiver_is_reported_not_raised(client, tenant, pool):
         webhook = await register(client, tenant, recv.url)
         status, outcome = await trigger(client, tenant, webhook["id"])
     assert status == 200
-    assert (outcome["delivered"], outcome["status_code"], outcome["error"]) == (False, 500, "HTTP 500")
+    assert (outcome["delivered"], outcome["status_code"], outcome["error"]) == (
+        False,
+        500,
+        "HTTP 500",
+    )
     assert outcome["response_body"] == "thanks"
     outcome_row = await pool.fetchval(
         "SELECT outcome FROM attempts WHERE webhook_id = $1 AND test", uuid.UUID(webhook["id"])

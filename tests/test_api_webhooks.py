@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from dispatcher.secrets import SecretBox
 from dispatcher.signing import signing_key
+from tests.conftest import TenantKey
 from tests.test_api_support import (
     GIVEN_SECRET,
     OTHER_TOPIC,
     TOPIC,
+    Client,
     api_client,
     assert_matches,
     webhook_body,
@@ -24,15 +25,18 @@ URL = "http://127.0.0.1:9/hook"
 
 
 @pytest.fixture
-async def client(settings) -> AsyncIterator[TestClient]:
+async def client(settings) -> AsyncIterator[Client]:
     async with api_client(settings) as running:
         yield running
 
 
-async def create(client: TestClient, tenant, **fields: Any) -> dict[str, Any]:
-    response = await client.post("/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers)
+async def create(client: Client, tenant: TenantKey, **fields: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers
+    )
     assert response.status == 201, await response.text()
-    return await response.json()
+    created: dict[str, Any] = await response.json()
+    return created
 
 
 async def test_create_returns_the_webhook_with_defaults_and_generated_secret(client, tenant):
@@ -157,7 +161,9 @@ def _problem_paths(payload: dict[str, Any]) -> set[str]:
 )
 async def test_create_rejects_invalid_fields_with_422(client, tenant, fields, path):
     """Each invalid field is a 422 validation_failed whose details point at that field."""
-    response = await client.post("/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers)
+    response = await client.post(
+        "/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers
+    )
     assert response.status == 422
     payload = await response.json()
     assert_matches("Error", payload)
@@ -209,7 +215,7 @@ async def test_get_unknown_or_malformed_id_is_404(client, tenant):
 
 
 async def test_other_tenants_webhook_is_404_everywhere(client, tenant, other_tenant, pool):
-    """Another tenant's webhook id answers 404 on read, update, delete and test, and is unchanged."""
+    """Another tenant's webhook id is 404 on read, update, delete and test; nothing changes."""
     created = await create(client, tenant, name="mine")
     path = f"/webhooks/{created['id']}"
     attempts = [
@@ -226,7 +232,12 @@ async def test_other_tenants_webhook_is_404_everywhere(client, tenant, other_ten
     assert listed["data"] == []
     still = await (await client.get(path, headers=tenant.headers)).json()
     assert still["name"] == "mine"
-    assert await pool.fetchval("SELECT count(*) FROM attempts WHERE webhook_id = $1", uuid.UUID(created["id"])) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM attempts WHERE webhook_id = $1", uuid.UUID(created["id"])
+        )
+        == 0
+    )
 
 
 async def test_update_is_partial_and_bumps_updated_at(client, tenant):
@@ -276,7 +287,7 @@ async def test_update_can_clear_the_name(client, tenant):
     ],
 )
 async def test_update_applies_the_creation_rules(client, tenant, fields, path):
-    """Updates are validated like creation (and id/created_at are unknown fields); nothing changes."""
+    """Updates follow the creation rules (id/created_at are unknown fields); nothing changes."""
     created = await create(client, tenant)
     response = await client.post(f"/webhooks/{created['id']}", json=fields, headers=tenant.headers)
     assert response.status == 422
@@ -286,18 +297,26 @@ async def test_update_applies_the_creation_rules(client, tenant, fields, path):
 
 
 async def test_update_ordering_switches_the_in_flight_cap(client, tenant, settings):
-    """unordered takes max_in_flight (default the per-webhook cap); back to ordered resets it to 1."""
+    """unordered takes max_in_flight (default: the per-webhook cap); ordered resets it to 1."""
     created = await create(client, tenant)
     path = f"/webhooks/{created['id']}"
-    default = await (await client.post(path, json={"ordering": "unordered"}, headers=tenant.headers)).json()
+    default = await (
+        await client.post(path, json={"ordering": "unordered"}, headers=tenant.headers)
+    ).json()
     assert default["max_in_flight"] == settings.max_in_flight_per_webhook
-    given = await (await client.post(path, json={"max_in_flight": 3}, headers=tenant.headers)).json()
+    given = await (
+        await client.post(path, json={"max_in_flight": 3}, headers=tenant.headers)
+    ).json()
     assert (given["ordering"], given["max_in_flight"]) == ("unordered", 3)
-    back = await (await client.post(path, json={"ordering": "ordered"}, headers=tenant.headers)).json()
+    back = await (
+        await client.post(path, json={"ordering": "ordered"}, headers=tenant.headers)
+    ).json()
     assert (back["ordering"], back["max_in_flight"]) == ("ordered", 1)
 
 
-async def test_update_secret_rotates_and_keeps_the_previous_for_a_day(client, tenant, pool, settings):
+async def test_update_secret_rotates_and_keeps_the_previous_for_a_day(
+    client, tenant, pool, settings
+):
     """A new secret becomes current; the old one stays valid about 24 h; neither is returned."""
     created = await create(client, tenant, secret=GIVEN_SECRET)
     new_secret = "the-new-secret-9876543210"
@@ -321,7 +340,7 @@ async def test_update_secret_rotates_and_keeps_the_previous_for_a_day(client, te
 
 
 async def test_enabling_clears_the_disabled_reason(client, tenant, pool):
-    """Setting state ENABLED on an auto-disabled webhook clears disabled_reason and its failure streak."""
+    """Re-enabling a disabled webhook clears disabled_reason and its failure streak."""
     created = await create(client, tenant)
     await pool.execute(
         "UPDATE webhooks SET state = 'DISABLED', disabled_reason = 'endpoint gone (410)',"
