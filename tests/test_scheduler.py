@@ -63,14 +63,16 @@ async def running_scheduler(
             await sender.close()
 
 
-async def park_tasks(pool, webhook_id, tenant_id, count, due_in=0.0) -> list[str]:
+async def park_tasks(
+    pool: Any, webhook_id: str, tenant_id: str, count: int, due_in: float = 0.0
+) -> list[str]:
     tasks = [make_task(webhook_id, tenant_id, n) for n in range(count)]
     now = time.time()
     await backlog.park(pool, webhook_id, tasks, now, 6, now + due_in)
     return [t.event.id for t in tasks]
 
 
-async def webhook_row(pool, webhook_id):
+async def webhook_row(pool: Any, webhook_id: str) -> Any:
     return await pool.fetchrow(
         "SELECT state, disabled_reason, consecutive_failures FROM webhooks WHERE id = $1",
         webhook_id,
@@ -96,7 +98,7 @@ async def test_flaky_endpoint_gets_everything_in_order(short, pool, tenant) -> N
     assert [r["attempt"] for r in rows[:4]] == [1, 2, 3, 4]
 
 
-async def _not_parked(pool, webhook_id) -> bool:
+async def _not_parked(pool: Any, webhook_id: str) -> bool:
     return not await backlog.is_parked(pool, webhook_id)
 
 
@@ -130,8 +132,9 @@ async def test_gone_disables_and_reenabling_drains_in_order(short, pool, tenant)
     assert rx.ok_numbers == list(range(5))
 
 
-async def _state_is(pool, webhook_id, state) -> bool:
-    return (await webhook_row(pool, webhook_id))["state"] == state
+async def _state_is(pool: Any, webhook_id: str, state: str) -> bool:
+    row = await webhook_row(pool, webhook_id)
+    return bool(row["state"] == state)
 
 
 async def test_past_the_window_deliveries_fail_in_order(short, pool, tenant) -> None:
@@ -227,7 +230,7 @@ async def test_two_schedulers_share_the_work(short, pool, tenant) -> None:
                 await park_tasks(pool, webhook_id, tenant.id, 15)
             await rx.wait_for(lambda r: len(r.received) >= 60)
             for webhook_id in ids:
-                await eventually(lambda w=webhook_id: _not_parked(pool, w))
+                await eventually(functools.partial(_not_parked, pool, webhook_id))
     assert len(rx.received) == 60
     for webhook_id in ids:
         mine = [r.body["data"]["n"] for r in rx.received if r.body["webhook_id"] == webhook_id]
