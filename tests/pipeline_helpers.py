@@ -48,12 +48,12 @@ DEFAULT_WAIT_S = 30.0
 
 async def wait_until(
     predicate: Callable[[], bool | Awaitable[bool]],
-    timeout: float = DEFAULT_WAIT_S,
+    within: float = DEFAULT_WAIT_S,
     interval: float = 0.02,
     message: str = "condition",
 ) -> None:
-    """Poll ``predicate`` (sync or async) until true; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` (sync or async) until true; AssertionError after ``within`` s."""
+    deadline = time.monotonic() + within
     while True:
         outcome = predicate()
         if not isinstance(outcome, bool):
@@ -61,7 +61,7 @@ async def wait_until(
         if outcome:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(interval)
 
 
@@ -163,10 +163,10 @@ class Running:
     service: Router | Deliverer
     task: asyncio.Task[None]
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, within: float = 30.0) -> None:
         """Graceful stop: finish in-flight, commit, leave the group."""
         self.service.stop()
-        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        await asyncio.wait_for(asyncio.shield(self.task), within)
 
     async def kill(self) -> None:
         """Abrupt stop: cancel the task; nothing more is committed.
@@ -183,9 +183,9 @@ class Running:
         consumer = self.service._consumer
         return set(consumer.assignment()) if consumer is not None else set()
 
-    async def wait_assigned(self, timeout: float = DEFAULT_WAIT_S) -> None:
+    async def wait_assigned(self, within: float = DEFAULT_WAIT_S) -> None:
         """Wait until the group gave this service at least one partition."""
-        await wait_until(lambda: bool(self.assignment), timeout, message="partition assignment")
+        await wait_until(lambda: bool(self.assignment), within, message="partition assignment")
 
 
 def _unique_group(kind: str) -> str:
@@ -256,12 +256,12 @@ class Spawned:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGKILL)
 
-    async def terminate(self, timeout: float = 30.0) -> int:
+    async def terminate(self, within: float = 30.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.process.wait(), timeout)
+            return await asyncio.wait_for(self.process.wait(), within)
         except TimeoutError:
             self.kill()
             return await self.process.wait()

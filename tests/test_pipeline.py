@@ -5,9 +5,15 @@ Everything real: the tansu broker, Postgres, loopback aiohttp receivers.
 
 from __future__ import annotations
 
-import asyncpg
+import base64
+import hashlib
+import hmac
+from collections import defaultdict
 
-from dispatcher.producer import Producer
+import asyncpg
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from dispatcher.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
@@ -70,3 +76,89 @@ async def test_fan_out_reaches_exactly_the_subscribed_enabled_webhooks(
             assert body["api_version"] == "v1.0"
             assert isinstance(body["triggered_at"], int)
     assert not rx.on("disabled") and not rx.on("unsubscribed") and not rx.on("other")
+
+
+async def test_per_key_order_is_publish_order_across_keys_partitions_and_webhooks(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """For every webhook and ordering key, events arrive in the order they were published."""
+    await ensure_mirror_topics(settings, [TOPIC])
+    keys = [f"customer-{n}" for n in range(6)]  # spread over the 4 source partitions
+    per_key = 15
+    async with Receiver() as rx:
+        webhooks = [
+            await create_webhook(pool, settings, tenant.id, rx.url_for(f"w{n}"), [TOPIC])
+            for n in range(3)
+        ]
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            published: dict[str, list[str]] = defaultdict(list)
+            async with Producer(settings) as producer:
+                for round_no in range(per_key):
+                    batch = [
+                        Outgoing(TOPIC, {"key": key, "n": round_no}, tenant.id, key=key)
+                        for key in keys
+                    ]
+                    ids = await producer.publish_many(batch)
+                    for key, event_id in zip(keys, ids, strict=True):
+                        published[key].append(event_id)
+            total = len(keys) * per_key
+            await wait_until(lambda: all(len(rx.on(f"w{n}")) >= total for n in range(3)))
+        finally:
+            await deliverer.stop()
+            await router.stop()
+
+    for n in range(len(webhooks)):
+        arrived: dict[str, list[str]] = defaultdict(list)
+        for request in rx.on(f"w{n}"):
+            body = request.json()
+            arrived[body["data"]["key"]].append(body["id"])
+        assert arrived == published
+
+
+def _independent_commenda_signature(secret: str, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _independent_standard_signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+async def test_both_signatures_verify_with_standardwebhooks_and_plain_hmac(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Delivered requests carry Commenda-X-Secret and Standard Webhooks signatures that verify."""
+    await ensure_mirror_topics(settings, [TOPIC])
+    async with Receiver() as rx:
+        webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            async with Producer(settings) as producer:
+                event_ids = [
+                    await producer.publish(TOPIC, {"registration_id": f"r{n}"}, tenant.id)
+                    for n in range(3)
+                ]
+            await wait_until(lambda: len(rx.requests) >= 3)
+        finally:
+            await deliverer.stop()
+            await router.stop()
+
+    verifier = StandardWebhook(webhook.secret)
+    for request in rx.requests:
+        headers = request.headers
+        assert headers["content-type"] == "application/json"
+        assert headers["webhook-id"] == request.event_id
+        payload = verifier.verify(request.body, headers)  # raises on a bad signature
+        assert payload["webhook_id"] == webhook.id
+        assert headers["commenda-x-secret"] == _independent_commenda_signature(
+            webhook.secret, request.body
+        )
+        assert headers["webhook-signature"] == _independent_standard_signature(
+            webhook.secret, headers["webhook-id"], headers["webhook-timestamp"], request.body
+        )
+    assert sorted(r.event_id for r in rx.requests) == sorted(event_ids)
