@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from api import events, health, topics, trigger, webhooks
@@ -26,6 +27,8 @@ from dispatcher.settings import Settings
 
 # Re-exported for route modules written elsewhere (api.attempts).
 __all__ = ["POOL", "PRODUCER", "SECRET_BOX", "SENDER", "SETTINGS", "create_app"]
+
+log = structlog.get_logger(__name__)
 
 ATTEMPTS_MODULE = "api.attempts"
 POOL_SIZE = 10
@@ -48,6 +51,11 @@ async def _sender(app: web.Application) -> AsyncIterator[None]:
 async def _producer(app: web.Application) -> AsyncIterator[None]:
     from dispatcher.producer import Producer
 
+    if not app[SETTINGS].kafka_bootstrap_servers:
+        # Webhook management works without Kafka; publishing answers 503.
+        log.warning("api.no_broker", hint="set HOOKLANE_KAFKA_BOOTSTRAP_SERVERS to publish")
+        yield
+        return
     producer = Producer(app[SETTINGS])
     await producer.start()
     app[PRODUCER] = producer

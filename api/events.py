@@ -11,10 +11,18 @@ from api.errors import ApiError, invalid_field, validation_failed
 from api.keys import POOL, PRODUCER
 from api.responses import json_response
 from api.validation import compile_schema, problems, read_json
-from dispatcher.producer import ProducerError
+from dispatcher.producer import Producer, ProducerError
 from dispatcher.store.topics import get_topic
 
 log = structlog.get_logger(__name__)
+
+
+def producer_for(request: web.Request) -> Producer:
+    """The app's Kafka producer, or 503 when the API runs without a broker."""
+    producer = request.app.get(PRODUCER)
+    if producer is None:
+        raise ApiError(503, "unavailable", "no Kafka broker is configured")
+    return producer
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -34,7 +42,7 @@ async def publish(request: web.Request) -> web.Response:
             problem["path"] = "/data" + problem["path"]
         raise validation_failed(found, f"data does not match the schema of {topic.name}")
     try:
-        event_id = await request.app[PRODUCER].publish(
+        event_id = await producer_for(request).publish(
             topic.name, body["data"], tenant_id=caller, key=body.get("key"), event_id=body.get("id")
         )
     except (ProducerError, KafkaError, TimeoutError) as exc:

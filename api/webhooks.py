@@ -59,27 +59,39 @@ async def webhook_or_404(request: web.Request, webhook_id: str | None = None) ->
     return webhook
 
 
-async def _check_url(url: str, settings: Settings) -> None:
+async def _url_problems(url: str | None, settings: Settings) -> list[dict[str, Any]]:
+    if url is None:
+        return []
     try:
         await check_target_url(url, settings)
     except InvalidTarget as exc:
-        raise invalid_field("/url", str(exc), "target") from None
+        return [{"path": "/url", "message": str(exc), "keyword": "target"}]
+    return []
 
 
-async def _check_topics(request: web.Request, topics: Sequence[str]) -> None:
+async def _topic_problems(
+    request: web.Request, topics: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    if topics is None:
+        return []
     known = await topic_names(request.app[POOL])
-    unknown = [topic for topic in topics if topic not in known]
-    if unknown:
-        raise validation_failed(
-            [
-                {
-                    "path": f"/topics/{topics.index(topic)}",
-                    "message": f"unknown topic {topic!r} (GET /topics lists the catalog)",
-                    "keyword": "catalog",
-                }
-                for topic in unknown
-            ]
-        )
+    return [
+        {
+            "path": f"/topics/{index}",
+            "message": f"unknown topic {topic!r} (GET /topics lists the catalog)",
+            "keyword": "catalog",
+        }
+        for index, topic in enumerate(topics)
+        if topic not in known
+    ]
+
+
+async def _check_url_and_topics(request: web.Request, body: dict[str, Any]) -> None:
+    """The rules a schema cannot express: a permitted target URL, catalog topics."""
+    found = await _url_problems(body.get("url"), request.app[SETTINGS])
+    found += await _topic_problems(request, body.get("topics"))
+    if found:
+        raise validation_failed(found)
 
 
 def _check_in_flight(max_in_flight: int, settings: Settings) -> None:
@@ -96,8 +108,7 @@ async def create(request: web.Request) -> web.Response:
     """POST /webhooks → 201 with the webhook (and ``secret`` if it was generated)."""
     body = await read_json(request, "webhook_create")
     settings = request.app[SETTINGS]
-    await _check_url(body["url"], settings)
-    await _check_topics(request, body["topics"])
+    await _check_url_and_topics(request, body)
     ordering = body.get("ordering", "ordered")
     max_in_flight = 1
     if ordering == "unordered":
@@ -190,10 +201,7 @@ async def update(request: web.Request) -> web.Response:
     current = await webhook_or_404(request)
     body = await read_json(request, "webhook_update")
     settings = request.app[SETTINGS]
-    if "url" in body:
-        await _check_url(body["url"], settings)
-    if "topics" in body:
-        await _check_topics(request, body["topics"])
+    await _check_url_and_topics(request, body)
     changes = dict(body)
     ordering = body.get("ordering", current.ordering)
     if ordering == "ordered":

@@ -136,3 +136,19 @@ async def test_publish_rejects_invalid_events(client, tenant, body, path):
     response = await client.post("/events", json=body, headers=tenant.headers)
     assert response.status == 422
     assert path in {d["path"] for d in (await response.json())["error"]["details"]}
+
+
+async def test_without_a_broker_webhooks_work_and_publishing_is_503(settings, tenant):
+    """With no Kafka configured the API serves webhooks; POST /events answers 503."""
+    async with api_client(settings.replace(kafka_bootstrap_servers=None)) as client:
+        response = await client.post(
+            "/webhooks",
+            json={"url": "http://127.0.0.1:9/h", "topics": [TOPIC]},
+            headers=tenant.headers,
+        )
+        assert response.status == 201
+        response = await client.post(
+            "/events", json={"topic": TOPIC, "data": DATA}, headers=tenant.headers
+        )
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "unavailable"

@@ -194,6 +194,16 @@ async def test_unknown_fields_are_all_listed(client, tenant):
     }
 
 
+async def test_url_and_catalog_problems_are_reported_together(client, tenant, settings):
+    """A refused URL and unknown topics come back in one 422 with a detail for each."""
+    strict = settings.replace(allow_private_targets=False)
+    body = {"url": "https://10.0.0.1/hook", "topics": [TOPIC, "NO.SUCH", "ALSO.NOT"]}
+    async with api_client(strict) as strict_client:
+        response = await strict_client.post("/webhooks", json=body, headers=tenant.headers)
+        assert response.status == 422
+        assert _problem_paths(await response.json()) == {"/url", "/topics/1", "/topics/2"}
+
+
 async def test_http_url_needs_private_targets_allowed(client, tenant, settings):
     """With private targets off, http:// and loopback URLs are refused at registration."""
     strict = settings.replace(allow_private_targets=False)
