@@ -25,6 +25,7 @@ from tests.test_failure_support import (
     BOX,
     clean_backlog,
     eventually,
+    make_result,
     make_task,
     make_webhook,
     receiver,
@@ -235,3 +236,40 @@ async def test_two_schedulers_share_the_work(short, pool, tenant) -> None:
     for webhook_id in ids:
         mine = [r.body["data"]["n"] for r in rx.received if r.body["webhook_id"] == webhook_id]
         assert mine == list(range(15))
+
+
+async def test_appends_during_a_drain_are_delivered_before_unparking(short, pool, tenant) -> None:
+    """Deliveries appended while the backlog drains are sent too, in order, then it unparks."""
+    async with receiver(lambda n: (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url)
+        await park_tasks(pool, webhook_id, tenant.id, 5)
+        async with running_scheduler(short, pool):
+            await rx.wait_for(lambda r: len(r.received) >= 1)
+            for n in range(5, 40):
+                appended = await backlog.append_if_parked(
+                    pool, webhook_id, make_task(webhook_id, tenant.id, n)
+                )
+                if not appended:
+                    break
+            await eventually(lambda: _not_parked(pool, webhook_id))
+            await eventually(lambda: asyncio.sleep(0, len(rx.ok_numbers) >= 5))
+    numbers = rx.ok_numbers
+    assert numbers == list(range(len(numbers)))
+    assert await backlog.backlog_sizes(pool, [webhook_id]) == {}
+
+
+async def test_housekeeping_purges_old_attempts(short, pool, tenant) -> None:
+    """The scheduler applies the attempt retention when it starts (and hourly)."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    log = AttemptLog(pool)
+    old = time.time() - (short.attempt_retention_days + 1) * 86400
+    log.record(make_result(webhook_id, tenant.id, event_id="old", at=old))
+    log.record(make_result(webhook_id, tenant.id, event_id="new"))
+    await log.flush()
+
+    async def only_new() -> bool:
+        rows = await pool.fetch("SELECT event_id FROM attempts WHERE webhook_id = $1", webhook_id)
+        return [r["event_id"] for r in rows] == ["new"]
+
+    async with running_scheduler(short, pool):
+        await eventually(only_new)
