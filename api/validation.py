@@ -67,10 +67,10 @@ def problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[d
                 if name not in known
             ]
             continue
-        message = error.message
-        if isinstance(error.schema, dict) and "x-error" in error.schema:
-            message = error.schema["x-error"]
-        elif path:
+        # A schema may word its own messages: {"x-errors": {"<keyword>": "..."}}.
+        worded = error.schema.get("x-errors", {}) if isinstance(error.schema, dict) else {}
+        message = worded.get(error.validator) or error.message
+        if path:
             message = f"{path[1:]}: {message}"
         found.append({"path": path, "message": message, "keyword": str(error.validator)})
     return sorted(found, key=lambda item: (item["path"], item["keyword"]))

@@ -461,3 +461,19 @@ async def test_list_accepts_the_maximum_limit(client, tenant):
     response = await client.get("/webhooks", params={"limit": "100"}, headers=tenant.headers)
     assert response.status == 200
     assert len((await response.json())["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"url": "ftp://example.com/hook"}, "url: the URL must start with https://"),
+        ({"max_in_flight": 2}, "max_in_flight: an ordered webhook has exactly one request"),
+    ],
+)
+async def test_schema_rules_explain_themselves(client, tenant, fields, message):
+    """Rules whose generic message would be cryptic (a regex, a const) say what to do."""
+    response = await client.post(
+        "/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers
+    )
+    assert response.status == 422
+    assert (await response.json())["error"]["message"].startswith(message)
