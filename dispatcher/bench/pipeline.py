@@ -21,9 +21,10 @@ from dispatcher.bench import profiling
 from dispatcher.bench.options import BenchOptions
 from dispatcher.bench.procs import Child, wait_idle
 from dispatcher.bench.results import ScenarioResult
-from dispatcher.bench.stack import Receiver, Stack, webhook_url
-from dispatcher.bench.stats import per_item_us, rate, ratio, summarize
+from dispatcher.bench.stack import BENCH_TOPIC, Receiver, Stack, webhook_url
+from dispatcher.bench.stats import per_item_us, rate, ratio, summarize, timeline
 from dispatcher.bench.workload import (
+    event_data,
     paced_publish,
     prepublish,
     topic_size,
@@ -37,6 +38,7 @@ from dispatcher.supervisor import child_env
 # receiver coming back instead of waiting for the production 5-minute long retry.
 BACKLOG_ENV = {"HOOKLANE_RETRY_SCHEDULE": "0.5s,1s,2s,2s", "HOOKLANE_PARK_AFTER": "5s"}
 MB = 1024.0
+WARM_UP_S = 60.0
 ROUTE_SETTLE_S = 3.0
 
 
@@ -109,6 +111,30 @@ class Running:
             if dead:
                 raise RuntimeError(f"{dead[0].name} exited: {dead[0].log_tail(8)}")
 
+    async def warm_up(self, tenant_id: str) -> float:
+        """Send one event end to end and wait for it; returns the seconds it took.
+
+        Idle processes are not necessarily ready processes: consumer-group joins and
+        pattern subscriptions settle in the background. One delivery that made it
+        through proves the pipeline is live; the receiver then forgets it.
+        """
+        from dispatcher.producer import Producer
+
+        assert self.receiver is not None
+        started = time.monotonic()
+        async with Producer(self.settings) as producer:
+            await producer.publish(BENCH_TOPIC, event_data(0, ""), tenant_id=tenant_id)
+        deadline = started + WARM_UP_S
+        while (await self.receiver.stats())["unique_ok"] < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the warm-up delivery did not arrive within {WARM_UP_S}s")
+            for child in self.children:
+                if not child.running:
+                    raise RuntimeError(f"{child.name} exited: {child.log_tail(8)}")
+            await asyncio.sleep(0.05)
+        await self.receiver.reset()
+        return time.monotonic() - started
+
     async def stop(self) -> None:
         """Stop everything this scenario started."""
         for child in self.children:
@@ -127,13 +153,14 @@ async def _measure_batch(
     try:
         receiver = await run.start_receiver()
         urls = [webhook_url(receiver.port, mode, i) for i, mode in enumerate(modes)]
-        hooks = await stack.webhooks(urls)
+        hooks = await stack.webhooks([*urls, webhook_url(receiver.port, "ok", "warmup")])
         healthy = {i for i, mode in enumerate(modes) if mode == "ok"}
         expected = sum(1 for i in range(sizes.events) if i % len(modes) in healthy)
         await run.start_dispatcher()
+        warm_up_s = await run.warm_up(hooks.tenant_ids[-1])
         run.router.pause()
         try:
-            publish_s = await prepublish(settings, hooks.tenant_ids, sizes.events)
+            publish_s = await prepublish(settings, hooks.tenant_ids[:-1], sizes.events)
         finally:
             run.router.resume()
         cpu0, started = run.cpu(), time.time()
@@ -157,6 +184,7 @@ async def _measure_batch(
         "failing_webhooks": len(modes) - len(healthy),
         "expected_deliveries": expected,
         "prepublish_s": round(publish_s, 2),
+        "warm_up_s": round(warm_up_s, 2),
         "timeout_s": timeout,
     }
     metrics: dict[str, Any] = {
@@ -227,16 +255,18 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
     try:
         receiver = await run.start_receiver()
         urls = [webhook_url(receiver.port, "ok", i) for i in range(sizes.webhooks)]
-        hooks = await stack.webhooks(urls)
+        hooks = await stack.webhooks([*urls, webhook_url(receiver.port, "ok", "warmup")])
         await run.start_dispatcher()
+        warm_up_s = await run.warm_up(hooks.tenant_ids[-1])
         cpu0 = run.cpu()
         published, publish_s = await paced_publish(
-            settings, hooks.tenant_ids, sizes.rate, sizes.duration
+            settings, hooks.tenant_ids[:-1], sizes.rate, sizes.duration
         )
         timeout = options.timeout or 30.0
         watch = await wait_for_deliveries(receiver, published, timeout, run.children)
         cpu = run.cpu() - cpu0
         latencies = await receiver.samples("latencies")
+        arrivals = await receiver.samples("arrivals")
     finally:
         await run.stop()
         stack.stop_broker()
@@ -246,6 +276,7 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         "rate": sizes.rate,
         "duration_s": sizes.duration,
         "webhooks": sizes.webhooks,
+        "warm_up_s": round(warm_up_s, 2),
         "timeout_s": timeout,
     }
     metrics = {
@@ -261,6 +292,10 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         "max_ms": summary["max"],
         "cpu_us_per_delivery": per_item_us(cpu, delivered),
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
+        # [second of publishing, deliveries, p50 s, max s]
+        "timeline": timeline(
+            [a - lat for a, lat in zip(arrivals, latencies, strict=True)], latencies
+        ),
     }
     return _finish("latency", params, metrics)
 

@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"hooklane bench: bad setting: {exc}", file=sys.stderr)
         return 2
+    from dispatcher.logs import configure_logging
+
+    # The harness's own info logs (database created, migrations) would break the bars.
+    configure_logging(settings.replace(log_level="WARNING", log_format="console"))
     started = dt.datetime.now(dt.UTC)
     results = asyncio.run(run_all(options, settings, started))
     doc = document(

@@ -34,7 +34,7 @@ def bench_database_url(base_url: str, stamp: str) -> str:
     return urlunsplit(parts._replace(path=f"/hooklane_bench_{stamp}"))
 
 
-def webhook_url(port: int, mode: str, index: int) -> str:
+def webhook_url(port: int, mode: str, index: int | str) -> str:
     """The receiver URL of webhook number ``index``; the path picks the answer."""
     return f"http://127.0.0.1:{port}/{mode}/w{index}"
 
@@ -200,6 +200,12 @@ class Receiver:
             values = array("d")
             values.frombytes(await response.read())
             return values.tolist()
+
+    async def reset(self) -> None:
+        """Forget everything received so far (after a warm-up)."""
+        assert self._session is not None
+        async with self._session.post("/_reset") as response:
+            response.raise_for_status()
 
     async def stop(self) -> None:
         """Stop the process and close the control client."""

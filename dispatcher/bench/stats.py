@@ -81,3 +81,27 @@ def order_violations(sequences: Sequence[int]) -> int:
         else:
             highest = seq
     return violations
+
+
+def timeline(
+    sent_at: Sequence[float], latencies: Sequence[float], bucket_s: float = 1.0
+) -> list[list[float]]:
+    """Latency over the run: ``[second, count, p50, max]`` per ``bucket_s`` of sending.
+
+    Shows whether slow deliveries cluster (start-up, a rebalance) or spread evenly.
+    """
+    if not sent_at:
+        return []
+    start = min(sent_at)
+    buckets: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_at, latencies, strict=True):
+        buckets.setdefault(int((sent - start) / bucket_s), []).append(latency)
+    return [
+        [
+            round(index * bucket_s, 3),
+            float(len(values)),
+            round(percentile(values, 50) or 0.0, 4),
+            round(max(values), 4),
+        ]
+        for index, values in sorted(buckets.items())
+    ]
