@@ -118,6 +118,18 @@ def test_order_violations(sequence, expected):
     assert stats.order_violations(sequence) == expected
 
 
+def test_timeline_buckets_by_send_time():
+    """The timeline groups latencies by the second they were sent in."""
+    sent = [100.0, 100.5, 101.2, 103.9]
+    latencies = [0.01, 0.03, 0.02, 0.5]
+    assert stats.timeline(sent, latencies) == [
+        [0.0, 2.0, 0.02, 0.03],
+        [1.0, 1.0, 0.02, 0.02],
+        [3.0, 1.0, 0.5, 0.5],
+    ]
+    assert stats.timeline([], []) == []
+
+
 # -- results schema ---------------------------------------------------------------------
 
 
