@@ -5,7 +5,9 @@ id, so each webhook belongs to one deliverer at a time) and hands every task to 
 ``Worker`` (lanes, caps, retries). Offsets are committed every ``COMMIT_INTERVAL_S``
 up to what each partition's ``OffsetTracker`` allows: the highest offset below which
 every delivery finished. Too many unfinished deliveries pause the partitions until the
-backlog drains below half (backpressure). On revocation and on ``stop()`` the
+backlog drains below half (backpressure). Lanes failing beyond the in-memory window
+are parked in Postgres; the ``BacklogScheduler`` running alongside retries and drains
+them, and every attempt goes to the ``AttemptLog``. On revocation and on ``stop()`` the
 deliverer stops taking work from those partitions, lets in-flight requests finish
 within the delivery timeout, commits, and (on stop) leaves the group.
 
@@ -28,10 +30,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher import db
+from dispatcher.attempt_log import AttemptLog
 from dispatcher.broker import ensure_topics
+from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.scheduler import BacklogScheduler
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import AiohttpSender, Sender
 from dispatcher.settings import Settings
@@ -89,6 +94,8 @@ class Deliverer:
         self._sender: Sender | None = None
         self._changes: WebhookChanges | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._attempt_log: AttemptLog | None = None
+        self._scheduler: BacklogScheduler | None = None
         self.worker: Worker | None = None
 
     @property
@@ -109,7 +116,19 @@ class Deliverer:
         self._pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
         targets = TargetCache.from_store(self._pool, SecretBox.from_setting(settings.secret_key))
         self._sender = self._given_sender or AiohttpSender(settings)
-        worker = self.worker = Worker(settings, self._sender, targets)
+        self._attempt_log = AttemptLog(self._pool)
+        self._attempt_log.start()
+        worker = self.worker = Worker(
+            settings,
+            self._sender,
+            targets,
+            PostgresStore(self._pool),
+            on_attempt=self._attempt_log.record,
+        )
+        await worker.refresh_parked()
+        self._scheduler = BacklogScheduler(
+            settings, self._pool, self._sender, targets.get, self._attempt_log
+        )
 
         async def changed(webhook_id: str) -> None:
             targets.invalidate(webhook_id)
@@ -144,17 +163,20 @@ class Deliverer:
         if self._consumer is None:
             await self.start()
         assert self._consumer is not None and self.worker is not None
+        assert self._scheduler is not None
         background = [
             asyncio.create_task(self.worker.run(), name="deliverer-dispatch"),
             asyncio.create_task(self._commit_periodically(), name="deliverer-commit"),
         ]
+        scheduler = asyncio.create_task(self._scheduler.run(), name="deliverer-backlog")
         try:
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
                 self._accept(batch)
                 self._apply_backpressure()
         finally:
-            await self._shutdown(background)
+            self._scheduler.stop()
+            await self._shutdown(background, scheduler)
 
     # -- intake and backpressure ------------------------------------------------------
 
@@ -236,11 +258,15 @@ class Deliverer:
             in_flight_finished=finished,
         )
 
-    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+    async def _shutdown(
+        self, background: list[asyncio.Task[None]], scheduler: asyncio.Task[None]
+    ) -> None:
         try:
             if self.worker is not None and self._consumer is not None:
                 await self._release(self.assignment)
+            await scheduler  # it finishes its current attempts within the delivery timeout
         finally:
+            scheduler.cancel()
             for task in background:
                 task.cancel()
             for task in background:
@@ -253,6 +279,9 @@ class Deliverer:
                 await consumer.stop()
             if self._changes is not None:
                 await self._changes.stop()
+            if self._attempt_log is not None:
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await self._attempt_log.close()
             if isinstance(self._sender, AiohttpSender) and self._given_sender is None:
                 await self._sender.close()
             if self._pool is not None:

@@ -44,6 +44,7 @@ class Lane:
         "parked",
         "pending",
         "queued",
+        "storing",
         "webhook_id",
     )
 
@@ -60,6 +61,8 @@ class Lane:
         self.parked = False
         # True while the lane sits in the worker's ready queue.
         self.queued = False
+        # True while its deliveries are being written to the backlog (one writer at a time).
+        self.storing = False
 
     def __repr__(self) -> str:
         return (
@@ -69,8 +72,8 @@ class Lane:
 
     @property
     def idle(self) -> bool:
-        """Nothing pending and nothing in flight: the lane may be forgotten."""
-        return not self.pending and not self.in_flight
+        """Nothing pending, in flight or being stored: the lane may be forgotten."""
+        return not self.pending and not self.in_flight and not self.storing
 
     @property
     def failing(self) -> bool:
@@ -89,6 +92,7 @@ class Lane:
         """Whether the lane may send its next delivery at ``now``."""
         return (
             not self.parked
+            and not self.storing
             and bool(self.pending)
             and self.in_flight < self.capacity()
             and now >= self.next_attempt_at
@@ -102,9 +106,7 @@ class Lane:
     def succeeded(self) -> None:
         """A delivery got a 2xx: the endpoint is healthy again."""
         self.in_flight -= 1
-        self.failures = 0
-        self.failing_since = None
-        self.next_attempt_at = 0.0
+        self.recovered()
 
     def failed(self, entry: Pending, now: float, next_attempt_at: float) -> None:
         """A delivery failed and will be retried first, not before ``next_attempt_at``."""
@@ -114,6 +116,12 @@ class Lane:
             self.failing_since = now
         self.next_attempt_at = max(self.next_attempt_at, next_attempt_at)
         self._insert_in_offset_order(entry)
+
+    def recovered(self) -> None:
+        """Forget the failure streak (the backlog scheduler drained the webhook)."""
+        self.failures = 0
+        self.failing_since = None
+        self.next_attempt_at = 0.0
 
     def finished(self) -> None:
         """A delivery ended without a 2xx and will not be retried (given up, dropped)."""
@@ -139,13 +147,20 @@ class Lane:
     def __iter__(self) -> Iterator[Pending]:
         return iter(self.pending)
 
+    def requeue(self, entry: Pending) -> None:
+        """Put a delivery back in its place (by offset) without touching the streak."""
+        self._insert_in_offset_order(entry)
+
     def _insert_in_offset_order(self, entry: Pending) -> None:
         # Ordered lanes have one in flight, so this is the head; unordered lanes may
         # have several failures coming back: keep them in their original order.
-        index = 0
-        for index, other in enumerate(self.pending):  # noqa: B007
-            if (other.partition, other.offset) > (entry.partition, entry.offset):
-                break
-        else:
-            index = len(self.pending)
+        position = (entry.partition, entry.offset)
+        index = next(
+            (
+                n
+                for n, other in enumerate(self.pending)
+                if (other.partition, other.offset) > position
+            ),
+            len(self.pending),
+        )
         self.pending.insert(index, entry)

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
@@ -30,6 +31,7 @@ from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.events import DeliveryTask
 from dispatcher.sender import Sender
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
+# Deliveries appended to a parked backlog per round trip.
+SPILL_BATCH = 500
+# After a failed Postgres write, try again this much later.
+STORE_RETRY_S = 1.0
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Worker:
@@ -51,6 +58,7 @@ class Worker:
         settings: Settings,
         sender: Sender,
         targets: TargetCache,
+        store: DeliveryStore,
         *,
         clock: Clock = time.time,
         rng: random.Random | None = None,
@@ -60,6 +68,9 @@ class Worker:
         self.policy = policy.RetryPolicy.from_settings(settings)
         self._sender = sender
         self._targets = targets
+        self._store = store
+        # Webhooks whose deliveries go to the Postgres backlog (see ``refresh_parked``).
+        self.parked: set[str] = set()
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
@@ -91,6 +102,7 @@ class Worker:
         lane = self.lanes.get(task.webhook_id)
         if lane is None:
             lane = self.lanes[task.webhook_id] = Lane(task.webhook_id)
+            lane.parked = task.webhook_id in self.parked
         lane.push(Pending(task, partition, offset, tracker))
         self.outstanding += 1
         self._schedule(lane)
@@ -100,6 +112,21 @@ class Worker:
         tracker = self.tracker(partition)
         tracker.add(offset)
         tracker.done(offset)
+
+    async def refresh_parked(self) -> None:
+        """Learn which webhooks are parked (at start-up and when partitions move here).
+
+        Only parking adds to the set; the backlog scheduler unparks, which a lane
+        learns when ``append_if_parked`` answers False.
+        """
+        try:
+            self.parked |= await self._store.parked_ids()
+        except STORE_ERRORS as exc:
+            log.warning("worker.parked_ids_failed", error=str(exc))
+        for lane in self.lanes.values():
+            if lane.webhook_id in self.parked and not lane.in_flight and not lane.storing:
+                lane.parked = True
+                self._schedule(lane)
 
     def webhook_changed(self, webhook_id: str) -> None:
         """A webhook's row changed: give its lane a fresh turn (e.g. re-enabled)."""
@@ -171,7 +198,12 @@ class Worker:
                 await asyncio.wait(still_running)
 
     def _schedule(self, lane: Lane) -> None:
-        if lane.queued or not lane.pending:
+        if not lane.pending or lane.storing:
+            return
+        if lane.parked:
+            self._start_task(self._spill(lane))
+            return
+        if lane.queued:
             return
         now = self._clock()
         if lane.next_attempt_at > now:
@@ -196,11 +228,16 @@ class Worker:
             return
         target = await self._targets.get(lane.webhook_id)
         if target is None:
-            self._drop_lane(lane, "webhook.missing")
+            entries = lane.drain()
+            log.warning("webhook.missing", webhook_id=lane.webhook_id, deliveries=len(entries))
+            for entry in entries:
+                self._finish(entry)
+            self._forget_if_idle(lane)
             return
         if not target.enabled:
-            # TODO(backlog): park the deliveries of a DISABLED webhook so re-enabling resumes.
-            self._drop_lane(lane, "webhook.disabled")
+            # Kept in the backlog: re-enabling the webhook resumes from there, in order.
+            now = self._clock()
+            self._start_task(self._park(lane, None, now, 0, now))
             return
         lane.limit = (
             1
@@ -213,17 +250,13 @@ class Worker:
             return
         entry = lane.take()
         self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
-        task = asyncio.create_task(self._deliver(lane, target, entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._start_task(self._deliver(lane, target, entry))
         self._schedule(lane)  # back of the queue: round-robin
 
-    def _drop_lane(self, lane: Lane, reason: str) -> None:
-        entries = lane.drain()
-        log.warning(reason, webhook_id=lane.webhook_id, deliveries=len(entries))
-        for entry in entries:
-            self._finish(entry)
-        self._forget_if_idle(lane)
+    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- outcomes -------------------------------------------------------------------
 
@@ -238,7 +271,7 @@ class Worker:
             entry.attempts += 1
             if self._on_attempt is not None:
                 self._on_attempt(result)
-            self._handle(lane, entry, result)
+            await self._handle(lane, target, entry, result)
         except asyncio.CancelledError:
             lane.abandon()  # shutdown: not finished, so not committed
             raise
@@ -250,12 +283,15 @@ class Worker:
     def _live(self, entry: Pending) -> bool:
         return self.trackers.get(entry.partition) is entry.tracker
 
-    def _handle(self, lane: Lane, entry: Pending, result: AttemptResult) -> None:
+    async def _handle(
+        self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
+    ) -> None:
         now = self._clock()
         classification = policy.classify(result, self.settings.retry_after_max, now)
         failing_since = lane.failing_since if lane.failing_since is not None else now
+        failures = lane.failures + 1
         decision = policy.decide(
-            self.policy, classification, failing_since, lane.failures + 1, now, self._rng
+            self.policy, classification, failing_since, failures, now, self._rng
         )
         if decision.action == "done":
             lane.succeeded()
@@ -264,13 +300,30 @@ class Worker:
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again
             self.outstanding -= 1
+        elif lane.parked or lane.storing:
+            lane.finished()  # an unordered sibling parked the lane: follow it to the backlog
+            lane.requeue(entry)
         else:
-            self._failed(lane, entry, result, decision, now)
+            self._log_failure(lane, entry, result, decision)
+            if decision.action == "retry":
+                assert decision.next_attempt_at is not None
+                lane.failed(entry, now, decision.next_attempt_at)
+                self._wake_at(lane, decision.next_attempt_at)
+            elif decision.action == "give_up":
+                lane.finished()
+                await self._give_up(lane, target, entry, result)
+            elif decision.action == "disable":
+                lane.finished()
+                await self._disable(lane, entry, result, failing_since, failures)
+            else:  # park
+                assert decision.next_attempt_at is not None
+                lane.finished()
+                await self._park(lane, entry, failing_since, failures, decision.next_attempt_at)
         self._forget_if_idle(lane)
         self._schedule(lane)
 
-    def _failed(
-        self, lane: Lane, entry: Pending, result: AttemptResult, decision: Decision, now: float
+    def _log_failure(
+        self, lane: Lane, entry: Pending, result: AttemptResult, decision: Decision
     ) -> None:
         log.info(
             "delivery.failed",
@@ -281,22 +334,113 @@ class Worker:
             error=result.error,
             action=decision.action,
         )
-        if decision.action == "give_up":
-            # TODO(backlog): record the failed delivery for replay.
-            lane.finished()
-            self._finish(entry)
+
+    async def _give_up(
+        self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
+    ) -> None:
+        reason = result.error or "gave up"
+        try:
+            await self._store.record_failed(entry.task, target.tenant_id, reason)
+        except STORE_ERRORS as exc:
+            log.warning("delivery.record_failed_error", error=str(exc))
+            lane.requeue(entry)  # not recorded: not finished; try again shortly
+            lane.next_attempt_at = self._clock() + STORE_RETRY_S
             return
-        # retry; park and disable fall back to in-memory retries until the backlog lands.
-        next_attempt_at = decision.next_attempt_at or now
-        lane.failed(entry, now, next_attempt_at)
-        self._wake_at(lane, next_attempt_at)
+        self._finish(entry)
+
+    async def _disable(
+        self, lane: Lane, entry: Pending, result: AttemptResult, failing_since: float, failures: int
+    ) -> None:
+        """410 Gone: disable the webhook and keep its deliveries in the backlog."""
+        reason = f"the endpoint answered {result.status_code} Gone"
+        try:
+            await self._store.disable(lane.webhook_id, reason)
+        except STORE_ERRORS as exc:
+            log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
+        else:
+            log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
+        await self._park(lane, entry, failing_since, failures, self._clock())
+
+    async def _park(
+        self,
+        lane: Lane,
+        head: Pending | None,
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+    ) -> None:
+        """Move ``head`` and every pending delivery of ``lane``, in order, to the backlog."""
+        if lane.storing:
+            if head is not None:
+                lane.requeue(head)
+            return
+        lane.storing = True
+        lane.parked = True
+        self.parked.add(lane.webhook_id)
+        entries = ([head] if head is not None else []) + lane.drain()
+        try:
+            await self._store.park(
+                lane.webhook_id,
+                [entry.task for entry in entries],
+                failing_since,
+                failures,
+                next_attempt_at,
+                head.attempts if head is not None else 0,
+            )
+        except STORE_ERRORS as exc:
+            log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
+            lane.parked = False
+            self.parked.discard(lane.webhook_id)
+            for entry in entries:
+                lane.requeue(entry)
+            lane.next_attempt_at = self._clock() + STORE_RETRY_S
+        else:
+            log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
+            for entry in entries:
+                self._finish(entry)
+            lane.recovered()
+        finally:
+            lane.storing = False
+        self._forget_if_idle(lane)
+        self._schedule(lane)
+
+    async def _spill(self, lane: Lane) -> None:
+        """Append the pending deliveries of a parked lane to its backlog, in order."""
+        lane.storing = True
+        retry = False
+        try:
+            while lane.pending and lane.parked:
+                batch = list(lane.pending)[:SPILL_BATCH]
+                appended = await self._store.append_if_parked(
+                    lane.webhook_id, [entry.task for entry in batch]
+                )
+                if not appended:  # the scheduler drained and unparked it: back to memory
+                    log.info("lane.unparked", webhook_id=lane.webhook_id)
+                    lane.parked = False
+                    self.parked.discard(lane.webhook_id)
+                    lane.recovered()
+                    break
+                stored = {id(entry) for entry in batch}
+                lane.drop(lambda entry, stored=stored: id(entry) in stored)  # type: ignore[misc]
+                for entry in batch:
+                    self._finish(entry)
+        except STORE_ERRORS as exc:
+            log.warning("lane.append_failed", webhook_id=lane.webhook_id, error=str(exc))
+            retry = True
+        finally:
+            lane.storing = False
+        if retry:
+            asyncio.get_running_loop().call_later(STORE_RETRY_S, self._schedule, lane)
+        else:
+            self._forget_if_idle(lane)
+            self._schedule(lane)
 
     def _finish(self, entry: Pending) -> None:
         entry.tracker.done(entry.offset)
         self.outstanding -= 1
 
     def _forget_if_idle(self, lane: Lane) -> None:
-        if lane.idle and not lane.failing and not lane.parked:
+        if lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane:
             self.lanes.pop(lane.webhook_id, None)
             timer = self._timers.pop(lane.webhook_id, None)
             if timer is not None:

@@ -1,0 +1,75 @@
+"""What the worker writes to Postgres when a lane leaves memory: one narrow seam.
+
+``DeliveryStore`` is the protocol the worker calls (parking, appending to a parked
+backlog, recording a given-up delivery, disabling a webhook); ``PostgresStore``
+implements it with ``dispatcher.backlog``. Unit tests pass an in-memory fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+
+from dispatcher import backlog
+from dispatcher.events import DeliveryTask
+
+
+class DeliveryStore(Protocol):
+    """The Postgres side of parking (see ``dispatcher.backlog`` for the semantics)."""
+
+    async def park(
+        self,
+        webhook_id: str,
+        tasks: Sequence[DeliveryTask],
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+        head_attempts: int,
+    ) -> None: ...
+
+    async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool: ...
+
+    async def record_failed(self, task: DeliveryTask, tenant_id: str, reason: str) -> None: ...
+
+    async def disable(self, webhook_id: str, reason: str) -> None: ...
+
+    async def parked_ids(self) -> set[str]: ...
+
+
+class PostgresStore:
+    """``DeliveryStore`` on the tables ``parked_webhooks``, ``backlog``, ``failed_deliveries``."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+
+    async def park(
+        self,
+        webhook_id: str,
+        tasks: Sequence[DeliveryTask],
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+        head_attempts: int,
+    ) -> None:
+        """Park the webhook with ``tasks`` in order (appends if already parked)."""
+        await backlog.park(
+            self._pool, webhook_id, tasks, failing_since, failures, next_attempt_at, head_attempts
+        )
+
+    async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool:
+        """Append ``tasks`` if the webhook is still parked; False when it is not."""
+        return await backlog.append_many_if_parked(self._pool, webhook_id, tasks)
+
+    async def record_failed(self, task: DeliveryTask, tenant_id: str, reason: str) -> None:
+        """Keep a given-up delivery for replay."""
+        await backlog.record_failed(self._pool, task, tenant_id, reason)
+
+    async def disable(self, webhook_id: str, reason: str) -> None:
+        """Set the webhook DISABLED with ``reason``."""
+        await backlog.disable_webhook(self._pool, webhook_id, reason)
+
+    async def parked_ids(self) -> set[str]:
+        """Every parked webhook."""
+        return await backlog.parked_ids(self._pool)
