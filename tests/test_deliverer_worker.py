@@ -1,0 +1,339 @@
+"""The Worker with a fake sender, targets and store: ordering, caps, fairness, failures, parking.
+
+No broker, no Postgres: these pin down the scheduling rules; the integration tests in
+``test_pipeline*.py`` and ``test_deliverer_recovery.py`` run the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from dispatcher.attempt import WebhookTarget
+from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.worker import Worker
+from dispatcher.errors import BlockedDestination
+from dispatcher.events import DeliveryTask, Event
+from dispatcher.sender import Response
+from dispatcher.settings import Settings
+from tests.pipeline_helpers import wait_until
+
+TP = TopicPartition("deliveries", 0)
+
+
+@dataclass
+class FakeSender:
+    """Records every send; ``answer(webhook_path, event_id)`` returns a status or raises."""
+
+    answer: Callable[[str, str], Awaitable[int]] | None = None
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (url, event id)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    max_per_url: dict[str, int] = field(default_factory=dict)
+    _per_url: dict[str, int] = field(default_factory=dict)
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        event_id = orjson.loads(body)["id"]
+        self.sent.append((url, event_id))
+        self.in_flight += 1
+        self._per_url[url] = self._per_url.get(url, 0) + 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_per_url[url] = max(self.max_per_url.get(url, 0), self._per_url[url])
+        try:
+            status = 200 if self.answer is None else await self.answer(url, event_id)
+            await asyncio.sleep(0.001)
+            return Response(status)
+        finally:
+            self.in_flight -= 1
+            self._per_url[url] -= 1
+
+    def delivered_to(self, url: str) -> list[str]:
+        return [event_id for u, event_id in self.sent if u == url]
+
+
+@dataclass
+class FakeStore:
+    """An in-memory DeliveryStore."""
+
+    backlog: dict[str, list[str]] = field(default_factory=dict)  # webhook -> event ids
+    parked: set[str] = field(default_factory=set)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    disabled: dict[str, str] = field(default_factory=dict)
+
+    async def park(
+        self,
+        webhook_id: str,
+        tasks: Sequence[DeliveryTask],
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+        head_attempts: int,
+    ) -> None:
+        self.parked.add(webhook_id)
+        self.backlog.setdefault(webhook_id, []).extend(t.event.id for t in tasks)
+
+    async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool:
+        if webhook_id not in self.parked:
+            return False
+        self.backlog[webhook_id].extend(t.event.id for t in tasks)
+        return True
+
+    async def record_failed(self, task: DeliveryTask, tenant_id: str, reason: str) -> None:
+        self.failed.append((task.event.id, reason))
+
+    async def disable(self, webhook_id: str, reason: str) -> None:
+        self.disabled[webhook_id] = reason
+
+    async def parked_ids(self) -> set[str]:
+        return set(self.parked)
+
+
+def _target(webhook_id: str, **changes: object) -> WebhookTarget:
+    values: dict[str, object] = {
+        "id": webhook_id,
+        "tenant_id": "tenant",
+        "url": f"http://127.0.0.1:9/{webhook_id}",
+        "secrets": ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+    }
+    values.update(changes)
+    return WebhookTarget(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Harness:
+    worker: Worker
+    sender: FakeSender
+    store: FakeStore
+    targets: dict[str, WebhookTarget | None]
+    offset: int = 0
+
+    def submit(self, webhook_id: str, event_id: str, partition: TopicPartition = TP) -> int:
+        self.offset += 1
+        event = Event(event_id, "T", "tenant", 0, {})
+        self.worker.submit(DeliveryTask(webhook_id, event), partition, self.offset)
+        return self.offset
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    settings: Settings, targets: dict[str, WebhookTarget | None], sender: FakeSender | None = None
+) -> AsyncIterator[Harness]:
+    sender = sender or FakeSender()
+    store = FakeStore()
+
+    async def load(webhook_id: str) -> WebhookTarget | None:
+        return targets.get(webhook_id)
+
+    worker = Worker(settings, sender, TargetCache(load), store)
+    running = asyncio.create_task(worker.run())
+    try:
+        yield Harness(worker, sender, store, targets)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.close(grace_s=1)
+
+
+def _url(webhook_id: str) -> str:
+    return f"http://127.0.0.1:9/{webhook_id}"
+
+
+async def test_ordered_lane_sends_one_at_a_time_in_order(settings: Settings) -> None:
+    """An ordered webhook never has two requests in flight and receives in offset order."""
+    async with harness(settings, {"w": _target("w")}) as h:
+        ids = [f"e{n}" for n in range(30)]
+        for event_id in ids:
+            h.submit("w", event_id)
+        await wait_until(lambda: len(h.sender.sent) == 30, within=10)
+        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=10)
+    assert h.sender.delivered_to(_url("w")) == ids
+    assert h.sender.max_per_url[_url("w")] == 1
+    assert h.worker.outstanding == 0
+
+
+async def test_unordered_lane_is_capped_by_its_limit_and_the_setting(settings: Settings) -> None:
+    """Unordered: several in flight, at most min(webhook max_in_flight, per-webhook setting)."""
+
+    async def slow(_url: str, _event: str) -> int:
+        await asyncio.sleep(0.02)
+        return 200
+
+    settings = settings.replace(max_in_flight_per_webhook=3)
+    targets: dict[str, WebhookTarget | None] = {
+        "w": _target("w", ordering="unordered", max_in_flight=10)
+    }
+    async with harness(settings, targets, FakeSender(answer=slow)) as h:
+        for n in range(30):
+            h.submit("w", f"e{n}")
+        await wait_until(lambda: len(h.sender.sent) == 30, within=10)
+    assert h.sender.max_per_url[_url("w")] == 3
+
+
+async def test_global_cap_bounds_all_lanes_together(settings: Settings) -> None:
+    """The global in-flight cap holds across many webhooks."""
+
+    async def slow(_url: str, _event: str) -> int:
+        await asyncio.sleep(0.01)
+        return 200
+
+    settings = settings.replace(max_in_flight=4)
+    targets: dict[str, WebhookTarget | None] = {f"w{n}": _target(f"w{n}") for n in range(10)}
+    async with harness(settings, targets, FakeSender(answer=slow)) as h:
+        for round_no in range(5):
+            for n in range(10):
+                h.submit(f"w{n}", f"e{n}-{round_no}")
+        await wait_until(lambda: len(h.sender.sent) == 50, within=10)
+    assert h.sender.max_in_flight == 4
+
+
+async def test_round_robin_a_busy_webhook_does_not_starve_a_quiet_one(settings: Settings) -> None:
+    """A webhook with one delivery gets its turn right after the busy webhook's current one."""
+    gate = asyncio.Event()
+
+    async def gated(_url: str, _event: str) -> int:
+        await gate.wait()
+        return 200
+
+    settings = settings.replace(max_in_flight=1)
+    targets: dict[str, WebhookTarget | None] = {
+        "busy": _target("busy", ordering="unordered", max_in_flight=16),
+        "quiet": _target("quiet"),
+    }
+    async with harness(settings, targets, FakeSender(answer=gated)) as h:
+        for n in range(50):
+            h.submit("busy", f"b{n}")
+        await wait_until(lambda: len(h.sender.sent) == 1, within=5)
+        h.submit("quiet", "q0")
+        gate.set()
+        await wait_until(lambda: len(h.sender.sent) == 51, within=10)
+    order = [event_id for _url, event_id in h.sender.sent]
+    assert order.index("q0") <= 2
+
+
+async def test_failing_head_is_retried_before_anything_behind_it(settings: Settings) -> None:
+    """An ordered lane retries its failing head with backoff; later events wait for it."""
+    failures = {"e0": 3}
+
+    async def flaky(_url: str, event_id: str) -> int:
+        if failures.get(event_id, 0) > 0:
+            failures[event_id] -= 1
+            return 503
+        return 200
+
+    async with harness(settings, {"w": _target("w")}, FakeSender(answer=flaky)) as h:
+        for n in range(3):
+            h.submit("w", f"e{n}")
+        await wait_until(lambda: len(h.sender.sent) == 6, within=10)
+        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=10)
+    assert h.sender.delivered_to(_url("w")) == ["e0", "e0", "e0", "e0", "e1", "e2"]
+
+
+async def test_lane_failing_past_the_window_is_parked_and_later_deliveries_append(
+    settings: Settings,
+) -> None:
+    """Past park_after the lane moves to the backlog in order; offsets advance; new ones append."""
+
+    async def down(_url: str, _event: str) -> int:
+        return 500
+
+    settings = settings.replace(retry_schedule=(0.05, 0.05, 0.05, 1.0), park_after=0.2)
+    async with harness(settings, {"w": _target("w")}, FakeSender(answer=down)) as h:
+        for n in range(5):
+            h.submit("w", f"e{n}")
+        await wait_until(lambda: "w" in h.store.parked, within=10)
+        await wait_until(lambda: h.worker.committable().get(TP) == 6, within=5)
+        h.submit("w", "e5")
+        await wait_until(lambda: len(h.store.backlog["w"]) == 6, within=5)
+        sends = len(h.sender.sent)
+        await asyncio.sleep(0.3)
+        assert len(h.sender.sent) == sends  # parked: the lane sends nothing itself
+        # the scheduler drained and unparked it: the next delivery goes out from memory
+        h.store.parked.discard("w")
+        h.sender.answer = None
+        h.submit("w", "e6")
+        await wait_until(lambda: h.sender.delivered_to(_url("w"))[-1:] == ["e6"], within=5)
+    assert h.store.backlog["w"] == [f"e{n}" for n in range(6)]
+    assert set(h.sender.delivered_to(_url("w"))) == {"e0", "e6"}
+
+
+async def test_disabled_webhook_deliveries_are_kept_in_the_backlog(settings: Settings) -> None:
+    """Deliveries for a DISABLED webhook are parked (re-enabling resumes), never sent."""
+    async with harness(settings, {"w": _target("w", state="DISABLED")}) as h:
+        for n in range(3):
+            h.submit("w", f"e{n}")
+        await wait_until(lambda: len(h.store.backlog.get("w", [])) == 3, within=5)
+        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+    assert h.sender.sent == []
+
+
+async def test_deleted_webhook_deliveries_finish_without_a_request(settings: Settings) -> None:
+    """A task whose webhook no longer exists is finished (its offset commits) and not sent."""
+    async with harness(settings, {}) as h:
+        h.submit("gone", "e0")
+        await wait_until(lambda: h.worker.committable().get(TP) == 2, within=5)
+    assert h.sender.sent == [] and h.store.backlog == {}
+
+
+async def test_gone_disables_and_blocked_gives_up(settings: Settings) -> None:
+    """410 disables the webhook and parks its deliveries; a blocked destination is given up."""
+
+    async def answer(url: str, _event: str) -> int:
+        if url.endswith("/gone"):
+            return 410
+        raise BlockedDestination("10.0.0.1 is private")
+
+    targets: dict[str, WebhookTarget | None] = {
+        "gone": _target("gone"),
+        "blocked": _target("blocked"),
+    }
+    async with harness(settings, targets, FakeSender(answer=answer)) as h:
+        h.submit("gone", "g0")
+        h.submit("gone", "g1")
+        h.submit("blocked", "b0")
+        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+    assert "410" in h.store.disabled["gone"]
+    assert h.store.backlog["gone"] == ["g0", "g1"]
+    assert [event_id for event_id, _ in h.store.failed] == ["b0"]
+
+
+async def test_revoked_partition_drops_pending_work_without_finishing_it(
+    settings: Settings,
+) -> None:
+    """Revocation drops queued deliveries of that partition; their offsets are not finished."""
+    gate = asyncio.Event()
+
+    async def gated(_url: str, _event: str) -> int:
+        await gate.wait()
+        return 200
+
+    other = TopicPartition("deliveries", 1)
+    targets: dict[str, WebhookTarget | None] = {"a": _target("a"), "b": _target("b")}
+    async with harness(settings, targets, FakeSender(answer=gated)) as h:
+        for n in range(3):
+            h.submit("a", f"a{n}", TP)
+        h.submit("b", "b0", other)
+        await wait_until(lambda: len(h.sender.sent) == 2, within=5)
+        dropped = h.worker.revoke({TP})
+        gate.set()
+        assert await h.worker.wait_in_flight({TP}, within=5)
+        committable = h.worker.committable()
+        await wait_until(lambda: h.worker.committable().get(other) is not None, within=5)
+    assert dropped == 2  # a1, a2 (a0 was in flight and finished)
+    assert committable.get(TP) == 2  # a0 done; a1 and a2 stay for the next owner
+    assert "a1" not in [event_id for _url, event_id in h.sender.sent]
+
+
+@pytest.mark.parametrize("kind", ["event", "redelivery"])
+async def test_task_kinds_are_delivered_alike(settings: Settings, kind: str) -> None:
+    """Redeliveries travel the same lanes as events."""
+    async with harness(settings, {"w": _target("w")}) as h:
+        event = Event("e0", "T", "tenant", 0, {})
+        h.worker.submit(DeliveryTask("w", event, kind), TP, 1)  # type: ignore[arg-type]
+        await wait_until(lambda: len(h.sender.sent) == 1, within=5)

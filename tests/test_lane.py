@@ -1,0 +1,93 @@
+"""Lane: the FIFO and failure state of one webhook (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import TopicPartition
+
+from dispatcher.deliverer.lane import Lane, Pending
+from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.events import DeliveryTask, Event
+
+TP = TopicPartition("deliveries", 0)
+
+
+def _entry(offset: int) -> Pending:
+    event = Event(f"e{offset}", "T", "tenant", 0, {})
+    return Pending(DeliveryTask("w", event), TP, offset, OffsetTracker())
+
+
+@pytest.mark.parametrize(
+    ("limit", "failures", "in_flight", "expected"),
+    [
+        (1, 0, 0, True),
+        (1, 0, 1, False),  # ordered: one at a time
+        (4, 0, 3, True),  # unordered: up to its limit
+        (4, 0, 4, False),
+        (4, 1, 0, True),  # failing: only the retry of the head...
+        (4, 1, 1, False),  # ...one request at a time
+    ],
+)
+def test_ready_respects_the_in_flight_limit(
+    limit: int, failures: int, in_flight: int, expected: bool
+) -> None:
+    """A lane may send while below its limit, and below one while its endpoint fails."""
+    lane = Lane("w")
+    lane.limit = limit
+    lane.failures = failures
+    lane.in_flight = in_flight
+    lane.push(_entry(1))
+    assert lane.ready(now=100.0) is expected
+
+
+def test_failed_head_goes_back_first_and_waits_for_its_backoff() -> None:
+    """A failed delivery is retried before later ones, not before next_attempt_at."""
+    lane = Lane("w")
+    for offset in (1, 2, 3):
+        lane.push(_entry(offset))
+    head = lane.take()
+    lane.failed(head, now=10.0, next_attempt_at=12.0)
+    assert [e.offset for e in lane] == [1, 2, 3]
+    assert not lane.ready(now=11.9)
+    assert lane.ready(now=12.0)
+    assert lane.failing_since == 10.0 and lane.failures == 1
+    lane.take()
+    lane.succeeded()
+    assert not lane.failing and lane.next_attempt_at == 0.0
+
+
+def test_unordered_failures_return_in_offset_order() -> None:
+    """Several failures coming back out of order are re-queued in their original order."""
+    lane = Lane("w")
+    lane.limit = 3
+    for offset in (1, 2, 3, 4):
+        lane.push(_entry(offset))
+    first, second, third = lane.take(), lane.take(), lane.take()
+    lane.failed(third, now=1.0, next_attempt_at=1.0)
+    lane.failed(first, now=1.0, next_attempt_at=1.0)
+    lane.failed(second, now=1.0, next_attempt_at=1.0)
+    assert [e.offset for e in lane] == [1, 2, 3, 4]
+
+
+def test_parked_or_storing_lanes_never_send() -> None:
+    """While parked or writing to the backlog, a lane is not ready."""
+    lane = Lane("w")
+    lane.push(_entry(1))
+    lane.parked = True
+    assert not lane.ready(now=0.0)
+    lane.parked, lane.storing = False, True
+    assert not lane.ready(now=0.0)
+    assert not lane.idle
+
+
+def test_drop_removes_matching_pending_deliveries() -> None:
+    """Revocation drops the pending deliveries of a partition and keeps the rest in order."""
+    lane = Lane("w")
+    other = TopicPartition("deliveries", 1)
+    entries = [_entry(1), _entry(2), _entry(3)]
+    entries[1].partition = other
+    for entry in entries:
+        lane.push(entry)
+    dropped = lane.drop(lambda entry: entry.partition == other)
+    assert [e.offset for e in dropped] == [2]
+    assert [e.offset for e in lane] == [1, 3]
