@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import asyncpg
 import orjson
@@ -107,7 +108,7 @@ async def test_malformed_messages_go_to_dead_letter_with_reason_and_routing_cont
     )
     await consumer.start()
     try:
-        letters = []
+        letters: list[Any] = []
         deadline = asyncio.get_running_loop().time() + 20
         while len(letters) < len(bad) and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():

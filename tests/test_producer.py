@@ -1,0 +1,81 @@
+"""The producer: event messages on mirror topics, keyed for ordering; delivery tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from dispatcher.events import DeliveryTask, Event
+from dispatcher.producer import Outgoing, Producer
+from dispatcher.settings import Settings
+
+TOPIC = "INCORPORATION_REQUEST.COMPLETED"
+
+
+async def _read_all(settings: Settings, topic: str, count: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        partitions = consumer.partitions_for_topic(topic)
+    finally:
+        await consumer.stop()
+    assert partitions == set(range(settings.topic_partitions)) or topic.endswith("deliveries")
+    return records
+
+
+async def test_publish_writes_the_event_message_keyed_by_tenant(settings: Settings) -> None:
+    """publish() builds {id, topic, tenant_id, triggered_at, data} on <prefix><TOPIC>."""
+    before = int(time.time())
+    async with Producer(settings) as producer:
+        event_id = await producer.publish(TOPIC, {"entity_name": "Acme"}, tenant_id="ten_1")
+        fixed = await producer.publish(TOPIC, {}, tenant_id="ten_1", key="k", event_id="evt-1")
+    records = await _read_all(settings, settings.mirror_topic(TOPIC), 2)
+    by_id = {orjson.loads(r.value)["id"]: r for r in records}
+    first, second = by_id[event_id], by_id[fixed]
+    assert first.key == b"ten_1"
+    value = orjson.loads(first.value)
+    assert value == {
+        "id": event_id,
+        "topic": TOPIC,
+        "tenant_id": "ten_1",
+        "triggered_at": value["triggered_at"],
+        "data": {"entity_name": "Acme"},
+    }
+    assert before <= value["triggered_at"] <= int(time.time())
+    assert Event.from_message(first.value, expected_topic=TOPIC).id == event_id
+    assert (fixed, second.key, orjson.loads(second.value)["id"]) == ("evt-1", b"k", "evt-1")
+
+
+async def test_publish_many_keeps_per_key_order(settings: Settings) -> None:
+    """A batch is acknowledged together and each key's events stay in order in one partition."""
+    items = [Outgoing(TOPIC, {"n": n}, "ten_1", key=f"k{n % 3}") for n in range(30)]
+    async with Producer(settings) as producer:
+        ids = await producer.publish_many(items)
+    records = await _read_all(settings, settings.mirror_topic(TOPIC), 30)
+    assert sorted(orjson.loads(r.value)["id"] for r in records) == sorted(ids)
+    for key in ("k0", "k1", "k2"):
+        mine = [r for r in records if r.key == key.encode()]
+        assert len({r.partition for r in mine}) == 1
+        numbers = [orjson.loads(r.value)["data"]["n"] for r in sorted(mine, key=lambda r: r.offset)]
+        assert numbers == sorted(numbers) and len(numbers) == 10
+
+
+async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(settings: Settings) -> None:
+    """enqueue() puts a DeliveryTask on the deliveries topic, keyed by webhook id."""
+    task = DeliveryTask("wh-1", Event("evt-9", TOPIC, "ten_1", 1, {"a": 1}), "redelivery")
+    async with Producer(settings) as producer:
+        await producer.enqueue(task)
+    [record] = await _read_all(settings, settings.deliveries_topic, 1)
+    assert record.key == b"wh-1"
+    assert DeliveryTask.from_message(record.value) == task
