@@ -7,6 +7,7 @@ client ever sees an HTML page or a bare traceback.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(ApiError(exc.status, code, message, headers=headers))
-    except Exception:
-        log.exception("api.unhandled_error", method=request.method, path=request.path)
+    except Exception as exc:
+        # The plain traceback, not exc_info: console renderers may print frame locals,
+        # and a handler's locals can hold a webhook secret.
+        log.error(
+            "api.unhandled_error",
+            method=request.method,
+            path=request.path,
+            error=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)),
+        )
         return error_response(ApiError(500, "internal_error", "an unexpected error happened"))
