@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from dispatcher.secrets import SecretBox
 from dispatcher.signing import signing_key
@@ -477,3 +478,22 @@ async def test_schema_rules_explain_themselves(client, tenant, fields, message):
     )
     assert response.status == 422
     assert (await response.json())["error"]["message"].startswith(message)
+
+
+async def test_secrets_are_never_logged(client, tenant):
+    """Create, update and test log the webhook's id and field names, never a secret."""
+    new_secret = "rotated-secret-0123456789"
+    with capture_logs() as logs:
+        created = await create(client, tenant, secret=GIVEN_SECRET)
+        generated = await create(client, tenant)
+        await client.post(
+            f"/webhooks/{created['id']}", json={"secret": new_secret}, headers=tenant.headers
+        )
+        await client.post(f"/webhooks/test/trigger/{created['id']}", headers=tenant.headers)
+    events = {entry["event"] for entry in logs}
+    assert {"webhook.created", "webhook.updated", "webhook.tested"} <= events
+    updated = next(entry for entry in logs if entry["event"] == "webhook.updated")
+    assert updated["fields"] == ["secret"]
+    text = repr(logs)
+    for secret in (GIVEN_SECRET, new_secret, generated["secret"]):
+        assert secret not in text
