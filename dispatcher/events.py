@@ -78,6 +78,8 @@ class Event:
         triggered_at = value.get("triggered_at")
         if isinstance(triggered_at, bool) or not isinstance(triggered_at, int | float):
             raise InvalidMessage("triggered_at is missing or not unix seconds")
+        if not 0 <= triggered_at < 2**63:  # else orjson cannot re-encode it: a poison pill
+            raise InvalidMessage("triggered_at is out of range for unix seconds")
         return cls(event_id, topic, tenant_id, int(triggered_at), value["data"])
 
     @classmethod
