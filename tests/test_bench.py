@@ -487,12 +487,19 @@ def test_parse_status_kb():
 
 
 def test_top_frames_self_and_inclusive():
-    """Self time counts innermost frames; inclusive counts each frame once per stack."""
-    collapsed = "main;loop;send 60\nmain;loop;sign 30\nmain;loop;loop 10\nnot a stack line\n"
+    """Self time counts innermost frames; inclusive counts our own frames once per stack."""
+    collapsed = (
+        "main (dispatcher/cli.py:1);run (dispatcher/w.py:5);send (aiohttp/c.py:9) 60\n"
+        "main (dispatcher/cli.py:1);run (dispatcher/w.py:5);sign (dispatcher/s.py:3) 30\n"
+        "main (dispatcher/cli.py:1);select (selectors.py:4) 10\n"
+        "not a stack line\n"
+    )
     top = profiling.top_frames(collapsed)
-    assert top["self"][0] == ("send", 60.0)
-    assert dict(top["inclusive"])["loop"] == 100.0
-    assert dict(top["inclusive"])["main"] == 100.0
+    assert top["self"][0] == ("send (aiohttp/c.py:9)", 60.0)
+    assert top["inclusive"] == [
+        ("run (dispatcher/w.py:5)", 90.0),
+        ("sign (dispatcher/s.py:3)", 30.0),
+    ]
     assert profiling.top_frames("") == {"self": [], "inclusive": []}
 
 

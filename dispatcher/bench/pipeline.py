@@ -164,6 +164,8 @@ async def _measure_batch(
         finally:
             run.router.resume()
         cpu0, started = run.cpu(), time.time()
+        router0, deliverer0 = run.router.cpu(), run.deliverer.cpu()
+        broker0, receiver0 = stack.broker_cpu(), receiver.child.cpu()
         recorder = await profiling.start(options.profile, scenario_name, run.children)
         timeout = options.timeout or default_timeout(sizes.events)
         try:
@@ -171,6 +173,8 @@ async def _measure_batch(
         finally:
             profiles = await profiling.finish(recorder)
         cpu = run.cpu() - cpu0
+        router_cpu, deliverer_cpu = run.router.cpu() - router0, run.deliverer.cpu() - deliverer0
+        broker_cpu, receiver_cpu = stack.broker_cpu() - broker0, receiver.child.cpu() - receiver0
         arrivals = await receiver.samples("arrivals")
     finally:
         await run.stop()
@@ -195,6 +199,13 @@ async def _measure_batch(
         "elapsed_s": round(elapsed, 3),
         "deliveries_per_s": round(rate(delivered, elapsed) or 0.0, 1),
         "cpu_us_per_delivery": per_item_us(cpu, delivered),
+        "router_cpu_us_per_delivery": per_item_us(router_cpu, delivered),
+        "deliverer_cpu_us_per_delivery": per_item_us(deliverer_cpu, delivered),
+        # Share of one core each process used while the clock ran (1.0: saturated).
+        "router_core_share": round(router_cpu / elapsed, 3),
+        "deliverer_core_share": round(deliverer_cpu / elapsed, 3),
+        "broker_core_share": round(broker_cpu / elapsed, 3),
+        "receiver_core_share": round(receiver_cpu / elapsed, 3),
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
         "router_peak_rss_mb": round(run.router.peak_rss_kb / MB, 1),
         "failing_requests": {

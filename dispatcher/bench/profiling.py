@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +22,19 @@ from typing import Any
 from dispatcher.bench.procs import Child
 
 SAMPLE_RATE = 200
+# Frames every stack of a process has: not worth listing.
+ENTRY_POINTS = ("dispatcher/cli.py", "__main__.py", "<module>")
 
 
-def top_frames(collapsed: str, limit: int = 15) -> dict[str, list[tuple[str, float]]]:
+def top_frames(
+    collapsed: str, limit: int = 15, own_code: str = "dispatcher/"
+) -> dict[str, list[tuple[str, float]]]:
     """The hottest frames of collapsed stacks (``a;b;c 42`` per line), in % of samples.
 
-    ``self`` counts the innermost frame of each stack (where the CPU was);
-    ``inclusive`` counts every frame on the stack once (what it and its callees cost).
+    ``self`` counts the innermost frame of each stack (where the CPU was, any code);
+    ``inclusive`` counts, once per stack, every frame of our own code (``own_code`` in
+    its location) below the process's entry point: what each of our functions and its
+    callees cost, which is what one can act on.
     """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -41,7 +48,8 @@ def top_frames(collapsed: str, limit: int = 15) -> dict[str, list[tuple[str, flo
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
-            inclusive[frame] += count
+            if own_code in frame and not any(entry in frame for entry in ENTRY_POINTS):
+                inclusive[frame] += count
     if total == 0:
         return {"self": [], "inclusive": []}
 
@@ -66,7 +74,8 @@ async def start(
     """Start py-spy on each child (nothing when ``directory`` is None)."""
     if directory is None:
         return []
-    binary = shutil.which("py-spy")
+    # Installed next to this interpreter (the venv's bin/), which need not be on PATH.
+    binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if binary is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy, in the dev extra)")
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
@@ -82,6 +91,7 @@ async def start(
             str(SAMPLE_RATE),
             "--format",
             "raw",
+            "--nonblocking",  # never pause the target: less perturbation, some torn stacks
             "--output",
             str(path),
             stdin=asyncio.subprocess.DEVNULL,

@@ -17,6 +17,7 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("ratio_to_ceiling", "ratio to ceiling"),
         ("cpu_us_per_delivery", "dispatcher CPU µs/delivery"),
         ("cpu_ratio_to_ceiling", "CPU ratio to ceiling"),
+        ("deliverer_core_share", "deliverer share of a core"),
         ("deliverer_peak_rss_mb", "deliverer peak RSS MB"),
         ("duplicates", "duplicates"),
     ),

@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 
 from dispatcher import db
-from dispatcher.bench.procs import Child
+from dispatcher.bench.procs import Child, cpu_seconds
 from dispatcher.broker import EmbeddedBroker
 from dispatcher.secrets import SecretBox, generate_secret, new_key, preview
 from dispatcher.settings import Settings
@@ -137,6 +137,11 @@ class Stack:
         )
         await create_kafka_topics(settings)
         return settings
+
+    def broker_cpu(self) -> float:
+        """CPU seconds the scenario's broker used so far (0 when unknown)."""
+        pid = self.broker.pid if self.broker is not None else None
+        return (cpu_seconds(pid) or 0.0) if pid is not None else 0.0
 
     def stop_broker(self) -> None:
         """Stop the scenario's broker, if any."""
