@@ -157,3 +157,36 @@ async def test_subscription_created_or_disabled_takes_effect_within_a_second(
             await router.stop()
     assert rx.event_ids("first") == [before, marker]
     assert rx.event_ids("second") == [after, marker]
+
+
+async def test_index_resyncs_after_losing_its_listener_connection(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """A change made while the LISTEN connection is down is picked up once it reconnects."""
+    from dispatcher.subscriptions import SubscriptionIndex
+
+    index = SubscriptionIndex(settings.database_url)
+    await index.start()
+    try:
+        version = index.version
+        killed = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%hooklane_webhooks%'"
+        )
+        assert killed >= 1
+        webhook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/x", [TOPIC])
+        await wait_until(lambda: webhook.id in index.lookup(tenant.id, TOPIC), within=15)
+        assert index.version > version
+    finally:
+        await index.stop()
+
+
+async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Settings) -> None:
+    """``python -m dispatcher.router`` (what the supervisor spawns) stops with code 0 on SIGTERM."""
+    from tests.pipeline_helpers import spawn
+
+    await ensure_mirror_topics(settings, [TOPIC])
+    router = await spawn("dispatcher.router", settings)
+    await asyncio.sleep(3)  # let it join the group
+    assert router.process.returncode is None
+    assert await router.terminate() == 0

@@ -1,0 +1,60 @@
+"""Backpressure: a deliverer with too much unfinished work pauses its partitions, then resumes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from dispatcher.deliverer import Deliverer
+from dispatcher.producer import Outgoing, Producer
+from dispatcher.settings import Settings
+from tests.conftest import TenantKey
+from tests.pipeline_helpers import (
+    Received,
+    Receiver,
+    create_webhook,
+    ensure_mirror_topics,
+    start_deliverer,
+    start_router,
+    wait_until,
+)
+
+TOPIC = "EXEMPTION_CERTIFICATES.EXPIRATION"
+
+
+async def test_partitions_pause_above_the_buffer_bound_and_resume_below_it(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """With a stuck receiver the deliverer stops fetching; once it answers, all arrive."""
+    await ensure_mirror_topics(settings, [TOPIC])
+    gate = asyncio.Event()
+
+    async def stuck(_request: Received) -> int:
+        await gate.wait()
+        return 200
+
+    async with Receiver(respond=stuck) as rx:
+        await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings, max_buffered=20)
+        service = deliverer.service
+        assert isinstance(service, Deliverer)
+        try:
+            async with Producer(settings) as producer:
+                ids = await producer.publish_many(
+                    Outgoing(TOPIC, {"n": n}, tenant.id) for n in range(200)
+                )
+            consumer = service._consumer
+            assert consumer is not None
+            await wait_until(lambda: bool(consumer.paused()), message="paused partitions")
+            assert service.worker is not None
+            # bounded: at most the bound plus one fetched batch
+            assert service.worker.outstanding < 20 + 500
+            gate.set()
+            await wait_until(lambda: set(rx.event_ids()) >= set(ids), within=60)
+            await wait_until(lambda: not consumer.paused(), message="resumed partitions")
+        finally:
+            gate.set()
+            await deliverer.stop()
+            await router.stop()
