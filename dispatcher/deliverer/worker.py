@@ -201,6 +201,7 @@ class Worker:
         if not lane.pending or lane.storing:
             return
         if lane.parked:
+            lane.storing = True  # now, not when the task starts: one writer per lane
             self._start_task(self._spill(lane))
             return
         if lane.queued:
@@ -237,7 +238,9 @@ class Worker:
         if not target.enabled:
             # Kept in the backlog: re-enabling the webhook resumes from there, in order.
             now = self._clock()
-            self._start_task(self._park(lane, None, now, 0, now))
+            parking = self._begin_park(lane, None)
+            if parking is not None:
+                self._start_task(self._store_park(lane, parking, 0, now, 0, now))
             return
         lane.limit = (
             1
@@ -370,14 +373,33 @@ class Worker:
         next_attempt_at: float,
     ) -> None:
         """Move ``head`` and every pending delivery of ``lane``, in order, to the backlog."""
-        if lane.storing:
+        entries = self._begin_park(lane, head)
+        if entries is not None:
+            head_attempts = head.attempts if head is not None else 0
+            await self._store_park(
+                lane, entries, head_attempts, failing_since, failures, next_attempt_at
+            )
+
+    def _begin_park(self, lane: Lane, head: Pending | None) -> list[Pending] | None:
+        """Take the lane out of service (synchronously, so nothing else starts meanwhile)."""
+        if lane.storing:  # already on its way to the backlog: follow the others
             if head is not None:
                 lane.requeue(head)
-            return
+            return None
         lane.storing = True
         lane.parked = True
         self.parked.add(lane.webhook_id)
-        entries = ([head] if head is not None else []) + lane.drain()
+        return ([head] if head is not None else []) + lane.drain()
+
+    async def _store_park(
+        self,
+        lane: Lane,
+        entries: list[Pending],
+        head_attempts: int,
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+    ) -> None:
         try:
             await self._store.park(
                 lane.webhook_id,
@@ -385,7 +407,7 @@ class Worker:
                 failing_since,
                 failures,
                 next_attempt_at,
-                head.attempts if head is not None else 0,
+                head_attempts,
             )
         except STORE_ERRORS as exc:
             log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
@@ -406,7 +428,6 @@ class Worker:
 
     async def _spill(self, lane: Lane) -> None:
         """Append the pending deliveries of a parked lane to its backlog, in order."""
-        lane.storing = True
         retry = False
         try:
             while lane.pending and lane.parked:
