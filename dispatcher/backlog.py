@@ -45,7 +45,7 @@ class ParkedWebhook:
     webhook_id: str
     failing_since: float
     failures: int
-    next_attempt_at: float
+    next_attempt_at: float  # when it was due (the claim does not change it)
     # From ``webhooks``: when its continuous failure began (None: not failing, e.g.
     # just re-enabled), for auto-disable.
     webhook_failing_since: float | None
@@ -225,24 +225,24 @@ def _parked(row: asyncpg.Record) -> ParkedWebhook:
 async def claim_due(
     executor: Executor, now: float, lease_s: float, limit: int
 ) -> list[ParkedWebhook]:
-    """Claim up to ``limit`` due parked webhooks that are ENABLED, earliest first.
+    """Claim up to ``limit`` due, unleased parked webhooks that are ENABLED, earliest first.
 
-    A claim pushes ``next_attempt_at`` to ``now + lease_s``: other schedulers skip the
+    A claim is a lease (``leased_until = now + lease_s``): other schedulers skip the
     webhook while this one works on it (``SKIP LOCKED`` makes concurrent claims
-    disjoint), and if this process dies the lease simply expires. The returned
-    ``next_attempt_at`` is the value before the claim.
+    disjoint), and if this process dies the lease simply runs out.
     """
     rows = await executor.fetch(
         "WITH due AS ("
-        "  SELECT p.webhook_id, p.next_attempt_at, w.failing_since AS webhook_failing_since"
+        "  SELECT p.webhook_id, w.failing_since AS webhook_failing_since"
         "  FROM parked_webhooks p JOIN webhooks w ON w.id = p.webhook_id"
         "  WHERE p.next_attempt_at <= $1 AND w.state = 'ENABLED'"
+        "  AND (p.leased_until IS NULL OR p.leased_until <= $1)"
         "  ORDER BY p.next_attempt_at LIMIT $3"
         "  FOR UPDATE OF p SKIP LOCKED)"
-        " UPDATE parked_webhooks p SET next_attempt_at = $2 FROM due"
+        " UPDATE parked_webhooks p SET leased_until = $2 FROM due"
         " WHERE p.webhook_id = due.webhook_id"
         " RETURNING p.webhook_id::text AS webhook_id, p.failing_since, p.failures,"
-        " due.next_attempt_at, due.webhook_failing_since",
+        " p.next_attempt_at, due.webhook_failing_since",
         _ts(now),
         _ts(now + lease_s),
         limit,
@@ -253,7 +253,7 @@ async def claim_due(
 async def next_due_at(executor: Executor) -> float | None:
     """When the earliest ENABLED parked webhook is due (None: nothing parked)."""
     due = await executor.fetchval(
-        "SELECT min(p.next_attempt_at) FROM parked_webhooks p"
+        "SELECT min(GREATEST(p.next_attempt_at, p.leased_until)) FROM parked_webhooks p"
         " JOIN webhooks w ON w.id = p.webhook_id WHERE w.state = 'ENABLED'"
     )
     return None if due is None else float(due.timestamp())
@@ -262,10 +262,30 @@ async def next_due_at(executor: Executor) -> float | None:
 async def renew_lease(executor: Executor, webhook_id: str, until: float) -> None:
     """Keep a claimed webhook claimed until ``until``."""
     await executor.execute(
-        "UPDATE parked_webhooks SET next_attempt_at = $2 WHERE webhook_id = $1",
+        "UPDATE parked_webhooks SET leased_until = $2 WHERE webhook_id = $1",
         _uuid(webhook_id),
         _ts(until),
     )
+
+
+async def release(executor: Executor, webhook_id: str) -> None:
+    """Give up a claim without rescheduling (any scheduler may take it when due)."""
+    await executor.execute(
+        "UPDATE parked_webhooks SET leased_until = NULL WHERE webhook_id = $1",
+        _uuid(webhook_id),
+    )
+
+
+async def retry_now(executor: Executor, webhook_id: str, now: float) -> bool:
+    """Make an ENABLED parked webhook due at ``now`` (re-enabled or edited); True if it was."""
+    status = await executor.execute(
+        "UPDATE parked_webhooks p SET next_attempt_at = $2 FROM webhooks w"
+        " WHERE p.webhook_id = $1 AND w.id = p.webhook_id AND w.state = 'ENABLED'"
+        " AND p.next_attempt_at > $2",
+        _uuid(webhook_id),
+        _ts(now),
+    )
+    return status.split()[-1] != "0"
 
 
 async def reschedule(
@@ -276,10 +296,10 @@ async def reschedule(
     failing_since: float,
     next_attempt_at: float,
 ) -> None:
-    """Record the parked webhook's failure streak and when to retry it next."""
+    """Record the parked webhook's failure streak and next retry, and end the claim."""
     await executor.execute(
-        "UPDATE parked_webhooks SET failures = $2, failing_since = $3, next_attempt_at = $4"
-        " WHERE webhook_id = $1",
+        "UPDATE parked_webhooks SET failures = $2, failing_since = $3, next_attempt_at = $4,"
+        " leased_until = NULL WHERE webhook_id = $1",
         _uuid(webhook_id),
         failures,
         _ts(failing_since),

@@ -1,9 +1,8 @@
 """The backlog scheduler: retries parked webhooks on the long schedule and drains them.
 
 Runs inside every deliverer process; several can run at once. Each pass claims due,
-ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; the claim pushes
-``next_attempt_at`` forward as a lease, renewed while working) and handles each in
-its own task:
+ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
+``leased_until``, renewed while working) and handles each in its own task:
 
 - retry the backlog head; on 2xx drain the backlog in order at full speed (rows
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
@@ -12,7 +11,8 @@ its own task:
 - a delivery past its retry window (or to a blocked destination) moves to
   ``failed_deliveries`` and the next one is tried;
 - ``410 Gone``, or continuous failure for ``auto_disable_after``, disables the
-  webhook; DISABLED webhooks are left parked until they are re-enabled.
+  webhook; DISABLED webhooks are left parked until they are re-enabled. A parked
+  webhook that is re-enabled or edited is retried at once, not at its next slot.
 
 No busy loop: between passes it sleeps until the earliest ``next_attempt_at`` (at
 most ``MAX_SLEEP_S``), woken early by NOTIFY on ``hooklane_parked`` (something was
@@ -51,7 +51,8 @@ from dispatcher.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHANNELS = ("hooklane_parked", "hooklane_webhooks")
+WEBHOOKS_CHANNEL = "hooklane_webhooks"
+CHANNELS = ("hooklane_parked", WEBHOOKS_CHANNEL)
 MAX_SLEEP_S = 30.0
 # When due work is locked by someone else for a moment, do not spin on it.
 MIN_SLEEP_S = 0.05
@@ -108,6 +109,8 @@ class BacklogScheduler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._active: dict[str, asyncio.Task[None]] = {}
+        # Webhooks changed (re-enabled, edited) since the last pass.
+        self._changed: list[str] = []
         self._next_housekeeping = 0.0
         # Observability (and tests): passes of the main loop.
         self.passes = 0
@@ -129,6 +132,7 @@ class BacklogScheduler:
                 self.passes += 1
                 self._wake.clear()
                 await self._housekeeping()
+                await self._retry_changed()
                 claimed = await self._claim()
                 for parked in claimed:
                     self._start(parked)
@@ -140,6 +144,18 @@ class BacklogScheduler:
             await self._finish_active()
 
     # --- the main loop -------------------------------------------------------------
+
+    async def _retry_changed(self) -> None:
+        # A parked webhook that was re-enabled or edited (say, a fixed URL) is retried
+        # now rather than at its next long-schedule slot, hours away.
+        changed, self._changed = set(self._changed), []
+        for webhook_id in changed:
+            try:
+                await backlog.retry_now(self._pool, webhook_id, self._clock())
+            except ValueError:
+                continue  # not a uuid: not a webhook id
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("scheduler.retry_now_failed", webhook_id=webhook_id, error=str(exc))
 
     async def _claim(self) -> list[ParkedWebhook]:
         room = MAX_CONCURRENT - len(self._active)
@@ -237,9 +253,9 @@ class BacklogScheduler:
         await self._release(webhook_id)
 
     async def _release(self, webhook_id: str) -> None:
-        # Due at once: a DISABLED webhook is not claimed until it is re-enabled, and
-        # then it resumes without waiting for the lease to run out.
-        await backlog.renew_lease(self._pool, webhook_id, self._clock())
+        # A DISABLED webhook is not claimed until it is re-enabled; then it resumes
+        # without waiting for the lease to run out.
+        await backlog.release(self._pool, webhook_id)
 
     async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> str:
         """Try one backlog entry: "delivered", "gave_up" (go on) or "stop" (rescheduled)."""
@@ -309,7 +325,9 @@ class BacklogScheduler:
         conn = await asyncpg.connect(self._settings.database_url, timeout=10)
         lost = asyncio.Event()
 
-        def notified(*_args: Any) -> None:
+        def notified(_conn: Any, _pid: int, channel: str, payload: object) -> None:
+            if channel == WEBHOOKS_CHANNEL:
+                self._changed.append(str(payload))
             self._wake.set()
 
         def terminated(_conn: Any) -> None:

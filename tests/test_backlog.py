@@ -166,3 +166,26 @@ async def test_reschedule_and_orphans(pool, tenant) -> None:
     assert await backlog.drop_orphans(pool) >= 1
     assert not await backlog.is_parked(pool, webhook_id)
     assert await numbers(pool, webhook_id) == []
+
+
+async def test_leases_and_retry_now(pool, tenant) -> None:
+    """A leased webhook is not claimed again; retry_now makes an ENABLED one due at once."""
+    now = time.time()
+    webhook_id = await make_webhook(pool, tenant.id)
+    await backlog.park(pool, webhook_id, [make_task(webhook_id, tenant.id, 0)], now, 1, now + 3600)
+    assert await backlog.claim_due(pool, now, 60, 10) == []  # not due yet
+    assert await backlog.retry_now(pool, webhook_id, now)
+    assert not await backlog.retry_now(pool, webhook_id, now)  # never moves it later
+    [claimed] = await backlog.claim_due(pool, now, 60, 10)
+    assert claimed.webhook_id == webhook_id
+    assert await backlog.claim_due(pool, now, 60, 10) == []  # leased
+    assert await backlog.claim_due(pool, now + 61, 60, 10) != []  # the lease ran out
+    await backlog.release(pool, webhook_id)
+    assert [p.webhook_id for p in await backlog.claim_due(pool, now, 60, 10)] == [webhook_id]
+    await backlog.reschedule(pool, webhook_id, failures=2, failing_since=now, next_attempt_at=now)
+    assert [p.webhook_id for p in await backlog.claim_due(pool, now, 60, 10)] == [webhook_id]
+    await backlog.disable_webhook(pool, webhook_id, "test")
+    await backlog.reschedule(
+        pool, webhook_id, failures=2, failing_since=now, next_attempt_at=now + 3600
+    )
+    assert not await backlog.retry_now(pool, webhook_id, now)  # DISABLED stays put

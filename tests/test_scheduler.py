@@ -273,3 +273,16 @@ async def test_housekeeping_purges_old_attempts(short, pool, tenant) -> None:
 
     async with running_scheduler(short, pool):
         await eventually(only_new)
+
+
+async def test_fixing_the_url_retries_at_once(short, pool, tenant) -> None:
+    """A parked webhook whose next retry is an hour away is retried as soon as it is edited."""
+    async with receiver(lambda n: (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, "http://127.0.0.1:9/broken")
+        await park_tasks(pool, webhook_id, tenant.id, 3, due_in=3600)
+        async with running_scheduler(short, pool):
+            await asyncio.sleep(0.3)
+            assert rx.received == []
+            await update_webhook(pool, BOX, tenant.id, webhook_id, {"url": rx.url})
+            await rx.wait_for(lambda r: len(r.ok_numbers) == 3, within=10)
+    assert rx.ok_numbers == [0, 1, 2]

@@ -25,3 +25,8 @@ CREATE INDEX failed_deliveries_event ON failed_deliveries (webhook_id, event_id)
 
 -- How many times a parked delivery was tried, so attempt numbers keep counting.
 ALTER TABLE backlog ADD COLUMN attempts integer NOT NULL DEFAULT 0;
+
+-- A scheduler working on a parked webhook holds it until ``leased_until`` (renewed while
+-- it works), so others skip it and ``next_attempt_at`` can be moved (e.g. to "now" when
+-- the webhook is re-enabled or edited) without two schedulers draining one backlog.
+ALTER TABLE parked_webhooks ADD COLUMN leased_until timestamptz;
