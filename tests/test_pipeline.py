@@ -162,3 +162,24 @@ async def test_both_signatures_verify_with_standardwebhooks_and_plain_hmac(
             webhook.secret, headers["webhook-id"], headers["webhook-timestamp"], request.body
         )
     assert sorted(r.event_id for r in rx.requests) == sorted(event_ids)
+
+
+async def test_a_topic_created_after_the_router_started_is_routed(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """The router subscribes by pattern: a mirror topic that appears later is picked up."""
+    await ensure_mirror_topics(settings, [TOPIC])
+    late_topic = "EXEMPTION_CERTIFICATES.VERIFICATION.SUCCEEDED"
+    async with Receiver() as rx:
+        await create_webhook(pool, settings, tenant.id, rx.url, [late_topic])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            async with Producer(settings) as producer:  # creates the mirror topic now
+                event_id = await producer.publish(late_topic, {"certificate_id": "c1"}, tenant.id)
+            await wait_until(lambda: len(rx.requests) >= 1, within=60)
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    assert rx.event_ids() == [event_id]
+    assert rx.requests[0].json()["topic"] == late_topic
