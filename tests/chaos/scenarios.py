@@ -1,0 +1,127 @@
+"""Disruptions and the scenario runner shared by the short and the long chaos tests.
+
+A disruption is an async function that acts on the running stack while events stream
+and returns the moments (unix time) each disruption ended — when the killed process
+was respawned, the database accepted connections again, or the broker was thawed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+
+from dispatcher.broker import EmbeddedBroker
+from dispatcher.settings import Settings
+from tests.chaos.harness import RESULTS, Outcome, Stack, prepare, stream, table
+from tests.pipeline_helpers import Receiver, wait_until
+
+Disruption = Callable[[Stack], Awaitable[list[float]]]
+CATCH_UP_S = 240.0
+
+
+def kill_repeatedly(
+    names: list[str], kills: int, rng: random.Random, between: tuple[float, float] = (1.5, 5.0)
+) -> Disruption:
+    """SIGKILL a random one of ``names`` ``kills`` times, ``between`` seconds apart (at
+    random), respawning it after a short random delay."""
+
+    async def disrupt(stack: Stack) -> list[float]:
+        ends = []
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(*between))
+            name = rng.choice(names)
+            await stack.kill(name)
+            await asyncio.sleep(rng.uniform(0.0, 1.0))  # a crash loop's restart delay
+            await stack.spawn(name)
+            ends.append(time.time())
+        return ends
+
+    return disrupt
+
+
+def restart_database(
+    settings: Settings, outages: int, down_s: float, rng: random.Random
+) -> Disruption:
+    """Simulate Postgres restarts of THIS test's database only: refuse new connections,
+    terminate every backend, stay down ``down_s`` seconds, then accept connections again.
+    (The machine's Postgres is shared, so the server itself is never restarted.)"""
+
+    async def disrupt(stack: Stack) -> list[float]:
+        ends = []
+        conn = await asyncpg.connect(settings.database_url)
+        name = await conn.fetchval("SELECT current_database()")
+        try:
+            for _ in range(outages):
+                await asyncio.sleep(rng.uniform(2.0, 4.0))
+                await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+                try:
+                    await conn.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                    await asyncio.sleep(down_s)
+                finally:
+                    await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+                ends.append(time.time())
+        finally:
+            await conn.close()
+        return ends
+
+    return disrupt
+
+
+def freeze_broker(broker: EmbeddedBroker, frozen_s: float, rng: random.Random) -> Disruption:
+    """SIGSTOP the broker for ``frozen_s`` seconds at a random moment, then SIGCONT."""
+
+    async def disrupt(stack: Stack) -> list[float]:
+        await asyncio.sleep(rng.uniform(2.0, 4.0))
+        broker.freeze()
+        try:
+            await asyncio.sleep(frozen_s)
+        finally:
+            broker.thaw()
+        return [time.time()]
+
+    return disrupt
+
+
+async def run_scenario(
+    name: str,
+    settings: Settings,
+    logs: Path,
+    disruption: Disruption,
+    *,
+    events: int,
+    rate: float,
+) -> Outcome:
+    """Stream ``events`` through the subprocess stack while ``disruption`` runs; then wait
+    for every (event, webhook) delivery, record the outcome and check nothing was lost."""
+    async with Receiver() as rx:
+        ledger = await prepare(settings, rx)
+        stack = Stack(settings, logs)
+        await stack.start()
+        try:
+            publishing = asyncio.create_task(stream(settings, ledger, events, rate))
+            # Disrupt a flowing pipeline, not one still starting up.
+            await wait_until(lambda: bool(rx.requests), 120, 0.05, message="a first delivery")
+            ends = await disruption(stack)
+            await publishing
+            with contextlib.suppress(AssertionError):  # reported below as lost deliveries
+                await wait_until(
+                    lambda: ledger.missing(rx) == 0, CATCH_UP_S, 0.2, message="every delivery"
+                )
+            alive = stack.alive()
+        finally:
+            await stack.stop()
+        outcome = ledger.outcome(name, rx, ends)
+    RESULTS.append(outcome)
+    print(f"\n{table([outcome])}\n(logs: {logs})")
+    assert outcome.lost == 0, f"{outcome.lost} deliveries lost (logs in {logs})"
+    assert all(alive.values()), f"a process died and was not restarted: {alive}"
+    return outcome

@@ -1,0 +1,96 @@
+"""Long chaos scenarios (``make chaos``): every event arrives at least once.
+
+Each scenario runs the router and deliverer as subprocesses against a broker of its
+own, streams events to two webhooks, disrupts the stack at random moments (the seed is
+in the scenario name, to replay it) and waits for every delivery. The table of
+scenario, events, lost, duplicates and recovery time prints at the end of the run.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from dispatcher.broker import EmbeddedBroker
+from dispatcher.settings import Settings
+from tests.chaos.scenarios import freeze_broker, kill_repeatedly, restart_database, run_scenario
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+EVENTS = 400
+RATE = 20.0
+
+
+def seeded() -> tuple[int, random.Random]:
+    seed = random.randrange(1_000_000)
+    return seed, random.Random(seed)
+
+
+async def test_kill_deliverer_repeatedly(chaos_settings: Settings, tmp_path: Path) -> None:
+    """kill -9 the deliverer four times mid-stream: nothing is lost."""
+    seed, rng = seeded()
+    await run_scenario(
+        f"kill -9 deliverer x4 (seed {seed})",
+        chaos_settings,
+        tmp_path,
+        kill_repeatedly(["deliverer"], 4, rng),
+        events=EVENTS,
+        rate=RATE,
+    )
+
+
+async def test_kill_router_repeatedly(chaos_settings: Settings, tmp_path: Path) -> None:
+    """kill -9 the router four times mid-stream: nothing is lost."""
+    seed, rng = seeded()
+    await run_scenario(
+        f"kill -9 router x4 (seed {seed})",
+        chaos_settings,
+        tmp_path,
+        kill_repeatedly(["router"], 4, rng),
+        events=EVENTS,
+        rate=RATE,
+    )
+
+
+async def test_kill_both_at_random(chaos_settings: Settings, tmp_path: Path) -> None:
+    """kill -9 router or deliverer, chosen at random, six times: nothing is lost."""
+    seed, rng = seeded()
+    await run_scenario(
+        f"kill -9 router|deliverer x6 (seed {seed})",
+        chaos_settings,
+        tmp_path,
+        kill_repeatedly(["router", "deliverer"], 6, rng),
+        events=EVENTS,
+        rate=RATE,
+    )
+
+
+async def test_database_restarts(chaos_settings: Settings, tmp_path: Path) -> None:
+    """Postgres drops every connection and refuses new ones for 5 s, twice: processes
+    recover by themselves and nothing is lost."""
+    seed, rng = seeded()
+    await run_scenario(
+        f"postgres down 5 s x2 (seed {seed})",
+        chaos_settings,
+        tmp_path,
+        restart_database(chaos_settings, 2, 5.0, rng),
+        events=EVENTS,
+        rate=RATE,
+    )
+
+
+async def test_broker_freeze(
+    chaos_broker: EmbeddedBroker, chaos_settings: Settings, tmp_path: Path
+) -> None:
+    """The broker is SIGSTOPped for 10 s then SIGCONTed: processes recover by themselves
+    and nothing is lost."""
+    seed, rng = seeded()
+    await run_scenario(
+        f"broker SIGSTOP 10 s (seed {seed})",
+        chaos_settings,
+        tmp_path,
+        freeze_broker(chaos_broker, 10.0, rng),
+        events=EVENTS,
+        rate=RATE,
+    )
