@@ -140,22 +140,28 @@ async def recover(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     producer_for(request)  # 503 before touching anything when there is no broker
     queued = 0
-    while queued < MAX_RECOVER:
-        page = await backlog.failed_since(
-            pool, webhook.id, since, min(RECOVER_PAGE, MAX_RECOVER - queued)
-        )
-        if not page:
-            break
-        sent: list[int] = []
-        try:
-            for failed in page:
-                # One at a time, in order: the deliveries topic keeps this order per webhook.
-                await _enqueue(request, _redelivery(failed.task))
-                sent.append(failed.id)
-        finally:
-            # Whatever was queued is no longer failed, even if a later send failed.
-            await backlog.forget_failed(pool, sent)
+    async with pool.acquire() as conn:
+        while queued < MAX_RECOVER:
+            failure: ApiError | None = None
+            sent: list[int] = []
+            async with conn.transaction():
+                page = await backlog.failed_since(
+                    conn, webhook.id, since, min(RECOVER_PAGE, MAX_RECOVER - queued), lock=True
+                )
+                try:
+                    for failed in page:
+                        # One at a time, in order: the deliveries topic keeps it per webhook.
+                        await _enqueue(request, _redelivery(failed.task))
+                        sent.append(failed.id)
+                except ApiError as exc:
+                    failure = exc
+                # Whatever was queued is no longer failed, even if a later send failed.
+                await backlog.forget_failed(conn, sent)
             queued += len(sent)
+            if failure is not None:
+                raise failure
+            if not page:
+                break
     log.info("redelivery.recovered", webhook_id=webhook.id, queued=queued)
     return json_response({"queued": queued}, status=202)
 

@@ -387,12 +387,17 @@ async def find_task(executor: Executor, webhook_id: str, event_id: str) -> Deliv
 
 
 async def failed_since(
-    executor: Executor, webhook_id: str, since: datetime, limit: int
+    executor: Executor, webhook_id: str, since: datetime, limit: int, *, lock: bool = False
 ) -> list[FailedDelivery]:
-    """Failed deliveries of the webhook at or after ``since``, oldest first."""
+    """Failed deliveries of the webhook at or after ``since``, oldest first.
+
+    With ``lock`` (inside a transaction) the rows are locked and rows locked by a
+    concurrent caller are skipped, so two recoveries never send the same delivery.
+    """
     rows = await executor.fetch(
         "SELECT id, task, reason, failed_at FROM failed_deliveries"
-        " WHERE webhook_id = $1 AND failed_at >= $2 ORDER BY failed_at, id LIMIT $3",
+        " WHERE webhook_id = $1 AND failed_at >= $2 ORDER BY failed_at, id LIMIT $3"
+        + (" FOR UPDATE SKIP LOCKED" if lock else ""),
         _uuid(webhook_id),
         since,
         limit,

@@ -167,3 +167,20 @@ async def test_recover_requeues_failed_since_in_order(settings, pool, tenant) ->
         "SELECT event_id FROM failed_deliveries WHERE webhook_id = $1", webhook_id
     )
     assert [r["event_id"] for r in left] == [old.event.id]
+
+
+async def test_concurrent_recovers_send_each_delivery_once(settings, pool, tenant) -> None:
+    """Two recover calls at once split the failed deliveries: together they queue each once."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    for n in range(6):
+        await backlog.record_failed(pool, make_task(webhook_id, tenant.id, n), tenant.id, "x")
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    async with api_client(settings) as client:
+        url = f"/webhooks/{webhook_id}/recover"
+        responses = await asyncio.gather(
+            *(client.post(url, json={"since": since}, headers=tenant.headers) for _ in range(2))
+        )
+        counts = [(await r.json())["queued"] for r in responses]
+    assert sum(counts) == 6
+    queued = await deliveries(settings, 6)
+    assert sorted(t.event.data["n"] for t in queued) == list(range(6))
