@@ -27,6 +27,7 @@ from dispatcher.bench.workload import (
     event_data,
     paced_publish,
     prepublish,
+    routed_latencies,
     topic_size,
     wait_for_deliveries,
 )
@@ -278,10 +279,15 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         cpu = run.cpu() - cpu0
         latencies = await receiver.samples("latencies")
         arrivals = await receiver.samples("arrivals")
+        assert settings.kafka_bootstrap_servers is not None
+        routed = await routed_latencies(
+            settings.kafka_bootstrap_servers, settings.deliveries_topic, published
+        )
     finally:
         await run.stop()
         stack.stop_broker()
     summary = summarize(latencies, scale=1000.0)
+    routed_summary = summarize(routed, scale=1000.0)
     delivered = int(watch.stats["unique_ok"])
     params = {
         "rate": sizes.rate,
@@ -301,6 +307,9 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         "p90_ms": summary["p90"],
         "p99_ms": summary["p99"],
         "max_ms": summary["max"],
+        # The router's part of the latency (publish → task on the deliveries topic).
+        "routed_p50_ms": routed_summary["p50"],
+        "routed_p99_ms": routed_summary["p99"],
         "cpu_us_per_delivery": per_item_us(cpu, delivered),
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
         # [second of publishing, deliveries, p50 s, max s]

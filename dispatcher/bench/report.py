@@ -27,6 +27,8 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("p90_ms", "p90 ms"),
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
+        ("routed_p50_ms", "router stage p50 ms"),
+        ("routed_p99_ms", "router stage p99 ms"),
         ("missing", "missing deliveries"),
     ),
     "isolation": (

@@ -177,3 +177,40 @@ async def wait_for_deliveries(
             progress.close(f"timed out after {within_s:.0f}s")
             return Watch(False, stats, rss)
         await asyncio.sleep(POLL_S)
+
+
+async def routed_latencies(bootstrap: str, topic: str, expected: int) -> list[float]:
+    """Publish→routed seconds of every task on the deliveries topic.
+
+    The router's producer stamps each task with its send time (Kafka CreateTime),
+    and the task carries the event's ``sent_at``: their difference is the router
+    stage of the latency, the rest is the deliverer's.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        idle_polls = 0
+        while len(latencies) < expected and idle_polls < 10:
+            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+            idle_polls = 0 if batch else idle_polls + 1
+            for records in batch.values():
+                for record in records:
+                    sent_at = _sent_at(record.value)
+                    if sent_at is not None:
+                        latencies.append(record.timestamp / 1000 - sent_at)
+    finally:
+        await consumer.stop()
+    return latencies
+
+
+def _sent_at(value: bytes | None) -> float | None:
+    from dispatcher.bench.receiver import number_after
+
+    return number_after(value, b"sent_at") if value else None
