@@ -6,6 +6,7 @@ long retries every second) keeps every scenario within seconds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -291,3 +292,25 @@ async def test_past_the_window_fails_and_can_be_recovered(
         "SELECT count(*) FROM failed_deliveries WHERE webhook_id = $1::uuid", hook.id
     )
     assert left == 0
+
+
+async def test_a_parked_endpoint_is_left_alone_between_attempts(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Once parked with its next retry far away, nothing polls for it: no requests, no passes."""
+    hourly = settings.replace(retry_schedule=(0.05, 0.1, 0.2, 0.5, 3600.0), park_after=1.0)
+    async with Receiver(always(500)) as rx:
+        hook = await create_webhook(pool, hourly, tenant.id, rx.url, [TOPIC])
+        async with pipeline(hourly) as deliverer:
+            await publish(hourly, tenant.id, range(3))
+
+            async def parked() -> bool:
+                return (await backlog.backlog_sizes(pool, [hook.id])).get(hook.id, 0) == 3
+
+            await wait_until(parked, within=60)
+            scheduler = deliverer.service._scheduler
+            await wait_until(lambda: scheduler._active == {}, within=30)
+            requests, passes = len(rx.requests), scheduler.passes
+            await asyncio.sleep(2.0)
+            assert len(rx.requests) == requests
+            assert scheduler.passes - passes <= 1
