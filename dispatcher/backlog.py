@@ -150,9 +150,10 @@ async def append_many_if_parked(
 
 
 async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
-    """Delete the parked row if the backlog is empty; False when deliveries wait (or not parked).
+    """Delete the parked row if the backlog is empty; False while deliveries wait.
 
-    Takes the parked row ``FOR UPDATE`` so no ``append_if_parked`` is half-way through.
+    True when the webhook is no longer parked (including: it was not parked). Takes
+    the parked row ``FOR UPDATE`` so no ``append_if_parked`` is half-way through.
     """
     key = _uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
@@ -160,7 +161,7 @@ async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
             "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1 FOR UPDATE", key
         )
         if parked is None:
-            return False
+            return True
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM backlog WHERE webhook_id = $1)", key):
             return False
         await conn.execute("DELETE FROM parked_webhooks WHERE webhook_id = $1", key)
