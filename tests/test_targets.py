@@ -11,12 +11,15 @@ import socket
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.errors import BlockedDestination
 from dispatcher.settings import Settings
 from dispatcher.targets import (
     GuardedResolver,
     InvalidTarget,
+    IPAddress,
     check_literal_host,
     check_target_url,
     forbidden_reason,
@@ -337,3 +340,38 @@ async def test_guarded_resolver_honours_the_allowlist() -> None:
     guard = GuardedResolver(["127.0.0.0/8"], inner=TableResolver(DNS))
     answers = await guard.resolve("localhost", 443)
     assert [answer["host"] for answer in answers] == ["127.0.0.1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses(v=4))
+def test_embedded_ipv4_is_judged_like_the_ipv4(ip: ipaddress.IPv4Address) -> None:
+    """IPv4-mapped, 6to4 and NAT64 forms of an address are allowed iff the address is."""
+    allowed = forbidden_reason(ip, ()) is None
+    mapped = ipaddress.IPv6Address(f"::ffff:{ip}")
+    sixtofour = ipaddress.IPv6Address((0x2002 << 112) | (int(ip) << 80) | 1)
+    nat64 = ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(ip))
+    for form in (mapped, sixtofour, nat64):
+        assert (forbidden_reason(form, ()) is None) is allowed, form
+
+
+NETWORKS = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(NETWORKS).flatmap(lambda net: st.ip_addresses(network=net)))
+def test_every_address_of_a_forbidden_network_is_forbidden(ip: IPAddress) -> None:
+    """Not just the examples: any address inside a forbidden range is refused."""
+    assert forbidden_reason(ip, ()) is not None
