@@ -138,7 +138,13 @@ class Router:
         assert self._consumer is not None
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                except KafkaError as exc:
+                    # The client reconnects by itself; log and keep polling.
+                    log.warning("router.fetch_failed", error=str(exc))
+                    await asyncio.sleep(RETRY_DELAY_S)
+                    continue
                 if batch:
                     async with self._batch_lock:
                         await self._route_batch(batch)

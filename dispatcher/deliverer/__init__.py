@@ -51,6 +51,7 @@ FETCH_MAX_WAIT_MS = 5
 POLL_TIMEOUT_MS = 100
 MAX_POLL_RECORDS = 500
 COMMIT_INTERVAL_S = 0.1
+FETCH_RETRY_DELAY_S = 0.5
 # Unfinished deliveries above which fetching pauses; it resumes below half of it.
 MAX_BUFFERED = 5000
 
@@ -148,6 +149,8 @@ class Deliverer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_poll_records=MAX_POLL_RECORDS,
+            # A revocation waits for in-flight requests (up to the delivery timeout).
+            rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
         )
         consumer.subscribe([settings.deliveries_topic], listener=_Rebalance(self))
         await consumer.start()
@@ -171,7 +174,13 @@ class Deliverer:
         scheduler = asyncio.create_task(self._scheduler.run(), name="deliverer-backlog")
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                except KafkaError as exc:
+                    # The client reconnects by itself; log and keep polling.
+                    log.warning("deliverer.fetch_failed", error=str(exc))
+                    await asyncio.sleep(FETCH_RETRY_DELAY_S)
+                    continue
                 self._accept(batch)
                 self._apply_backpressure()
         finally:
