@@ -28,8 +28,10 @@ BOX = SecretBox.from_setting(TEST_SECRET_KEY)
 
 
 @pytest.fixture
-async def clean_backlog(pool: Any) -> None:
-    """Start with nothing parked (the session database is shared by all tests)."""
+async def clean_backlog(pool: Any) -> AsyncIterator[None]:
+    """Nothing parked before or after the test (the session database is shared)."""
+    await pool.execute("DELETE FROM parked_webhooks; DELETE FROM backlog")
+    yield
     await pool.execute("DELETE FROM parked_webhooks; DELETE FROM backlog")
 
 
