@@ -169,11 +169,14 @@ class Running:
         await asyncio.wait_for(asyncio.shield(self.task), within)
 
     async def kill(self) -> None:
-        """Abrupt stop: cancel the task; nothing more is committed.
+        """Abrupt stop: cancel the task; nothing more is committed, in-flight work is lost.
 
-        The consumer's sockets are closed by the cancellation's cleanup, but no
-        graceful release runs before it. For a true kill -9 use ``spawn_deliverer``.
+        The consumer's sockets are closed by the cancellation's cleanup (so the group
+        rebalances at once), but no graceful release or final commit runs. For a true
+        kill -9 use ``spawn_deliverer``.
         """
+        if isinstance(self.service, Deliverer):
+            self.service.abort()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task

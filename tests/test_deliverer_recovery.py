@@ -133,3 +133,37 @@ async def test_two_deliverers_split_partitions_and_adding_or_removing_one_loses_
     assert split[0] >= 1 and split[1] >= 1
     for path in webhook_paths:
         _assert_first_arrivals_in_order(rx.on(path), published)
+
+
+async def test_in_process_crash_commits_nothing_more_and_a_successor_delivers_the_rest(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """An aborted deliverer (helper ``kill``) leaves work uncommitted; the next one delivers it."""
+    await ensure_mirror_topics(settings, [TOPIC])
+    group = f"hooklane-deliverer-{settings.topic_prefix}"
+    gate = asyncio.Event()
+
+    async def held(_request: Received) -> int:
+        await gate.wait()
+        return 200
+
+    async with Receiver(respond=held) as rx:
+        await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
+        router = await start_router(settings)
+        first = await start_deliverer(settings, group_id=group)
+        try:
+            published = await _publish(settings, tenant.id, 20, keys=1)
+            await wait_until(lambda: len(rx.requests) == 1)  # the head is held in flight
+            await first.kill()
+            gate.set()
+            second = await start_deliverer(settings, group_id=group)
+            try:
+                await wait_until(lambda: set(rx.event_ids()) >= set(published), within=60)
+            finally:
+                await second.stop()
+        finally:
+            gate.set()
+            await router.stop()
+    # the held request was never acknowledged to the first deliverer: it comes again
+    assert rx.event_ids().count(published[0]) >= 2
+    _assert_first_arrivals_in_order(rx.requests, published)

@@ -88,6 +88,7 @@ class Deliverer:
         self._given_sender = sender
         self._max_buffered = max_buffered
         self._stopping = asyncio.Event()
+        self._aborted = False
         self._commit_lock = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
         self._paused = False
@@ -160,6 +161,13 @@ class Deliverer:
     def stop(self) -> None:
         """Ask ``run()`` to stop taking work, finish in-flight, commit and leave."""
         self._stopping.set()
+
+    def abort(self) -> None:
+        """Make the next exit of ``run()`` skip finishing in-flight work and committing.
+
+        Cancel the ``run()`` task afterwards: together they simulate a crash in-process.
+        """
+        self._aborted = True
 
     async def run(self) -> None:
         """Deliver until ``stop()``."""
@@ -271,14 +279,15 @@ class Deliverer:
         self, background: list[asyncio.Task[None]], scheduler: asyncio.Task[None]
     ) -> None:
         try:
+            if self._aborted:
+                return  # a simulated crash: commit nothing more
             if self.worker is not None and self._consumer is not None:
                 await self._release(self.assignment)
             await scheduler  # it finishes its current attempts within the delivery timeout
         finally:
-            scheduler.cancel()
-            for task in background:
+            for task in [scheduler, *background]:
                 task.cancel()
-            for task in background:
+            for task in [scheduler, *background]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if self.worker is not None:
