@@ -41,6 +41,8 @@ BACKLOG_ENV = {"HOOKLANE_RETRY_SCHEDULE": "0.5s,1s,2s,2s", "HOOKLANE_PARK_AFTER"
 MB = 1024.0
 WARM_UP_S = 60.0
 ROUTE_SETTLE_S = 3.0
+# A router that has routed nothing after this long is not going to.
+ROUTE_START_S = 120.0
 
 
 def failing_modes(webhooks: int, fraction: float) -> list[str]:
@@ -407,6 +409,12 @@ async def _wait_routed(
             last_size, last_change = routed, now
         if routed >= events or (routed > 0 and now - last_change >= ROUTE_SETTLE_S):
             break
+        if routed == 0 and now - started >= ROUTE_START_S:
+            progress.close("no progress")
+            raise RuntimeError(
+                f"the router routed nothing in {ROUTE_START_S:.0f}s: the embedded broker did "
+                f"not serve the {events:,}-event topic (see the process logs)"
+            )
         await asyncio.sleep(0.5)
     progress.close()
     return time.monotonic() - started, routed
