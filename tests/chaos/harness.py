@@ -38,7 +38,7 @@ class Outcome:
     events: int  # (event, webhook) deliveries expected
     lost: int
     duplicates: int
-    recovery_s: float  # worst time from a disruption's end to new events flowing again
+    recovery_s: float  # worst time from a disruption's end until its backlog was delivered
     disruptions: int
 
     def row(self) -> tuple[str, ...]:
@@ -47,7 +47,7 @@ class Outcome:
             str(self.events),
             str(self.lost),
             str(self.duplicates),
-            f"{self.recovery_s:.1f}",
+            f"{self.recovery_s:.2f}",
             str(self.disruptions),
         )
 
@@ -149,9 +149,9 @@ class Ledger:
         receipts = self.receipts(rx)
         expected = len(self.published) * len(self.webhook_paths)
         unique = {(webhook, event) for webhook, event, _ in receipts if event in self.published}
-        first_seen: dict[str, float] = {}
-        for _, event, at in receipts:
-            first_seen[event] = min(at, first_seen.get(event, at))
+        first_seen: dict[tuple[str, str], float] = {}  # (webhook, event) -> first receipt
+        for webhook, event, at in receipts:
+            first_seen[(webhook, event)] = min(at, first_seen.get((webhook, event), at))
         return Outcome(
             scenario=scenario,
             events=expected,
@@ -161,16 +161,16 @@ class Ledger:
             disruptions=len(disruption_ends),
         )
 
-    def _recovery(self, end: float, first_seen: dict[str, float]) -> float:
-        """Seconds from ``end`` until an event published after it was first delivered
-        (or, when none was published after it, until the last event was delivered)."""
-        after = [
-            first_seen[e] for e, sent in self.published.items() if sent >= end and e in first_seen
+    def _recovery(self, end: float, first_seen: dict[tuple[str, str], float]) -> float:
+        """Seconds from a disruption's ``end`` until every delivery of the events published
+        before it had arrived: the backlog it caused is drained (0 if nothing was owed)."""
+        owed = [
+            first_seen.get((webhook, event), end)
+            for event, sent in self.published.items()
+            if sent < end
+            for webhook in self.webhook_paths
         ]
-        if after:
-            return max(0.0, min(after) - end)
-        delivered = [first_seen[e] for e in self.published if e in first_seen]
-        return max(0.0, max(delivered, default=end) - end)
+        return max(0.0, max(owed, default=end) - end)
 
 
 async def prepare(settings: Settings, rx: Receiver, webhooks: int = 2) -> Ledger:

@@ -54,8 +54,10 @@ def restart_database(
 
     async def disrupt(stack: Stack) -> list[float]:
         ends = []
-        conn = await asyncpg.connect(settings.database_url)
-        name = await conn.fetchval("SELECT current_database()")
+        # ALTER DATABASE cannot refuse connections to the database it is run from.
+        maintenance = settings.database_url.rsplit("/", 1)[0] + "/postgres"
+        name = settings.database_url.rsplit("/", 1)[1]
+        conn = await asyncpg.connect(maintenance)
         try:
             for _ in range(outages):
                 await asyncio.sleep(rng.uniform(2.0, 4.0))
@@ -63,7 +65,8 @@ def restart_database(
                 try:
                     await conn.fetchval(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " WHERE datname = $1",
+                        name,
                     )
                     await asyncio.sleep(down_s)
                 finally:
