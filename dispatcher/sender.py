@@ -57,7 +57,8 @@ class AiohttpSender:
     Unless ``allow_private_targets`` is on, the connect-time SSRF guard is active: every
     DNS answer goes through ``GuardedResolver`` (wrapping ``resolver``, aiohttp's
     default when None) and IP-literal hosts are checked before the request, so a
-    forbidden address raises ``BlockedDestination`` and no byte is sent to it.
+    forbidden address raises ``BlockedDestination`` and no byte is sent to it. A given
+    ``connector`` must bring its own resolver: the guard wraps the default connector's.
     """
 
     def __init__(
@@ -95,6 +96,8 @@ class AiohttpSender:
                 content = await response.content.read(MAX_RESPONSE_BODY)
                 return Response(response.status, content, response.headers.get("Retry-After"))
         except DeliveryError:
+            # Includes BlockedDestination from GuardedResolver: aiohttp wraps only OSErrors
+            # from a resolver (in ClientConnectorDNSError), so it arrives unwrapped.
             raise
         except TimeoutError as exc:
             raise DeliveryTimeout("no answer within the delivery timeout") from exc
