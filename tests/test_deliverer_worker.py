@@ -337,3 +337,29 @@ async def test_task_kinds_are_delivered_alike(settings: Settings, kind: str) -> 
         event = Event("e0", "T", "tenant", 0, {})
         h.worker.submit(DeliveryTask("w", event, kind), TP, 1)  # type: ignore[arg-type]
         await wait_until(lambda: len(h.sender.sent) == 1, within=5)
+
+
+async def test_a_failing_target_load_delays_only_that_lane(settings: Settings) -> None:
+    """If Postgres cannot load a webhook, its lane retries shortly; other lanes keep going."""
+    sender = FakeSender()
+    attempts = {"broken": 0}
+
+    async def load(webhook_id: str) -> WebhookTarget | None:
+        if webhook_id == "broken":
+            attempts["broken"] += 1
+            if attempts["broken"] == 1:
+                raise OSError("connection refused")
+        return _target(webhook_id)
+
+    worker = Worker(settings, sender, TargetCache(load), FakeStore())
+    running = asyncio.create_task(worker.run())
+    try:
+        event = Event("e-broken", "T", "tenant", 0, {})
+        worker.submit(DeliveryTask("broken", event), TP, 1)
+        worker.submit(DeliveryTask("fine", Event("e-fine", "T", "tenant", 0, {})), TP, 2)
+        await wait_until(lambda: len(sender.sent) == 2, within=10)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert [event_id for _url, event_id in sender.sent] == ["e-fine", "e-broken"]

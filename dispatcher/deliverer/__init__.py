@@ -89,6 +89,7 @@ class Deliverer:
         self._max_buffered = max_buffered
         self._stopping = asyncio.Event()
         self._aborted = False
+        self._crashed: BaseException | None = None
         self._commit_lock = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
         self._paused = False
@@ -180,6 +181,8 @@ class Deliverer:
             asyncio.create_task(self._commit_periodically(), name="deliverer-commit"),
         ]
         scheduler = asyncio.create_task(self._scheduler.run(), name="deliverer-backlog")
+        for task in [*background, scheduler]:
+            task.add_done_callback(self._background_ended)
         try:
             while not self._stopping.is_set():
                 try:
@@ -194,6 +197,18 @@ class Deliverer:
         finally:
             self._scheduler.stop()
             await self._shutdown(background, scheduler)
+        if self._crashed is not None:
+            raise RuntimeError("a deliverer task failed") from self._crashed
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        # These tasks run until shutdown; one ending early is a bug: stop (committing
+        # what is finished) and exit with an error so the supervisor restarts us.
+        if task.cancelled() or self._stopping.is_set():
+            return
+        error = task.exception()
+        log.error("deliverer.task_failed", task=task.get_name(), error=repr(error))
+        self._crashed = error or RuntimeError(f"{task.get_name()} ended")
+        self._stopping.set()
 
     # -- intake and backpressure ------------------------------------------------------
 

@@ -34,6 +34,7 @@ from dispatcher.deliverer.offsets import OffsetTracker
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.events import DeliveryTask
+from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
 
@@ -182,7 +183,14 @@ class Worker:
             while True:
                 lane = await self._ready.get()
                 lane.queued = False
-                await self._dispatch(lane)
+                try:
+                    await self._dispatch(lane)
+                except (*STORE_ERRORS, SecretKeyError) as exc:
+                    # Loading the target failed (Postgres away, or HOOKLANE_SECRET_KEY
+                    # cannot open its secret): retry the lane shortly; the others go on.
+                    log.error("lane.target_unavailable", webhook_id=lane.webhook_id, error=str(exc))
+                    lane.next_attempt_at = self._clock() + STORE_RETRY_S
+                    self._schedule(lane)
         finally:
             for timer in self._timers.values():
                 timer.cancel()
