@@ -363,3 +363,22 @@ async def test_a_failing_target_load_delays_only_that_lane(settings: Settings) -
         with contextlib.suppress(asyncio.CancelledError):
             await running
     assert [event_id for _url, event_id in sender.sent] == ["e-fine", "e-broken"]
+
+
+async def test_a_rewound_partition_starts_a_fresh_tracker(settings: Settings) -> None:
+    """Offsets read again from an earlier position replace the stale queue instead of failing."""
+    gate = asyncio.Event()
+
+    async def gated(_url: str, _event: str) -> int:
+        await gate.wait()
+        return 200
+
+    async with harness(settings, {"w": _target("w")}, FakeSender(answer=gated)) as h:
+        for offset in (10, 11, 12):
+            h.worker.submit(DeliveryTask("w", Event(f"e{offset}", "T", "t", 0, {})), TP, offset)
+        await wait_until(lambda: len(h.sender.sent) == 1, within=5)
+        for offset in (11, 12):  # re-read after a rebalance
+            h.worker.submit(DeliveryTask("w", Event(f"e{offset}", "T", "t", 0, {})), TP, offset)
+        gate.set()
+        await wait_until(lambda: h.worker.committable().get(TP) == 13, within=5)
+    assert [event_id for _url, event_id in h.sender.sent] == ["e10", "e11", "e12"]

@@ -45,6 +45,11 @@ class OffsetTracker:
             heapq.heappop(self._heap)
 
     @property
+    def last(self) -> int | None:
+        """The highest offset added so far."""
+        return self._last
+
+    @property
     def unfinished(self) -> int:
         """How many added offsets are not done."""
         return len(self._open)

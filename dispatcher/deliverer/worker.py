@@ -98,7 +98,7 @@ class Worker:
 
     def submit(self, task: DeliveryTask, partition: TopicPartition, offset: int) -> None:
         """Queue a delivery read at ``offset`` of ``partition``."""
-        tracker = self.tracker(partition)
+        tracker = self._tracker_for(partition, offset)
         tracker.add(offset)
         lane = self.lanes.get(task.webhook_id)
         if lane is None:
@@ -110,9 +110,20 @@ class Worker:
 
     def skip(self, partition: TopicPartition, offset: int) -> None:
         """Record an offset that needs no delivery (an invalid task) as finished."""
-        tracker = self.tracker(partition)
+        tracker = self._tracker_for(partition, offset)
         tracker.add(offset)
         tracker.done(offset)
+
+    def _tracker_for(self, partition: TopicPartition, offset: int) -> OffsetTracker:
+        tracker = self.tracker(partition)
+        if tracker.last is not None and offset <= tracker.last:
+            # The partition was re-read from its committed offset (e.g. lost and got back
+            # between two fetches): start over; the earlier copies are duplicates now.
+            log.warning("worker.partition_rewound", partition=partition.partition, offset=offset)
+            self.revoke([partition])
+            self.forget([partition])
+            tracker = self.tracker(partition)
+        return tracker
 
     async def refresh_parked(self) -> None:
         """Learn which webhooks are parked (at start-up and when partitions move here).
