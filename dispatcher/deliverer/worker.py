@@ -288,15 +288,15 @@ class Worker:
                 result = await attempt_delivery(
                     self._sender, target, entry.task, entry.attempts + 1, self._clock
                 )
+            except asyncio.CancelledError:
+                lane.abandon()  # shutdown: not finished, so not committed
+                raise
             finally:
                 self._slots.release()
             entry.attempts += 1
             if self._on_attempt is not None:
                 self._on_attempt(result)
             await self._handle(lane, target, entry, result)
-        except asyncio.CancelledError:
-            lane.abandon()  # shutdown: not finished, so not committed
-            raise
         finally:
             self._in_flight[entry.partition] -= 1
             async with self._idle:
