@@ -347,9 +347,13 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
             parked_max = max(parked_max, await stack.parked_webhooks())
 
         timeout = options.timeout or default_timeout(sizes.backlog_events, 120.0)
-        watch = await wait_for_deliveries(
-            receiver, sizes.backlog_events, timeout, run.children, "drain", _every(1.0, tick)
-        )
+        recorder = await profiling.start(options.profile, "backlog", run.children)
+        try:
+            watch = await wait_for_deliveries(
+                receiver, sizes.backlog_events, timeout, run.children, "drain", _every(1.0, tick)
+            )
+        finally:
+            profiles = await profiling.finish(recorder)
     finally:
         await run.stop()
         stack.stop_broker()
@@ -378,6 +382,8 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
         "router_peak_rss_mb": round(run.router.peak_rss_kb / MB, 1),
         "parked_webhooks_max": parked_max,
     }
+    if profiles:
+        metrics["profile"] = profiles
     return _finish("backlog", params, metrics)
 
 
