@@ -40,6 +40,7 @@ class Outcome:
     duplicates: int
     recovery_s: float  # worst time from a disruption's end until its backlog was delivered
     disruptions: int
+    logged: int = 0  # distinct (event, webhook) successes in the attempt log
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -49,11 +50,12 @@ class Outcome:
             str(self.duplicates),
             f"{self.recovery_s:.2f}",
             str(self.disruptions),
+            f"{self.logged}/{self.events}",
         )
 
 
 RESULTS: list[Outcome] = []
-HEADER = ("scenario", "events", "lost", "duplicates", "recovery s", "disruptions")
+HEADER = ("scenario", "events", "lost", "duplicates", "recovery s", "disruptions", "logged")
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -171,6 +173,20 @@ class Ledger:
             for webhook in self.webhook_paths
         ]
         return max(0.0, max(owed, default=end) - end)
+
+
+async def logged_successes(settings: Settings, ledger: Ledger) -> int:
+    """Distinct (event, webhook) pairs of the ledger recorded as successes in the attempt log."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        count = await conn.fetchval(
+            "SELECT count(DISTINCT (webhook_id, event_id)) FROM attempts"
+            " WHERE webhook_id = ANY($1::uuid[]) AND outcome = 'success' AND NOT test",
+            list(ledger.webhook_paths),
+        )
+    finally:
+        await conn.close()
+    return int(count)
 
 
 async def prepare(settings: Settings, rx: Receiver, webhooks: int = 2) -> Ledger:

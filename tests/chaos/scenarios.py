@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,15 @@ import asyncpg
 
 from dispatcher.broker import EmbeddedBroker
 from dispatcher.settings import Settings
-from tests.chaos.harness import RESULTS, Outcome, Stack, prepare, stream, table
+from tests.chaos.harness import (
+    RESULTS,
+    Outcome,
+    Stack,
+    logged_successes,
+    prepare,
+    stream,
+    table,
+)
 from tests.pipeline_helpers import Receiver, wait_until
 
 Disruption = Callable[[Stack], Awaitable[list[float]]]
@@ -121,8 +130,10 @@ async def run_scenario(
                 )
             alive = stack.alive()
         finally:
-            await stack.stop()
-        outcome = ledger.outcome(name, rx, ends)
+            await stack.stop()  # graceful: the attempt log flushes what it holds
+        outcome = dataclasses.replace(
+            ledger.outcome(name, rx, ends), logged=await logged_successes(settings, ledger)
+        )
     RESULTS.append(outcome)
     print(f"\n{table([outcome])}\n(logs: {logs})")
     assert outcome.lost == 0, f"{outcome.lost} deliveries lost (logs in {logs})"
