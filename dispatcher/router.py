@@ -6,7 +6,8 @@ the tenant's ENABLED webhooks subscribed to the topic in the in-memory
 ``SubscriptionIndex`` and writes one ``DeliveryTask`` per webhook to
 ``<prefix>deliveries``, keyed by webhook id. A message that is not a valid event goes
 to ``<prefix>dead-letter``: the original value, with the reason and its origin in
-headers. The router never crashes on input.
+headers; so does a valid event whose topic is not in the topic catalog. The router
+never crashes on input.
 
 At-least-once: all tasks and dead letters of a fetched batch are sent, every broker
 acknowledgement is awaited, and only then are the batch's offsets committed. If a send
@@ -190,36 +191,43 @@ class Router:
             log.warning("router.commit_failed", error=str(exc))
 
     async def _route(self, record: ConsumerRecord) -> list[asyncio.Future[Any]]:
-        kafka = self._producer.kafka
         topic = str(record.topic)[len(self.settings.topic_prefix) :]
         try:
             event = Event.from_message(record.value, expected_topic=topic)
+            if not await self.index.topic_known(event.topic):
+                raise InvalidMessage(f"topic {event.topic!r} is not in the topic catalog")
+            tasks = [
+                (webhook_id, DeliveryTask(webhook_id, event).to_message())
+                for webhook_id in self.index.lookup(event.tenant_id, event.topic)
+            ]
         except InvalidMessage as exc:
-            self.dead_lettered += 1
-            log.warning(
-                "router.dead_letter",
-                reason=exc.reason,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            future = await kafka.send(
-                self.settings.dead_letter_topic,
-                record.value if record.value is not None else b"",
-                key=record.key,
-                headers=dead_letter_headers(record, exc.reason),
-            )
-            return [future]
+            return [await self._dead_letter(record, exc.reason)]
+        except Exception as exc:  # never crash on input: whatever this message does
+            log.exception("router.unroutable", topic=record.topic, offset=record.offset)
+            return [await self._dead_letter(record, f"cannot route: {type(exc).__name__}: {exc}")]
         self.routed += 1
-        futures = []
-        for webhook_id in self.index.lookup(event.tenant_id, event.topic):
-            task = DeliveryTask(webhook_id, event)
-            futures.append(
-                await kafka.send(
-                    self.settings.deliveries_topic, task.to_message(), key=webhook_id.encode()
-                )
-            )
-        return futures
+        kafka = self._producer.kafka
+        return [
+            await kafka.send(self.settings.deliveries_topic, message, key=webhook_id.encode())
+            for webhook_id, message in tasks
+        ]
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
+        self.dead_lettered += 1
+        log.warning(
+            "router.dead_letter",
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        future: asyncio.Future[Any] = await self._producer.kafka.send(
+            self.settings.dead_letter_topic,
+            record.value if record.value is not None else b"",
+            key=record.key,
+            headers=dead_letter_headers(record, reason),
+        )
+        return future
 
 
 async def run_router(settings: Settings) -> None:

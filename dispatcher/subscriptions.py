@@ -7,6 +7,9 @@ on ``webhooks`` notifies the id of every inserted, updated or deleted row) reloa
 just that row, and a periodic full resync (also after a lost listener connection)
 repairs anything a missed notification left stale.
 
+The index also knows the topic catalog (``topic_known``): loaded with every resync,
+a topic it has not seen is looked up once (and again after ``UNKNOWN_TOPIC_TTL_S``).
+
 ``WebhookChanges`` is reusable: the deliverer's target cache follows the same channel.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,6 +30,11 @@ CHANNEL = "hooklane_webhooks"
 RESYNC_INTERVAL_S = 30.0
 RECONNECT_DELAY_S = 1.0
 
+# An unknown topic is looked up again after this long (it may have just been added).
+UNKNOWN_TOPIC_TTL_S = 1.0
+MAX_UNKNOWN_TOPICS = 10_000
+CATALOG_TOPICS = "SELECT name FROM topics"
+ONE_TOPIC = "SELECT 1 FROM topics WHERE name = $1"
 ENABLED_WEBHOOKS = "SELECT id::text AS id, tenant_id, topics FROM webhooks WHERE state = 'ENABLED'"
 ONE_WEBHOOK = "SELECT id::text AS id, tenant_id, topics, state FROM webhooks WHERE id = $1::uuid"
 
@@ -166,6 +175,8 @@ class SubscriptionIndex:
         self._changes = WebhookChanges(database_url, self._reload, self._resync, resync_interval)
         # Bumped after every applied change; tests wait on it.
         self.version = 0
+        self._known_topics: set[str] = set()
+        self._unknown_until: dict[str, float] = {}
 
     async def start(self) -> None:
         """Load every ENABLED webhook and start following changes."""
@@ -187,8 +198,36 @@ class SubscriptionIndex:
         """The ENABLED webhooks of ``tenant_id`` subscribed to ``topic``."""
         return self.subscriptions.lookup(tenant_id, topic)
 
+    async def topic_known(self, topic: str) -> bool:
+        """Whether ``topic`` is in the topic catalog (cached; unknown answers expire fast).
+
+        Postgres being unreachable answers True: routing goes on, and a topic outside
+        the catalog has no subscribers anyway (the API only accepts catalog topics).
+        """
+        if topic in self._known_topics:
+            return True
+        now = time.monotonic()
+        if self._unknown_until.get(topic, 0.0) > now:
+            return False
+        if self._pool is None:
+            return True
+        try:
+            found = await self._pool.fetchval(ONE_TOPIC, topic)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("subscriptions.catalog_unavailable", error=str(exc))
+            return True
+        if found:
+            self._known_topics.add(topic)
+            self._unknown_until.pop(topic, None)
+            return True
+        if len(self._unknown_until) > MAX_UNKNOWN_TOPICS:
+            self._unknown_until.clear()
+        self._unknown_until[topic] = now + UNKNOWN_TOPIC_TTL_S
+        return False
+
     async def _resync(self) -> None:
         assert self._pool is not None
+        self._known_topics = {row["name"] for row in await self._pool.fetch(CATALOG_TOPICS)}
         rows = await self._pool.fetch(ENABLED_WEBHOOKS)
         self.subscriptions.replace_all((r["id"], r["tenant_id"], r["topics"]) for r in rows)
         self.version += 1

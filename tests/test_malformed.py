@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from dispatcher.events import DeliveryTask, Event
@@ -158,11 +157,6 @@ async def test_malformed_events_are_dead_lettered_and_good_ones_still_deliver(
     assert set(rx.event_ids()) == wanted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (reported): the router routes events of mirror topics outside the"
-    " catalog to no webhook instead of dead-lettering them",
-)
 async def test_unknown_topic_is_dead_lettered(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:

@@ -190,3 +190,24 @@ async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Setting
     await asyncio.sleep(3)  # let it join the group
     assert router.process.returncode is None
     assert await router.terminate() == 0
+
+
+async def test_topic_catalog_check_learns_new_topics(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Unknown topics are refused until added to the catalog; then accepted within the TTL."""
+    from dispatcher.store.topics import add_topic
+    from dispatcher.subscriptions import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
+
+    index = SubscriptionIndex(settings.database_url)
+    await index.start()
+    name = f"LATE.TOPIC.{settings.topic_prefix.strip('.').upper()}"
+    try:
+        assert await index.topic_known(TOPIC)  # seeded catalog, loaded at start
+        assert not await index.topic_known(name)
+        await add_topic(pool, name, "added while running", {"type": "object"})
+        await asyncio.sleep(UNKNOWN_TOPIC_TTL_S)
+        assert await index.topic_known(name)
+    finally:
+        await index.stop()
+        await pool.execute("DELETE FROM topics WHERE name = $1", name)
