@@ -382,3 +382,22 @@ async def test_a_rewound_partition_starts_a_fresh_tracker(settings: Settings) ->
         gate.set()
         await wait_until(lambda: h.worker.committable().get(TP) == 13, within=5)
     assert [event_id for _url, event_id in h.sender.sent] == ["e10", "e11", "e12"]
+
+
+async def test_an_internal_error_gives_the_delivery_up_and_the_lane_goes_on(
+    settings: Settings,
+) -> None:
+    """An exception inside Hooklane records the delivery as failed instead of wedging the lane."""
+
+    async def answer(_url: str, event_id: str) -> int:
+        if event_id == "poison":
+            raise RuntimeError("boom")
+        return 200
+
+    async with harness(settings, {"w": _target("w")}, FakeSender(answer=answer)) as h:
+        h.submit("w", "poison")
+        h.submit("w", "fine")
+        await wait_until(lambda: h.worker.committable().get(TP) == 3, within=5)
+    assert [event_id for event_id, _ in h.store.failed] == ["poison"]
+    assert "internal error" in h.store.failed[0][1]
+    assert h.sender.delivered_to(_url("w")) == ["poison", "fine"]

@@ -51,6 +51,26 @@ STORE_RETRY_S = 1.0
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+def internal_failure(
+    target: WebhookTarget, entry: Pending, now: float, error: Exception
+) -> AttemptResult:
+    """A non-retriable result for an attempt that failed inside Hooklane, not at the receiver."""
+    event = entry.task.event
+    return AttemptResult(
+        webhook_id=target.id,
+        tenant_id=target.tenant_id,
+        event_id=event.id,
+        topic=event.topic,
+        attempt=entry.attempts + 1,
+        attempted_at=now,
+        duration_ms=0.0,
+        error=f"internal error: {type(error).__name__}: {error}",
+        error_class="InternalError",
+        retriable=False,
+        test=entry.task.kind == "test",
+    )
+
+
 class Worker:
     """Runs the lanes of one deliverer process (see the module docstring)."""
 
@@ -291,6 +311,11 @@ class Worker:
             except asyncio.CancelledError:
                 lane.abandon()  # shutdown: not finished, so not committed
                 raise
+            except Exception as exc:
+                # A bug or a poison task (it cannot even be encoded): give this delivery
+                # up, on record, rather than wedging its lane and its partition's offsets.
+                log.exception("delivery.internal_error", webhook_id=target.id)
+                result = internal_failure(target, entry, self._clock(), exc)
             finally:
                 self._slots.release()
             entry.attempts += 1
