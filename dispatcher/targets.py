@@ -237,7 +237,20 @@ def _parse(url: str, settings: Settings) -> tuple[str, int]:
         raise InvalidTarget("the URL has no host")
     if port == 0:
         raise InvalidTarget("the URL's port must be 1-65535")
-    return host, port or (443 if parts.scheme.lower() == "https" else 80)
+    return _ascii_host(host), port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _ascii_host(host: str) -> str:
+    """``host`` as the resolver will see it: IP literals as they are, names IDNA-encoded
+    (so a full-width "localhost" is judged as ``localhost``); InvalidTarget if impossible."""
+    if literal_ip(host) is not None:
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidTarget(
+            f"the host {host!r} is not a valid domain name (empty or over-long label)"
+        ) from None
 
 
 async def _resolve_all(host: str, port: int, resolve: Resolve) -> list[IPAddress]:

@@ -38,6 +38,7 @@ async def strict_client(settings: Settings) -> AsyncIterator[Client]:
         ("https://2130706433/hook", "canonical"),
         ("http://8.8.8.8/hook", "https"),
         ("https://user:pw@8.8.8.8/hook", "credentials"),
+        ("https://a..example.com/hook", "not a valid domain name"),
     ],
 )
 async def test_create_refuses_internal_urls(

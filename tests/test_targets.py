@@ -206,6 +206,11 @@ async def test_accepts_public_https_urls(url: str) -> None:
         ("https://127.1/", "canonical"),
         ("https://0x7f.0.0.1/", "canonical"),
         ("https://unknown.example.com/", "does not resolve"),
+        ("https://a..example.com/", "not a valid domain name"),
+        ("https://" + "a" * 64 + ".example.com/", "not a valid domain name"),
+        ("https://\u00ad/", "not a valid domain name"),
+        ("https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "loopback"),
+        ("https://\uff11\uff12\uff17.\uff10.\uff10.\uff11/", "loopback"),
         ("https://empty.example.com/", "does not resolve"),
     ],
 )
