@@ -176,7 +176,8 @@ def check_literal_host(host: str, settings: Settings) -> None:
     """Raise BlockedDestination for a numeric host that is not an allowed IP literal.
 
     aiohttp connects to IP-literal hosts without asking the resolver, so the
-    connect-time guard checks them here, with aiohttp's own test for "literal".
+    connect-time guard checks them here; ``looks_numeric`` covers every host aiohttp
+    treats as a literal (``":" in host`` or digits and dots) and hex forms too.
     """
     if settings.allow_private_targets or not looks_numeric(host):
         return
