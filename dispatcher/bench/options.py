@@ -47,7 +47,7 @@ QUICK = Sizes(
     webhooks=20,
     rate=200.0,
     duration=10.0,
-    backlog_events=50_000,
+    backlog_events=30_000,
     backlog_webhooks=1_000,
     down=3.0,
 )
