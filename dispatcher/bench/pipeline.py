@@ -41,6 +41,7 @@ BACKLOG_ENV = {"HOOKLANE_RETRY_SCHEDULE": "0.5s,1s,2s,2s", "HOOKLANE_PARK_AFTER"
 MB = 1024.0
 WARM_UP_S = 60.0
 ROUTE_SETTLE_S = 3.0
+IDLE_SAMPLE_S = 2.0
 # A router that has routed nothing after this long is not going to.
 ROUTE_START_S = 120.0
 
@@ -272,13 +273,26 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         hooks = await stack.webhooks([*urls, webhook_url(receiver.port, "ok", "warmup")])
         await run.start_dispatcher()
         warm_up_s = await run.warm_up(hooks.tenant_ids[-1])
-        cpu0 = run.cpu()
+        # What the idle pipeline costs (polling), before any load.
+        idle0 = _cpu_by_process(run, stack)
+        await asyncio.sleep(IDLE_SAMPLE_S)
+        idle = {
+            f"idle_{name}_core_share": round((used - idle0[name]) / IDLE_SAMPLE_S, 3)
+            for name, used in _cpu_by_process(run, stack).items()
+        }
+        cpu0, started = run.cpu(), time.monotonic()
+        shares0 = _cpu_by_process(run, stack)
         published, publish_s = await paced_publish(
             settings, hooks.tenant_ids[:-1], sizes.rate, sizes.duration
         )
         timeout = options.timeout or 30.0
         watch = await wait_for_deliveries(receiver, published, timeout, run.children)
         cpu = run.cpu() - cpu0
+        elapsed = time.monotonic() - started
+        shares = {
+            f"{name}_core_share": round((used - shares0[name]) / elapsed, 3)
+            for name, used in _cpu_by_process(run, stack).items()
+        }
         latencies = await receiver.samples("latencies")
         arrivals = await receiver.samples("arrivals")
         assert settings.kafka_bootstrap_servers is not None
@@ -314,6 +328,8 @@ async def run_latency(stack: Stack, options: BenchOptions) -> ScenarioResult:
         "routed_p99_ms": routed_summary["p99"],
         "cpu_us_per_delivery": per_item_us(cpu, delivered),
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
+        **shares,
+        **idle,
         # [second of publishing, deliveries, p50 s, max s]
         "timeline": timeline(
             [a - lat for a, lat in zip(arrivals, latencies, strict=True)], latencies
@@ -385,6 +401,16 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
     if profiles:
         metrics["profile"] = profiles
     return _finish("backlog", params, metrics)
+
+
+def _cpu_by_process(run: Running, stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of router, deliverer, broker and receiver."""
+    return {
+        "router": run.router.cpu(),
+        "deliverer": run.deliverer.cpu(),
+        "broker": stack.broker_cpu(),
+        "receiver": run.receiver.child.cpu() if run.receiver else 0.0,
+    }
 
 
 async def _wait_routed(
