@@ -44,8 +44,6 @@ GROUP_ID = "hooklane-router"
 INTERNAL_TOPICS = ("deliveries", "dead-letter")
 MAX_BATCH = 1000
 POLL_TIMEOUT_MS = 200
-# Low fetch wait: an event at low rate is routed in milliseconds, not the 500 ms default.
-FETCH_MAX_WAIT_MS = 5
 # How soon a newly created mirror topic is noticed by the pattern subscription.
 METADATA_MAX_AGE_MS = 5000
 RETRY_DELAY_S = 0.5
@@ -121,7 +119,7 @@ class Router:
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_BATCH,
         )

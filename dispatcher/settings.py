@@ -52,6 +52,10 @@ class Settings:
     attempt_retention_days: int = 30
     deliveries_partitions: int = 16
     topic_partitions: int = 8
+    # How long a router/deliverer fetch waits for data. Brokers that answer a waiting
+    # fetch as soon as data arrives (Apache Kafka) can afford 500; the embedded tansu
+    # answers at the deadline, so this bounds each stage's added latency.
+    fetch_max_wait_ms: int = 10
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console
 
@@ -94,6 +98,7 @@ class Settings:
             (self.attempt_retention_days > 0, "ATTEMPT_RETENTION_DAYS", "must be positive"),
             (self.deliveries_partitions > 0, "DELIVERIES_PARTITIONS", "must be positive"),
             (self.topic_partitions > 0, "TOPIC_PARTITIONS", "must be positive"),
+            (0 < self.fetch_max_wait_ms <= 10_000, "FETCH_MAX_WAIT_MS", "must be 1-10000"),
             (bool(self.topic_prefix.strip()), "TOPIC_PREFIX", "must not be empty"),
             (
                 self.log_format in {"auto", "json", "console"},
@@ -173,6 +178,7 @@ _PARSERS: dict[str, Any] = {
     "attempt_retention_days": _parse_int,
     "deliveries_partitions": _parse_int,
     "topic_partitions": _parse_int,
+    "fetch_max_wait_ms": _parse_int,
 }
 
 

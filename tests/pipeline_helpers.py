@@ -241,6 +241,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ALLOW_PRIVATE_TARGETS": "true" if settings.allow_private_targets else "false",
         "DELIVERIES_PARTITIONS": settings.deliveries_partitions,
         "TOPIC_PARTITIONS": settings.topic_partitions,
+        "FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
         "LOG_LEVEL": settings.log_level,
         "LOG_FORMAT": "json",
     }

@@ -211,3 +211,26 @@ async def test_topic_catalog_check_learns_new_topics(
     finally:
         await index.stop()
         await pool.execute("DELETE FROM topics WHERE name = $1", name)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("25", 25), ("1", 1), ("10000", 10_000), ("0", None), ("10001", None), ("soon", None)],
+)
+def test_fetch_max_wait_setting(raw: str, expected: int | None) -> None:
+    """HOOKLANE_FETCH_MAX_WAIT_MS takes 1-10000 milliseconds; anything else is refused."""
+    from dispatcher.settings import SettingsError
+
+    env = {"HOOKLANE_FETCH_MAX_WAIT_MS": raw}
+    if expected is None:
+        with pytest.raises(SettingsError, match="FETCH_MAX_WAIT_MS"):
+            Settings.from_env(env)
+    else:
+        assert Settings.from_env(env).fetch_max_wait_ms == expected
+
+
+def test_settings_env_round_trips_for_subprocesses(settings: Settings) -> None:
+    """The helpers' environment reproduces the test settings in a child process."""
+    from tests.pipeline_helpers import settings_env
+
+    assert Settings.from_env(settings_env(settings)).replace(log_format="console") == settings

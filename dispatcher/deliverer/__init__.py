@@ -47,7 +47,6 @@ __all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
 log = structlog.get_logger(__name__)
 
 GROUP_ID = "hooklane-deliverer"
-FETCH_MAX_WAIT_MS = 5
 POLL_TIMEOUT_MS = 100
 MAX_POLL_RECORDS = 500
 COMMIT_INTERVAL_S = 0.1
@@ -149,7 +148,7 @@ class Deliverer:
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_records=MAX_POLL_RECORDS,
             # A revocation waits for in-flight requests (up to the delivery timeout).
             rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
