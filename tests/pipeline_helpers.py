@@ -78,10 +78,12 @@ class Received:
     received_at: float  # time.time()
 
     def json(self) -> Any:
+        """The decoded body."""
         return json.loads(self.body)
 
     @property
     def event_id(self) -> str:
+        """The delivered event's id (the body's ``id``)."""
         return str(self.json()["id"])
 
 
@@ -110,9 +112,11 @@ class Receiver:
         return [r for r in self.requests if r.path == "/" + path]
 
     def event_ids(self, path: str = "hook") -> list[str]:
+        """The event ids received on ``/path``, in arrival order (repeats included)."""
         return [r.event_id for r in self.on(path)]
 
     async def start(self) -> Receiver:
+        """Listen on a free loopback port (``url`` is valid afterwards)."""
         app = web.Application()
         app.router.add_post("/{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -125,6 +129,7 @@ class Receiver:
         return self
 
     async def close(self) -> None:
+        """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -183,6 +188,7 @@ class Running:
 
     @property
     def assignment(self) -> set[Any]:
+        """The partitions the service's consumer owns now."""
         consumer = self.service._consumer
         return set(consumer.assignment()) if consumer is not None else set()
 
@@ -304,6 +310,8 @@ async def ensure_mirror_topics(settings: Settings, topics: Sequence[str]) -> Non
 
 @dataclass(frozen=True)
 class CreatedWebhook:
+    """A webhook inserted by ``create_webhook``, with its plaintext secret."""
+
     id: str
     secret: str
 
