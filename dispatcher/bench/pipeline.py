@@ -71,7 +71,6 @@ def scenario(
     name: str, stack: Stack, options: BenchOptions, done: dict[str, ScenarioResult]
 ) -> Callable[[], Awaitable[ScenarioResult]]:
     """The coroutine function running scenario ``name``."""
-    sizes = options.sizes
     if name == "throughput":
         return lambda: run_throughput(stack, options, done.get("ceiling"))
     if name == "isolation":
@@ -80,7 +79,7 @@ def scenario(
         return lambda: run_latency(stack, options)
     if name == "backlog":
         return lambda: run_backlog(stack, options)
-    raise ValueError(f"no such scenario {name!r} (sizes {sizes})")
+    raise ValueError(f"no such pipeline scenario {name!r}")
 
 
 class Running:
