@@ -243,8 +243,8 @@ class Worker:
             lane.storing = True  # now, not when the task starts: one writer per lane
             self._start_task(self._spill(lane))
             return
-        if lane.queued:
-            return
+        if lane.queued or lane.in_flight >= lane.capacity():
+            return  # a finishing request schedules the lane again
         now = self._clock()
         if lane.next_attempt_at > now:
             self._wake_at(lane, lane.next_attempt_at)
