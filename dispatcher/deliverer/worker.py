@@ -7,8 +7,10 @@ may send more, so a busy webhook gets one turn per round like everybody else.
 
 Each outcome goes through the delivery policy (``dispatcher.policy``): 2xx finishes the
 delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
-a give-up finishes it. Finished deliveries are marked done in their partition's
-``OffsetTracker``; the deliverer commits what the trackers allow.
+past the in-memory window, on 410 or for a DISABLED webhook the lane moves to the
+Postgres backlog, and a give-up is recorded for replay (both in ``parking``). Finished
+deliveries are marked done in their partition's ``OffsetTracker``; the deliverer
+commits what the trackers allow.
 
 The worker does no Kafka I/O; it owns the trackers so it can tell a live delivery from
 one whose partition was revoked (those are dropped, their offsets never committed
@@ -23,7 +25,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
@@ -31,6 +32,7 @@ from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.parking import STORE_ERRORS, STORE_RETRY_S, Parking
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.events import DeliveryTask
@@ -44,11 +46,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
-# Deliveries appended to a parked backlog per round trip.
-SPILL_BATCH = 500
-# After a failed Postgres write, try again this much later.
-STORE_RETRY_S = 1.0
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def internal_failure(
@@ -89,9 +86,7 @@ class Worker:
         self.policy = policy.RetryPolicy.from_settings(settings)
         self._sender = sender
         self._targets = targets
-        self._store = store
-        # Webhooks whose deliveries go to the Postgres backlog (see ``refresh_parked``).
-        self.parked: set[str] = set()
+        self._parking = Parking(store, clock, self._finish, self._settle)
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
@@ -123,7 +118,7 @@ class Worker:
         lane = self.lanes.get(task.webhook_id)
         if lane is None:
             lane = self.lanes[task.webhook_id] = Lane(task.webhook_id)
-            lane.parked = task.webhook_id in self.parked
+            lane.parked = task.webhook_id in self._parking.parked
         lane.push(Pending(task, partition, offset, tracker))
         self.outstanding += 1
         self._schedule(lane)
@@ -151,12 +146,9 @@ class Worker:
         Only parking adds to the set; the backlog scheduler unparks, which a lane
         learns when ``append_if_parked`` answers False.
         """
-        try:
-            self.parked |= await self._store.parked_ids()
-        except STORE_ERRORS as exc:
-            log.warning("worker.parked_ids_failed", error=str(exc))
+        parked = await self._parking.refresh()
         for lane in self.lanes.values():
-            if lane.webhook_id in self.parked and not lane.in_flight and not lane.storing:
+            if lane.webhook_id in parked and not lane.in_flight and not lane.storing:
                 lane.parked = True
                 self._schedule(lane)
 
@@ -241,7 +233,7 @@ class Worker:
             return
         if lane.parked:
             lane.storing = True  # now, not when the task starts: one writer per lane
-            self._start_task(self._spill(lane))
+            self._start_task(self._parking.spill(lane))
             return
         if lane.queued or lane.in_flight >= lane.capacity():
             return  # a finishing request schedules the lane again
@@ -277,9 +269,9 @@ class Worker:
         if not target.enabled:
             # Kept in the backlog: re-enabling the webhook resumes from there, in order.
             now = self._clock()
-            parking = self._begin_park(lane, None)
+            parking = self._parking.begin(lane, None)
             if parking is not None:
-                self._start_task(self._store_park(lane, parking, 0, now, 0, now))
+                self._start_task(self._parking.store(lane, parking, 0, now, 0, now))
             return
         lane.limit = (
             1
@@ -358,14 +350,16 @@ class Worker:
                 self._wake_at(lane, decision.next_attempt_at)
             elif decision.action == "give_up":
                 lane.finished()
-                await self._give_up(lane, target, entry, result)
+                await self._parking.give_up(lane, target, entry, result)
             elif decision.action == "disable":
                 lane.finished()
-                await self._disable(lane, entry, result, failing_since, failures)
+                await self._parking.disable(lane, entry, result, failing_since, failures)
             else:  # park
                 assert decision.next_attempt_at is not None
                 lane.finished()
-                await self._park(lane, entry, failing_since, failures, decision.next_attempt_at)
+                await self._parking.park(
+                    lane, entry, failing_since, failures, decision.next_attempt_at
+                )
         self._forget_if_idle(lane)
         self._schedule(lane)
 
@@ -382,123 +376,10 @@ class Worker:
             action=decision.action,
         )
 
-    async def _give_up(
-        self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
-    ) -> None:
-        reason = result.error or "gave up"
-        try:
-            await self._store.record_failed(entry.task, target.tenant_id, reason)
-        except STORE_ERRORS as exc:
-            log.warning("delivery.record_failed_error", error=str(exc))
-            lane.requeue(entry)  # not recorded: not finished; try again shortly
-            lane.next_attempt_at = self._clock() + STORE_RETRY_S
-            return
-        self._finish(entry)
-
-    async def _disable(
-        self, lane: Lane, entry: Pending, result: AttemptResult, failing_since: float, failures: int
-    ) -> None:
-        """410 Gone: disable the webhook and keep its deliveries in the backlog."""
-        reason = f"the endpoint answered {result.status_code} Gone"
-        try:
-            await self._store.disable(lane.webhook_id, reason)
-        except STORE_ERRORS as exc:
-            log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
-        else:
-            log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
-        await self._park(lane, entry, failing_since, failures, self._clock())
-
-    async def _park(
-        self,
-        lane: Lane,
-        head: Pending | None,
-        failing_since: float,
-        failures: int,
-        next_attempt_at: float,
-    ) -> None:
-        """Move ``head`` and every pending delivery of ``lane``, in order, to the backlog."""
-        entries = self._begin_park(lane, head)
-        if entries is not None:
-            head_attempts = head.attempts if head is not None else 0
-            await self._store_park(
-                lane, entries, head_attempts, failing_since, failures, next_attempt_at
-            )
-
-    def _begin_park(self, lane: Lane, head: Pending | None) -> list[Pending] | None:
-        """Take the lane out of service (synchronously, so nothing else starts meanwhile)."""
-        if lane.storing:  # already on its way to the backlog: follow the others
-            if head is not None:
-                lane.requeue(head)
-            return None
-        lane.storing = True
-        lane.parked = True
-        self.parked.add(lane.webhook_id)
-        return ([head] if head is not None else []) + lane.drain()
-
-    async def _store_park(
-        self,
-        lane: Lane,
-        entries: list[Pending],
-        head_attempts: int,
-        failing_since: float,
-        failures: int,
-        next_attempt_at: float,
-    ) -> None:
-        try:
-            await self._store.park(
-                lane.webhook_id,
-                [entry.task for entry in entries],
-                failing_since,
-                failures,
-                next_attempt_at,
-                head_attempts,
-            )
-        except STORE_ERRORS as exc:
-            log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
-            lane.parked = False
-            self.parked.discard(lane.webhook_id)
-            for entry in entries:
-                lane.requeue(entry)
-            lane.next_attempt_at = self._clock() + STORE_RETRY_S
-        else:
-            log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
-            for entry in entries:
-                self._finish(entry)
-            lane.recovered()
-        finally:
-            lane.storing = False
+    def _settle(self, lane: Lane) -> None:
+        """After a backlog write: forget the lane if idle, else give it its next turn."""
         self._forget_if_idle(lane)
         self._schedule(lane)
-
-    async def _spill(self, lane: Lane) -> None:
-        """Append the pending deliveries of a parked lane to its backlog, in order."""
-        retry = False
-        try:
-            while lane.pending and lane.parked:
-                batch = list(lane.pending)[:SPILL_BATCH]
-                appended = await self._store.append_if_parked(
-                    lane.webhook_id, [entry.task for entry in batch]
-                )
-                if not appended:  # the scheduler drained and unparked it: back to memory
-                    log.info("lane.unparked", webhook_id=lane.webhook_id)
-                    lane.parked = False
-                    self.parked.discard(lane.webhook_id)
-                    lane.recovered()
-                    break
-                stored = {id(entry) for entry in batch}
-                lane.drop(lambda entry, stored=stored: id(entry) in stored)  # type: ignore[misc]
-                for entry in batch:
-                    self._finish(entry)
-        except STORE_ERRORS as exc:
-            log.warning("lane.append_failed", webhook_id=lane.webhook_id, error=str(exc))
-            retry = True
-        finally:
-            lane.storing = False
-        if retry:
-            asyncio.get_running_loop().call_later(STORE_RETRY_S, self._schedule, lane)
-        else:
-            self._forget_if_idle(lane)
-            self._schedule(lane)
 
     def _finish(self, entry: Pending) -> None:
         entry.tracker.done(entry.offset)

@@ -1,0 +1,185 @@
+"""Moving a lane's deliveries between memory and Postgres (the backlog).
+
+``Parking`` is the worker's part that writes to the ``DeliveryStore``:
+
+- ``park``: a lane failing past the in-memory window (or a webhook that is DISABLED,
+  or answered 410) moves its head and every pending delivery, in order, to the
+  backlog; the offsets are finished, so the partition moves on.
+- ``spill``: later deliveries of a parked webhook are appended to its backlog, in
+  order; when ``append_if_parked`` answers False the backlog scheduler has drained and
+  unparked the webhook, and the lane delivers from memory again.
+- ``give_up``: a delivery that will never succeed is recorded for replay.
+
+A lane has at most one writer at a time (``lane.storing``), set synchronously before
+the write starts so nothing else is dispatched or written meanwhile. A failed write
+leaves the deliveries in memory, to try again ``STORE_RETRY_S`` later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+from dispatcher.attempt import AttemptResult, WebhookTarget
+from dispatcher.deliverer.lane import Lane, Pending
+from dispatcher.deliverer.store import DeliveryStore
+
+log = structlog.get_logger(__name__)
+
+# Deliveries appended to a parked backlog per round trip.
+SPILL_BATCH = 500
+# After a failed Postgres write, try again this much later.
+STORE_RETRY_S = 1.0
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Parking:
+    """The backlog side of the worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        clock: Callable[[], float],
+        finish: Callable[[Pending], None],
+        settle: Callable[[Lane], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._finish = finish  # a delivery is done: its offset may be committed
+        self._settle = settle  # a write ended: forget or re-schedule the lane
+        # Webhooks whose deliveries go to the backlog (see ``refresh``).
+        self.parked: set[str] = set()
+
+    async def refresh(self) -> set[str]:
+        """Learn which webhooks are parked; returns the known set.
+
+        Only parking adds to the set; the backlog scheduler unparks, which a lane
+        learns when ``append_if_parked`` answers False.
+        """
+        try:
+            self.parked |= await self._store.parked_ids()
+        except STORE_ERRORS as exc:
+            log.warning("parking.parked_ids_failed", error=str(exc))
+        return self.parked
+
+    async def give_up(
+        self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
+    ) -> None:
+        """Record ``entry`` as failed (kept for replay) and finish it."""
+        reason = result.error or "gave up"
+        try:
+            await self._store.record_failed(entry.task, target.tenant_id, reason)
+        except STORE_ERRORS as exc:
+            log.warning("delivery.record_failed_error", error=str(exc))
+            lane.requeue(entry)  # not recorded: not finished; try again shortly
+            lane.next_attempt_at = self._clock() + STORE_RETRY_S
+            return
+        self._finish(entry)
+
+    async def disable(
+        self, lane: Lane, entry: Pending, result: AttemptResult, failing_since: float, failures: int
+    ) -> None:
+        """410 Gone: disable the webhook and keep its deliveries in the backlog."""
+        reason = f"the endpoint answered {result.status_code} Gone"
+        try:
+            await self._store.disable(lane.webhook_id, reason)
+        except STORE_ERRORS as exc:
+            log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
+        else:
+            log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
+        await self.park(lane, entry, failing_since, failures, self._clock())
+
+    async def park(
+        self,
+        lane: Lane,
+        head: Pending | None,
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+    ) -> None:
+        """Move ``head`` and every pending delivery of ``lane``, in order, to the backlog."""
+        entries = self.begin(lane, head)
+        if entries is not None:
+            head_attempts = head.attempts if head is not None else 0
+            await self.store(lane, entries, head_attempts, failing_since, failures, next_attempt_at)
+
+    def begin(self, lane: Lane, head: Pending | None) -> list[Pending] | None:
+        """Take the lane out of service now; None when a write is already under way."""
+        if lane.storing:  # already on its way to the backlog: follow the others
+            if head is not None:
+                lane.requeue(head)
+            return None
+        lane.storing = True
+        lane.parked = True
+        self.parked.add(lane.webhook_id)
+        return ([head] if head is not None else []) + lane.drain()
+
+    async def store(
+        self,
+        lane: Lane,
+        entries: list[Pending],
+        head_attempts: int,
+        failing_since: float,
+        failures: int,
+        next_attempt_at: float,
+    ) -> None:
+        """Write the entries taken by ``begin`` as the webhook's parked backlog."""
+        try:
+            await self._store.park(
+                lane.webhook_id,
+                [entry.task for entry in entries],
+                failing_since,
+                failures,
+                next_attempt_at,
+                head_attempts,
+            )
+        except STORE_ERRORS as exc:
+            log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
+            lane.parked = False
+            self.parked.discard(lane.webhook_id)
+            for entry in entries:
+                lane.requeue(entry)
+            lane.next_attempt_at = self._clock() + STORE_RETRY_S
+        else:
+            log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
+            for entry in entries:
+                self._finish(entry)
+            lane.recovered()
+        finally:
+            lane.storing = False
+        self._settle(lane)
+
+    async def spill(self, lane: Lane) -> None:
+        """Append the pending deliveries of a parked lane to its backlog, in order.
+
+        The caller sets ``lane.storing`` before starting this task.
+        """
+        retry = False
+        try:
+            while lane.pending and lane.parked:
+                batch = list(lane.pending)[:SPILL_BATCH]
+                appended = await self._store.append_if_parked(
+                    lane.webhook_id, [entry.task for entry in batch]
+                )
+                if not appended:  # the scheduler drained and unparked it: back to memory
+                    log.info("lane.unparked", webhook_id=lane.webhook_id)
+                    lane.parked = False
+                    self.parked.discard(lane.webhook_id)
+                    lane.recovered()
+                    break
+                stored = {id(entry) for entry in batch}
+                # Entries revoked meanwhile were dropped (and counted) already.
+                for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023
+                    self._finish(entry)
+        except STORE_ERRORS as exc:
+            log.warning("lane.append_failed", webhook_id=lane.webhook_id, error=str(exc))
+            retry = True
+        finally:
+            lane.storing = False
+        if retry:
+            asyncio.get_running_loop().call_later(STORE_RETRY_S, self._settle, lane)
+        else:
+            self._settle(lane)
