@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -122,7 +123,10 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    settings: Settings, targets: dict[str, WebhookTarget | None], sender: FakeSender | None = None
+    settings: Settings,
+    targets: dict[str, WebhookTarget | None],
+    sender: FakeSender | None = None,
+    **worker_options: Any,
 ) -> AsyncIterator[Harness]:
     sender = sender or FakeSender()
     store = FakeStore()
@@ -130,7 +134,7 @@ async def harness(
     async def load(webhook_id: str) -> WebhookTarget | None:
         return targets.get(webhook_id)
 
-    worker = Worker(settings, sender, TargetCache(load), store)
+    worker = Worker(settings, sender, TargetCache(load), store, **worker_options)
     running = asyncio.create_task(worker.run())
     try:
         yield Harness(worker, sender, store, targets)
@@ -401,3 +405,22 @@ async def test_an_internal_error_gives_the_delivery_up_and_the_lane_goes_on(
     assert [event_id for event_id, _ in h.store.failed] == ["poison"]
     assert "internal error" in h.store.failed[0][1]
     assert h.sender.delivered_to(_url("w")) == ["poison", "fine"]
+
+
+async def test_a_failing_lane_holding_too_much_parks_before_park_after(settings: Settings) -> None:
+    """A failing endpoint with a long queue is parked early; a healthy lane is unaffected."""
+
+    async def answer(url: str, _event: str) -> int:
+        return 500 if url.endswith("/down") else 200
+
+    settings = settings.replace(park_after=60.0, retry_schedule=(0.05, 5.0))
+    targets: dict[str, WebhookTarget | None] = {"down": _target("down"), "up": _target("up")}
+    async with harness(settings, targets, FakeSender(answer=answer), park_early_above=5) as h:
+        for n in range(10):
+            h.submit("down", f"d{n}")
+            h.submit("up", f"u{n}")
+        await wait_until(lambda: len(h.store.backlog.get("down", [])) == 10, within=10)
+        await wait_until(lambda: h.worker.committable().get(TP) == 21, within=10)
+    assert h.store.backlog["down"] == [f"d{n}" for n in range(10)]
+    assert h.sender.delivered_to(_url("up")) == [f"u{n}" for n in range(10)]
+    assert set(h.sender.delivered_to(_url("down"))) == {"d0"}

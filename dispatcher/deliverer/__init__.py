@@ -126,6 +126,8 @@ class Deliverer:
             targets,
             PostgresStore(self._pool),
             on_attempt=self._attempt_log.record,
+            # A failing lane may hold at most 5% of the buffer before it parks.
+            park_early_above=max(1, self._max_buffered // 20),
         )
         await worker.refresh_parked()
         self._scheduler = BacklogScheduler(

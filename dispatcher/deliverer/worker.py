@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
+# Default for ``Worker(park_early_above=...)``: the deliverer passes 5% of its buffer.
+PARK_EARLY_ABOVE = 250
 
 
 def internal_failure(
@@ -81,8 +83,12 @@ class Worker:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         on_attempt: Callable[[AttemptResult], None] | None = None,
+        park_early_above: int = PARK_EARLY_ABOVE,
     ) -> None:
         self.settings = settings
+        # A failing lane holding more deliveries than this parks before ``park_after``,
+        # so failing endpoints cannot fill the deliverer's buffer (and pause everyone).
+        self._park_early_above = park_early_above
         self.policy = policy.RetryPolicy.from_settings(settings)
         self._sender = sender
         self._targets = targets
@@ -121,7 +127,34 @@ class Worker:
             lane.parked = task.webhook_id in self._parking.parked
         lane.push(Pending(task, partition, offset, tracker))
         self.outstanding += 1
-        self._schedule(lane)
+        if not self._park_early(lane):
+            self._schedule(lane)
+
+    def _park_early(self, lane: Lane) -> bool:
+        """Park a failing lane that holds too much, without waiting for ``park_after``."""
+        if not (
+            lane.failing
+            and lane.in_flight == 0
+            and not lane.parked
+            and not lane.storing
+            and len(lane.pending) > self._park_early_above
+        ):
+            return False
+        assert lane.failing_since is not None
+        log.info("lane.parking_early", webhook_id=lane.webhook_id, deliveries=len(lane.pending))
+        failing_since, failures, next_attempt_at = (
+            lane.failing_since,
+            lane.failures,
+            lane.next_attempt_at,
+        )
+        entries = self._parking.begin(lane, None)
+        if entries is not None:
+            self._start_task(
+                self._parking.store(
+                    lane, entries, entries[0].attempts, failing_since, failures, next_attempt_at
+                )
+            )
+        return True
 
     def skip(self, partition: TopicPartition, offset: int) -> None:
         """Record an offset that needs no delivery (an invalid task) as finished."""
@@ -347,7 +380,8 @@ class Worker:
             if decision.action == "retry":
                 assert decision.next_attempt_at is not None
                 lane.failed(entry, now, decision.next_attempt_at)
-                self._wake_at(lane, decision.next_attempt_at)
+                if not self._park_early(lane):
+                    self._wake_at(lane, decision.next_attempt_at)
             elif decision.action == "give_up":
                 lane.finished()
                 await self._parking.give_up(lane, target, entry, result)
