@@ -229,6 +229,17 @@ def test_relative_change(before, after, expected):
     assert relative_change(before, after) == expected
 
 
+def test_with_unfinished_marks_missing_scenarios_skipped():
+    """An interrupted run lists every chosen scenario: finished ones as they were."""
+    from dispatcher.bench.runner import with_unfinished
+
+    done = {"ceiling": ScenarioResult("ceiling", metrics={"requests_per_s": 1.0})}
+    results = with_unfinished(("ceiling", "latency"), done, "interrupted")
+    assert [r.name for r in results] == ["ceiling", "latency"]
+    assert results[0] is done["ceiling"]
+    assert (results[1].status, results[1].reason) == ("skipped", "interrupted")
+
+
 # -- options ----------------------------------------------------------------------------
 
 

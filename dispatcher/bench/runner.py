@@ -8,6 +8,7 @@ import datetime as dt
 import importlib.util
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,7 +63,8 @@ def host_info() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``hooklane bench``; 0 when no scenario failed."""
+    """Entry point of ``hooklane bench``: 0 if no scenario failed, 1 if one did, 130 if
+    interrupted (Ctrl-C or SIGTERM; the figures measured so far are still written)."""
     try:
         options = parse_options(list(argv or []))
     except UsageError as exc:
@@ -80,7 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The harness's own info logs (database created, migrations) would break the bars.
     configure_logging(settings.replace(log_level="WARNING", log_format="console"))
     started = dt.datetime.now(dt.UTC)
-    results = asyncio.run(run_all(options, settings, started))
+    done: dict[str, ScenarioResult] = {}
+    interrupted = False
+    try:
+        asyncio.run(run_all(options, settings, started, done))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C or SIGTERM: the scenarios stopped their processes; keep the figures.
+        print("\ninterrupted: writing the figures measured so far", file=sys.stderr)
+        interrupted = True
+    results = with_unfinished(options.scenarios, done, "interrupted before it finished")
     doc = document(
         results,
         started_at=started.isoformat(timespec="seconds"),
@@ -94,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     print(format_table(doc))
     print(f"\nresults: {out}")
+    if interrupted:
+        return 130
     return 1 if any(result.status == "failed" for result in results) else 0
 
 
@@ -111,10 +123,24 @@ def compare_files(old_path: Path, new_path: Path) -> int:
 Scenario = Callable[[], Awaitable[ScenarioResult]]
 
 
-async def run_all(
-    options: BenchOptions, settings: Settings, started: dt.datetime
+def with_unfinished(
+    chosen: Sequence[str], done: dict[str, ScenarioResult], reason: str
 ) -> list[ScenarioResult]:
-    """Every chosen scenario in order; one failing never stops the others."""
+    """The results in scenario order; chosen scenarios without one are skipped."""
+    return [done.get(name) or ScenarioResult.skipped(name, reason) for name in chosen]
+
+
+async def run_all(
+    options: BenchOptions,
+    settings: Settings,
+    started: dt.datetime,
+    results: dict[str, ScenarioResult],
+) -> None:
+    """Every chosen scenario in order, into ``results``; one failing never stops the others.
+
+    ``results`` is filled as scenarios finish, so an interrupted run keeps the figures
+    of those that did.
+    """
     from dispatcher.bench import pipeline
 
     sizes = options.sizes
@@ -122,8 +148,11 @@ async def run_all(
         "logs-" + started.strftime("%Y%m%dT%H%M%SZ")
     )
     stack = Stack(settings, log_dir, options.log_level)
-    results: dict[str, ScenarioResult] = {}
     absent = missing_pipeline()
+    # SIGTERM stops the run like Ctrl-C does: cancelled, every process stopped.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         await stack.open()
         for name in options.scenarios:
@@ -141,7 +170,6 @@ async def run_all(
             results[name] = await _guarded(name, runner)
     finally:
         await stack.close(keep_database=options.keep)
-    return [results[name] for name in options.scenarios if name in results]
 
 
 async def _guarded(name: str, runner: Scenario) -> ScenarioResult:
