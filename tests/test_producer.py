@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from dispatcher.events import DeliveryTask, Event
@@ -79,3 +80,23 @@ async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(settings: Setting
     [record] = await _read_all(settings, settings.deliveries_topic, 1)
     assert record.key == b"wh-1"
     assert DeliveryTask.from_message(record.value) == task
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 16, 7])
+@pytest.mark.parametrize(
+    "key", [b"ten_1", b"0b5d7c1e-2f51-4c55-9a44-5a1f6bb6b7e1", b"", "ünïcode".encode()]
+)
+def test_caching_partitioner_matches_the_default(key: bytes, partitions: int) -> None:
+    """The memoised partitioner picks exactly the Java-compatible default partition."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from dispatcher.producer import CachingPartitioner
+
+    all_partitions = list(range(partitions))
+    cached = CachingPartitioner(max_keys=2)
+    expected = DefaultPartitioner()(key, all_partitions, all_partitions)
+    assert cached(key, all_partitions, all_partitions) == expected
+    assert cached(key, all_partitions, all_partitions) == expected  # from the cache
+    for other in (b"a", b"b", b"c"):  # overflow clears the cache, answers stay right
+        cached(other, all_partitions, all_partitions)
+    assert cached(key, all_partitions, all_partitions) == expected
