@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher.broker import ensure_topics
-from dispatcher.events import DeliveryTask, Event, InvalidMessage
+from dispatcher.events import DeliveryTask, Event, InvalidMessage, dead_letter_headers
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.subscriptions import SubscriptionIndex
@@ -53,16 +53,6 @@ def mirror_pattern(prefix: str) -> str:
     """The regex of every mirror topic under ``prefix`` (internal topics excluded)."""
     internal = "|".join(re.escape(name) + "$" for name in INTERNAL_TOPICS)
     return re.escape(prefix) + f"(?!{internal}).+"
-
-
-def dead_letter_headers(record: Any, reason: str) -> list[tuple[str, bytes]]:
-    """Headers naming why and where from a message was dead-lettered."""
-    return [
-        ("hooklane-reason", reason.encode()),
-        ("hooklane-source-topic", str(record.topic).encode()),
-        ("hooklane-source-partition", str(record.partition).encode()),
-        ("hooklane-source-offset", str(record.offset).encode()),
-    ]
 
 
 class _BatchGuard(ConsumerRebalanceListener):  # type: ignore[misc]

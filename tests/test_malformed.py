@@ -176,7 +176,7 @@ async def test_unknown_topic_is_dead_lettered(
 async def test_malformed_delivery_tasks_do_not_stop_the_deliverer(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
-    """Bad deliveries-topic messages are skipped; the deliverer keeps delivering."""
+    """Bad deliveries-topic messages are dead-lettered with a reason; delivery goes on."""
     await ensure_mirror_topics(settings, [TOPIC])
     async with Receiver() as rx:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
@@ -202,7 +202,15 @@ async def test_malformed_delivery_tasks_do_not_stop_the_deliverer(
             )
             await wait_until(lambda: good.id in rx.event_ids(), 60, message="the good task")
             assert not deliverer.task.done(), "the deliverer stopped"
+            # The task for a webhook that does not exist is valid: finished, not dead.
+            dead = await read_dead_letters(settings, len(bad_tasks) - 1)
         finally:
             await kafka.stop()
             await deliverer.stop()
     assert rx.event_ids() == [good.id]
+    assert len(dead) == len(bad_tasks) - 1
+    for letter in dead:
+        headers = dict(letter.headers)
+        assert headers["hooklane-reason"]
+        assert headers["hooklane-source-topic"].decode() == settings.deliveries_topic
+    assert sorted(letter.value for letter in dead) == sorted(raw or b"" for raw in bad_tasks[:-1])

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -35,7 +35,7 @@ from dispatcher.broker import ensure_topics
 from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.deliverer.worker import Worker
-from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.events import DeliveryTask, InvalidMessage, dead_letter_headers
 from dispatcher.scheduler import BacklogScheduler
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import AiohttpSender, Sender
@@ -96,6 +96,7 @@ class Deliverer:
         self._sender: Sender | None = None
         self._changes: WebhookChanges | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._dead_letters: AIOKafkaProducer | None = None
         self._attempt_log: AttemptLog | None = None
         self._scheduler: BacklogScheduler | None = None
         self.worker: Worker | None = None
@@ -155,6 +156,8 @@ class Deliverer:
             # A revocation waits for in-flight requests (up to the delivery timeout).
             rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
         )
+        self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+        await self._dead_letters.start()
         consumer.subscribe([settings.deliveries_topic], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
@@ -193,7 +196,7 @@ class Deliverer:
                     log.warning("deliverer.fetch_failed", error=str(exc))
                     await asyncio.sleep(FETCH_RETRY_DELAY_S)
                     continue
-                self._accept(batch)
+                await self._accept(batch)
                 self._apply_backpressure()
         finally:
             self._scheduler.stop()
@@ -213,7 +216,7 @@ class Deliverer:
 
     # -- intake and backpressure ------------------------------------------------------
 
-    def _accept(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _accept(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         assert self.worker is not None
         owned = self.assignment
         for tp, records in batch.items():
@@ -223,15 +226,28 @@ class Deliverer:
                 try:
                     task = DeliveryTask.from_message(record.value)
                 except InvalidMessage as exc:
-                    log.error(
-                        "deliverer.invalid_task",
-                        reason=exc.reason,
-                        partition=tp.partition,
-                        offset=record.offset,
-                    )
-                    self.worker.skip(tp, record.offset)
+                    # Rare: awaited inline so the offset counts as finished only once the
+                    # dead letter is acknowledged (at-least-once for bad input too).
+                    await self._dead_letter(record, exc.reason)
+                    if tp in self.assignment:
+                        self.worker.skip(tp, record.offset)
                     continue
                 self.worker.submit(task, tp, record.offset)
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        assert self._dead_letters is not None
+        log.error(
+            "deliverer.invalid_task",
+            reason=reason,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await self._dead_letters.send_and_wait(
+            self.settings.dead_letter_topic,
+            record.value if record.value is not None else b"",
+            key=record.key,
+            headers=dead_letter_headers(record, reason),
+        )
 
     def _apply_backpressure(self) -> None:
         assert self._consumer is not None and self.worker is not None
@@ -263,6 +279,15 @@ class Deliverer:
             }
             if not positions:
                 return
+            if self._attempt_log is not None:
+                # Attempts of the deliveries behind these positions were recorded before
+                # the positions moved: write them first, so a crash after the commit
+                # cannot lose attempt-log rows of committed deliveries.
+                try:
+                    await self._attempt_log.flush()
+                except Exception as exc:
+                    log.warning("deliverer.commit_deferred", error=repr(exc))
+                    return
             try:
                 await self._consumer.commit(
                     {tp: OffsetAndMetadata(position, "") for tp, position in positions.items()}
@@ -311,6 +336,8 @@ class Deliverer:
             consumer, self._consumer = self._consumer, None
             if consumer is not None:
                 await consumer.stop()
+            if self._dead_letters is not None:
+                await self._dead_letters.stop()
             if self._changes is not None:
                 await self._changes.stop()
             if self._attempt_log is not None:
