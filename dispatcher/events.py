@@ -147,16 +147,3 @@ def delivery_body(event: Event, webhook_id: str, api_version: str) -> bytes:
             "api_version": api_version,
         }
     )
-
-
-def dead_letter_headers(record: Any, reason: str) -> list[tuple[str, bytes]]:
-    """Headers of a dead letter: why, and where the original message came from.
-
-    The dead letter's value and key are the original message's, unchanged.
-    """
-    return [
-        ("hooklane-reason", reason.encode()),
-        ("hooklane-source-topic", str(record.topic).encode()),
-        ("hooklane-source-partition", str(record.partition).encode()),
-        ("hooklane-source-offset", str(record.offset).encode()),
-    ]

@@ -33,7 +33,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher.broker import ensure_topics
-from dispatcher.events import DeliveryTask, Event, InvalidMessage, dead_letter_headers
+from dispatcher.dead_letter import send_dead_letter
+from dispatcher.events import DeliveryTask, Event, InvalidMessage
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.subscriptions import SubscriptionIndex
@@ -202,20 +203,9 @@ class Router:
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
         self.dead_lettered += 1
-        log.warning(
-            "router.dead_letter",
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+        return await send_dead_letter(
+            self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )
-        future: asyncio.Future[Any] = await self._producer.kafka.send(
-            self.settings.dead_letter_topic,
-            record.value if record.value is not None else b"",
-            key=record.key,
-            headers=dead_letter_headers(record, reason),
-        )
-        return future
 
 
 async def run_router(settings: Settings) -> None:

@@ -32,10 +32,11 @@ from aiokafka.structs import OffsetAndMetadata
 from dispatcher import db
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.broker import ensure_topics
+from dispatcher.dead_letter import send_dead_letter
 from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.targets import TargetCache
 from dispatcher.deliverer.worker import Worker
-from dispatcher.events import DeliveryTask, InvalidMessage, dead_letter_headers
+from dispatcher.events import DeliveryTask, InvalidMessage
 from dispatcher.scheduler import BacklogScheduler
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import AiohttpSender, Sender
@@ -236,18 +237,10 @@ class Deliverer:
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         assert self._dead_letters is not None
-        log.error(
-            "deliverer.invalid_task",
-            reason=reason,
-            partition=record.partition,
-            offset=record.offset,
+        ack = await send_dead_letter(
+            self._dead_letters, self.settings.dead_letter_topic, record, reason
         )
-        await self._dead_letters.send_and_wait(
-            self.settings.dead_letter_topic,
-            record.value if record.value is not None else b"",
-            key=record.key,
-            headers=dead_letter_headers(record, reason),
-        )
+        await ack
 
     def _apply_backpressure(self) -> None:
         assert self._consumer is not None and self.worker is not None
