@@ -28,7 +28,7 @@ from api.errors import ApiError, invalid_field, not_found
 from api.events import producer_for
 from api.keys import POOL
 from api.responses import json_response
-from api.validation import read_json
+from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
 from dispatcher import backlog
 from dispatcher.attempt_log import get_attempt, list_attempts
@@ -37,24 +37,9 @@ from dispatcher.producer import ProducerError
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
 # One recover call re-enqueues at most this many; call again while it answers this many.
 MAX_RECOVER = 10_000
 RECOVER_PAGE = 500
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_PAGE:
-        raise invalid_field("limit", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
-    return limit
 
 
 def _outcome(request: web.Request) -> str | None:
@@ -67,7 +52,7 @@ def _outcome(request: web.Request) -> str | None:
 async def list_(request: web.Request) -> web.Response:
     """GET /webhooks/{id}/attempts → ``{"data": [...], "next_cursor": str | null}``."""
     webhook = await webhook_or_404(request)
-    limit = _limit(request)
+    limit = page_limit(request)
     outcome = _outcome(request)
     try:
         attempts, next_cursor = await list_attempts(

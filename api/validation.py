@@ -19,10 +19,19 @@ import jsonschema.validators
 import orjson
 from aiohttp import web
 
-from api.errors import ApiError, validation_failed
+from api.errors import ApiError, invalid_field, validation_failed
 from api.keys import SCHEMAS
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The repository's schemas/ (editable installs, tests); an installed package (the
+# container image) finds them in the working directory, where the Dockerfile puts them.
+SCHEMA_DIR = next(
+    (
+        path
+        for path in (Path(__file__).resolve().parent.parent / "schemas", Path.cwd() / "schemas")
+        if path.is_dir()
+    ),
+    Path(__file__).resolve().parent.parent / "schemas",
+)
 OPENAPI = "openapi.json"
 
 
@@ -159,3 +168,21 @@ async def read_json(request: web.Request, schema: str, *, optional: bool = False
     request.app[SCHEMAS].validate(schema, body)
     assert isinstance(body, dict)  # every request schema is an object
     return body
+
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def page_limit(request: web.Request) -> int:
+    """The ``limit`` query parameter of a list route: 1-100, default 20."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise invalid_field("limit", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+    return limit

@@ -13,7 +13,7 @@ from api.auth import tenant_id
 from api.errors import ApiError, invalid_field, not_found, validation_failed
 from api.keys import POOL, SECRET_BOX, SETTINGS
 from api.responses import decode_cursor, encode_cursor, json_response, rfc3339
-from api.validation import read_json
+from api.validation import page_limit, read_json
 from dispatcher.backlog import backlog_sizes
 from dispatcher.secrets import generate_secret
 from dispatcher.settings import Settings
@@ -23,8 +23,6 @@ from dispatcher.targets import InvalidTarget, check_target_url
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
 STATES = ("ENABLED", "DISABLED")
 
 
@@ -138,19 +136,6 @@ async def create(request: web.Request) -> web.Response:
     return json_response(payload, status=201, headers={"Location": f"/webhooks/{webhook.id}"})
 
 
-def _page_size(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_PAGE:
-        raise invalid_field("limit", f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
-    return limit
-
-
 def _after(request: web.Request) -> tuple[datetime, str] | None:
     cursor = request.query.get("cursor")
     if not cursor:
@@ -164,7 +149,7 @@ def _after(request: web.Request) -> tuple[datetime, str] | None:
 
 async def list_(request: web.Request) -> web.Response:
     """GET /webhooks?limit&cursor&topic&state → a page, newest first."""
-    limit = _page_size(request)
+    limit = page_limit(request)
     after = _after(request)
     topic = request.query.get("topic")
     if topic is not None and not TOPIC_NAME.match(topic):
