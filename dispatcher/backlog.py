@@ -335,6 +335,13 @@ async def delivered(executor: Executor, webhook_id: str, seq: int) -> None:
     )
 
 
+async def delivered_through(executor: Executor, webhook_id: str, seq: int) -> None:
+    """Remove every backlog entry up to ``seq``: a drained run, in one statement."""
+    await executor.execute(
+        "DELETE FROM backlog WHERE webhook_id = $1 AND seq <= $2", _uuid(webhook_id), seq
+    )
+
+
 async def attempted(executor: Executor, webhook_id: str, seq: int) -> None:
     """Count one more failed attempt of a backlog entry."""
     await executor.execute(

@@ -233,14 +233,24 @@ class BacklogScheduler:
                     log.info("scheduler.unparked", webhook_id=webhook_id)
                     return
                 continue  # something was appended meanwhile: keep draining
-            for entry in entries:
-                if self._stopping:
-                    break
-                if await self._attempt(target, entry, streak) == "stop":
-                    return
-                if self._clock() > lease_until - self.lease_s / 2:
-                    lease_until = self._clock() + self.lease_s
-                    await backlog.renew_lease(self._pool, webhook_id, lease_until)
+            # Delivered entries are deleted once per run, not one statement each; a
+            # crash before that re-sends at most one batch (at-least-once).
+            drained_through: int | None = None
+            try:
+                for entry in entries:
+                    if self._stopping:
+                        break
+                    outcome = await self._attempt(target, entry, streak)
+                    if outcome == "stop":
+                        return
+                    if outcome == "delivered":
+                        drained_through = entry.seq
+                    if self._clock() > lease_until - self.lease_s / 2:
+                        lease_until = self._clock() + self.lease_s
+                        await backlog.renew_lease(self._pool, webhook_id, lease_until)
+            finally:
+                if drained_through is not None:
+                    await backlog.delivered_through(self._pool, webhook_id, drained_through)
             if self._stopping:
                 break
             # Re-check the state between batches: the API may have disabled it.
@@ -267,8 +277,7 @@ class BacklogScheduler:
         now = self._clock()
         classification = classify(result, self.policy.retry_after_max, now)
         if classification.verdict is Verdict.DELIVERED:
-            await backlog.delivered(self._pool, webhook_id, entry.seq)
-            streak.succeeded(now)
+            streak.succeeded(now)  # the caller deletes the drained run
             return "delivered"
         if classification.verdict is Verdict.DISABLE:
             await self._disable(target, f"the endpoint answered {result.status_code} Gone")
