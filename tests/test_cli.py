@@ -1,0 +1,136 @@
+"""The `hooklane` subcommands operators use, run as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+from cryptography.fernet import Fernet
+
+from dispatcher.events import Event
+from dispatcher.settings import Settings
+from dispatcher.store.tenants import tenant_for_api_key
+from tests.pipeline_helpers import settings_env, wait_until
+
+
+async def hooklane(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """Run `hooklane ARGS` with ``settings`` in its environment."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        *args,
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_tenants_create_prints_a_working_key_once(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """`tenants create` prints the tenant and a key that authenticates as it."""
+    code, out, _ = await hooklane(settings, "tenants", "create", "Acme")
+    assert code == 0
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    tenant_id, api_key = fields["tenant"].strip(), fields["api key"].strip()
+    assert await tenant_for_api_key(pool, api_key) == tenant_id
+    stored = await pool.fetchval("SELECT key_hash FROM api_keys WHERE tenant_id = $1", tenant_id)
+    assert api_key.encode() not in bytes(stored)
+
+
+async def test_topics_add_extends_the_catalog_and_creates_the_mirror_topic(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """`topics add` stores name, description and schema, and creates the Kafka topic."""
+    name = f"CLI.ADDED_{uuid.uuid4().hex[:6].upper()}"
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_bytes(orjson.dumps(schema))
+    code, out, err = await hooklane(
+        settings, "topics", "add", name, "--schema", str(schema_file), "--description", "added"
+    )
+    assert code == 0, err
+    assert name in out
+    row = await pool.fetchrow("SELECT description, schema FROM topics WHERE name = $1", name)
+    assert row is not None
+    assert (row["description"], row["schema"]) == ("added", schema)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        assert settings.mirror_topic(name) in await consumer.topics()
+    finally:
+        await consumer.stop()
+
+
+async def test_topics_add_rejects_a_bad_schema_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A schema file that is not JSON is refused with one line and exit 1."""
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text("{not json")
+    code, _, err = await hooklane(
+        settings, "topics", "add", "CLI.BAD", "--schema", str(schema_file)
+    )
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "not valid JSON" in err
+
+
+async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Settings) -> None:
+    """`publish` sends the documented event message, keyed by the tenant, and prints its id."""
+    topic = "REGISTRATIONS.NEW.SUCCEEDED"
+    code, out, err = await hooklane(
+        settings, "publish", topic, "--tenant", "ten_cli", "--data", '{"registration_id": "r1"}'
+    )
+    assert code == 0, err
+    event_id = out.strip()
+    consumer = AIOKafkaConsumer(
+        settings.mirror_topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    seen = []
+    try:
+
+        async def arrived() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                seen.extend(records)
+            return bool(seen)
+
+        await wait_until(arrived, 30, message="the published event")
+    finally:
+        await consumer.stop()
+    event = Event.from_message(seen[0].value, expected_topic=topic)
+    assert (event.id, event.tenant_id, event.data) == (
+        event_id,
+        "ten_cli",
+        {"registration_id": "r1"},
+    )
+    assert seen[0].key == b"ten_cli"
+
+
+async def test_publish_rejects_data_that_is_not_an_object(settings: Settings) -> None:
+    """`publish --data` must be a JSON object: one line, exit 1, nothing sent."""
+    code, _, err = await hooklane(settings, "publish", "A.B", "--tenant", "t", "--data", "[1]")
+    assert code == 1
+    assert "JSON object" in err
+
+
+async def test_migrate_and_secret_key(settings: Settings) -> None:
+    """`migrate` on an up-to-date database applies nothing; `secret-key` prints a Fernet key."""
+    code, out, _ = await hooklane(settings, "migrate")
+    assert (code, out.strip()) == (0, "applied: nothing (up to date)")
+    code, out, _ = await hooklane(settings, "secret-key")
+    assert code == 0
+    Fernet(out.strip().encode())  # raises if it is not a valid key
