@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from dispatcher.broker import ensure_topics
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event, InvalidMessage
 from dispatcher.producer import Producer
+from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
 from dispatcher.subscriptions import SubscriptionIndex
 
@@ -210,15 +210,7 @@ class Router:
 
 async def run_router(settings: Settings) -> None:
     """Run a router until SIGINT or SIGTERM (``hooklane router``)."""
-    router = Router(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, router.stop)
-    try:
-        await router.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    await run_until_signalled(Router(settings))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Sequence
 
 import asyncpg
@@ -40,6 +39,7 @@ from dispatcher.events import DeliveryTask, InvalidMessage
 from dispatcher.scheduler import BacklogScheduler
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import AiohttpSender, Sender
+from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
 from dispatcher.subscriptions import WebhookChanges
 
@@ -345,12 +345,4 @@ class Deliverer:
 
 async def run_deliverer(settings: Settings) -> None:
     """Run a deliverer until SIGINT or SIGTERM (``hooklane deliverer``)."""
-    deliverer = Deliverer(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, deliverer.stop)
-    try:
-        await deliverer.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    await run_until_signalled(Deliverer(settings))
