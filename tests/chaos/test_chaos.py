@@ -27,40 +27,25 @@ def seeded() -> tuple[int, random.Random]:
     return seed, random.Random(seed)
 
 
-async def test_kill_deliverer_repeatedly(chaos_settings: Settings, tmp_path: Path) -> None:
-    """kill -9 the deliverer four times mid-stream: nothing is lost."""
+@pytest.mark.parametrize(
+    ("label", "processes", "kills"),
+    [
+        ("deliverer", ["deliverer"], 4),
+        ("router", ["router"], 4),
+        ("router|deliverer", ["router", "deliverer"], 6),
+    ],
+    ids=["deliverer", "router", "both"],
+)
+async def test_kill_repeatedly(
+    chaos_settings: Settings, tmp_path: Path, label: str, processes: list[str], kills: int
+) -> None:
+    """kill -9 the named processes (one chosen at random each time) mid-stream: nothing is lost."""
     seed, rng = seeded()
     await run_scenario(
-        f"kill -9 deliverer x4 (seed {seed})",
+        f"kill -9 {label} x{kills} (seed {seed})",
         chaos_settings,
         tmp_path,
-        kill_repeatedly(["deliverer"], 4, rng),
-        events=EVENTS,
-        rate=RATE,
-    )
-
-
-async def test_kill_router_repeatedly(chaos_settings: Settings, tmp_path: Path) -> None:
-    """kill -9 the router four times mid-stream: nothing is lost."""
-    seed, rng = seeded()
-    await run_scenario(
-        f"kill -9 router x4 (seed {seed})",
-        chaos_settings,
-        tmp_path,
-        kill_repeatedly(["router"], 4, rng),
-        events=EVENTS,
-        rate=RATE,
-    )
-
-
-async def test_kill_both_at_random(chaos_settings: Settings, tmp_path: Path) -> None:
-    """kill -9 router or deliverer, chosen at random, six times: nothing is lost."""
-    seed, rng = seeded()
-    await run_scenario(
-        f"kill -9 router|deliverer x6 (seed {seed})",
-        chaos_settings,
-        tmp_path,
-        kill_repeatedly(["router", "deliverer"], 6, rng),
+        kill_repeatedly(processes, kills, rng),
         events=EVENTS,
         rate=RATE,
     )
