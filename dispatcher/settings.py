@@ -58,6 +58,21 @@ class Settings:
     fetch_max_wait_ms: int = 10
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console
+    # Replication of the topics Hooklane creates; None lets the cluster decide
+    # (its default.replication.factor). The embedded broker needs 1.
+    kafka_replication_factor: int | None = None
+    event_loop: str = "auto"  # auto (uvloop where it imports) | uvloop | asyncio
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    metrics_webhook_labels: bool = False
+    # Fraction of per-delivery success log lines kept (failures are always logged).
+    log_sample: float = 1.0
+    portal_link_ttl: float = 3600.0
+    # Space-separated CSP frame-ancestors sources; empty: the portal cannot be framed.
+    portal_frame_ancestors: str = ""
+    pause_max_backlog: int = 1_000_000
+    dedup_window: float = 86400.0
+    validate_events: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +115,21 @@ class Settings:
             (self.topic_partitions > 0, "TOPIC_PARTITIONS", "must be positive"),
             (0 < self.fetch_max_wait_ms <= 10_000, "FETCH_MAX_WAIT_MS", "must be 1-10000"),
             (bool(self.topic_prefix.strip()), "TOPIC_PREFIX", "must not be empty"),
+            (
+                self.kafka_replication_factor is None or self.kafka_replication_factor > 0,
+                "KAFKA_REPLICATION_FACTOR",
+                "must be positive (or unset: the cluster's default)",
+            ),
+            (
+                self.event_loop in {"auto", "uvloop", "asyncio"},
+                "EVENT_LOOP",
+                "must be auto, uvloop or asyncio",
+            ),
+            (0 < self.metrics_port < 65536, "METRICS_PORT", "must be a TCP port (1-65535)"),
+            (0.0 <= self.log_sample <= 1.0, "LOG_SAMPLE", "must be between 0 and 1"),
+            (self.portal_link_ttl > 0, "PORTAL_LINK_TTL", "must be positive"),
+            (self.pause_max_backlog > 0, "PAUSE_MAX_BACKLOG", "must be positive"),
+            (self.dedup_window >= 0, "DEDUP_WINDOW", "must not be negative"),
             (
                 self.log_format in {"auto", "json", "console"},
                 "LOG_FORMAT",
@@ -154,6 +184,13 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _parse_fraction(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("must be a number between 0 and 1") from None
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -179,6 +216,14 @@ _PARSERS: dict[str, Any] = {
     "deliveries_partitions": _parse_int,
     "topic_partitions": _parse_int,
     "fetch_max_wait_ms": _parse_int,
+    "kafka_replication_factor": _parse_int,
+    "metrics_port": _parse_int,
+    "metrics_webhook_labels": _parse_bool,
+    "log_sample": _parse_fraction,
+    "portal_link_ttl": _parse_float,
+    "pause_max_backlog": _parse_int,
+    "dedup_window": _parse_float,
+    "validate_events": _parse_bool,
 }
 
 
