@@ -55,6 +55,20 @@ def test_defaults_are_sane() -> None:
     assert settings.mirror_topic("A.B") == "hooklane.A.B"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:5432/hooklane",
+        "postgres://app:secret@db.internal/hooklane?sslmode=require",
+        # the embedded Postgres of `hooklane up`: a unix socket directory, no TCP port
+        "postgresql://postgres:@/hooklane?host=/srv/hooklane/.hooklane/pgdata",
+    ],
+)
+def test_database_urls_accepted(url: str) -> None:
+    """TCP and unix-socket Postgres URLs validate unchanged."""
+    assert Settings.from_env({"HOOKLANE_DATABASE_URL": url}).database_url == url
+
+
 def test_from_env_parses_every_kind() -> None:
     """Numbers, durations, booleans, lists and schedules are parsed from strings."""
     settings = Settings.from_env(
