@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +137,32 @@ def list_webhooks(api: str, key: str) -> list[dict[str, Any]]:
         return data
 
 
+def with_stack(
+    command: str | list[str],
+    cwd: Path,
+    name: str,
+    env: dict[str, str],
+    body: Callable[[str, dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Start a stack, run ``body(banner, result)``, Ctrl-C it; what was observed."""
+    result: dict[str, Any] = {}
+    stack = start(command, cwd, name, env)
+    try:
+        result["banner"] = wait_for_text(cwd / f"{name}.out", BANNER_END, stack, 120)
+        body(result["banner"], result)
+    except (RuntimeError, OSError) as exc:
+        result["error"] = str(exc)
+    finally:
+        result["stop_code"] = ctrl_c(stack)
+        result["left"] = settle()
+        result["stderr_tail"] = tail(cwd / f"{name}.err")
+    return result
+
+
 def walkthrough(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     steps = load()
-    result: dict[str, Any] = {}
-    stack = start(steps.stack, cwd, "stack", env)
-    try:
-        banner = wait_for_text(cwd / "stack.out", BANNER_END, stack, 120)
-        result["banner"] = banner
+
+    def body(banner: str, result: dict[str, Any]) -> None:
         key, kafka = banner_value(banner, "Dev API key"), banner_value(banner, "Kafka")
         result["api_key"] = key
         receiver = start(steps.receiver, cwd, "receiver", env)
@@ -164,33 +184,21 @@ def walkthrough(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
             result["received"] = wait_for_text(cwd / "receiver.out", "\n", receiver, 60)
         finally:
             ctrl_c(receiver, 10)
-    except RuntimeError as exc:
-        result["error"] = str(exc)
-    finally:
-        result["stop_code"] = ctrl_c(stack)
-        result["left"] = settle()
-        result["stderr_tail"] = tail(cwd / "stack.err")
-    return result
+
+    return with_stack(steps.stack, cwd, "stack", env, body)
 
 
 def restart(cwd: Path, env: dict[str, str], first_key: str | None) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    stack = start(UP, cwd, "restart", {**env, "HOOKLANE_ALLOW_PRIVATE_TARGETS": "true"})
-    try:
-        banner = wait_for_text(cwd / "restart.out", BANNER_END, stack, 120)
+    def body(banner: str, result: dict[str, Any]) -> None:
         api = banner_value(banner, "API")
         result["second_up"] = failed_start(cwd, env, alone=False)
         # after the second one gave up, the first still has its database
         result["webhooks_new_key"] = list_webhooks(api, banner_value(banner, "Dev API key"))
         if first_key:
             result["webhooks_first_key"] = list_webhooks(api, first_key)
-    except (RuntimeError, OSError) as exc:
-        result["error"] = str(exc)
-    finally:
-        result["stop_code"] = ctrl_c(stack)
-        result["left"] = settle()
-        result["stderr_tail"] = tail(cwd / "restart.err")
-    return result
+
+    private = {**env, "HOOKLANE_ALLOW_PRIVATE_TARGETS": "true"}
+    return with_stack(UP, cwd, "restart", private, body)
 
 
 def stale_lock(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
