@@ -10,7 +10,10 @@ stack is given. As root, the library runs the server as the system user
 ``hooklane up`` owns the server's lifetime: it starts it, and stops it after its
 children. The library's own atexit stop is disabled because it only stops when the pid
 list it keeps in the data directory names this process alone, which a previous run
-killed with -9 leaves untrue: the server would outlive the stack.
+killed with -9 leaves untrue: the server would outlive the stack. It is stopped by
+signalling the postmaster (fast shutdown). One ``hooklane up`` at a time owns a data
+directory (a flock on ``.hooklane/pgdata.lock``), so a second one cannot adopt the
+server and stop it under the first.
 """
 
 from __future__ import annotations
