@@ -128,7 +128,7 @@ class FilterCache:
     def __init__(self) -> None:
         self._compiled: dict[str, tuple[object, Predicate | None]] = {}
 
-    def get(self, row: Mapping[str, Any]) -> Predicate | None:
+    def get(self, row: Mapping[str, Any] | asyncpg.Record) -> Predicate | None:
         """The compiled filter of a webhook row (``id``, ``filter``, ``updated_at``)."""
         webhook_id, version = row["id"], row["updated_at"]
         cached = self._compiled.get(webhook_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,7 @@ import pytest
 from dispatcher.events import Event
 from dispatcher.filters import compile_filter
 from dispatcher.producer import Producer
+from dispatcher.router import Router
 from dispatcher.secrets import SecretBox, generate_secret
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import create_webhook as store_create_webhook
@@ -86,6 +88,10 @@ async def _webhook(
     return created.id
 
 
+def _received(rx: Receiver, name: str, event_id: str) -> Callable[[], bool]:
+    return lambda: event_id in rx.event_ids(name)
+
+
 EVENTS = {
     "e1": {
         "amount": 50,
@@ -152,13 +158,14 @@ async def test_filters_deliver_exactly_the_matching_events(
                     for name, data in EVENTS.items()
                 }
             for name in CASES:
-                await wait_until(lambda name=name: ids["last"] in rx.event_ids(name), message=name)
+                await wait_until(_received(rx, name, ids["last"]), message=name)
         finally:
             await deliverer.stop()
             await router.stop()
     for name, (_, expected) in CASES.items():
         assert rx.event_ids(name) == [ids[event] for event in expected], name
     filtered = sum(len(EVENTS) - len(expected) for _, expected in CASES.values())
+    assert isinstance(router.service, Router)
     assert router.service.index.subscriptions.filtered == filtered
 
 
