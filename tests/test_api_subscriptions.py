@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from tests.conftest import TenantKey
 from tests.test_api_support import Client, api_client, assert_matches, webhook_body
+from tests.test_api_webhooks import URL, create
 
-URL = "http://127.0.0.1:9/hook"
 FILTER = {"data.amount": {"$gte": 100}, "$or": [{"data.country": "US"}, {"data.country": "CA"}]}
 
 
@@ -24,15 +22,6 @@ async def client(settings) -> AsyncIterator[Client]:
     )
     async with api_client(bounded) as running:
         yield running
-
-
-async def create(client: Client, tenant: TenantKey, **fields: Any) -> dict[str, Any]:
-    response = await client.post(
-        "/webhooks", json=webhook_body(URL, **fields), headers=tenant.headers
-    )
-    assert response.status == 201, await response.text()
-    created: dict[str, Any] = await response.json()
-    return created
 
 
 async def test_create_and_read_the_subscription_fields(client, tenant):
