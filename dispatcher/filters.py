@@ -212,7 +212,19 @@ def json_equal(left: Any, right: Any) -> bool:
 
 def _resolve(document: Mapping[str, Any], keys: Sequence[str]) -> list[Any]:
     """Every value at ``keys``, stepping into each element of arrays on the way."""
-    current: list[Any] = [document]
+    value: Any = document
+    for index, key in enumerate(keys):
+        # The common case, objects all the way down, without building lists.
+        if isinstance(value, dict):
+            if key not in value:
+                return []
+            value = value[key]
+        else:
+            return _resolve_through_arrays([value], keys[index:])
+    return [value]
+
+
+def _resolve_through_arrays(current: list[Any], keys: Sequence[str]) -> list[Any]:
     for key in keys:
         found: list[Any] = []
         for value in current:
@@ -231,7 +243,13 @@ def _any_element(test: _Test) -> _Test:
     """``test`` on a value, or on any element when the value is an array."""
 
     def holds(value: Any) -> bool:
-        return test(value) or (isinstance(value, list) and any(test(item) for item in value))
+        if test(value):
+            return True
+        if isinstance(value, list):
+            for item in value:
+                if test(item):
+                    return True
+        return False
 
     return holds
 
@@ -253,6 +271,32 @@ def _compare(op: str, operand: Any) -> _Test:
     return lambda value: same_kind(value) and value <= operand
 
 
+def _scalar_key(value: Any) -> tuple[str, Any] | None:
+    """A hashable key with JSON equality for scalars (``True`` and ``1`` differ); None
+    for arrays and objects."""
+    if value is None or isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)  # 1 and 1.0 hash alike, as JSON equality wants
+    return None
+
+
+def _membership(choices: Sequence[Any]) -> _Test:
+    """``value in choices`` under JSON equality: a set lookup for scalars."""
+    scalars = {key for key in map(_scalar_key, choices) if key is not None}
+    composites = [choice for choice in choices if _scalar_key(choice) is None]
+
+    def member(value: Any) -> bool:
+        key = _scalar_key(value)
+        if key is not None:
+            return key in scalars
+        return any(json_equal(value, choice) for choice in composites)
+
+    return member
+
+
 def _operator(op: str, operand: Any) -> Callable[[list[Any]], bool]:
     """A test over the values a path resolved to."""
     if op == "$exists":
@@ -265,17 +309,25 @@ def _operator(op: str, operand: Any) -> Callable[[list[Any]], bool]:
         positive = _operator("$eq" if op == "$ne" else "$in", operand)
         return lambda values: not positive(values)
     if op == "$eq":
-        test = _any_element(lambda value: json_equal(value, operand))
+        test = _any_element(_membership([operand]))
     elif op == "$in":
-        choices = list(operand)
-        test = _any_element(lambda value: any(json_equal(value, c) for c in choices))
+        test = _any_element(_membership(operand))
     else:
         test = _any_element(_compare(op, operand))
-    return lambda values: any(test(value) for value in values)
+
+    def holds(values: list[Any]) -> bool:
+        for value in values:
+            if test(value):
+                return True
+        return False
+
+    return holds
 
 
 def _operators(ops: Mapping[str, Any]) -> Callable[[list[Any]], bool]:
     tests = [_operator(op, operand) for op, operand in ops.items()]
+    if len(tests) == 1:
+        return tests[0]
     return lambda values: all(test(values) for test in tests)
 
 
