@@ -316,7 +316,8 @@ def _operator(op: str, operand: Any) -> Callable[[list[Any]], bool]:
         test = _any_element(_compare(op, operand))
 
     def holds(values: list[Any]) -> bool:
-        for value in values:
+        # A loop, not any(<generator>): this runs per event and condition.
+        for value in values:  # noqa: SIM110
             if test(value):
                 return True
         return False
