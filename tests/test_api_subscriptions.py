@@ -139,3 +139,21 @@ async def test_update_rejects_bad_subscription_fields_and_changes_nothing(
         FILTER,
         created["updated_at"],
     )
+
+
+async def test_resuming_a_paused_webhook_resets_its_failure_streak(client, tenant, pool):
+    """Time paused is not time failing: ENABLED after PAUSED starts a fresh streak."""
+    created = await create(client, tenant)
+    await pool.execute(
+        "UPDATE webhooks SET state = 'PAUSED', consecutive_failures = 7,"
+        " failing_since = now() - interval '6 days' WHERE id = $1",
+        uuid.UUID(created["id"]),
+    )
+    response = await client.post(
+        f"/webhooks/{created['id']}", json={"state": "ENABLED"}, headers=tenant.headers
+    )
+    assert (await response.json())["consecutive_failures"] == 0
+    failing_since = await pool.fetchval(
+        "SELECT failing_since FROM webhooks WHERE id = $1", uuid.UUID(created["id"])
+    )
+    assert failing_since is None

@@ -188,8 +188,9 @@ async def update_webhook(
 
     ``changes`` holds UPDATABLE columns and optionally ``secret``. A new secret keeps
     the old one valid as ``previous_secret`` for ROTATION_GRACE. Setting ``state``
-    to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED, its
-    failure streak (so a re-enabled endpoint is not disabled again at once).
+    to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED or PAUSED,
+    its failure streak (so a re-enabled endpoint is not disabled again at once, and
+    time spent paused, when nothing was tried, never counts as failing).
     """
     key = _uuid(webhook_id)
     if key is None:
@@ -206,8 +207,9 @@ async def update_webhook(
     if changes.get("state") == "ENABLED":
         assignments += [
             "disabled_reason = NULL",
-            "failing_since = CASE WHEN state = 'DISABLED' THEN NULL ELSE failing_since END",
-            "consecutive_failures = CASE WHEN state = 'DISABLED' THEN 0"
+            "failing_since = CASE WHEN state IN ('DISABLED', 'PAUSED') THEN NULL"
+            " ELSE failing_since END",
+            "consecutive_failures = CASE WHEN state IN ('DISABLED', 'PAUSED') THEN 0"
             " ELSE consecutive_failures END",
         ]
     if "secret" in changes:
