@@ -15,6 +15,8 @@ from api.keys import POOL, SECRET_BOX, SETTINGS
 from api.responses import decode_cursor, encode_cursor, json_response, rfc3339
 from api.validation import page_limit, read_json
 from dispatcher.backlog import backlog_sizes
+from dispatcher.filters import validate as filter_problem
+from dispatcher.retry_override import InvalidRetry, parse_retry
 from dispatcher.secrets import generate_secret
 from dispatcher.settings import Settings
 from dispatcher.store import webhooks as store
@@ -23,7 +25,7 @@ from dispatcher.targets import InvalidTarget, check_target_url
 
 log = structlog.get_logger(__name__)
 
-STATES = ("ENABLED", "DISABLED")
+STATES = ("ENABLED", "PAUSED", "DISABLED")
 
 
 def webhook_json(webhook: store.Webhook, backlog: int = 0) -> dict[str, Any]:
@@ -43,6 +45,14 @@ def webhook_json(webhook: store.Webhook, backlog: int = 0) -> dict[str, Any]:
         "last_failure_at": rfc3339(webhook.last_failure_at),
         "consecutive_failures": webhook.consecutive_failures,
         "backlog": backlog,
+        "filter": webhook.filter,
+        "rate_limit": webhook.rate_limit,
+        "retry": webhook.retry,
+        # The same count as ``backlog``: buffered while PAUSED, parked while failing.
+        "buffered": backlog,
+        # The ceiling for now: the adaptive window lives in the deliverer, which does
+        # not report it yet (issue #14, phase 2).
+        "concurrency": webhook.max_in_flight,
         "created_at": rfc3339(webhook.created_at),
         "updated_at": rfc3339(webhook.updated_at),
     }
@@ -84,10 +94,38 @@ async def _topic_problems(
     ]
 
 
+def _subscription_problems(body: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """A filter the router can compile, a retry override within the operator's bounds."""
+    found = []
+    if body.get("filter") is not None:
+        problem = filter_problem(body["filter"])
+        if problem is not None:
+            found.append(
+                {
+                    "path": f"/filter{problem.path}",
+                    "message": f"filter{problem.path}: {problem.message}",
+                    "keyword": "filter",
+                }
+            )
+    try:
+        parse_retry(body.get("retry"), settings)
+    except InvalidRetry as exc:
+        found.append(
+            {
+                "path": f"/retry{exc.path}",
+                "message": f"retry{exc.path}: {exc.message}",
+                "keyword": "retry",
+            }
+        )
+    return found
+
+
 async def _check_url_and_topics(request: web.Request, body: dict[str, Any]) -> None:
-    """The rules a schema cannot express: a permitted target URL, catalog topics."""
+    """The rules a schema cannot express: a permitted target URL, catalog topics, a
+    compilable filter and a retry override the operator allows."""
     found = await _url_problems(body.get("url"), request.app[SETTINGS])
     found += await _topic_problems(request, body.get("topics"))
+    found += _subscription_problems(body, request.app[SETTINGS])
     if found:
         raise validation_failed(found)
 
@@ -128,6 +166,9 @@ async def create(request: web.Request) -> web.Response:
         api_version=body.get("api_version", "v1.0"),
         ordering=ordering,
         max_in_flight=max_in_flight,
+        filter=body.get("filter"),
+        rate_limit=body.get("rate_limit"),
+        retry=body.get("retry"),
     )
     log.info("webhook.created", webhook_id=webhook.id, tenant_id=webhook.tenant_id)
     payload = webhook_json(webhook)
@@ -156,7 +197,7 @@ async def list_(request: web.Request) -> web.Response:
         raise invalid_field("topic", f"{topic!r} is not a topic name", "topic")
     state = request.query.get("state")
     if state is not None and state not in STATES:
-        raise invalid_field("state", "state must be ENABLED or DISABLED", "enum")
+        raise invalid_field("state", "state must be ENABLED, PAUSED or DISABLED", "enum")
     pool = request.app[POOL]
     webhooks, more = await store.list_webhooks(
         pool, tenant_id(request), limit=limit, after=after, topic=topic, state=state

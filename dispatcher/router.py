@@ -187,7 +187,7 @@ class Router:
                 raise InvalidMessage(f"topic {event.topic!r} is not in the topic catalog")
             tasks = [
                 (webhook_id, DeliveryTask(webhook_id, event).to_message())
-                for webhook_id in self.index.lookup(event.tenant_id, event.topic)
+                for webhook_id in self.index.matching(event)
             ]
         except InvalidMessage as exc:
             return [await self._dead_letter(record, exc.reason)]

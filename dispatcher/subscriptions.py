@@ -1,7 +1,11 @@
-"""Which ENABLED webhooks of a tenant subscribe to a topic: an in-memory index.
+"""Which webhooks of a tenant want an event: an in-memory index.
 
 The router looks up subscribers for every event, so the answer must come from memory,
-not from a query per event. ``SubscriptionIndex`` loads every ENABLED webhook once,
+not from a query per event. Routed are ENABLED and PAUSED webhooks (a PAUSED one's
+deliveries are buffered by the deliverer, in order); DISABLED ones get nothing.
+A webhook's payload filter (``dispatcher.filters``) is compiled once per webhook
+version (its ``updated_at``) when it is loaded, never per event; ``matching(event)``
+applies it. ``SubscriptionIndex`` loads every routed webhook once,
 then follows ``WebhookChanges``: the ``hooklane_webhooks`` Postgres channel (a trigger
 on ``webhooks`` notifies the id of every inserted, updated or deleted row) reloads
 just that row, and a periodic full resync (also after a lost listener connection)
@@ -18,11 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import structlog
+
+from dispatcher.db import create_pool
+from dispatcher.events import Event
+from dispatcher.filters import InvalidFilter, Predicate, compile_filter, event_view
 
 log = structlog.get_logger(__name__)
 
@@ -35,46 +43,116 @@ UNKNOWN_TOPIC_TTL_S = 1.0
 MAX_UNKNOWN_TOPICS = 10_000
 CATALOG_TOPICS = "SELECT name FROM topics"
 ONE_TOPIC = "SELECT 1 FROM topics WHERE name = $1"
-ENABLED_WEBHOOKS = "SELECT id::text AS id, tenant_id, topics FROM webhooks WHERE state = 'ENABLED'"
-ONE_WEBHOOK = "SELECT id::text AS id, tenant_id, topics, state FROM webhooks WHERE id = $1::uuid"
+# PAUSED webhooks are routed: the deliverer keeps their deliveries in the backlog.
+ROUTED_STATES = ("ENABLED", "PAUSED")
+_ROW = "id::text AS id, tenant_id, topics, state, filter, updated_at"
+ROUTED_WEBHOOKS = f"SELECT {_ROW} FROM webhooks WHERE state IN ('ENABLED', 'PAUSED')"
+ONE_WEBHOOK = f"SELECT {_ROW} FROM webhooks WHERE id = $1::uuid"
 
 
 class Subscriptions:
-    """The pure index: ``(tenant_id, topic) -> webhook ids``, ordered by insertion."""
+    """The pure index: ``(tenant_id, topic) -> webhook ids`` (insertion order), and
+    each webhook's compiled filter (absent: every event)."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], list[str]] = {}
         self._keys_of: dict[str, list[tuple[str, str]]] = {}
+        self._filters: dict[str, Predicate] = {}
+        # Deliveries not created because a filter did not match (read as
+        # ``hooklane_events_filtered_total`` once the metrics land).
+        self.filtered = 0
 
     def __len__(self) -> int:
         return len(self._keys_of)
 
     def lookup(self, tenant_id: str, topic: str) -> Sequence[str]:
-        """The ENABLED webhooks of ``tenant_id`` subscribed to ``topic``."""
+        """The routed webhooks of ``tenant_id`` subscribed to ``topic`` (filters aside)."""
         return self._by_key.get((tenant_id, topic), ())
 
-    def replace_all(self, webhooks: Iterable[tuple[str, str, Sequence[str]]]) -> None:
-        """Rebuild from ``(webhook_id, tenant_id, topics)`` of every ENABLED webhook."""
+    def matching(self, event: Event) -> list[str]:
+        """The routed webhooks subscribed to ``event``'s topic whose filter it matches."""
+        subscribers = self.lookup(event.tenant_id, event.topic)
+        if not subscribers:
+            return []
+        view = None
+        wanted = []
+        for webhook_id in subscribers:
+            predicate = self._filters.get(webhook_id)
+            if predicate is not None:
+                view = view or event_view(event.topic, event.tenant_id, event.data)
+                if not predicate(view):
+                    self.filtered += 1
+                    continue
+            wanted.append(webhook_id)
+        return wanted
+
+    def replace_all(
+        self, webhooks: Iterable[tuple[str, str, Sequence[str], Predicate | None]]
+    ) -> None:
+        """Rebuild from ``(webhook_id, tenant_id, topics, filter)`` of every routed webhook."""
         self._by_key.clear()
         self._keys_of.clear()
-        for webhook_id, tenant_id, topics in webhooks:
-            self.put(webhook_id, tenant_id, topics)
+        self._filters.clear()
+        for webhook_id, tenant_id, topics, predicate in webhooks:
+            self.put(webhook_id, tenant_id, topics, predicate)
 
-    def put(self, webhook_id: str, tenant_id: str, topics: Sequence[str]) -> None:
-        """Add or replace one ENABLED webhook's subscriptions."""
+    def put(
+        self,
+        webhook_id: str,
+        tenant_id: str,
+        topics: Sequence[str],
+        predicate: Predicate | None = None,
+    ) -> None:
+        """Add or replace one routed webhook's subscriptions and compiled filter."""
         self.remove(webhook_id)
         keys = [(tenant_id, topic) for topic in dict.fromkeys(topics)]
         for key in keys:
             self._by_key.setdefault(key, []).append(webhook_id)
         self._keys_of[webhook_id] = keys
+        if predicate is not None:
+            self._filters[webhook_id] = predicate
 
     def remove(self, webhook_id: str) -> None:
         """Forget a webhook (deleted or disabled); unknown ids are ignored."""
+        self._filters.pop(webhook_id, None)
         for key in self._keys_of.pop(webhook_id, ()):
             subscribers = self._by_key[key]
             subscribers.remove(webhook_id)
             if not subscribers:
                 del self._by_key[key]
+
+
+class FilterCache:
+    """Compiled filters by webhook version, so a resync recompiles only what changed."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, tuple[object, Predicate | None]] = {}
+
+    def get(self, row: Mapping[str, Any] | asyncpg.Record) -> Predicate | None:
+        """The compiled filter of a webhook row (``id``, ``filter``, ``updated_at``)."""
+        webhook_id, version = row["id"], row["updated_at"]
+        cached = self._compiled.get(webhook_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        predicate = None
+        if row["filter"] is not None:
+            try:
+                predicate = compile_filter(row["filter"])
+            except InvalidFilter as exc:
+                # Only a write around the API can store one; deliver rather than lose.
+                log.warning("subscriptions.invalid_filter", webhook_id=webhook_id, error=str(exc))
+        self._compiled[webhook_id] = (version, predicate)
+        return predicate
+
+    def keep_only(self, webhook_ids: Iterable[str]) -> None:
+        """Forget the filters of webhooks that are gone."""
+        alive = set(webhook_ids)
+        for webhook_id in [key for key in self._compiled if key not in alive]:
+            del self._compiled[webhook_id]
+
+    def forget(self, webhook_id: str) -> None:
+        """Forget one webhook's filter."""
+        self._compiled.pop(webhook_id, None)
 
 
 ChangeCallback = Callable[[str], Awaitable[None]]
@@ -177,10 +255,12 @@ class SubscriptionIndex:
         self.version = 0
         self._known_topics: set[str] = set()
         self._unknown_until: dict[str, float] = {}
+        self._filters = FilterCache()
 
     async def start(self) -> None:
-        """Load every ENABLED webhook and start following changes."""
-        self._pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=2)
+        """Load every routed webhook and start following changes."""
+        # jsonb decoded (the filters): dispatcher.db's pool.
+        self._pool = await create_pool(self._database_url, min_size=1, max_size=2)
         try:
             await self._changes.start()
         except BaseException:
@@ -195,8 +275,12 @@ class SubscriptionIndex:
             self._pool = None
 
     def lookup(self, tenant_id: str, topic: str) -> Sequence[str]:
-        """The ENABLED webhooks of ``tenant_id`` subscribed to ``topic``."""
+        """The routed webhooks of ``tenant_id`` subscribed to ``topic`` (filters aside)."""
         return self.subscriptions.lookup(tenant_id, topic)
+
+    def matching(self, event: Event) -> list[str]:
+        """The routed webhooks that want ``event`` (topic subscribed, filter matched)."""
+        return self.subscriptions.matching(event)
 
     async def topic_known(self, topic: str) -> bool:
         """Whether ``topic`` is in the topic catalog (cached; unknown answers expire fast).
@@ -228,8 +312,11 @@ class SubscriptionIndex:
     async def _resync(self) -> None:
         assert self._pool is not None
         self._known_topics = {row["name"] for row in await self._pool.fetch(CATALOG_TOPICS)}
-        rows = await self._pool.fetch(ENABLED_WEBHOOKS)
-        self.subscriptions.replace_all((r["id"], r["tenant_id"], r["topics"]) for r in rows)
+        rows = await self._pool.fetch(ROUTED_WEBHOOKS)
+        self._filters.keep_only(row["id"] for row in rows)
+        self.subscriptions.replace_all(
+            (r["id"], r["tenant_id"], r["topics"], self._filters.get(r)) for r in rows
+        )
         self.version += 1
         log.debug("subscriptions.resynced", webhooks=len(self.subscriptions))
 
@@ -239,9 +326,11 @@ class SubscriptionIndex:
             row = await self._pool.fetchrow(ONE_WEBHOOK, webhook_id)
         except asyncpg.DataError:
             return  # not a uuid: not one of ours
-        if row is None or row["state"] != "ENABLED":
+        if row is None or row["state"] not in ROUTED_STATES:
             self.subscriptions.remove(webhook_id)
+            self._filters.forget(webhook_id)
         else:
-            self.subscriptions.put(row["id"], row["tenant_id"], row["topics"])
+            predicate = self._filters.get(row)
+            self.subscriptions.put(row["id"], row["tenant_id"], row["topics"], predicate)
         self.version += 1
         log.debug("subscriptions.reloaded", webhook_id=webhook_id)

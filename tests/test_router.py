@@ -61,7 +61,7 @@ def test_subscriptions_index_put_remove_and_replace() -> None:
     index.remove("w2")
     index.remove("unknown")
     assert list(index.lookup("t1", "A")) == []
-    index.replace_all([("w9", "t9", ["Z", "Z"])])
+    index.replace_all([("w9", "t9", ["Z", "Z"], None)])
     assert list(index.lookup("t9", "Z")) == ["w9"]
     assert list(index.lookup("t1", "B")) == []
     assert len(index) == 1

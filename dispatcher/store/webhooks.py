@@ -28,11 +28,22 @@ ROTATION_GRACE = "24 hours"
 _COLUMNS = (
     "id::text AS id, tenant_id, url, name, topics, state, api_version, ordering,"
     " max_in_flight, secret_preview, disabled_reason, last_success_at, last_failure_at,"
-    " consecutive_failures, created_at, updated_at"
+    " consecutive_failures, created_at, updated_at, filter, rate_limit, retry"
 )
 # Plain columns a partial update may set (``secret`` is handled separately).
 UPDATABLE = frozenset(
-    {"url", "name", "topics", "state", "api_version", "ordering", "max_in_flight"}
+    {
+        "url",
+        "name",
+        "topics",
+        "state",
+        "api_version",
+        "ordering",
+        "max_in_flight",
+        "filter",
+        "rate_limit",
+        "retry",
+    }
 )
 
 
@@ -56,6 +67,11 @@ class Webhook:
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    # Subscription fields (issue #14); None: the defaults (every event, unlimited,
+    # the operator's retry settings).
+    filter: dict[str, Any] | None = None
+    rate_limit: dict[str, int] | None = None
+    retry: dict[str, str] | None = None
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
@@ -85,12 +101,19 @@ async def create_webhook(
     api_version: str = "v1.0",
     ordering: str = "ordered",
     max_in_flight: int = 1,
+    filter: Mapping[str, Any] | None = None,
+    rate_limit: Mapping[str, int] | None = None,
+    retry: Mapping[str, str] | None = None,
 ) -> Webhook:
-    """Insert a webhook with a new uuid4 id; the secret is stored encrypted."""
+    """Insert a webhook with a new uuid4 id; the secret is stored encrypted.
+
+    ``executor`` must decode jsonb (``dispatcher.db.create_pool``) for the
+    subscription fields.
+    """
     row = await executor.fetchrow(
         "INSERT INTO webhooks (id, tenant_id, url, name, topics, state, api_version, ordering,"
-        " max_in_flight, secret_ciphertext, secret_preview)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " max_in_flight, secret_ciphertext, secret_preview, filter, rate_limit, retry)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         f" RETURNING {_COLUMNS}",
         uuid.uuid4(),
         tenant_id,
@@ -103,6 +126,9 @@ async def create_webhook(
         max_in_flight,
         box.encrypt(secret),
         preview(secret),
+        filter,
+        rate_limit,
+        retry,
     )
     assert row is not None
     return _webhook(row)
@@ -162,8 +188,9 @@ async def update_webhook(
 
     ``changes`` holds UPDATABLE columns and optionally ``secret``. A new secret keeps
     the old one valid as ``previous_secret`` for ROTATION_GRACE. Setting ``state``
-    to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED, its
-    failure streak (so a re-enabled endpoint is not disabled again at once).
+    to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED or PAUSED,
+    its failure streak (so a re-enabled endpoint is not disabled again at once, and
+    time spent paused, when nothing was tried, never counts as failing).
     """
     key = _uuid(webhook_id)
     if key is None:
@@ -180,8 +207,9 @@ async def update_webhook(
     if changes.get("state") == "ENABLED":
         assignments += [
             "disabled_reason = NULL",
-            "failing_since = CASE WHEN state = 'DISABLED' THEN NULL ELSE failing_since END",
-            "consecutive_failures = CASE WHEN state = 'DISABLED' THEN 0"
+            "failing_since = CASE WHEN state IN ('DISABLED', 'PAUSED') THEN NULL"
+            " ELSE failing_since END",
+            "consecutive_failures = CASE WHEN state IN ('DISABLED', 'PAUSED') THEN 0"
             " ELSE consecutive_failures END",
         ]
     if "secret" in changes:
