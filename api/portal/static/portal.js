@@ -1,6 +1,12 @@
 // Hooklane portal: small progressive enhancements; every page works without them.
 "use strict";
 
+// Pages that answer a form post (a new secret, a test outcome) take their GET address,
+// so reloading shows the page again instead of posting the form a second time.
+if (document.body.dataset.canonical) {
+  history.replaceState(null, "", document.body.dataset.canonical);
+}
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-copy]");
   if (!button) return;
