@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 from markupsafe import escape as html_escape
 
 from api.portal.pages import security_headers
+from dispatcher import backlog
+from dispatcher.attempt_log import AttemptLog
 from dispatcher.settings import Settings
 from dispatcher.store.portal import hash_token
 from dispatcher.targets import InvalidTarget, check_target_url
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, portal_link, sign_in
 from tests.test_api_support import TOPIC, api_client, assert_matches, webhook_body
+from tests.test_failure_support import make_result, make_task, make_webhook
 
 SECRET_LIKE = re.compile(r"whsec_[A-Za-z0-9+/=]{20,}")
+EVENT = re.compile(r'<span class="muted">(e\d\d)</span>')
+T0 = 1_700_000_000.0
 
 
 async def test_portal_sessions_answers_a_one_time_link(settings: Settings, pool, tenant) -> None:
@@ -306,3 +311,53 @@ async def test_cli_portal_link_signs_in(settings: Settings, tenant: TenantKey) -
     code, _, err = await hooklane(settings, "portal-link", "ten_missing")
     assert code == 1
     assert "no tenant 'ten_missing'" in err
+
+
+async def test_attempts_are_filtered_and_paged(settings, pool, tenant) -> None:
+    """The attempts table is newest first, filtered by outcome and paged with Older attempts."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    log = AttemptLog(pool)
+    for i in range(25):
+        status = 200 if i % 2 else 503
+        log.record(
+            make_result(webhook_id, tenant.id, status=status, event_id=f"e{i:02}", at=T0 + i)
+        )
+    await log.flush()
+    async with portal_client(settings) as client:
+        await sign_in(client, tenant)
+        base = f"/portal/webhooks/{webhook_id}"
+        first = await (await client.get(base)).text()
+        assert EVENT.findall(first)[:3] == ["e24", "e23", "e22"]
+        assert len(EVENT.findall(first)) == 20
+        older = re.search(r'href="([^"]*cursor=[^"]*)">Older attempts', first)
+        assert older is not None
+        rest = await (await client.get(older.group(1).replace("&amp;", "&"))).text()
+        assert EVENT.findall(rest) == [f"e{i:02}" for i in range(4, -1, -1)]
+        failed = await (await client.get(base, params={"outcome": "failure"})).text()
+        events = EVENT.findall(failed)
+        assert events[:2] == ["e24", "e22"]
+        assert all(int(event[1:]) % 2 == 0 for event in events)
+        assert failed.count(">Retry</button>") == len(events)
+        bad = await client.get(base, params={"outcome": "maybe"})
+        assert bad.status == 422
+        assert "outcome must be success or failure" in await bad.text()
+
+
+async def test_recover_since_requeues_failed_deliveries(settings, pool, tenant) -> None:
+    """ "Recover since…" queues the failed deliveries again, through the REST code path."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    for n in range(2):
+        await backlog.record_failed(pool, make_task(webhook_id, tenant.id, n), tenant.id, "gave up")
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    async with portal_client(settings) as client:
+        csrf = await sign_in(client, tenant)
+        base = f"/portal/webhooks/{webhook_id}"
+        response = await client.post(f"{base}/recover", data={"since": since, "csrf_token": csrf})
+        assert response.status == 200
+        assert "2 failed deliveries queued again" in await response.text()
+        bad = await client.post(f"{base}/recover", data={"since": "soon", "csrf_token": csrf})
+        assert bad.status == 422
+    left = await pool.fetchval(
+        "SELECT count(*) FROM failed_deliveries WHERE webhook_id = $1::uuid", webhook_id
+    )
+    assert left == 0

@@ -104,6 +104,14 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=SHOTS / f"{name}.png")
 
 
+async def fill_create_form(page: Page, url: str, name: str) -> None:
+    """From the webhooks page: "Create webhook", then fill URL, Topics and Name."""
+    await page.get_by_role("link", name="Create webhook").click()
+    await page.get_by_label("URL").fill(url)
+    await page.get_by_label("Topics").select_option(TOPIC)
+    await page.get_by_label("Name").fill(name)
+
+
 @asynccontextmanager
 async def pipeline(settings: Settings) -> AsyncIterator[None]:
     """A real router and deliverer for the test."""
@@ -183,10 +191,7 @@ async def test_created_webhook_receives_the_next_event(
     """Create through the form; the next published event arrives at the new endpoint."""
     async with Receiver() as rx, portal(settings) as server, pipeline(settings):
         page = await signed_in_page(browser, server, tenant)
-        await page.get_by_role("link", name="Create webhook").click()
-        await page.get_by_label("URL").fill(rx.url)
-        await page.get_by_label("Topics").select_option(TOPIC)
-        await page.get_by_label("Name").fill("billing-events")
+        await fill_create_form(page, rx.url, "billing-events")
         await shot(page, "create")
         await page.get_by_role("button", name="Create", exact=True).click()
         await expect(page.get_by_role("heading", name="billing-events")).to_be_visible()
@@ -295,9 +300,7 @@ async def test_form_post_without_csrf_token_is_refused(
     """The create form with its CSRF field removed is refused and creates nothing."""
     async with portal(settings) as server:
         page = await signed_in_page(browser, server, tenant)
-        await page.get_by_role("link", name="Create webhook").click()
-        await page.get_by_label("URL").fill("https://example.com/hook")
-        await page.get_by_label("Topics").select_option(TOPIC)
+        await fill_create_form(page, "https://example.com/hook", "csrf-probe")
         await page.locator("form.stacked input[name=csrf_token]").evaluate("e => e.remove()")
         await page.get_by_role("button", name="Create", exact=True).click()
         await expect(page.get_by_role("heading", name="Refused")).to_be_visible()
