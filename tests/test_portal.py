@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from markupsafe import escape as html_escape
 
+from api.auth import is_portal_page
 from api.portal.pages import security_headers
 from dispatcher import backlog
 from dispatcher.attempt_log import AttemptLog
@@ -194,23 +195,48 @@ async def test_no_page_shows_the_secret_after_creation(settings, tenant) -> None
             assert SECRET_LIKE.search(html) is None, path
 
 
-async def test_another_tenants_webhook_is_a_404_page(settings, tenant, other_tenant) -> None:
-    """Every page and action of another tenant's webhook answers the 404 page."""
+def portal_id_routes(app: web.Application) -> list[tuple[str, str]]:
+    """Every (method, template) of a portal page that addresses a webhook; deletes last."""
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+        and is_portal_page(route.resource.canonical)
+        and "{id}" in route.resource.canonical
+        and route.method in {"GET", "POST"}
+    }
+    return sorted(routes, key=lambda r: (r[1].endswith("/delete") and r[0] == "POST", r))
+
+
+async def test_another_tenants_webhook_is_a_404_page(settings, pool, tenant, other_tenant) -> None:
+    """Every portal page and action of another tenant's webhook or attempt is the 404 page."""
     async with api_client(settings) as api:
         created = await api.post(
             "/webhooks", json=webhook_body("https://example.com/x"), headers=other_tenant.headers
         )
         foreign = (await created.json())["id"]
+    log = AttemptLog(pool)
+    log.record(make_result(foreign, other_tenant.id, status=503, event_id="e-foreign"))
+    await log.flush()
+    attempt_id = await pool.fetchval(
+        "SELECT id::text FROM attempts WHERE webhook_id = $1::uuid", foreign
+    )
+    form = {"state": "DISABLED", "since": "2026-01-01T00:00", "url": "https://x.example/"}
     async with portal_client(settings) as client:
-        csrf = await sign_in(client, tenant)
-        base = f"/portal/webhooks/{foreign}"
-        for path in (base, f"{base}/edit", f"{base}/delete", f"{base}/attempts/1"):
-            response = await client.get(path)
-            assert response.status == 404, path
-            assert "no such webhook" in await response.text()
-        for path in (f"{base}/test", f"{base}/rotate", f"{base}/delete", f"{base}/state"):
-            response = await client.post(path, data={"csrf_token": csrf, "state": "DISABLED"})
-            assert response.status == 404, path
+        routes = portal_id_routes(client.app)
+        assert ("GET", "/portal/webhooks/{id}") in routes
+        assert ("POST", "/portal/webhooks/{id}/attempts/{attempt_id}/retry") in routes
+        for signed_in, expect_found in ((tenant, False), (other_tenant, True)):
+            csrf = await sign_in(client, signed_in)
+            for method, template in routes:
+                path = template.format(id=foreign, attempt_id=attempt_id)
+                data = {**form, "topics": TOPIC, "csrf_token": csrf} if method == "POST" else None
+                response = await client.request(method, path, data=data)
+                html = await response.text()
+                hidden = response.status == 404 and re.search("no such (webhook|attempt)", html)
+                assert bool(hidden) != expect_found, (signed_in.id, method, template)
+    row = await pool.fetchrow("SELECT state FROM webhooks WHERE id = $1::uuid", foreign)
+    assert row is None  # the owner's own delete (the control) went through, last
 
 
 @pytest.mark.parametrize(
