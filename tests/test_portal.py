@@ -387,3 +387,25 @@ async def test_recover_since_requeues_failed_deliveries(settings, pool, tenant) 
         "SELECT count(*) FROM failed_deliveries WHERE webhook_id = $1::uuid", webhook_id
     )
     assert left == 0
+
+
+async def test_sign_out_ends_the_session(settings, pool, tenant) -> None:
+    """Sign out deletes the session row; the old cookie no longer opens any page."""
+    async with portal_client(settings) as client:
+        csrf = await sign_in(client, tenant)
+        stolen = client.session.cookie_jar.filter_cookies(client.make_url("/portal/"))
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM portal_sessions WHERE tenant_id = $1", tenant.id
+            )
+            == 1
+        )
+        response = await client.post("/portal/logout", data={"csrf_token": csrf})
+        assert response.status == 200
+        assert "You are signed out" in await response.text()
+        client.session.cookie_jar.update_cookies(stolen)
+        assert (await client.get("/portal/webhooks")).status == 401
+    count = await pool.fetchval(
+        "SELECT count(*) FROM portal_sessions WHERE tenant_id = $1", tenant.id
+    )
+    assert count == 0
