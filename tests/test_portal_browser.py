@@ -197,6 +197,7 @@ async def test_created_webhook_receives_the_next_event(
         await expect(page.get_by_role("heading", name="billing-events")).to_be_visible()
         secret = await page.locator("#secret-value").text_content()
         assert secret is not None and secret.startswith("whsec_")
+        await shot(page, "created")
 
         event_id = await publish(settings, tenant.id, 1)
         await wait_until(lambda: event_id in rx.event_ids(), message="the event at the receiver")

@@ -17,7 +17,6 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from api.keys import SETTINGS
 from dispatcher.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -73,7 +72,7 @@ def security_headers(response: web.StreamResponse, settings: Settings) -> None:
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';"
         " object-src 'none'; base-uri 'none'; form-action 'self';"
-        f" frame-ancestors {ancestors or chr(39) + 'none' + chr(39)}"
+        " frame-ancestors " + (ancestors or "'none'")
     )
     if not ancestors:
         # Older browsers ignore frame-ancestors; X-Frame-Options cannot list origins.
@@ -112,8 +111,3 @@ async def static(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     body, content_type = found
     return web.Response(body=body, content_type=content_type)
-
-
-def settings_of(request: web.Request) -> Settings:
-    """The app's settings."""
-    return request.app[SETTINGS]
