@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
@@ -45,6 +45,8 @@ if not os.path.exists(CHROMIUM):
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
+# Generous: two shared cores also run the broker, Postgres and other suites.
+expect.set_options(timeout=20_000)
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "portal"
@@ -75,18 +77,12 @@ async def portal(settings: Settings) -> AsyncIterator[TestServer]:
 async def link(server: TestServer, tenant: TenantKey) -> str:
     """A one-time portal link, the way the operator's backend gets one."""
     async with (
-        _client() as session,
+        aiohttp.ClientSession() as session,
         session.post(server.make_url("/portal/sessions"), headers=tenant.headers) as response,
     ):
         assert response.status == 201
         url: str = (await response.json())["url"]
         return url
-
-
-def _client() -> Any:
-    import aiohttp
-
-    return aiohttp.ClientSession()
 
 
 async def signed_in_page(browser: Browser, server: TestServer, tenant: TenantKey) -> Page:
