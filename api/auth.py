@@ -21,6 +21,16 @@ def is_portal_page(path: str) -> bool:
     return path.startswith("/portal/") and path != "/portal/sessions"
 
 
+def route_path(request: web.Request) -> str:
+    """The template of the route the router matched, else the request's path.
+
+    Decisions about who authenticates how follow the route that will run, never a raw
+    path that could dress up as another (``/portal/../webhooks``).
+    """
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, else None."""
     if not authorization:
@@ -38,7 +48,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     # Unmatched routes fall through so they answer 404/405 rather than 401.
     if (
         request.path in PUBLIC_PATHS
-        or is_portal_page(request.path)
+        or is_portal_page(route_path(request))
         or request.match_info.http_exception is not None
     ):
         return await handler(request)

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.auth import is_portal_page, tenant_id
+from api.auth import is_portal_page, route_path, tenant_id
 from api.errors import ApiError
 from api.keys import POOL, SETTINGS, TENANT_ID
 from api.portal.pages import (
@@ -108,7 +108,7 @@ async def logout(request: web.Request) -> web.Response:
 
 async def _authenticate(request: web.Request) -> web.Response | None:
     """Resolve the session and check CSRF; a refusal page, or None to go on."""
-    if request.path.startswith(OPEN_PREFIXES):
+    if route_path(request).startswith(OPEN_PREFIXES):
         return None
     token = request.cookies.get(COOKIE)
     tenant = await store.session_tenant(request.app[POOL], token) if token else None
@@ -132,7 +132,7 @@ async def _authenticate(request: web.Request) -> web.Response | None:
 @web.middleware
 async def portal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Session, CSRF, HTML error pages and security headers for every portal page."""
-    if not is_portal_page(request.path):
+    if not is_portal_page(route_path(request)):
         return await handler(request)
     response: web.StreamResponse
     try:
