@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 from markupsafe import escape as html_escape
+from yarl import URL
 
 from api.auth import is_portal_page
 from api.portal.pages import security_headers
@@ -409,3 +410,16 @@ async def test_sign_out_ends_the_session(settings, pool, tenant) -> None:
         "SELECT count(*) FROM portal_sessions WHERE tenant_id = $1", tenant.id
     )
     assert count == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/portal/../webhooks", "/portal/..%2Fwebhooks", "/portal/%2e%2e/topics"]
+)
+async def test_portal_paths_cannot_reach_api_routes(settings, tenant, path) -> None:
+    """A session cookie on a path dressed as /portal/ never runs a REST route (no JSON)."""
+    async with portal_client(settings) as client:
+        await sign_in(client, tenant)
+        url = URL(str(client.make_url("/")).rstrip("/") + path, encoded=True)
+        async with client.session.get(url) as response:
+            assert response.content_type == "text/html"
+            assert response.status in {401, 404}
