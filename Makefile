@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format mypy bench bench-quick chaos clean
+.PHONY: install run test lint format mypy bench bench-quick chaos screenshots clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ bench-quick: install
 
 chaos: install
 	$(BIN)/python -m pytest -q -m chaos -p no:cacheprovider -o addopts="" -s tests/chaos
+
+# Refresh docs/portal/*.png from the portal's browser tests (plain `make test` leaves them).
+screenshots: install
+	PORTAL_SCREENSHOTS=docs/portal $(BIN)/python -m pytest -q tests/test_portal_browser.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import events, health, topics, trigger, webhooks
+from api import events, health, portal, topics, trigger, webhooks
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
 from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
@@ -74,4 +74,5 @@ def create_app(settings: Settings) -> web.Application:
         module.setup_routes(app)
     if importlib.util.find_spec(ATTEMPTS_MODULE) is not None:
         importlib.import_module(ATTEMPTS_MODULE).setup_routes(app)
+    portal.setup_routes(app)  # the tenant portal's pages under /portal/ (api.portal)
     return app

@@ -31,9 +31,10 @@ from api.responses import json_response
 from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
 from dispatcher import backlog
-from dispatcher.attempt_log import get_attempt, list_attempts
+from dispatcher.attempt_log import Attempt, get_attempt, list_attempts
 from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
+from dispatcher.store.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
 
@@ -42,29 +43,37 @@ MAX_RECOVER = 10_000
 RECOVER_PAGE = 500
 
 
-def _outcome(request: web.Request) -> str | None:
-    outcome = request.query.get("outcome")
+def parse_outcome(outcome: str | None) -> str | None:
+    """An attempt-log ``outcome`` filter (None: all), or 422."""
     if outcome is not None and outcome not in {"success", "failure"}:
         raise invalid_field("outcome", "outcome must be success or failure", "enum")
     return outcome
+
+
+async def attempts_page(
+    request: web.Request, webhook: Webhook, outcome: str | None, limit: int, cursor: str | None
+) -> tuple[list[Attempt], str | None]:
+    """One page of ``webhook``'s attempts, newest first, and the next cursor (400 if bad)."""
+    try:
+        return await list_attempts(
+            request.app[POOL],
+            tenant_id(request),
+            webhook.id,
+            outcome=parse_outcome(outcome),
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
 
 
 async def list_(request: web.Request) -> web.Response:
     """GET /webhooks/{id}/attempts → ``{"data": [...], "next_cursor": str | null}``."""
     webhook = await webhook_or_404(request)
     limit = page_limit(request)
-    outcome = _outcome(request)
-    try:
-        attempts, next_cursor = await list_attempts(
-            request.app[POOL],
-            tenant_id(request),
-            webhook.id,
-            outcome=outcome,
-            limit=limit,
-            cursor=request.query.get("cursor"),
-        )
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
+    attempts, next_cursor = await attempts_page(
+        request, webhook, request.query.get("outcome"), limit, request.query.get("cursor")
+    )
     return json_response(
         {"data": [attempt.to_json() for attempt in attempts], "next_cursor": next_cursor}
     )
@@ -83,17 +92,20 @@ def _redelivery(task: DeliveryTask) -> DeliveryTask:
     return DeliveryTask(task.webhook_id, task.event, kind="redelivery")
 
 
-async def retry(request: web.Request) -> web.Response:
-    """POST /webhooks/{id}/attempts/{attempt_id}/retry → 202 ``{"event_id", "queued": true}``."""
-    webhook = await webhook_or_404(request)
-    raw_id = request.match_info["attempt_id"]
+async def attempt_or_404(request: web.Request, webhook: Webhook, raw_id: str) -> Attempt:
+    """Attempt ``raw_id`` (the URL's text) of the caller's ``webhook``, or 404."""
     if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18:
         raise not_found("attempt")
-    pool = request.app[POOL]
-    attempt = await get_attempt(pool, tenant_id(request), webhook.id, int(raw_id))
+    attempt = await get_attempt(request.app[POOL], tenant_id(request), webhook.id, int(raw_id))
     if attempt is None:
         raise not_found("attempt")
-    task = await backlog.find_task(pool, webhook.id, attempt.event_id)
+    return attempt
+
+
+async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> str:
+    """Queue attempt ``raw_id``'s event again (REST and portal); its event id."""
+    attempt = await attempt_or_404(request, webhook, raw_id)
+    task = await backlog.find_task(request.app[POOL], webhook.id, attempt.event_id)
     if task is None:
         raise ApiError(
             404,
@@ -104,10 +116,18 @@ async def retry(request: web.Request) -> web.Response:
         )
     await _enqueue(request, _redelivery(task))
     log.info("redelivery.queued", webhook_id=webhook.id, event_id=attempt.event_id)
-    return json_response({"event_id": attempt.event_id, "queued": True}, status=202)
+    return attempt.event_id
 
 
-def _since(value: str) -> datetime:
+async def retry(request: web.Request) -> web.Response:
+    """POST /webhooks/{id}/attempts/{attempt_id}/retry → 202 ``{"event_id", "queued": true}``."""
+    webhook = await webhook_or_404(request)
+    event_id = await retry_attempt(request, webhook, request.match_info["attempt_id"])
+    return json_response({"event_id": event_id, "queued": True}, status=202)
+
+
+def parse_since(value: str) -> datetime:
+    """The ``since`` of a recover request (RFC 3339 with a zone), or 422."""
     try:
         since = datetime.fromisoformat(value)
     except ValueError:
@@ -117,11 +137,11 @@ def _since(value: str) -> datetime:
     return since
 
 
-async def recover(request: web.Request) -> web.Response:
-    """POST /webhooks/{id}/recover ``{"since"}`` → 202 ``{"queued": n}``, oldest first."""
-    webhook = await webhook_or_404(request)
-    body = await read_json(request, "recover")
-    since = _since(body["since"])
+async def recover_since(request: web.Request, webhook: Webhook, since: datetime) -> int:
+    """Queue every failed delivery of ``webhook`` since ``since`` again, oldest first.
+
+    Returns how many were queued (REST and portal).
+    """
     pool = request.app[POOL]
     producer_for(request)  # 503 before touching anything when there is no broker
     queued = 0
@@ -148,6 +168,14 @@ async def recover(request: web.Request) -> web.Response:
             if not page:
                 break
     log.info("redelivery.recovered", webhook_id=webhook.id, queued=queued)
+    return queued
+
+
+async def recover(request: web.Request) -> web.Response:
+    """POST /webhooks/{id}/recover ``{"since"}`` → 202 ``{"queued": n}``, oldest first."""
+    webhook = await webhook_or_404(request)
+    body = await read_json(request, "recover")
+    queued = await recover_since(request, webhook, parse_since(body["since"]))
     return json_response({"queued": queued}, status=202)
 
 

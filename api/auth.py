@@ -13,6 +13,24 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hooklane"'}
 
 
+def is_portal_page(path: str) -> bool:
+    """Portal pages sign in with a session cookie (api.portal.sessions), not an API key.
+
+    ``POST /portal/sessions`` is the exception: the operator's backend calls it with a key.
+    """
+    return path.startswith("/portal/") and path != "/portal/sessions"
+
+
+def route_path(request: web.Request) -> str:
+    """The template of the route the router matched, else the request's path.
+
+    Decisions about who authenticates how follow the route that will run, never a raw
+    path that could dress up as another (``/portal/../webhooks``).
+    """
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, else None."""
     if not authorization:
@@ -28,7 +46,11 @@ def bearer_token(authorization: str | None) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the caller's tenant from its API key, or answer 401."""
     # Unmatched routes fall through so they answer 404/405 rather than 401.
-    if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
+    if (
+        request.path in PUBLIC_PATHS
+        or is_portal_page(route_path(request))
+        or request.match_info.http_exception is not None
+    ):
         return await handler(request)
     api_key = bearer_token(request.headers.get("Authorization"))
     if api_key is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,15 +23,19 @@ from dispatcher.attempt import attempt_delivery
 from dispatcher.attempt_log import record_one
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.store.topics import get_topic
-from dispatcher.store.webhooks import load_target
+from dispatcher.store.webhooks import Webhook, load_target
 
 log = structlog.get_logger(__name__)
 
 
-async def trigger(request: web.Request) -> web.Response:
-    """Send a test event; 200 with its outcome whether or not the receiver accepted it."""
-    webhook = await webhook_or_404(request)
-    body = await read_json(request, "test_trigger", optional=True)
+async def send_test_event(
+    request: web.Request, webhook: Webhook, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Deliver one signed test event to ``webhook`` now; its outcome as the JSON object.
+
+    ``body`` is schema-valid ``test_trigger`` input (optional ``topic`` and ``data``).
+    Shared by the REST trigger and the portal's "Send test event".
+    """
     topic = body.get("topic", webhook.topics[0])
     if topic not in webhook.topics:
         raise invalid_field(
@@ -59,16 +64,21 @@ async def trigger(request: web.Request) -> web.Response:
         status_code=result.status_code,
         error=result.error,
     )
-    return json_response(
-        {
-            "event_id": event.id,
-            "delivered": result.success,
-            "status_code": result.status_code,
-            "duration_ms": round(result.duration_ms, 3),
-            "error": result.error,
-            "response_body": result.response_body,
-        }
-    )
+    return {
+        "event_id": event.id,
+        "delivered": result.success,
+        "status_code": result.status_code,
+        "duration_ms": round(result.duration_ms, 3),
+        "error": result.error,
+        "response_body": result.response_body,
+    }
+
+
+async def trigger(request: web.Request) -> web.Response:
+    """Send a test event; 200 with its outcome whether or not the receiver accepted it."""
+    webhook = await webhook_or_404(request)
+    body = await read_json(request, "test_trigger", optional=True)
+    return json_response(await send_test_event(request, webhook, body))
 
 
 def setup_routes(app: web.Application) -> None:

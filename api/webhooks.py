@@ -140,9 +140,14 @@ def _check_in_flight(max_in_flight: int, settings: Settings) -> None:
         )
 
 
-async def create(request: web.Request) -> web.Response:
-    """POST /webhooks → 201 with the webhook (and ``secret`` if it was generated)."""
-    body = await read_json(request, "webhook_create")
+async def create_from_body(
+    request: web.Request, body: dict[str, Any]
+) -> tuple[store.Webhook, str | None]:
+    """Create the caller's webhook from a schema-valid ``body`` with every REST rule.
+
+    Returns the webhook and its secret when it was generated (to be shown once), else None.
+    Shared by ``POST /webhooks`` and the portal's form.
+    """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
     ordering = body.get("ordering", "ordered")
@@ -171,13 +176,21 @@ async def create(request: web.Request) -> web.Response:
         retry=body.get("retry"),
     )
     log.info("webhook.created", webhook_id=webhook.id, tenant_id=webhook.tenant_id)
+    return webhook, secret if generated else None
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /webhooks → 201 with the webhook (and ``secret`` if it was generated)."""
+    body = await read_json(request, "webhook_create")
+    webhook, generated = await create_from_body(request, body)
     payload = webhook_json(webhook)
-    if generated:
-        payload["secret"] = secret  # the only time it is ever shown
+    if generated is not None:
+        payload["secret"] = generated  # the only time it is ever shown
     return json_response(payload, status=201, headers={"Location": f"/webhooks/{webhook.id}"})
 
 
-def _after(request: web.Request) -> tuple[datetime, str] | None:
+def after_cursor(request: web.Request) -> tuple[datetime, str] | None:
+    """The keyset position of the ``cursor`` query parameter of a webhook list, or 400."""
     cursor = request.query.get("cursor")
     if not cursor:
         return None
@@ -188,10 +201,18 @@ def _after(request: web.Request) -> tuple[datetime, str] | None:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
 
 
+def next_cursor(webhooks: Sequence[store.Webhook], more: bool) -> str | None:
+    """The cursor of the page after ``webhooks`` (None on the last page)."""
+    if not more:
+        return None
+    last = webhooks[-1]
+    return encode_cursor([last.created_at.isoformat(), last.id])
+
+
 async def list_(request: web.Request) -> web.Response:
     """GET /webhooks?limit&cursor&topic&state → a page, newest first."""
     limit = page_limit(request)
-    after = _after(request)
+    after = after_cursor(request)
     topic = request.query.get("topic")
     if topic is not None and not TOPIC_NAME.match(topic):
         raise invalid_field("topic", f"{topic!r} is not a topic name", "topic")
@@ -203,14 +224,10 @@ async def list_(request: web.Request) -> web.Response:
         pool, tenant_id(request), limit=limit, after=after, topic=topic, state=state
     )
     backlog = await backlog_sizes(pool, [webhook.id for webhook in webhooks])
-    next_cursor = None
-    if more:
-        last = webhooks[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), last.id])
     return json_response(
         {
             "data": [webhook_json(w, backlog.get(w.id, 0)) for w in webhooks],
-            "next_cursor": next_cursor,
+            "next_cursor": next_cursor(webhooks, more),
         }
     )
 
@@ -222,10 +239,13 @@ async def read(request: web.Request) -> web.Response:
     return json_response(webhook_json(webhook, backlog.get(webhook.id, 0)))
 
 
-async def update(request: web.Request) -> web.Response:
-    """POST /webhooks/{id}: partial update with the creation rules → 200."""
-    current = await webhook_or_404(request)
-    body = await read_json(request, "webhook_update")
+async def update_from_body(
+    request: web.Request, current: store.Webhook, body: dict[str, Any]
+) -> store.Webhook:
+    """Apply a schema-valid partial update ``body`` to ``current`` with every REST rule.
+
+    Shared by ``POST /webhooks/{id}`` and the portal (edit, enable/disable, rotate).
+    """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
     changes = dict(body)
@@ -243,9 +263,8 @@ async def update(request: web.Request) -> web.Response:
     elif "max_in_flight" in body or current.ordering != "unordered":
         changes["max_in_flight"] = body.get("max_in_flight", settings.max_in_flight_per_webhook)
         _check_in_flight(changes["max_in_flight"], settings)
-    pool = request.app[POOL]
     webhook = await store.update_webhook(
-        pool, request.app[SECRET_BOX], current.tenant_id, current.id, changes
+        request.app[POOL], request.app[SECRET_BOX], current.tenant_id, current.id, changes
     )
     if webhook is None:  # deleted meanwhile
         raise not_found()
@@ -255,17 +274,29 @@ async def update(request: web.Request) -> web.Response:
         tenant_id=webhook.tenant_id,
         fields=sorted(body),  # names only: never the secret's value
     )
-    backlog = await backlog_sizes(pool, [webhook.id])
+    return webhook
+
+
+async def update(request: web.Request) -> web.Response:
+    """POST /webhooks/{id}: partial update with the creation rules → 200."""
+    current = await webhook_or_404(request)
+    body = await read_json(request, "webhook_update")
+    webhook = await update_from_body(request, current, body)
+    backlog = await backlog_sizes(request.app[POOL], [webhook.id])
     return json_response(webhook_json(webhook, backlog.get(webhook.id, 0)))
+
+
+async def delete_or_404(request: web.Request, webhook_id: str) -> None:
+    """Delete the caller's webhook ``webhook_id``, or 404 (REST and portal)."""
+    caller = tenant_id(request)
+    if not await store.delete_webhook(request.app[POOL], caller, webhook_id):
+        raise not_found()
+    log.info("webhook.deleted", webhook_id=webhook_id, tenant_id=caller)
 
 
 async def delete(request: web.Request) -> web.Response:
     """DELETE /webhooks/{id} → 204."""
-    caller = tenant_id(request)
-    webhook_id = request.match_info["id"]
-    if not await store.delete_webhook(request.app[POOL], caller, webhook_id):
-        raise not_found()
-    log.info("webhook.deleted", webhook_id=webhook_id, tenant_id=caller)
+    await delete_or_404(request, request.match_info["id"])
     return web.Response(status=204)
 
 

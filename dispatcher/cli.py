@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--schema", type=Path, help="JSON Schema file of the event's data")
     add.add_argument("--description", default="")
 
+    portal = sub.add_parser("portal-link", help="print a one-time tenant portal link")
+    portal.add_argument("tenant", help="the tenant id (ten_...)")
+
     publish = sub.add_parser("publish", help="publish one event")
     publish.add_argument("topic")
     publish.add_argument("--tenant", required=True)
@@ -134,6 +137,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_add_topic(settings, args.name, args.description, schema))
         print(f"topic {args.name} added")
         return 0
+    if command == "portal-link":
+        url, expires_at = asyncio.run(_portal_link(settings, args.tenant))
+        print(f"{url}\n(one use, valid until {expires_at})")
+        return 0
     if command == "publish":
         event_id = asyncio.run(_publish(settings, args))
         print(event_id)
@@ -195,6 +202,22 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
             settings.kafka_bootstrap_servers,
             {settings.mirror_topic(name): settings.topic_partitions},
         )
+
+
+async def _portal_link(settings: Settings, tenant_id: str) -> tuple[str, str]:
+    from dispatcher.store.portal import create_link
+
+    await db.migrate(settings.database_url)
+    # A wildcard listen address is not somewhere a browser can go: use loopback.
+    host = "127.0.0.1" if settings.api_host in {"0.0.0.0", "::"} else settings.api_host
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        link = await create_link(
+            conn, tenant_id, settings.portal_link_ttl, f"http://{host}:{settings.api_port}"
+        )
+    finally:
+        await conn.close()
+    return link.url, link.expires_at.isoformat()
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> str:

@@ -10,6 +10,7 @@ import orjson
 from cryptography.fernet import Fernet
 
 from api.app import create_app
+from api.auth import is_portal_page
 from api.validation import SCHEMA_DIR, Schemas
 from dispatcher.settings import Settings
 
@@ -29,7 +30,11 @@ def registered_operations() -> set[tuple[str, str]]:
         if route.method == "HEAD":
             continue
         info = route.resource.get_info() if route.resource is not None else {}
-        found.add((route.method, info.get("path") or info["formatter"]))
+        path = info.get("path") or info["formatter"]
+        # The portal's HTML pages are not API (DESIGN.md §6); POST /portal/sessions is.
+        if is_portal_page(path):
+            continue
+        found.add((route.method, path))
     return found
 
 

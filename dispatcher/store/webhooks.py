@@ -273,3 +273,14 @@ async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> We
         ordering=row["ordering"],
         max_in_flight=row["max_in_flight"],
     )
+
+
+async def failing_since(executor: Executor, webhook_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each failing webhook of ``webhook_ids`` started failing (healthy ones absent)."""
+    keys = [key for key in map(_uuid, webhook_ids) if key is not None]
+    rows = await executor.fetch(
+        "SELECT id::text AS id, failing_since FROM webhooks"
+        " WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL",
+        keys,
+    )
+    return {row["id"]: row["failing_since"] for row in rows}
