@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka.errors import KafkaError
 
 from dispatcher import db
 from dispatcher.broker import TopicsError
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a configuration problem: like a bad setting above
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (db.DatabaseError, TopicsError, ValueError, OSError) as exc:
+    except (db.DatabaseError, TopicsError, KafkaError, ValueError, OSError) as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -244,6 +245,10 @@ async def _ensure_topics(settings: Settings) -> None:
             f"topic {state.name}: {verb}, {state.partitions} partition(s),"
             f" {state.replicas} replica(s) (wanted: {replication})"
         )
+        wanted = settings.kafka_replication_factor
+        if wanted is not None and state.replicas < wanted:
+            # Hooklane never re-replicates an existing topic: that is a reassignment.
+            print(f"warning: {state.name}: {state.replicas} replica(s), fewer than {wanted}")
         if state.name == settings.deliveries_topic:
             members = await group_members(settings.kafka_bootstrap_servers, GROUP_ID)
             for warning in capacity_warnings(

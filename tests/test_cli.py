@@ -158,12 +158,15 @@ async def test_migrate_creates_the_internal_topics_with_the_replication_setting(
 async def test_topics_ensure_warns_about_fewer_partitions_than_configured(
     settings: Settings,
 ) -> None:
-    """An existing deliveries topic smaller than HOOKLANE_DELIVERIES_PARTITIONS is reported."""
+    """Existing topics with fewer partitions or replicas than configured are reported."""
     code, _, err = await hooklane(settings, "topics", "ensure")
     assert code == 0, err
-    code, out, err = await hooklane(settings.replace(deliveries_partitions=8), "topics", "ensure")
+    code, out, err = await hooklane(
+        settings.replace(deliveries_partitions=8, kafka_replication_factor=3), "topics", "ensure"
+    )
     assert code == 0, err
     assert f"warning: {settings.deliveries_topic}: 4 partition(s), fewer than" in out
+    assert f"warning: {settings.dead_letter_topic}: 1 replica(s), fewer than 3" in out
 
 
 @pytest.mark.parametrize("command", ["router", "deliverer"])
