@@ -11,6 +11,7 @@ from aiohttp import web
 from api.app import create_app
 from dispatcher import db
 from dispatcher.logs import configure_logging
+from dispatcher.secrets import MISSING_KEY
 from dispatcher.settings import Settings, SettingsError
 
 # Seconds in-flight requests (a test trigger waits for its receiver) get to finish.
@@ -23,6 +24,9 @@ def main() -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"hooklane api: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if not settings.secret_key:
+        print(f"hooklane api: {MISSING_KEY}", file=sys.stderr)
         return 2
     configure_logging(settings)
     log = structlog.get_logger("api")

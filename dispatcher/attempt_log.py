@@ -5,7 +5,10 @@ a bounded buffer that a background task writes every ``flush_interval`` seconds 
 as soon as ``max_batch`` results wait). One batch is one transaction: a single
 ``COPY`` into ``attempts`` and a single ``UPDATE`` of the webhooks' health columns
 (``last_success_at``, ``last_failure_at``, ``consecutive_failures``, ``failing_since``).
-Test attempts are logged but do not change a webhook's health.
+Test attempts are logged but do not change a webhook's health. When the buffer
+overflows (Postgres unreachable for long), the oldest results are dropped, counted, and
+reported once per overflow episode: one ``attempt_log.rows_dropped`` warning with
+``dropped=N`` as soon as rows are written again (or at close).
 """
 
 from __future__ import annotations
@@ -312,6 +315,7 @@ class AttemptLog:
         self._closing = False
         self.dropped = 0
         self.written = 0
+        self._dropped_unreported = 0  # dropped in the current overflow episode
 
     def start(self) -> None:
         """Start the background writer (inside a running loop)."""
@@ -326,7 +330,7 @@ class AttemptLog:
             log.error("attempt_log.invalid_webhook_id", webhook_id=result.webhook_id)
             return
         if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1  # the deque drops the oldest: better than unbounded memory
+            self._drop(1)  # the deque drops the oldest: better than unbounded memory
         self._buffer.append(result)
         self._nonempty.set()
         if len(self._buffer) >= self._max_batch:
@@ -352,10 +356,14 @@ class AttemptLog:
                     log.error("attempt_log.batch_rejected", error=str(exc), size=len(batch))
                     continue
                 except BaseException:
-                    # Put the batch back in front, in order, for the next flush.
+                    # Put the batch back in front, in order, for the next flush; a buffer
+                    # that filled up meanwhile loses its newest results to make room.
+                    assert self._buffer.maxlen is not None
+                    self._drop(max(0, len(self._buffer) + len(batch) - self._buffer.maxlen))
                     self._buffer.extendleft(reversed(batch))
                     raise
                 self.written += len(batch)
+                self._report_dropped()
 
     async def close(self) -> None:
         """Stop the writer and write what is left."""
@@ -363,9 +371,25 @@ class AttemptLog:
         self._nonempty.set()
         self._full.set()
         task, self._task = self._task, None
-        if task is not None:
-            await task
-        await self.flush()
+        try:
+            if task is not None:
+                await task
+            await self.flush()
+        finally:
+            self._report_dropped()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._dropped_unreported += count
+
+    def _report_dropped(self) -> None:
+        # Once per episode, when it ends: a warning per dropped row would flood the log
+        # exactly when Postgres is down.
+        if self._dropped_unreported:
+            log.warning(
+                "attempt_log.rows_dropped", dropped=self._dropped_unreported, total=self.dropped
+            )
+            self._dropped_unreported = 0
 
     async def _run(self) -> None:
         # Idle costs nothing: sleep until something is recorded, then give the batch

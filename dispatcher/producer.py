@@ -156,7 +156,9 @@ class Producer:
         async with self._topic_lock:
             if name not in self._known_topics:
                 await ensure_topics(
-                    self._bootstrap, {name: partitions or self._settings.topic_partitions}
+                    self._bootstrap,
+                    {name: partitions or self._settings.topic_partitions},
+                    self._settings.kafka_replication_factor,
                 )
                 self._known_topics.add(name)
 
@@ -191,8 +193,9 @@ class Producer:
 
     async def enqueue(self, task: DeliveryTask) -> None:
         """Write a delivery task to the deliveries topic, keyed by webhook id."""
+        # The deliveries topic is `hooklane migrate`'s to create (with the operator's
+        # replication), never a side effect of a redelivery.
         topic = self._settings.deliveries_topic
-        await self.ensure_topic(topic, self._settings.deliveries_partitions)
         await self.kafka.send_and_wait(topic, task.to_message(), key=task.webhook_id.encode())
 
     async def _send_event(self, event: Event, key: str | None) -> asyncio.Future[Any]:

@@ -31,7 +31,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from dispatcher.broker import ensure_topics
+from dispatcher.broker import require_topics
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event, InvalidMessage
 from dispatcher.producer import Producer
@@ -94,15 +94,9 @@ class Router:
         self.dead_lettered = 0
 
     async def start(self) -> None:
-        """Create the internal topics, load subscriptions and join the group."""
+        """Check the internal topics, load subscriptions and join the group."""
         settings = self.settings
-        await ensure_topics(
-            self._bootstrap,
-            {
-                settings.deliveries_topic: settings.deliveries_partitions,
-                settings.dead_letter_topic: 1,
-            },
-        )
+        await require_topics(settings)
         await self.index.start()
         await self._producer.start()
         consumer = AIOKafkaConsumer(

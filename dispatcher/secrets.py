@@ -4,11 +4,16 @@ Encryption uses ``cryptography``'s MultiFernet (AES-128-CBC + HMAC-SHA256, with 
 rotation): ``HOOKLANE_SECRET_KEY`` is a comma-separated list of Fernet keys; the first
 encrypts, every key decrypts, so an operator rotates by prepending a new key and
 running ``hooklane rotate-secrets`` (re-encrypts) before dropping the old key.
+
+The key is never guessed from the working directory: processes started on their own
+refuse to start without ``HOOKLANE_SECRET_KEY`` (``MISSING_KEY``); only ``hooklane up``
+(development) makes a key file with ``dev_key`` and passes the key to its children.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets as _random
 from collections.abc import Sequence
@@ -23,8 +28,14 @@ if TYPE_CHECKING:
     from dispatcher.db import Connection
 
 
+MISSING_KEY = (
+    "HOOKLANE_SECRET_KEY is not set: make one with `hooklane secret-key` and give the same"
+    " key to every Hooklane process (`hooklane up` creates a development key)"
+)
+
+
 class SecretKeyError(ValueError):
-    """HOOKLANE_SECRET_KEY is malformed, or a stored secret cannot be decrypted."""
+    """HOOKLANE_SECRET_KEY is missing or malformed, or a stored secret cannot be decrypted."""
 
 
 def generate_secret() -> str:
@@ -52,17 +63,11 @@ class SecretBox:
             ) from exc
 
     @classmethod
-    def from_setting(cls, setting: str | None, dev_key_file: Path | None = None) -> SecretBox:
-        """From ``HOOKLANE_SECRET_KEY``; unset, a development key kept in ``dev_key_file``."""
-        if setting:
-            return cls([key.strip() for key in setting.split(",") if key.strip()])
-        path = dev_key_file or Path(".hooklane") / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(Fernet.generate_key().decode())
-        return cls([path.read_text().strip()])
+    def from_setting(cls, setting: str | None) -> SecretBox:
+        """From ``HOOKLANE_SECRET_KEY``; SecretKeyError (MISSING_KEY) when it is unset."""
+        if not setting or not setting.strip():
+            raise SecretKeyError(MISSING_KEY)
+        return cls([key.strip() for key in setting.split(",") if key.strip()])
 
     def encrypt(self, secret: str) -> bytes:
         """The ciphertext (a Fernet token) of ``secret``."""
@@ -83,6 +88,17 @@ class SecretBox:
 def new_key() -> str:
     """A fresh Fernet key for HOOKLANE_SECRET_KEY."""
     return Fernet.generate_key().decode()
+
+
+def dev_key(path: Path) -> str:
+    """The development key kept in ``path``, created (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another `hooklane up` made it first
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(new_key())
+    return path.read_text().strip()
 
 
 async def reencrypt_webhook_secrets(conn: Connection, box: SecretBox, batch_size: int = 500) -> int:

@@ -2,8 +2,11 @@
 
 Starts the embedded broker (unless a Kafka cluster is configured), prepares Postgres
 (the local server, or an embedded one where none answers and no URL was set), applies
-migrations, creates the Kafka topics, then runs the API, router and deliverer as child
-processes, restarting any that dies. SIGINT/SIGTERM stop everything, children first.
+migrations, creates the Kafka topics (replication 1 on the embedded broker), then runs
+the API, router and deliverer as child processes, restarting any that dies (the pause
+grows with quick deaths and resets once a child ran ``HEALTHY_AFTER_S``). Without
+``HOOKLANE_SECRET_KEY`` it uses a development key kept in ``.hooklane/secret.key`` and
+hands it to the children explicitly. SIGINT/SIGTERM stop everything, children first.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import structlog
 
 from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, ensure_topics
+from dispatcher.broker import EmbeddedBroker, TopicState, create_topics
 from dispatcher.embedded_db import EmbeddedPostgres
+from dispatcher.secrets import dev_key
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
 
 log = structlog.get_logger(__name__)
@@ -31,6 +36,10 @@ log = structlog.get_logger(__name__)
 DEV_TENANT = "ten_dev"
 CHILD_MODULES = ("api", "dispatcher.router", "dispatcher.deliverer")
 STOP_GRACE_S = 20.0
+DEV_KEY_FILE = Path(".hooklane") / "secret.key"
+# A child that ran this long was healthy: its next death restarts the backoff.
+HEALTHY_AFTER_S = 30.0
+MAX_RESTART_PAUSE_S = 30.0
 
 
 @dataclass
@@ -62,24 +71,16 @@ async def prepare_database(
     return settings
 
 
-async def mirror_topic_names(settings: Settings) -> list[str]:
-    """Every Kafka topic the stack needs: internal ones and one per catalog topic."""
+async def create_kafka_topics(settings: Settings) -> list[TopicState]:
+    """Create the deliveries, dead-letter and mirror topics (one per catalog topic)."""
+    from dispatcher.store.topics import topic_names
+
     conn = await asyncpg.connect(settings.database_url)
     try:
-        names = [row["name"] for row in await conn.fetch("SELECT name FROM topics")]
+        names = await topic_names(conn)
     finally:
         await conn.close()
-    return [settings.mirror_topic(name) for name in names]
-
-
-async def create_kafka_topics(settings: Settings) -> None:
-    """Create the deliveries, dead-letter and mirror topics."""
-    assert settings.kafka_bootstrap_servers is not None
-    wanted = {settings.deliveries_topic: settings.deliveries_partitions}
-    wanted[settings.dead_letter_topic] = 1
-    for name in await mirror_topic_names(settings):
-        wanted[name] = settings.topic_partitions
-    await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+    return await create_topics(settings, sorted(names))
 
 
 async def dev_api_key(settings: Settings) -> str:
@@ -99,7 +100,19 @@ def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["HOOKLANE_DATABASE_URL"] = settings.database_url
     env["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    if settings.kafka_replication_factor is not None:
+        env["HOOKLANE_KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
+    # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
+    env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
     return env
+
+
+def restart_pause(restarts: int, ran_for: float) -> tuple[int, float]:
+    """The restart count after a child that ran ``ran_for`` s died, and the pause before
+    restarting it: doubling from 1 s up to MAX_RESTART_PAUSE_S, from 1 s again once it
+    had run healthily for HEALTHY_AFTER_S."""
+    restarts = 1 if ran_for >= HEALTHY_AFTER_S else restarts + 1
+    return restarts, min(MAX_RESTART_PAUSE_S, 0.5 * 2 ** min(restarts, 6))
 
 
 async def wait_healthy(url: str, within_s: float = 30.0) -> bool:
@@ -133,15 +146,15 @@ class Supervisor:
         log.info("child.started", module=child.module, pid=child.process.pid)
 
     async def watch(self, child: Child) -> None:
-        """Restart ``child`` whenever it exits, with a growing pause."""
+        """Restart ``child`` whenever it exits, with a pause (see ``restart_pause``)."""
         while not self.stopping.is_set():
             await self.spawn(child)
             assert child.process is not None
             code = await child.process.wait()
             if self.stopping.is_set():
                 return
-            child.restarts += 1
-            pause = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+            ran_for = time.monotonic() - child.started_at
+            child.restarts, pause = restart_pause(child.restarts, ran_for)
             log.error("child.exited", module=child.module, code=code, restart_in=pause)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), pause)
@@ -170,8 +183,14 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
     if settings.kafka_bootstrap_servers is None:
         broker = EmbeddedBroker()
         broker.start()
-        settings = settings.replace(kafka_bootstrap_servers=broker.bootstrap_servers)
+        # One node: a topic cannot have more replicas than that.
+        settings = settings.replace(
+            kafka_bootstrap_servers=broker.bootstrap_servers, kafka_replication_factor=1
+        )
         log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
+    if not settings.secret_key:
+        settings = settings.replace(secret_key=dev_key(DEV_KEY_FILE))
+        log.info("secret_key.development", file=str(DEV_KEY_FILE))
     postgres = EmbeddedPostgres()
     supervisor: Supervisor | None = None
     try:

@@ -5,6 +5,8 @@
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
   a short retry schedule.
+- ``internal_topics`` (per test): the deliveries and dead-letter topics of ``settings``,
+  created as ``hooklane migrate`` does (routers and deliverers refuse to start without).
 - ``pool`` (per test): an asyncpg pool on the test database.
 - ``tenant`` / ``other_tenant`` (per test): a new tenant and its API key.
 """
@@ -21,7 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dispatcher import db
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.broker import EmbeddedBroker, create_topics
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
 
@@ -67,9 +69,16 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         park_after=2.0,
         deliveries_partitions=4,
         topic_partitions=4,
+        kafka_replication_factor=1,  # what `hooklane up` uses on the embedded broker
         log_format="console",
         log_level="WARNING",
     )
+
+
+@pytest.fixture
+async def internal_topics(settings: Settings) -> Settings:
+    await create_topics(settings)
+    return settings
 
 
 @pytest.fixture

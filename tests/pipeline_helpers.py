@@ -12,7 +12,9 @@
   (secret encrypted as the API does), returning its id and plaintext secret.
 - ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
   assert timing: tansu rebalances take seconds).
-- ``ensure_mirror_topics(settings, topics)``: create mirror topics up front.
+- ``ensure_mirror_topics(settings, topics)``: create mirror topics (and the internal
+  ones) up front, as ``hooklane migrate`` does. ``start_router``, ``start_deliverer``
+  and ``spawn`` create the internal topics first (the services only check them).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dispatcher.broker import ensure_topics
+from dispatcher.broker import create_topics
 from dispatcher.deliverer import Deliverer
 from dispatcher.router import Router
 from dispatcher.secrets import SecretBox, generate_secret
@@ -205,6 +207,7 @@ async def start_router(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
+    await create_topics(settings)
     router = Router(settings, group_id=group_id or _unique_group("router"))
     await router.start()
     running = Running(router, asyncio.create_task(router.run(), name="test-router"))
@@ -217,6 +220,7 @@ async def start_deliverer(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Deliverer`` as a task (its own consumer group unless ``group_id``)."""
+    await create_topics(settings)
     deliverer = Deliverer(settings, group_id=group_id or _unique_group("deliverer"), **kwargs)
     await deliverer.start()
     running = Running(deliverer, asyncio.create_task(deliverer.run(), name="test-deliverer"))
@@ -248,6 +252,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DELIVERIES_PARTITIONS": settings.deliveries_partitions,
         "TOPIC_PARTITIONS": settings.topic_partitions,
         "FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
+        "KAFKA_REPLICATION_FACTOR": settings.kafka_replication_factor or "",
         "LOG_LEVEL": settings.log_level,
         "LOG_FORMAT": "json",
     }
@@ -279,6 +284,7 @@ class Spawned:
 
 async def spawn(module: str, settings: Settings) -> Spawned:
     """Run ``python -m module`` with ``settings`` in its environment."""
+    await create_topics(settings)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -301,11 +307,7 @@ async def spawn_deliverer(settings: Settings) -> Spawned:
 
 async def ensure_mirror_topics(settings: Settings, topics: Sequence[str]) -> None:
     """Create the mirror topics of ``topics`` (and the internal ones) now."""
-    assert settings.kafka_bootstrap_servers
-    wanted = {settings.mirror_topic(topic): settings.topic_partitions for topic in topics}
-    wanted[settings.deliveries_topic] = settings.deliveries_partitions
-    wanted[settings.dead_letter_topic] = 1
-    await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+    await create_topics(settings, topics)
 
 
 @dataclass(frozen=True)

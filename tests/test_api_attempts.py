@@ -111,7 +111,7 @@ async def test_other_tenants_get_404(settings, pool, tenant, other_tenant) -> No
         assert missing.status == 404
 
 
-async def test_retry_attempt_requeues_its_event(settings, pool, tenant) -> None:
+async def test_retry_attempt_requeues_its_event(settings, internal_topics, pool, tenant) -> None:
     """Retrying a failed delivery's attempt writes a redelivery task of that event to Kafka."""
     webhook_id = await make_webhook(pool, tenant.id)
     task = make_task(webhook_id, tenant.id, 7)
@@ -136,7 +136,9 @@ async def test_retry_attempt_requeues_its_event(settings, pool, tenant) -> None:
     assert queued == DeliveryTask(webhook_id, task.event, "redelivery")
 
 
-async def test_recover_requeues_failed_since_in_order(settings, pool, tenant) -> None:
+async def test_recover_requeues_failed_since_in_order(
+    settings, internal_topics, pool, tenant
+) -> None:
     """recover re-enqueues failed deliveries since the time, oldest first, and forgets them."""
     webhook_id = await make_webhook(pool, tenant.id)
     old, *recent = [make_task(webhook_id, tenant.id, n) for n in range(4)]
@@ -169,7 +171,9 @@ async def test_recover_requeues_failed_since_in_order(settings, pool, tenant) ->
     assert [r["event_id"] for r in left] == [old.event.id]
 
 
-async def test_concurrent_recovers_send_each_delivery_once(settings, pool, tenant) -> None:
+async def test_concurrent_recovers_send_each_delivery_once(
+    settings, internal_topics, pool, tenant
+) -> None:
     """Two recover calls at once split the failed deliveries: together they queue each once."""
     webhook_id = await make_webhook(pool, tenant.id)
     for n in range(6):

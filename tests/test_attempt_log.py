@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from dispatcher import attempt_log
 from dispatcher.attempt_log import AttemptLog, health_changes, list_attempts, purge, record_one
@@ -231,3 +232,34 @@ async def test_health_updates_do_not_notify_routers(pool, database_url, tenant) 
     finally:
         await conn.close()
     assert seen == [webhook_id]
+
+
+async def test_overflow_is_reported_once_per_episode_with_the_count(pool, tenant) -> None:
+    """Rows dropped on overflow give one warning with dropped=N when writing resumes."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    log = AttemptLog(pool, max_batch=5, max_buffered=5)
+    with capture_logs() as logs:
+        for i in range(8):  # 3 more than fit: the 3 oldest are dropped
+            log.record(make_result(webhook_id, tenant.id, at=T0 + i, event_id=f"a{i}"))
+        await log.flush()
+        await log.flush()  # nothing new dropped: no second warning
+        for i in range(6):
+            log.record(make_result(webhook_id, tenant.id, at=T0 + 10 + i, event_id=f"b{i}"))
+        await log.close()
+    warnings = [e for e in logs if e["event"] == "attempt_log.rows_dropped"]
+    assert [(w["log_level"], w["dropped"], w["total"]) for w in warnings] == [
+        ("warning", 3, 3),
+        ("warning", 1, 4),
+    ]
+    assert await count_attempts(pool, webhook_id) == 10
+
+
+async def test_no_overflow_no_warning(pool, tenant) -> None:
+    """A log that never overflows reports nothing about dropped rows."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    log = AttemptLog(pool, max_batch=5, max_buffered=5)
+    with capture_logs() as logs:
+        for i in range(5):
+            log.record(make_result(webhook_id, tenant.id, at=T0 + i))
+        await log.close()
+    assert not [e for e in logs if e["event"] == "attempt_log.rows_dropped"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 from cryptography.fernet import Fernet
 
@@ -18,7 +19,7 @@ from dispatcher.store.tenants import tenant_for_api_key
 from tests.pipeline_helpers import settings_env, wait_until
 
 
-async def hooklane(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def hooklane(settings: Settings, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     """Run `hooklane ARGS` with ``settings`` in its environment."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -26,6 +27,7 @@ async def hooklane(settings: Settings, *args: str) -> tuple[int, str, str]:
         "dispatcher.cli",
         *args,
         env=settings_env(settings),
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -130,7 +132,64 @@ async def test_publish_rejects_data_that_is_not_an_object(settings: Settings) ->
 async def test_migrate_and_secret_key(settings: Settings) -> None:
     """`migrate` on an up-to-date database applies nothing; `secret-key` prints a Fernet key."""
     code, out, _ = await hooklane(settings, "migrate")
-    assert (code, out.strip()) == (0, "applied: nothing (up to date)")
+    assert (code, out.splitlines()[0]) == (0, "applied: nothing (up to date)")
     code, out, _ = await hooklane(settings, "secret-key")
     assert code == 0
     Fernet(out.strip().encode())  # raises if it is not a valid key
+
+
+async def test_migrate_creates_the_internal_topics_with_the_replication_setting(
+    settings: Settings,
+) -> None:
+    """`migrate` creates deliveries and dead-letter topics; a second run finds them."""
+    code, out, err = await hooklane(settings, "migrate")
+    assert code == 0, err
+    assert (
+        f"topic {settings.deliveries_topic}: created, {settings.deliveries_partitions}"
+        " partition(s), 1 replica(s) (wanted: 1)" in out
+    )
+    assert f"topic {settings.dead_letter_topic}: created, 1 partition(s)" in out
+    code, out, err = await hooklane(settings, "topics", "ensure")
+    assert code == 0, err
+    assert f"topic {settings.deliveries_topic}: exists" in out
+    assert "warning" not in out
+
+
+async def test_topics_ensure_warns_about_fewer_partitions_than_configured(
+    settings: Settings,
+) -> None:
+    """Existing topics with fewer partitions or replicas than configured are reported."""
+    code, _, err = await hooklane(settings, "topics", "ensure")
+    assert code == 0, err
+    code, out, err = await hooklane(
+        settings.replace(deliveries_partitions=8, kafka_replication_factor=3), "topics", "ensure"
+    )
+    assert code == 0, err
+    assert f"warning: {settings.deliveries_topic}: 4 partition(s), fewer than" in out
+    assert f"warning: {settings.dead_letter_topic}: 1 replica(s), fewer than 3" in out
+
+
+@pytest.mark.parametrize("command", ["router", "deliverer"])
+async def test_services_refuse_to_start_without_the_internal_topics(
+    settings: Settings, command: str
+) -> None:
+    """router/deliverer do not create topics: one line naming `hooklane migrate`, exit 1."""
+    code, _, err = await hooklane(settings, command)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert "hooklane migrate" in err and settings.deliveries_topic in err
+
+
+@pytest.mark.parametrize("command", ["api", "router", "deliverer", "rotate-secrets"])
+async def test_commands_refuse_to_start_without_a_secret_key(
+    settings: Settings, tmp_path: Path, command: str
+) -> None:
+    """Without HOOKLANE_SECRET_KEY: exit 2, one line saying `hooklane secret-key`, no key file."""
+    code, _, err = await hooklane(settings.replace(secret_key=None), command, cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"hooklane {command}: HOOKLANE_SECRET_KEY is not set: make one with"
+        " `hooklane secret-key` and give the same key to every Hooklane process"
+        " (`hooklane up` creates a development key)"
+    ]
+    assert not (tmp_path / ".hooklane").exists()

@@ -1,15 +1,23 @@
-"""TargetCache: one load per webhook, invalidation by NOTIFY, no stale result after a race."""
+"""TargetCache: one load per webhook, invalidation by NOTIFY, batched resync, no stale races."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
 from dispatcher.attempt import WebhookTarget
-from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.secrets import SecretBox
 from dispatcher.settings import Settings
+from dispatcher.store.webhooks import (
+    VersionedTarget,
+    load_target,
+    load_targets,
+    update_webhook,
+)
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import create_webhook
 
@@ -68,7 +76,7 @@ async def test_missing_webhooks_are_cached_as_none_until_invalidated() -> None:
     cache = TargetCache(load)
     assert await cache.get("w") is None
     assert await cache.get("w") is None
-    cache.clear()
+    cache.invalidate("w")
     assert await cache.get("w") is None
     assert loads == 2
 
@@ -87,3 +95,125 @@ async def test_store_loader_decrypts_the_secret(
         tenant.id,
         "ordered",
     )
+
+
+class Gated:
+    """The real batch loader, counting calls and optionally held until released."""
+
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
+        self.pool, self.box = pool, box
+        self.calls: list[list[str]] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(
+        self, webhook_ids: Sequence[str], known: Mapping[str, str]
+    ) -> dict[str, VersionedTarget]:
+        self.calls.append(list(webhook_ids))
+        loaded = await load_targets(self.pool, self.box, webhook_ids, known)
+        self.entered.set()
+        await self.release.wait()
+        return loaded
+
+
+def _cache(
+    pool: asyncpg.Pool, settings: Settings, batch_size: int = 500
+) -> tuple[TargetCache, Gated]:
+    box = SecretBox.from_setting(settings.secret_key)
+    gated = Gated(pool, box)
+
+    async def loader(webhook_id: str) -> WebhookTarget | None:
+        return await load_target(pool, box, webhook_id)
+
+    return TargetCache(loader, gated, batch_size=batch_size), gated
+
+
+async def test_refresh_all_replaces_changed_rows_and_keeps_the_rest(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """A resync swaps in changed and deleted webhooks; unchanged entries stay as they are."""
+    hooks = [
+        await create_webhook(pool, settings, tenant.id, f"http://127.0.0.1:9/{n}", ["T"])
+        for n in range(5)
+    ]
+    cache, gated = _cache(pool, settings, batch_size=2)
+    for hook in hooks:
+        await cache.get(hook.id)
+    assert await cache.refresh_all() == 0  # learns the versions, nothing changed
+    assert len(gated.calls) == 3  # 5 webhooks in batches of 2
+    kept = cache.peek(hooks[0].id)
+    await pool.execute(
+        "UPDATE webhooks SET url = 'http://127.0.0.1:9/new' WHERE id = $1", uuid.UUID(hooks[1].id)
+    )
+    await pool.execute("DELETE FROM webhooks WHERE id = $1", uuid.UUID(hooks[2].id))
+    assert await cache.refresh_all() == 2
+    assert cache.peek(hooks[0].id) is kept  # unchanged: not reloaded, not decrypted again
+    refreshed = cache.peek(hooks[1].id)
+    assert refreshed is not None and refreshed.url == "http://127.0.0.1:9/new"
+    assert await cache.get(hooks[2].id) is None
+
+
+async def test_refresh_all_serves_the_old_entry_until_the_new_one_is_loaded(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """While a resync batch loads, get() answers from the cache at once (no reload, no gap)."""
+    hook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/old", ["T"])
+    missing = str(uuid.uuid4())
+    cache, gated = _cache(pool, settings)
+    await cache.get(hook.id)
+    assert await cache.get(missing) is None
+    await pool.execute(
+        "UPDATE webhooks SET url = 'http://127.0.0.1:9/new' WHERE id = $1", uuid.UUID(hook.id)
+    )
+    gated.release.clear()
+    refresh = asyncio.create_task(cache.refresh_all())
+    await gated.entered.wait()
+    during = await cache.get(hook.id)
+    assert during is not None and during.url == "http://127.0.0.1:9/old"
+    assert await cache.get(missing) is None
+    gated.release.set()
+    assert await refresh == 1
+    after = await cache.get(hook.id)
+    assert after is not None and after.url == "http://127.0.0.1:9/new"
+
+
+async def test_an_invalidation_during_refresh_wins_over_the_batch(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """A webhook invalidated (and reloaded) while its batch loads keeps the newer answer."""
+    hook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/a", ["T"])
+    cache, gated = _cache(pool, settings)
+    await cache.get(hook.id)
+    await pool.execute(
+        "UPDATE webhooks SET url = 'http://127.0.0.1:9/b' WHERE id = $1", uuid.UUID(hook.id)
+    )
+    gated.release.clear()
+    refresh = asyncio.create_task(cache.refresh_all())
+    await gated.entered.wait()  # the batch has read url b
+    await pool.execute(
+        "UPDATE webhooks SET url = 'http://127.0.0.1:9/c' WHERE id = $1", uuid.UUID(hook.id)
+    )
+    cache.invalidate(hook.id)
+    reloaded = await cache.get(hook.id)
+    assert reloaded is not None and reloaded.url == "http://127.0.0.1:9/c"
+    gated.release.set()
+    assert await refresh == 0
+    assert cache.peek(hook.id) is reloaded
+
+
+async def test_load_targets_skips_decrypting_known_versions(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """A known version comes back without a target; a rotated secret changes the version."""
+    hook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/x", ["T"])
+    box = SecretBox.from_setting(settings.secret_key)
+    first = await load_targets(pool, box, [hook.id, "not-a-uuid", str(uuid.uuid4())])
+    assert list(first) == [hook.id]
+    assert first[hook.id].target is not None
+    same = await load_targets(pool, box, [hook.id], {hook.id: first[hook.id].version})
+    assert same[hook.id] == VersionedTarget(first[hook.id].version, None)
+    await update_webhook(pool, box, tenant.id, hook.id, {"secret": "whsec_bmV3"})
+    rotated = await load_targets(pool, box, [hook.id], {hook.id: first[hook.id].version})
+    target = rotated[hook.id].target
+    assert target is not None and target.secrets == ("whsec_bmV3", hook.secret)

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from dispatcher.attempt import WebhookTarget
-from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.errors import BlockedDestination
 from dispatcher.events import DeliveryTask, Event

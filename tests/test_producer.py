@@ -72,7 +72,9 @@ async def test_publish_many_keeps_per_key_order(settings: Settings) -> None:
         assert numbers == sorted(numbers) and len(numbers) == 10
 
 
-async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(settings: Settings) -> None:
+async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(
+    settings: Settings, internal_topics: Settings
+) -> None:
     """enqueue() puts a DeliveryTask on the deliveries topic, keyed by webhook id."""
     task = DeliveryTask("wh-1", Event("evt-9", TOPIC, "ten_1", 1, {"a": 1}), "redelivery")
     async with Producer(settings) as producer:

@@ -198,3 +198,10 @@ async def test_rotate_secrets_command(rotation_db: str) -> None:
     assert process.returncode == 0, stderr.decode()
     assert "re-encrypted 3 webhook secret(s)" in stdout.decode()
     await _assert_open_with(rotation_db, SecretBox([new]), seeded)
+
+
+@pytest.mark.parametrize("setting", [None, "", "  "])
+def test_missing_key_is_refused_not_guessed(setting: str | None) -> None:
+    """No HOOKLANE_SECRET_KEY: an error saying how to make one, never a key from the cwd."""
+    with pytest.raises(SecretKeyError, match="hooklane secret-key"):
+        SecretBox.from_setting(setting)

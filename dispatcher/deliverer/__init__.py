@@ -30,10 +30,10 @@ from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher import db
 from dispatcher.attempt_log import AttemptLog
-from dispatcher.broker import ensure_topics
+from dispatcher.broker import require_topics
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.deliverer.store import PostgresStore
-from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.events import DeliveryTask, InvalidMessage
 from dispatcher.scheduler import BacklogScheduler
@@ -108,15 +108,9 @@ class Deliverer:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
     async def start(self) -> None:
-        """Create the topics, connect to Postgres and join the consumer group."""
+        """Check the topics, connect to Postgres and join the consumer group."""
         settings = self.settings
-        await ensure_topics(
-            self._bootstrap,
-            {
-                settings.deliveries_topic: settings.deliveries_partitions,
-                settings.dead_letter_topic: 1,
-            },
-        )
+        await require_topics(settings)
         self._pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
         targets = TargetCache.from_store(self._pool, SecretBox.from_setting(settings.secret_key))
         self._sender = self._given_sender or AiohttpSender(settings)
@@ -141,7 +135,7 @@ class Deliverer:
             worker.webhook_changed(webhook_id)
 
         async def resync() -> None:
-            targets.clear()
+            await targets.refresh_all()
             for webhook_id in list(worker.lanes):
                 worker.webhook_changed(webhook_id)
 

@@ -34,7 +34,7 @@ from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.offsets import OffsetTracker
 from dispatcher.deliverer.parking import STORE_ERRORS, STORE_RETRY_S, Parking
 from dispatcher.deliverer.store import DeliveryStore
-from dispatcher.deliverer.targets import TargetCache
+from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.events import DeliveryTask
 from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender

@@ -7,6 +7,7 @@ NOTIFYs ``hooklane_webhooks`` so routers refresh their subscription index.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -258,8 +259,10 @@ async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> We
         " FROM webhooks WHERE id = $1",
         key,
     )
-    if row is None:
-        return None
+    return None if row is None else _target(row, box)
+
+
+def _target(row: asyncpg.Record, box: SecretBox) -> WebhookTarget:
     secrets = [box.decrypt(row["secret_ciphertext"])]
     if row["previous_secret_ciphertext"] is not None:
         secrets.append(box.decrypt(row["previous_secret_ciphertext"]))
@@ -284,3 +287,67 @@ async def failing_since(executor: Executor, webhook_ids: Sequence[str]) -> dict[
         keys,
     )
     return {row["id"]: row["failing_since"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedTarget:
+    """A webhook's delivery view and its row version (``load_targets``).
+
+    ``target`` is None when ``version`` is the one the caller already holds: the row
+    is unchanged and its secrets were not decrypted again.
+    """
+
+    version: str
+    target: WebhookTarget | None
+
+
+DECRYPT_SLICE = 50
+# ``xmin`` changes with every write to a row (even one that forgets ``updated_at``); the
+# suffix changes when the previous secret's grace period ends, which no write marks.
+_LOAD_TARGETS = """
+SELECT w.id::text AS id, r.version, r.version IS NOT DISTINCT FROM k.known AS unchanged,
+       w.tenant_id, w.url, w.api_version, w.state, w.ordering, w.max_in_flight,
+       w.secret_ciphertext,
+       CASE WHEN r.previous_active THEN w.previous_secret_ciphertext END
+           AS previous_secret_ciphertext
+FROM unnest($1::uuid[], $2::text[]) AS k(id, known)
+JOIN webhooks AS w ON w.id = k.id
+CROSS JOIN LATERAL (
+    SELECT COALESCE(w.previous_secret_expires_at > now(), false) AS previous_active
+) AS p
+CROSS JOIN LATERAL (
+    SELECT w.xmin::text || CASE WHEN p.previous_active THEN '+' ELSE '' END AS version,
+           p.previous_active
+) AS r
+"""
+
+
+async def load_targets(
+    executor: Executor,
+    box: SecretBox,
+    webhook_ids: Sequence[str],
+    known: Mapping[str, str] | None = None,
+) -> dict[str, VersionedTarget]:
+    """The delivery views of the existing webhooks among ``webhook_ids``, in one query.
+
+    A webhook whose version equals ``known[id]`` comes back with ``target`` None (not
+    decrypted); ids that are missing (or not uuids) are absent from the result.
+    """
+    known = known or {}
+    # Results are keyed by the caller's spelling of each id (the row's is canonical).
+    asked = {str(key): webhook_id for webhook_id in webhook_ids if (key := _uuid(webhook_id))}
+    if not asked:
+        return {}
+    rows = await executor.fetch(
+        _LOAD_TARGETS,
+        [uuid.UUID(key) for key in asked],
+        [known.get(webhook_id) for webhook_id in asked.values()],
+    )
+    loaded = {}
+    for count, row in enumerate(rows, 1):
+        target = None if row["unchanged"] else _target(row, box)
+        loaded[asked[row["id"]]] = VersionedTarget(row["version"], target)
+        if count % DECRYPT_SLICE == 0:
+            # Decrypting is CPU work on the event loop: let deliveries run in between.
+            await asyncio.sleep(0)
+    return loaded
