@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from dispatcher import db
+from dispatcher import db, event_loop
 from dispatcher.settings import PREFIX, Settings, SettingsError
 
 
@@ -96,7 +95,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from dispatcher.supervisor import run_stack
 
         explicit = bool(os.environ.get(PREFIX + "DATABASE_URL"))
-        return asyncio.run(run_stack(settings, explicit))
+        return event_loop.run(run_stack(settings, explicit), settings.event_loop)
     if command == "api":
         # dispatcher never imports api: run it as its own module.
         os.execv(sys.executable, [sys.executable, "-m", "api"])
@@ -104,16 +103,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _need_broker(settings)
         from dispatcher.router import run_router
 
-        asyncio.run(run_router(settings))
+        event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
         from dispatcher.deliverer import run_deliverer
 
-        asyncio.run(run_deliverer(settings))
+        event_loop.run(run_deliverer(settings), settings.event_loop)
         return 0
     if command == "migrate":
-        applied = asyncio.run(db.migrate(settings.database_url))
+        applied = event_loop.run(db.migrate(settings.database_url), settings.event_loop)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
     if command == "secret-key":
@@ -122,20 +121,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(new_key())
         return 0
     if command == "rotate-secrets":
-        count = asyncio.run(_rotate_secrets(settings))
+        count = event_loop.run(_rotate_secrets(settings), settings.event_loop)
         print(f"re-encrypted {count} webhook secret(s) under the first key")
         return 0
     if command == "tenants":
-        tenant_id, api_key = asyncio.run(_create_tenant(settings, args.name))
+        tenant_id, api_key = event_loop.run(
+            _create_tenant(settings, args.name), settings.event_loop
+        )
         print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
         return 0
     if command == "topics":
         schema = _read_schema(args.schema)
-        asyncio.run(_add_topic(settings, args.name, args.description, schema))
+        event_loop.run(
+            _add_topic(settings, args.name, args.description, schema), settings.event_loop
+        )
         print(f"topic {args.name} added")
         return 0
     if command == "publish":
-        event_id = asyncio.run(_publish(settings, args))
+        event_id = event_loop.run(_publish(settings, args), settings.event_loop)
         print(event_id)
         return 0
     if command == "bench":
