@@ -11,12 +11,32 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("requests_per_s", "requests/s"),
         ("client_cpu_us_per_request", "client CPU µs/request"),
         ("receiver_cpu_us_per_request", "receiver CPU µs/request"),
+        *(
+            (f"{sender}_{loop}_{figure}", f"{sender} on {loop}: {label}")
+            for sender in ("aiohttp", "fast")
+            for loop in ("asyncio", "uvloop")
+            for figure, label in (
+                ("requests_per_s", "requests/s"),
+                ("client_cpu_us_per_request", "CPU µs/request"),
+            )
+        ),
+    ),
+    "fanout": (
+        ("achieved_rate", "published events/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("routed_p50_ms", "router stage p50 ms"),
+        ("routed_p99_ms", "router stage p99 ms"),
+        ("missing", "missing deliveries"),
     ),
     "throughput": (
         ("deliveries_per_s", "deliveries/s"),
         ("ratio_to_ceiling", "ratio to ceiling"),
         ("cpu_us_per_delivery", "dispatcher CPU µs/delivery"),
         ("cpu_ratio_to_ceiling", "CPU ratio to ceiling"),
+        ("like_for_like_ratio", "ratio to aiohttp on the same loop"),
+        ("like_for_like_cpu_ratio", "CPU ratio to aiohttp, same loop"),
         ("deliverer_core_share", "deliverer share of a core"),
         ("deliverer_peak_rss_mb", "deliverer peak RSS MB"),
         ("duplicates", "duplicates"),
