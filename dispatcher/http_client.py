@@ -95,10 +95,15 @@ def parse_target(url: str) -> Target:
     if parsed.explicit_port is not None and port != (443 if scheme == "https" else 80):
         shown = f"{shown}:{port}"
     path = parsed.raw_path_qs or "/"
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: {USER_AGENT}\r\n"
-        "Content-Type: application/json\r\n"
-    ).encode("ascii")
+    try:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: {USER_AGENT}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode("ascii")
+    except UnicodeEncodeError as exc:  # yarl percent-encodes; this is a last guard
+        raise BlockedDestination(f"invalid URL: {exc}") from exc
+    if any(char in path or char in shown for char in (*_HEADER_BREAKS, " ")):
+        raise BlockedDestination("invalid URL: whitespace or control characters")
     return Target((scheme, host, port), host, port, scheme == "https", literal, numeric, head)
 
 

@@ -351,3 +351,15 @@ async def test_make_sender_follows_the_setting(setting: str, kind: type) -> None
         assert isinstance(sender, kind)
     finally:
         await sender.close()
+
+
+async def test_idle_connections_are_bounded(server: ScriptedServer) -> None:
+    """Beyond max_idle pooled connections the oldest is closed; the newest stay reusable."""
+    sender = HttpSender(LENIENT, resolver=RebindingResolver("127.0.0.1"), max_idle=2)
+    try:
+        for host in ("a.test", "b.test", "c.test", "c.test", "a.test"):
+            assert (await sender.send(server.url("/ok", host=host), b"{}", SIGNED)).ok
+    finally:
+        await sender.close()
+    # a, b, c opened three; c was reused; a's connection had been evicted for c's.
+    assert server.connections == 4
