@@ -560,3 +560,21 @@ def test_progress_render_and_sparse_log_output():
     bar.update(6)  # within 10 s: no line in a log
     bar.close()
     assert stream.getvalue().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "deliveries", "expected"),
+    [
+        ([(10.0, 10.02)], [(10.0, 10.05)], [0.03]),
+        # The earliest time an event reached the stage counts (fan-out: many tasks).
+        ([(10.0, 10.03), (10.0, 10.01)], [(10.0, 10.05), (10.0, 10.06)], [0.04, 0.05]),
+        # The receiver's sent_at went through arrival - latency: matched within 5 µs.
+        ([(1.7e9 + 0.123456, 1.7e9 + 0.2)], [(1.7e9 + 0.1234561, 1.7e9 + 0.3)], [0.1]),
+        # Events the stage never saw, or 1 ms apart, are not matched.
+        ([(10.0, 10.01)], [(10.001, 10.05), (11.0, 11.5)], []),
+        ([], [(10.0, 10.05)], []),
+    ],
+)
+def test_since_stage_matches_deliveries_to_their_event(stage, deliveries, expected):
+    """Time since a stage is arrival minus the event's earliest time at that stage."""
+    assert stats.since_stage(stage, deliveries) == pytest.approx(expected, abs=1e-6)

@@ -23,12 +23,12 @@ from dispatcher.bench.options import BenchOptions
 from dispatcher.bench.procs import Child, wait_idle
 from dispatcher.bench.results import ScenarioResult
 from dispatcher.bench.stack import BENCH_TOPIC, Receiver, Stack, webhook_url
-from dispatcher.bench.stats import per_item_us, rate, ratio, summarize, timeline
+from dispatcher.bench.stats import per_item_us, rate, ratio, since_stage, summarize, timeline
 from dispatcher.bench.workload import (
     event_data,
     paced_publish,
     prepublish,
-    routed_latencies,
+    routed_times,
     topic_size,
     wait_for_deliveries,
 )
@@ -317,14 +317,16 @@ async def run_latency(
         latencies = await receiver.samples("latencies")
         arrivals = await receiver.samples("arrivals")
         assert settings.kafka_bootstrap_servers is not None
-        routed = await routed_latencies(
+        routed_at = await routed_times(
             settings.kafka_bootstrap_servers, settings.deliveries_topic, expected
         )
     finally:
         await run.stop()
         stack.stop_broker()
     summary = summarize(latencies, scale=1000.0)
-    routed_summary = summarize(routed, scale=1000.0)
+    routed_summary = summarize([routed - sent for sent, routed in routed_at], scale=1000.0)
+    sent_arrived = [(a - lat, a) for a, lat in zip(arrivals, latencies, strict=True)]
+    deliverer_summary = summarize(since_stage(routed_at, sent_arrived), scale=1000.0)
     delivered = int(watch.stats["unique_ok"])
     params = {
         "rate": rate_per_s,
@@ -349,6 +351,9 @@ async def run_latency(
         # The router's part of the latency (publish → task on the deliveries topic).
         "routed_p50_ms": routed_summary["p50"],
         "routed_p99_ms": routed_summary["p99"],
+        # The rest: router produce → receiver (deliverer fetch, lane queueing, HTTP).
+        "deliverer_stage_p50_ms": deliverer_summary["p50"],
+        "deliverer_stage_p99_ms": deliverer_summary["p99"],
         "cpu_us_per_delivery": per_item_us(cpu, delivered),
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
         **shares,

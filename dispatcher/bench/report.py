@@ -28,6 +28,8 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("max_ms", "max ms"),
         ("routed_p50_ms", "router stage p50 ms"),
         ("routed_p99_ms", "router stage p99 ms"),
+        ("deliverer_stage_p50_ms", "deliverer stage p50 ms"),
+        ("deliverer_stage_p99_ms", "deliverer stage p99 ms"),
         ("missing", "missing deliveries"),
     ),
     "throughput": (
@@ -49,6 +51,8 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("max_ms", "max ms"),
         ("routed_p50_ms", "router stage p50 ms"),
         ("routed_p99_ms", "router stage p99 ms"),
+        ("deliverer_stage_p50_ms", "deliverer stage p50 ms"),
+        ("deliverer_stage_p99_ms", "deliverer stage p99 ms"),
         ("missing", "missing deliveries"),
     ),
     "isolation": (
