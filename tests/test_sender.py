@@ -27,7 +27,7 @@ from dispatcher.errors import (
 )
 from dispatcher.http_client import HttpSender
 from dispatcher.sender import MAX_RESPONSE_BODY, AiohttpSender, ClosableSender, make_sender
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, SettingsError
 from tests.sender_helpers import Certificates, ScriptedServer, make_certificates, start_server
 from tests.test_ssrf import RebindingResolver
 
@@ -363,3 +363,9 @@ async def test_idle_connections_are_bounded(server: ScriptedServer) -> None:
         await sender.close()
     # a, b, c opened three; c was reused; a's connection had been evicted for c's.
     assert server.connections == 4
+
+
+def test_an_unknown_sender_is_a_settings_error() -> None:
+    """HOOKLANE_SENDER accepts only fast or aiohttp, and says so."""
+    with pytest.raises(SettingsError, match="HOOKLANE_SENDER: must be fast or aiohttp"):
+        Settings.from_env({"HOOKLANE_SENDER": "curl"})
