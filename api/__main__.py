@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import structlog
 from aiohttp import web
 
 from api.app import create_app
-from dispatcher import db
+from dispatcher import db, event_loop
 from dispatcher.logs import configure_logging
 from dispatcher.secrets import MISSING_KEY
 from dispatcher.settings import Settings, SettingsError
@@ -31,9 +30,10 @@ def main() -> int:
     configure_logging(settings)
     log = structlog.get_logger("api")
     try:
-        asyncio.run(db.migrate(settings.database_url))
+        event_loop.run(db.migrate(settings.database_url), settings.event_loop)
         app = create_app(settings)
-    except (db.DatabaseError, ValueError, OSError) as exc:
+        loop = event_loop.new_loop(settings.event_loop)
+    except (SettingsError, db.DatabaseError, ValueError, OSError) as exc:
         print(f"hooklane api: {exc}", file=sys.stderr)
         return 1
     log.info("api.listening", url=f"http://{settings.api_host}:{settings.api_port}")
@@ -45,6 +45,7 @@ def main() -> int:
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        loop=loop,
     )
     log.info("api.stopped")
     return 0

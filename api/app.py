@@ -22,7 +22,7 @@ from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.validation import Schemas
 from dispatcher import db
 from dispatcher.secrets import SecretBox
-from dispatcher.sender import AiohttpSender
+from dispatcher.sender import make_sender
 from dispatcher.settings import Settings
 
 # Re-exported for route modules written elsewhere (api.attempts).
@@ -42,7 +42,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sender(app: web.Application) -> AsyncIterator[None]:
-    sender = AiohttpSender(app[SETTINGS])  # needs the running loop
+    sender = make_sender(app[SETTINGS])  # needs the running loop
     app[SENDER] = sender
     yield
     await sender.close()

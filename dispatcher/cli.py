@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 
-from dispatcher import db
+from dispatcher import db, event_loop
 from dispatcher.broker import TopicsError
 from dispatcher.settings import PREFIX, Settings, SettingsError
 
@@ -124,7 +123,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from dispatcher.supervisor import run_stack
 
         explicit = bool(os.environ.get(PREFIX + "DATABASE_URL"))
-        return asyncio.run(run_stack(settings, explicit))
+        return event_loop.run(run_stack(settings, explicit), settings.event_loop)
     if command == "api":
         # dispatcher never imports api: run it as its own module.
         os.execv(sys.executable, [sys.executable, "-m", "api"])
@@ -132,19 +131,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _need_broker(settings)
         from dispatcher.router import run_router
 
-        asyncio.run(run_router(settings))
+        event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
         from dispatcher.deliverer import run_deliverer
 
-        asyncio.run(run_deliverer(settings))
+        event_loop.run(run_deliverer(settings), settings.event_loop)
         return 0
     if command == "migrate":
-        applied = asyncio.run(db.migrate(settings.database_url))
+        applied = event_loop.run(db.migrate(settings.database_url), settings.event_loop)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         if settings.kafka_bootstrap_servers:
-            asyncio.run(_ensure_topics(settings))
+            event_loop.run(_ensure_topics(settings), settings.event_loop)
         else:
             print(f"Kafka topics: not created ({PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set)")
         return 0
@@ -154,28 +153,32 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(new_key())
         return 0
     if command == "rotate-secrets":
-        count = asyncio.run(_rotate_secrets(settings))
+        count = event_loop.run(_rotate_secrets(settings), settings.event_loop)
         print(f"re-encrypted {count} webhook secret(s) under the first key")
         return 0
     if command == "tenants":
-        tenant_id, api_key = asyncio.run(_create_tenant(settings, args.name))
+        tenant_id, api_key = event_loop.run(
+            _create_tenant(settings, args.name), settings.event_loop
+        )
         print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
         return 0
     if command == "topics" and args.topics_command == "ensure":
         _need_broker(settings)
-        asyncio.run(_ensure_topics(settings))
+        event_loop.run(_ensure_topics(settings), settings.event_loop)
         return 0
     if command == "topics":
         schema = _read_schema(args.schema)
-        asyncio.run(_add_topic(settings, args.name, args.description, schema))
+        event_loop.run(
+            _add_topic(settings, args.name, args.description, schema), settings.event_loop
+        )
         print(f"topic {args.name} added")
         return 0
     if command == "portal-link":
-        url, expires_at = asyncio.run(_portal_link(settings, args.tenant))
+        url, expires_at = event_loop.run(_portal_link(settings, args.tenant), settings.event_loop)
         print(f"{url}\n(one use, valid until {expires_at})")
         return 0
     if command == "publish":
-        event_id = asyncio.run(_publish(settings, args))
+        event_id = event_loop.run(_publish(settings, args), settings.event_loop)
         print(event_id)
         return 0
     if command == "bench":

@@ -15,6 +15,7 @@ Delivered body (what receivers get): Commenda's event object
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,6 +134,19 @@ class DeliveryTask:
         except orjson.JSONDecodeError as exc:
             raise InvalidMessage(f"the value is not valid JSON: {exc}") from None
         return cls.from_dict(value)
+
+
+def task_messages(
+    event: Event, webhook_ids: Sequence[str], kind: TaskKind = "event"
+) -> list[bytes]:
+    """``DeliveryTask(webhook_id, event, kind).to_message()`` for each webhook, byte for byte.
+
+    The router fans one event out to many webhooks; the tasks differ only in
+    ``webhook_id``, so the event is encoded once and spliced in (orjson writes compact
+    JSON, so the splice is exactly what encoding each task would give).
+    """
+    tail = b',"kind":' + orjson.dumps(kind) + b',"event":' + event.to_message() + b"}"
+    return [b'{"webhook_id":' + orjson.dumps(webhook_id) + tail for webhook_id in webhook_ids]
 
 
 def delivery_body(event: Event, webhook_id: str, api_version: str) -> bytes:

@@ -1,8 +1,11 @@
 """The one narrow seam for HTTP: ``Sender.send(url, body, headers) -> Response``.
 
-The deliverer and the API's test trigger both use it; tests can swap it. The
-production ``AiohttpSender`` keeps one session with keep-alive pools per host and a
-DNS cache, follows no redirects and reads at most ``MAX_RESPONSE_BODY`` bytes.
+The deliverer and the API's test trigger both use it; tests can swap it.
+``make_sender(settings)`` builds the production one ``HOOKLANE_SENDER`` names: the lean
+``dispatcher.http_client.HttpSender`` (default) or ``AiohttpSender``. Both keep
+keep-alive pools per host and a DNS cache, verify TLS, guard connects against SSRF,
+follow no redirects and read at most ``MAX_RESPONSE_BODY`` bytes; the same sender suite
+(tests/test_sender.py) runs against both.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -51,6 +54,22 @@ class Sender(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
 
 
+@runtime_checkable
+class ClosableSender(Sender, Protocol):
+    """A production sender: it owns connections, so its owner closes it."""
+
+    async def close(self) -> None: ...
+
+
+def make_sender(settings: Settings) -> ClosableSender:
+    """The sender ``HOOKLANE_SENDER`` names. Call inside a running loop."""
+    if settings.sender == "aiohttp":
+        return AiohttpSender(settings)
+    from dispatcher.http_client import HttpSender  # it imports Response from here
+
+    return HttpSender(settings)
+
+
 class AiohttpSender:
     """The production sender. Create inside a running loop; ``close()`` when done.
 
@@ -59,6 +78,7 @@ class AiohttpSender:
     default when None) and IP-literal hosts are checked before the request, so a
     forbidden address raises ``BlockedDestination`` and no byte is sent to it. A given
     ``connector`` must bring its own resolver: the guard wraps the default connector's.
+    ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA).
     """
 
     def __init__(
@@ -66,6 +86,7 @@ class AiohttpSender:
         settings: Settings,
         connector: aiohttp.BaseConnector | None = None,
         resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
@@ -79,6 +100,7 @@ class AiohttpSender:
                 ttl_dns_cache=300,
                 keepalive_timeout=30,
                 resolver=resolver,
+                ssl=ssl_context if ssl_context is not None else True,
             ),
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
@@ -111,7 +133,8 @@ class AiohttpSender:
             if isinstance(exc.os_error, BlockedDestination):
                 raise exc.os_error from exc
             raise ConnectError(str(exc)) from exc
-        except (aiohttp.InvalidURL, ValueError) as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
+            # NonHttpUrlClientError (ftp://...) is no InvalidURL: without it, a ConnectError.
             raise BlockedDestination(f"invalid URL: {exc}") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc

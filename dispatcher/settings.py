@@ -62,6 +62,8 @@ class Settings:
     # (its default.replication.factor). The embedded broker needs 1.
     kafka_replication_factor: int | None = None
     event_loop: str = "auto"  # auto (uvloop where it imports) | uvloop | asyncio
+    # The HTTP client deliveries go out with: the lean httptools one, or aiohttp's.
+    sender: str = "fast"  # fast | aiohttp
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
     metrics_webhook_labels: bool = False
@@ -125,6 +127,7 @@ class Settings:
                 "EVENT_LOOP",
                 "must be auto, uvloop or asyncio",
             ),
+            (self.sender in {"fast", "aiohttp"}, "SENDER", "must be fast or aiohttp"),
             (0 < self.metrics_port < 65536, "METRICS_PORT", "must be a TCP port (1-65535)"),
             (0.0 <= self.log_sample <= 1.0, "LOG_SAMPLE", "must be between 0 and 1"),
             (self.portal_link_ttl > 0, "PORTAL_LINK_TTL", "must be positive"),

@@ -31,6 +31,8 @@ class Sizes:
     backlog_events: int  # (5)
     backlog_webhooks: int  # (5)
     down: float  # (5) seconds the receiver stays down once everything is routed
+    fanout_rate: float = 20.0  # (6) events per second, each to every webhook
+    fanout_webhooks: int = 50  # (6) webhooks of the one tenant
 
 
 FULL = Sizes(
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backlog-events", type=_positive_int, help="(5) queued events")
     parser.add_argument("--backlog-webhooks", type=_positive_int, help="(5) webhooks")
     parser.add_argument("--down", type=_non_negative_float, help="(5) extra seconds down")
+    parser.add_argument("--fanout-rate", type=_positive_float, help="(6) events per second")
+    parser.add_argument("--fanout-webhooks", type=_positive_int, help="(6) webhooks per event")
     parser.add_argument(
         "--scenarios", type=_scenarios, default=SCENARIOS, help="e.g. 1,2,3 (default: all)"
     )

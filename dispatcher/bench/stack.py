@@ -61,21 +61,28 @@ def dispatcher_env(
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
-    """The webhooks of one scenario: one tenant each, so each event goes to one webhook."""
+    """The webhooks of one scenario and their tenants (an event goes to all of a tenant's)."""
 
     tenant_ids: tuple[str, ...]
     webhook_ids: tuple[str, ...]
     urls: tuple[str, ...]
 
 
-async def create_webhooks(pool: asyncpg.Pool, box: SecretBox, urls: Sequence[str]) -> Hooks:
-    """Insert a tenant and one ordered, ENABLED webhook per URL (COPY: 10,000 in a blink).
+async def create_webhooks(
+    pool: asyncpg.Pool, box: SecretBox, urls: Sequence[str], per_tenant: int = 1
+) -> Hooks:
+    """Insert ordered, ENABLED webhooks, ``per_tenant`` to a tenant (COPY: 10,000 in a blink).
+
+    With one webhook per tenant each event goes to one webhook; the fan-out scenario
+    puts every webhook on one tenant.
 
     Rows go in with SQL rather than through the API so setup time stays out of the
     run; the secret is encrypted exactly as the webhook store does.
     """
     run = uuid.uuid4().hex[:8]
-    tenant_ids = tuple(f"ten_bench_{run}_{i}" for i in range(len(urls)))
+    tenants = -(-len(urls) // per_tenant)
+    tenant_ids = tuple(f"ten_bench_{run}_{i}" for i in range(tenants))
+    owners = [tenant_ids[i // per_tenant] for i in range(len(urls))]
     webhook_ids = tuple(str(uuid.uuid4()) for _ in urls)
     secret = generate_secret()  # one secret for all: encryption cost is not under test
     ciphertext, shown = box.encrypt(secret), preview(secret)
@@ -89,7 +96,7 @@ async def create_webhooks(pool: asyncpg.Pool, box: SecretBox, urls: Sequence[str
             "webhooks",
             records=[
                 (uuid.UUID(wid), tid, url, [BENCH_TOPIC], ciphertext, shown)
-                for wid, tid, url in zip(webhook_ids, tenant_ids, urls, strict=True)
+                for wid, tid, url in zip(webhook_ids, owners, urls, strict=True)
             ],
             columns=["id", "tenant_id", "url", "topics", "secret_ciphertext", "secret_preview"],
         )
@@ -149,10 +156,10 @@ class Stack:
             self.broker.stop()
             self.broker = None
 
-    async def webhooks(self, urls: Sequence[str]) -> Hooks:
-        """Create one tenant and webhook per URL."""
+    async def webhooks(self, urls: Sequence[str], per_tenant: int = 1) -> Hooks:
+        """Create a webhook per URL, ``per_tenant`` of them on each new tenant."""
         assert self.pool is not None, "open() first"
-        return await create_webhooks(self.pool, self.box, urls)
+        return await create_webhooks(self.pool, self.box, urls, per_tenant)
 
     async def parked_webhooks(self) -> int:
         """How many webhooks are parked in Postgres right now."""

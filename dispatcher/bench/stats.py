@@ -6,6 +6,7 @@ tests pin the arithmetic down exactly.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -81,6 +82,33 @@ def order_violations(sequences: Sequence[int]) -> int:
         else:
             highest = seq
     return violations
+
+
+def since_stage(
+    stage: Sequence[tuple[float, float]],
+    deliveries: Sequence[tuple[float, float]],
+    tolerance: float = 5e-6,
+) -> list[float]:
+    """Seconds from a stage to arrival: per delivery ``(sent_at, arrival)``, arrival minus
+    the earliest ``stage`` time recorded for the same ``sent_at``.
+
+    ``stage`` holds ``(sent_at, reached_at)`` pairs (e.g. the router's produce time per
+    task); ``sent_at`` identifies the event (it is unique per publish), matched within
+    ``tolerance`` because the receiver's copy went through a subtraction. Deliveries of
+    events the stage never saw are left out.
+    """
+    earliest: dict[float, float] = {}
+    for sent, reached in stage:
+        if sent not in earliest or reached < earliest[sent]:
+            earliest[sent] = reached
+    keys = sorted(earliest)
+    since: list[float] = []
+    for sent, arrival in deliveries:
+        index = bisect.bisect_left(keys, sent - tolerance)
+        matched = [earliest[k] for k in keys[index : index + 4] if k <= sent + tolerance]
+        if matched:
+            since.append(arrival - min(matched))
+    return since
 
 
 def timeline(

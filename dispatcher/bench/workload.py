@@ -179,35 +179,36 @@ async def wait_for_deliveries(
         await asyncio.sleep(POLL_S)
 
 
-async def routed_latencies(bootstrap: str, topic: str, expected: int) -> list[float]:
-    """Publish→routed seconds of every task on the deliveries topic.
+async def routed_times(bootstrap: str, topic: str, expected: int) -> list[tuple[float, float]]:
+    """``(sent_at, routed_at)`` of every task on the deliveries topic.
 
     The router's producer stamps each task with its send time (Kafka CreateTime),
     and the task carries the event's ``sent_at``: their difference is the router
-    stage of the latency, the rest is the deliverer's.
+    stage of the latency, the rest (deliverer fetch, lane queueing, HTTP) the
+    deliverer's. Read after the run, so the hot path pays nothing for it.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
-    latencies: list[float] = []
+    times: list[tuple[float, float]] = []
     try:
         await consumer.topics()
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         idle_polls = 0
-        while len(latencies) < expected and idle_polls < 10:
+        while len(times) < expected and idle_polls < 10:
             batch = await consumer.getmany(timeout_ms=300, max_records=5000)
             idle_polls = 0 if batch else idle_polls + 1
             for records in batch.values():
                 for record in records:
                     sent_at = _sent_at(record.value)
                     if sent_at is not None:
-                        latencies.append(record.timestamp / 1000 - sent_at)
+                        times.append((sent_at, record.timestamp / 1000))
     finally:
         await consumer.stop()
-    return latencies
+    return times
 
 
 def _sent_at(value: bytes | None) -> float | None:

@@ -1,0 +1,240 @@
+"""A scripted loopback HTTP/1.1 server and a throwaway CA for the sender suite.
+
+The server is a raw asyncio one (not aiohttp) so it can send what a real receiver
+might: chunked or close-delimited bodies, 1xx interim answers, garbage, silence, or a
+hang-up on a keep-alive connection; it counts connections to prove reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HUGE_BYTES = 10 * 1024 * 1024
+
+# What the server does for a path: write to the stream, return whether to keep it open.
+Action = Callable[[asyncio.StreamWriter, int, "ScriptedServer"], Awaitable[bool]]
+
+
+def _answer(raw: bytes, keep: bool = True) -> Action:
+    async def action(writer: asyncio.StreamWriter, served: int, server: ScriptedServer) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep
+
+    return action
+
+
+async def _huge(writer: asyncio.StreamWriter, served: int, server: ScriptedServer) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % HUGE_BYTES)
+    chunk = b"x" * 65536
+    try:
+        for _ in range(HUGE_BYTES // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+    except ConnectionError:
+        pass  # the sender hung up after its capped read: that is the point
+    return False
+
+
+async def _silent(writer: asyncio.StreamWriter, served: int, server: ScriptedServer) -> bool:
+    await server.stopping.wait()
+    return False
+
+
+async def _drop_second(writer: asyncio.StreamWriter, served: int, server: ScriptedServer) -> bool:
+    """Answer the first request of a connection, hang up on the next without a byte."""
+    if served >= 2:
+        return False
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    return True
+
+
+ROUTES: dict[str, Action] = {
+    "/ok": _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    "/chunked": _answer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n"
+    ),
+    "/close": _answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited", False),
+    "/close-length": _answer(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye", False
+    ),
+    "/continue": _answer(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade"
+    ),
+    "/no-content": _answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
+    "/redirect": _answer(b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n"),
+    "/retry-after": _answer(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
+    ),
+    "/garbage": _answer(b"SMTP ready, not HTTP at all\r\n\r\n", False),
+    "/hang-up": _answer(b"", False),
+    "/huge": _huge,
+    "/silent": _silent,
+    "/drop-second": _drop_second,
+}
+
+
+@dataclass
+class ScriptedServer:
+    """What the server saw: connections accepted and request paths, in order."""
+
+    port: int = 0
+    connections: int = 0
+    paths: list[str] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str, host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next(
+                    (
+                        int(line.split(":", 1)[1])
+                        for line in lines
+                        if line.lower().startswith("content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                self.paths.append(path)
+                served += 1
+                if not await ROUTES[path](writer, served, self):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+
+async def start_server(
+    state: ScriptedServer, ssl_context: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Serve ``state``'s routes on a free loopback port (written to ``state.port``)."""
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=ssl_context)
+    state.port = server.sockets[0].getsockname()[1]
+    return server
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files of a test CA and of server certificates for ``hook.test``/127.0.0.1."""
+
+    ca: Path
+    signed: tuple[Path, Path]  # (cert, key) issued by the CA
+    self_signed: tuple[Path, Path]
+    wrong_name: tuple[Path, Path]  # issued by the CA for another name
+
+    def server_context(self, pair: tuple[Path, Path]) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*pair)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts the test CA (and nothing else)."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _write(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _issue(
+    subject: str,
+    names: list[x509.GeneralName],
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    ca: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name, issuer_key = issuer if issuer is not None else (_name(subject), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A fresh CA and three server certificates, written under ``directory``."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _issue("Hooklane test CA", [], ca_key, None, ca=True)
+    ca_path, _ = _write(directory, "ca", ca_cert, ca_key)
+    names: list[x509.GeneralName] = [
+        x509.DNSName("hook.test"),
+        x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+    ]
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = _issue("hook.test", names, key, (ca_cert.subject, ca_key))
+    self_signed = _issue("hook.test", names, key, None)
+    wrong = _issue(
+        "elsewhere.test", [x509.DNSName("elsewhere.test")], key, (ca_cert.subject, ca_key)
+    )
+    return Certificates(
+        ca=ca_path,
+        signed=_write(directory, "signed", signed, key),
+        self_signed=_write(directory, "self-signed", self_signed, key),
+        wrong_name=_write(directory, "wrong-name", wrong, key),
+    )
