@@ -4,7 +4,7 @@
 - ``database_url`` (session): a fresh, migrated database, dropped at the end.
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
-  a short retry schedule.
+  a short retry schedule; Kafka events are not validated against topic schemas.
 - ``pool`` (per test): an asyncpg pool on the test database.
 - ``tenant`` / ``other_tenant`` (per test): a new tenant and its API key.
 """
@@ -69,6 +69,9 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         topic_partitions=4,
         log_format="console",
         log_level="WARNING",
+        # Most pipeline tests publish free-form data on the seeded topics; the tests of
+        # the schema rule (tests/test_lifecycle_validation.py) turn it on.
+        validate_events=False,
     )
 
 
