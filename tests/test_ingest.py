@@ -1,4 +1,4 @@
-"""Admission of a router poll: the pure bookkeeping, and the events table's verdicts on real Postgres."""
+"""Admission of a router poll: pure bookkeeping, and the events table's verdicts (real Postgres)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_first_of_each_keeps_the_first_occurrence_of_every_key(keys, firsts):
 
 
 def test_verdicts_route_only_admitted_first_occurrences():
-    """Admitted firsts are routed; their repeats and refused firsts are duplicates; rejections stay."""
+    """Admitted firsts are routed; repeats and refused firsts are duplicates; rejections stay."""
     a, b, rejected = event("a"), event("b"), Rejected("bad")
     decoded = [a, rejected, a, b]
     assert verdicts_after_recording(decoded, [0, 3], {("ten_a", "a")}) == [
@@ -55,9 +55,7 @@ def test_payload_round_trips_compressed():
 
 
 async def record(pool: asyncpg.Pool, item: Event, source: str, window: float = WINDOW) -> bool:
-    admitted = await event_store.record_routed(
-        pool, [event_store.Incoming(item, source)], window
-    )
+    admitted = await event_store.record_routed(pool, [event_store.Incoming(item, source)], window)
     return (item.tenant_id, item.id) in admitted
 
 

@@ -48,7 +48,7 @@ def ids_in(rx: Receiver, path: str, *wanted: str) -> bool:
 async def test_an_event_id_is_delivered_once_per_webhook_from_kafka_and_the_api(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
-    """Repeats via Kafka, Idempotency-Key and body id, before and after a router restart: once each."""
+    """Repeats via Kafka, Idempotency-Key and body id, around a router restart: once each."""
     await ensure_mirror_topics(settings, [TOPIC])
     group = f"hooklane-router-{uuid.uuid4().hex[:8]}"
     kafka_id, header_key, body_id = (f"{kind}-{uuid.uuid4().hex}" for kind in "khb")
@@ -88,7 +88,7 @@ async def test_an_event_id_is_delivered_once_per_webhook_from_kafka_and_the_api(
 async def test_an_id_older_than_the_dedup_window_is_routed_again(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
-    """With a one-second window, the same id published again two seconds later is delivered again."""
+    """With a one-second window, the same id published two seconds later is delivered again."""
     settings = settings.replace(dedup_window=1.0)
     await ensure_mirror_topics(settings, [TOPIC])
     event_id = f"old-{uuid.uuid4().hex}"

@@ -110,7 +110,7 @@ async def send_and_deliver(
 async def test_an_event_violating_its_schema_is_dead_lettered_and_the_next_is_delivered(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
-    """Invalid data goes to the dead-letter topic with the schema error; the valid event after it arrives."""
+    """Invalid data is dead-lettered with the schema error; the valid event after it arrives."""
     settings = settings.replace(validate_events=True)
     invalid = message(tenant.id, "bad-1", {"registration_id": 42})
     valid = message(tenant.id, "good-1", {"registration_id": "reg_1"})
