@@ -8,7 +8,13 @@ import asyncpg
 import pytest
 
 from dispatcher.events import Event
-from dispatcher.ingest import DUPLICATE, Rejected, first_of_each, verdicts_after_recording
+from dispatcher.ingest import (
+    DUPLICATE,
+    Rejected,
+    Verdict,
+    first_of_each,
+    verdicts_after_recording,
+)
 from dispatcher.store import events as event_store
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
@@ -37,7 +43,7 @@ def test_first_of_each_keeps_the_first_occurrence_of_every_key(keys, firsts):
 def test_verdicts_route_only_admitted_first_occurrences():
     """Admitted firsts are routed; repeats and refused firsts are duplicates; rejections stay."""
     a, b, rejected = event("a"), event("b"), Rejected("bad")
-    decoded = [a, rejected, a, b]
+    decoded: list[Verdict] = [a, rejected, a, b]
     assert verdicts_after_recording(decoded, [0, 3], {("ten_a", "a")}) == [
         a,
         rejected,

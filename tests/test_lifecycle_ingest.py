@@ -107,3 +107,24 @@ async def test_an_id_older_than_the_dedup_window_is_routed_again(
             await deliverer.stop()
             await router.stop()
     assert rx.event_ids() == [event_id, event_id]
+
+
+async def test_a_malformed_idempotency_key_is_400_and_a_mismatched_id_422(
+    settings: Settings, tenant: TenantKey
+) -> None:
+    """Keys outside the allowed characters or length are refused, as is a body id that differs."""
+    async with api_client(settings) as client:
+        for bad in ("has space", "x" * 201, 'quote"d', ""):
+            headers = {**tenant.headers, "Idempotency-Key": bad}
+            response = await client.post(
+                "/events", json={"topic": TOPIC, "data": DATA}, headers=headers
+            )
+            assert response.status == 400, bad
+            assert (await response.json())["error"]["code"] == "invalid_idempotency_key"
+        response = await client.post(
+            "/events",
+            json={"topic": TOPIC, "data": DATA, "id": "evt-a"},
+            headers={**tenant.headers, "Idempotency-Key": "evt-b"},
+        )
+        assert response.status == 422
+        assert (await response.json())["error"]["details"][0]["path"] == "/id"
