@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -26,7 +27,7 @@ TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 
 
-async def attempts_of(client: Client, tenant: TenantKey, webhook_id: str) -> list[dict]:
+async def attempts_of(client: Client, tenant: TenantKey, webhook_id: str) -> list[dict[str, Any]]:
     response = await client.get(f"/webhooks/{webhook_id}/attempts", headers=tenant.headers)
     assert response.status == 200
     return list((await response.json())["data"])
@@ -45,7 +46,7 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
             async with Producer(settings) as producer:
                 await producer.publish(TOPIC, {"registration_id": "reg_7"}, tenant.id)
             await wait_until(lambda: len(rx.requests) == 1)
-            found: list[dict] = []
+            found: list[dict[str, Any]] = []
 
             async def logged() -> bool:
                 found[:] = await attempts_of(client, tenant, webhook.id)
@@ -69,8 +70,8 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
 
 
 async def replay(
-    client: Client, tenant: TenantKey, webhook_id: str, body: dict, key: str | None = None
-) -> tuple[int, dict]:
+    client: Client, tenant: TenantKey, webhook_id: str, body: dict[str, Any], key: str | None = None
+) -> tuple[int, dict[str, Any]]:
     headers = {**tenant.headers, **({"Idempotency-Key": key} if key else {})}
     response = await client.post(f"/webhooks/{webhook_id}/replay", json=body, headers=headers)
     return response.status, await response.json()
@@ -174,7 +175,7 @@ async def test_a_replay_of_other_topics_only_sends_those(
     ],
 )
 async def test_bad_replay_windows_are_422_naming_the_field(
-    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, body: dict, path: str
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, body: dict[str, Any], path: str
 ) -> None:
     """until before since, a window beyond the retention, malformed times, foreign topics: 422."""
     async with api_client(settings) as client:
