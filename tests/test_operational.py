@@ -1,0 +1,80 @@
+"""Operational events: they match the catalog schemas; a webhook never hears about itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from dispatcher import operational
+from dispatcher.events import Event
+from dispatcher.store.topics import get_topic
+from dispatcher.topic_schemas import ValidatorCache
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SINCE = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+HOOK = "3f0c7e52-8d7b-4c1e-9a57-2b1e4a6b9c10"
+
+BUILT = [
+    operational.webhook_disabled("ten_a", HOOK, "the endpoint answered 410 Gone", None, NOW),
+    operational.webhook_disabled("ten_a", HOOK, "failing for 5 days", SINCE, NOW),
+    operational.webhook_parked("ten_a", HOOK, 120, SINCE, "HTTP 503", NOW),
+    operational.webhook_recovered("ten_a", HOOK, 0, SINCE, NOW),
+    operational.delivery_gave_up(
+        "ten_a", HOOK, "evt-1", "NEXUS.THRESHOLD.STATE.ALERT", 14, None, NOW
+    ),
+]
+
+
+@pytest.mark.parametrize("event", BUILT, ids=lambda event: event.topic)
+async def test_each_operational_event_satisfies_its_seeded_schema(pool: asyncpg.Pool, event: Event):
+    """The builders' data passes the catalog schema the migration seeded for the topic."""
+    topic = await get_topic(pool, event.topic)
+    assert topic is not None and topic.description
+    assert ValidatorCache().data_problems(topic.name, topic.schema, event.data) == []
+    assert event.tenant_id == "ten_a" and event.data["webhook_id"] == HOOK
+    assert event.triggered_at == int(NOW.timestamp())
+
+
+def test_one_parking_episode_is_one_event_id():
+    """Announcing the same episode again (a crash, another deliverer) gives the same id."""
+    later = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
+    first = operational.webhook_parked("ten_a", HOOK, 10, SINCE, "HTTP 503", NOW)
+    again = operational.webhook_parked("ten_a", HOOK, 500, SINCE, "timeout", later)
+    next_episode = operational.webhook_parked("ten_a", HOOK, 10, later, "HTTP 503", later)
+    assert first.id == again.id != next_episode.id
+    recovered = operational.webhook_recovered("ten_a", HOOK, 0, SINCE, later)
+    assert recovered.id not in {first.id, next_episode.id}
+
+
+def test_ids_differ_by_tenant_webhook_and_given_up_event():
+    """Distinct facts get distinct ids, so idempotent ingest never merges two of them."""
+    ids = {
+        operational.delivery_gave_up("ten_a", HOOK, "e1", "T", 3, None, NOW).id,
+        operational.delivery_gave_up("ten_a", HOOK, "e2", "T", 3, None, NOW).id,
+        operational.delivery_gave_up("ten_b", HOOK, "e1", "T", 3, None, NOW).id,
+        operational.delivery_gave_up("ten_a", "other", "e1", "T", 3, None, NOW).id,
+    }
+    assert len(ids) == 4
+
+
+@pytest.mark.parametrize(
+    ("topic", "subscribers", "expected"),
+    [
+        (operational.WEBHOOK_PARKED, [HOOK, "b", "c"], ["b", "c"]),
+        (operational.WEBHOOK_DISABLED, [HOOK], []),
+        (operational.DELIVERY_GAVE_UP, ["b"], ["b"]),
+        ("REGISTRATIONS.NEW.SUCCEEDED", [HOOK, "b"], [HOOK, "b"]),
+    ],
+)
+def test_a_webhook_is_never_sent_events_about_itself(topic, subscribers, expected):
+    """recipients() drops the webhook an operational event is about; other topics pass through."""
+    event = Event("e", topic, "ten_a", 1, {"webhook_id": HOOK})
+    assert operational.recipients(event, subscribers) == expected
+
+
+def test_long_errors_are_cut():
+    """A receiver's long error text is not repeated in full to other endpoints."""
+    event = operational.webhook_parked("ten_a", HOOK, 1, SINCE, "x" * 5000, NOW)
+    assert len(event.data["last_error"]) == operational.MAX_ERROR
