@@ -42,7 +42,7 @@ def event_data(seq: int, pad: str) -> dict[str, Any]:
     ``sent_at`` and ``seq`` come first so the receiver finds them quickly;
     ``registration_id`` satisfies the bench topic's schema (the router validates).
     """
-    return {"sent_at": time.time(), "seq": seq, "pad": pad, "registration_id": f"reg_{seq}"}
+    return {"sent_at": time.time(), "seq": seq, "pad": pad, "registration_id": "reg_bench"}
 
 
 def assignment(index: int, webhooks: int) -> tuple[int, int]:
