@@ -130,3 +130,16 @@ async def test_one_statement_records_a_poll(pool):
     assert admitted == {(new.tenant_id, new.id)}
     stored = await event_store.get_event(pool, new.tenant_id, new.id)
     assert stored == new
+
+
+async def test_purge_drops_only_events_older_than_the_retention(pool):
+    """Rows routed before the kept period go; recent ones (and their dedup) stay."""
+    old, recent = event(uuid.uuid4().hex), event(uuid.uuid4().hex)
+    assert await record(pool, old, "t:0:1")
+    assert await record(pool, recent, "t:0:2")
+    await pool.execute(
+        "UPDATE events SET routed_at = now() - interval '31 days' WHERE event_id = $1", old.id
+    )
+    assert await event_store.purge(pool, 30 * 86400.0) >= 1
+    assert await event_store.get_event(pool, old.tenant_id, old.id) is None
+    assert await event_store.get_event(pool, recent.tenant_id, recent.id) == recent

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from dispatcher.db import delete_in_batches
 from dispatcher.events import Event
 
 if TYPE_CHECKING:
@@ -198,15 +199,10 @@ async def events_between(
 
 async def purge(executor: Executor, keep_s: float) -> int:
     """Delete events routed more than ``keep_s`` ago, in bounded batches; returns how many."""
-    total = 0
-    while True:
-        status = await executor.execute(
-            "DELETE FROM events WHERE ctid = ANY(ARRAY(SELECT ctid FROM events"
-            " WHERE routed_at < now() - make_interval(secs => $1) LIMIT $2))",
-            keep_s,
-            PURGE_BATCH,
-        )
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < PURGE_BATCH:
-            return total
+    return await delete_in_batches(
+        executor,
+        "DELETE FROM events WHERE ctid = ANY(ARRAY(SELECT ctid FROM events"
+        " WHERE routed_at < now() - make_interval(secs => $1) LIMIT $2))",
+        keep_s,
+        batch=PURGE_BATCH,
+    )
