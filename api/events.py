@@ -21,6 +21,7 @@ from api.errors import ApiError, invalid_field, validation_failed
 from api.keys import POOL, PRODUCER, SETTINGS
 from api.responses import json_response
 from api.validation import read_json
+from dispatcher.operational import is_operational
 from dispatcher.producer import Producer, ProducerError, build_event
 from dispatcher.store import events as event_store
 from dispatcher.store.topics import get_topic
@@ -75,6 +76,10 @@ async def publish(request: web.Request) -> web.Response:
     if topic is None:
         raise invalid_field(
             "/topic", f"unknown topic {body['topic']!r} (GET /topics lists the catalog)", "catalog"
+        )
+    if is_operational(topic.name):
+        raise invalid_field(
+            "/topic", f"{topic.name} is published by Hooklane itself, not over the API", "reserved"
         )
     found = _VALIDATORS.data_problems(topic.name, topic.schema, body["data"])
     if found:

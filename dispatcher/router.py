@@ -37,6 +37,7 @@ from dispatcher.broker import ensure_topics
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.ingest import Ingest, Rejected, Verdict
+from dispatcher.operational import is_operational, recipients
 from dispatcher.producer import Producer
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
@@ -163,7 +164,7 @@ class Router:
         assert self._consumer is not None
         futures: list[asyncio.Future[Any]] = []
         try:
-            records = [record for records in batch.values() for record in records]
+            records = [record for part in batch.values() for record in part]
             verdicts = await self._ingest.admit(records)  # one Postgres round trip
             for record, verdict in zip(records, verdicts, strict=True):
                 futures.extend(await self._route(record, verdict))
@@ -192,9 +193,12 @@ class Router:
         if not isinstance(verdict, Event):
             return []  # a duplicate: routed already within the dedup window
         try:
+            subscribers = self.index.lookup(verdict.tenant_id, verdict.topic)
+            if is_operational(verdict.topic):  # never about the webhook itself
+                subscribers = recipients(verdict, subscribers)
             tasks = [
                 (webhook_id, DeliveryTask(webhook_id, verdict).to_message())
-                for webhook_id in self.index.lookup(verdict.tenant_id, verdict.topic)
+                for webhook_id in subscribers
             ]
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)

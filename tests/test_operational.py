@@ -6,11 +6,24 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from dispatcher import operational
 from dispatcher.events import Event
+from dispatcher.producer import Producer
+from dispatcher.settings import Settings
 from dispatcher.store.topics import get_topic
 from dispatcher.topic_schemas import ValidatorCache
+from tests.conftest import TenantKey
+from tests.pipeline_helpers import (
+    Receiver,
+    create_webhook,
+    ensure_mirror_topics,
+    start_deliverer,
+    start_router,
+    wait_until,
+)
+from tests.test_api_support import api_client
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SINCE = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
@@ -78,3 +91,50 @@ def test_long_errors_are_cut():
     """A receiver's long error text is not repeated in full to other endpoints."""
     event = operational.webhook_parked("ten_a", HOOK, 1, SINCE, "x" * 5000, NOW)
     assert len(event.data["last_error"]) == operational.MAX_ERROR
+
+
+async def test_an_operational_event_reaches_the_tenants_other_webhooks_only(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Published as the deliverer will, DISABLED about A reaches B signed, in Commenda's shape."""
+    topic = operational.WEBHOOK_DISABLED
+    await ensure_mirror_topics(settings, [topic, "REGISTRATIONS.NEW.SUCCEEDED"])
+    async with Receiver() as rx:
+        about = await create_webhook(pool, settings, tenant.id, rx.url_for("a"), [topic])
+        other = await create_webhook(pool, settings, tenant.id, rx.url_for("b"), [topic])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            event = operational.webhook_disabled(
+                tenant.id, about.id, "the endpoint answered 410 Gone", None, datetime.now(UTC)
+            )
+            async with Producer(settings) as producer:
+                await producer.publish_event(event)
+                await producer.publish_event(event)  # announced twice: delivered once
+                marker = await producer.publish(
+                    topic, {"webhook_id": "x", "reason": "r"}, tenant.id
+                )
+            await wait_until(lambda: marker in rx.event_ids("b"))
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    assert rx.event_ids("b") == [event.id, marker]
+    assert rx.event_ids("a") == [marker]  # only the event about A is kept from A
+    received = rx.on("b")[0]
+    body = received.json()
+    assert list(body) == ["id", "topic", "triggered_at", "webhook_id", "data", "api_version"]
+    assert (body["topic"], body["webhook_id"], body["data"]) == (topic, other.id, event.data)
+    payload = StandardWebhook(other.secret).verify(received.body, received.headers)
+    assert payload["data"]["webhook_id"] == about.id
+
+
+async def test_operational_topics_cannot_be_published_over_the_api(
+    settings: Settings, tenant: TenantKey
+) -> None:
+    """A tenant cannot forge Hooklane's own announcements through POST /events."""
+    body = {"topic": operational.WEBHOOK_PARKED, "data": {"webhook_id": "w", "backlog": 1}}
+    async with api_client(settings) as client:
+        response = await client.post("/events", json=body, headers=tenant.headers)
+        answer = await response.json()
+    assert response.status == 422
+    assert answer["error"]["details"][0]["keyword"] == "reserved"
