@@ -137,3 +137,13 @@ def recipients(event: Event, subscribers: Iterable[str]) -> list[str]:
 def is_operational(topic: str) -> bool:
     """Whether ``topic`` is one of Hooklane's own operational topics."""
     return topic in TOPICS
+
+
+def announces_gave_up(topic: str) -> bool:
+    """Whether giving up a delivery of ``topic`` is announced with ``DELIVERY.GAVE_UP``.
+
+    Not for operational events themselves: two failing webhooks subscribed to each
+    other's announcements would otherwise tell each other about every given-up
+    announcement, forever.
+    """
+    return not is_operational(topic)

@@ -138,3 +138,16 @@ async def test_operational_topics_cannot_be_published_over_the_api(
         answer = await response.json()
     assert response.status == 422
     assert answer["error"]["details"][0]["keyword"] == "reserved"
+
+
+@pytest.mark.parametrize(
+    ("topic", "announced"),
+    [
+        ("REGISTRATIONS.NEW.SUCCEEDED", True),
+        (operational.DELIVERY_GAVE_UP, False),
+        (operational.WEBHOOK_PARKED, False),
+    ],
+)
+def test_giving_up_an_announcement_is_not_announced(topic, announced):
+    """GAVE_UP is never about an operational event, so two failing webhooks cannot ping-pong."""
+    assert operational.announces_gave_up(topic) is announced
