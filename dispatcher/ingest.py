@@ -9,9 +9,9 @@ statement (``dispatcher.store.events.record_routed``). An event whose
 a duplicate; the same position read again (a router crashed, or a send failed and the
 batch is re-read) is routed again, which keeps the router at-least-once.
 
-Postgres being unreachable routes every valid event (duplicates are allowed by
-at-least-once; events routed meanwhile are missing from the replay store) rather than
-stopping delivery for every tenant.
+Postgres being unreachable (or not answering within ``STORE_TIMEOUT_S``) routes every
+valid event (duplicates are allowed by at-least-once; events routed meanwhile are
+missing from the replay store) rather than stopping delivery for every tenant.
 
 ``Ingest`` also purges the table once an hour, keeping rows for the longer of the dedup
 window and the attempt retention (replay needs the payloads that long).
@@ -40,7 +40,9 @@ log = structlog.get_logger(__name__)
 PURGE_INTERVAL_S = 3600.0
 # Only one router purges at a time.
 PURGE_LOCK = 7_405_131_006
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# A Postgres that hangs must not stall routing for every tenant longer than this.
+STORE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,8 @@ class Ingest:
         assert self._pool is not None
         if self._settings.validate_events:
             try:
-                await self._schemas.refresh_if_stale(self._pool)
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    await self._schemas.refresh_if_stale(self._pool)
             except DB_ERRORS as exc:  # keep validating with the schemas loaded last
                 log.warning("ingest.schemas_unavailable", error=str(exc))
         decoded = [await self._decode(record) for record in records]
@@ -132,9 +135,10 @@ class Ingest:
             if isinstance(event := decoded[index], Event)
         ]
         try:
-            admitted = await event_store.record_routed(
-                self._pool, incoming, self._settings.dedup_window
-            )
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                admitted = await event_store.record_routed(
+                    self._pool, incoming, self._settings.dedup_window
+                )
         except DB_ERRORS as exc:
             log.warning("ingest.store_unavailable", error=str(exc), events=len(incoming))
             admitted = {(item.event.tenant_id, item.event.id) for item in incoming}

@@ -6,15 +6,19 @@ import uuid
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
+from dispatcher import db
 from dispatcher.events import Event
 from dispatcher.ingest import (
     DUPLICATE,
+    Ingest,
     Rejected,
     Verdict,
     first_of_each,
     verdicts_after_recording,
 )
+from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
@@ -143,3 +147,38 @@ async def test_purge_drops_only_events_older_than_the_retention(pool):
     assert await event_store.purge(pool, 30 * 86400.0) >= 1
     assert await event_store.get_event(pool, old.tenant_id, old.id) is None
     assert await event_store.get_event(pool, recent.tenant_id, recent.id) == recent
+
+
+class Record:
+    """The fields of a ConsumerRecord that admission reads."""
+
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.topic, self.partition, self.offset, self.value = f"p.{TOPIC}", 0, offset, value
+
+
+async def test_without_its_table_the_router_routes_every_valid_event(database_url):
+    """A failing store is logged and admission routes all valid events (at-least-once)."""
+    url = database_url.rsplit("/", 1)[0] + f"/hooklane_ingest_{uuid.uuid4().hex[:8]}"
+    await db.migrate(url)
+    settings = Settings(database_url=url, topic_prefix="p.", validate_events=True)
+
+    async def known(_topic: str) -> bool:
+        return True
+
+    ingest = Ingest(settings, known)
+    await ingest.start()
+    try:
+        await ingest.admit([])  # loads the schemas
+        admin = await db.create_pool(url, min_size=1, max_size=1)
+        await admin.execute("DROP TABLE events")
+        await admin.close()
+        item = event(uuid.uuid4().hex)
+        records = [Record(item.to_message(), 1), Record(item.to_message(), 2), Record(b"{", 3)]
+        with capture_logs() as logs:
+            verdicts = await ingest.admit(records)
+    finally:
+        await ingest.stop()
+        await db.drop_database(url)
+    assert verdicts[:2] == [item, DUPLICATE]  # a poll's own repeat is still dropped
+    assert isinstance(verdicts[2], Rejected)
+    assert any(entry["event"] == "ingest.store_unavailable" for entry in logs)
