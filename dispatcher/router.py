@@ -37,7 +37,7 @@ from dispatcher.broker import ensure_topics
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.ingest import Ingest, Rejected, Verdict
-from dispatcher.operational import is_operational, recipients
+from dispatcher.operational import recipients
 from dispatcher.producer import Producer
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
@@ -192,13 +192,12 @@ class Router:
             return [await self._dead_letter(record, verdict.reason)]
         if not isinstance(verdict, Event):
             return []  # a duplicate: routed already within the dedup window
+        event = verdict
         try:
-            subscribers = self.index.lookup(verdict.tenant_id, verdict.topic)
-            if is_operational(verdict.topic):  # never about the webhook itself
-                subscribers = recipients(verdict, subscribers)
+            # recipients(): an operational event never goes to the webhook it is about.
             tasks = [
-                (webhook_id, DeliveryTask(webhook_id, verdict).to_message())
-                for webhook_id in subscribers
+                (webhook_id, DeliveryTask(webhook_id, event).to_message())
+                for webhook_id in recipients(event, self.index.lookup(event.tenant_id, event.topic))
             ]
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
