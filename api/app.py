@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import events, health, portal, topics, trigger, webhooks
+from api import events, health, portal, replay, topics, trigger, webhooks
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
 from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SECRET_BOX] = SecretBox.from_setting(settings.secret_key)
     app[SCHEMAS] = Schemas()
     app.cleanup_ctx.extend([_database, _sender, _producer])
-    for module in (health, webhooks, trigger, topics, events):
+    for module in (health, webhooks, trigger, topics, events, replay):
         module.setup_routes(app)
     if importlib.util.find_spec(ATTEMPTS_MODULE) is not None:
         importlib.import_module(ATTEMPTS_MODULE).setup_routes(app)

@@ -9,10 +9,11 @@ Redeliveries are ``DeliveryTask(kind="redelivery")`` written to the deliveries t
 keyed by webhook id, so they queue behind the webhook's other deliveries and keep its
 ordering rules (and a parked webhook appends them to its backlog).
 
-Limitation: the attempt log keeps no copy of event data, so an attempt can be retried
-only while its event is stored with the webhook, i.e. it failed for good (kept in the
-failed deliveries) or is still waiting in the parked backlog. Retrying the attempt of
-an event that was delivered (or of a test event) answers 404 ``event_not_stored``.
+A retry sends the stored task when the delivery failed for good (failed deliveries)
+or is still parked, and otherwise rebuilds it from the payload store (the ``events``
+table, kept ``HOOKLANE_ATTEMPT_RETENTION_DAYS``): a delivered attempt is sent again
+with the same body and ``webhook-id``. A test event, or an event purged from the store,
+answers 404 ``event_not_stored``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dispatcher import backlog
 from dispatcher.attempt_log import Attempt, get_attempt, list_attempts
 from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
+from dispatcher.store import events as event_store
 from dispatcher.store.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
@@ -105,13 +107,18 @@ async def attempt_or_404(request: web.Request, webhook: Webhook, raw_id: str) ->
 async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> str:
     """Queue attempt ``raw_id``'s event again (REST and portal); its event id."""
     attempt = await attempt_or_404(request, webhook, raw_id)
-    task = await backlog.find_task(request.app[POOL], webhook.id, attempt.event_id)
+    pool = request.app[POOL]
+    task = await backlog.find_task(pool, webhook.id, attempt.event_id)
+    if task is None and not attempt.test:
+        event = await event_store.get_event(pool, tenant_id(request), attempt.event_id)
+        if event is not None and event.topic == attempt.topic:
+            task = DeliveryTask(webhook.id, event)
     if task is None:
         raise ApiError(
             404,
             "event_not_stored",
-            "this attempt's event is no longer stored: only deliveries that failed for good"
-            " or are still parked can be retried",
+            "this attempt's event is no longer stored: test events cannot be retried, and"
+            " events are kept for HOOKLANE_ATTEMPT_RETENTION_DAYS",
             {"event_id": attempt.event_id},
         )
     await _enqueue(request, _redelivery(task))

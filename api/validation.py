@@ -9,18 +9,19 @@ per problem, unknown fields named).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import jsonschema.validators
 import orjson
 from aiohttp import web
 
 from api.errors import ApiError, invalid_field, validation_failed
 from api.keys import SCHEMAS
+
+# The rule the router applies to Kafka events too; re-exported for the route modules.
+from dispatcher.topic_schemas import compile_schema, parse_datetime, problems
+
+__all__ = ["Schemas", "compile_schema", "parse_datetime", "problems", "read_json"]
 
 # The repository's schemas/ (editable installs, tests); an installed package (the
 # container image) finds them in the working directory, where the Dockerfile puts them.
@@ -33,63 +34,6 @@ SCHEMA_DIR = next(
     Path(__file__).resolve().parent.parent / "schemas",
 )
 OPENAPI = "openapi.json"
-
-
-def parse_datetime(value: str) -> datetime:
-    """An RFC 3339 date-time (with ``T`` and a UTC offset or ``Z``); ValueError otherwise."""
-    if "T" not in value.upper():
-        raise ValueError("expected an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
-    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("the date-time needs a UTC offset or Z")
-    return moment
-
-
-FORMAT_CHECKER = jsonschema.FormatChecker()
-
-
-@FORMAT_CHECKER.checks("date-time", raises=ValueError)
-def _is_date_time(value: object) -> bool:
-    if isinstance(value, str):
-        parse_datetime(value)
-    return True
-
-
-def _pointer(path: Iterable[str | int]) -> str:
-    return "".join(f"/{part}" for part in path)
-
-
-def problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[dict[str, Any]]:
-    """Every reason ``instance`` fails ``validator``, as ``{path, message, keyword}``."""
-    found: list[dict[str, Any]] = []
-    for error in validator.iter_errors(instance):
-        path = _pointer(error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
-            found += [
-                {
-                    "path": f"{path}/{name}",
-                    "message": f"unknown field {name!r}",
-                    "keyword": "additionalProperties",
-                }
-                for name in error.instance
-                if name not in known
-            ]
-            continue
-        # A schema may word its own messages: {"x-errors": {"<keyword>": "..."}}.
-        worded = error.schema.get("x-errors", {}) if isinstance(error.schema, dict) else {}
-        message = worded.get(error.validator) or error.message
-        if path:
-            message = f"{path[1:]}: {message}"
-        found.append({"path": path, "message": message, "keyword": str(error.validator)})
-    return sorted(found, key=lambda item: (item["path"], item["keyword"]))
-
-
-def compile_schema(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
-    """A validator for ``schema`` (its declared draft), checking formats we support."""
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=FORMAT_CHECKER)
 
 
 class Schemas:

@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from dispatcher.attempt import AttemptResult
+from dispatcher.db import delete_in_batches
 
 if TYPE_CHECKING:
     from dispatcher.db import Connection, Executor
@@ -280,18 +281,13 @@ async def get_attempt(
 
 async def purge(executor: Executor, retention_days: int) -> int:
     """Delete attempts older than ``retention_days``, in bounded batches; returns how many."""
-    total = 0
-    while True:
-        status = await executor.execute(
-            "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
-            " WHERE attempted_at < now() - make_interval(days => $1) LIMIT $2)",
-            retention_days,
-            PURGE_BATCH,
-        )
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < PURGE_BATCH:
-            return total
+    return await delete_in_batches(
+        executor,
+        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+        " WHERE attempted_at < now() - make_interval(days => $1) LIMIT $2)",
+        retention_days,
+        batch=PURGE_BATCH,
+    )
 
 
 class AttemptLog:

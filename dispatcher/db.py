@@ -106,6 +106,20 @@ async def migrate(database_url: str) -> list[str]:
     return applied
 
 
+async def delete_in_batches(executor: Executor, statement: str, *args: Any, batch: int) -> int:
+    """Repeat a DELETE whose last parameter is its LIMIT until it deletes fewer than ``batch``.
+
+    Returns how many rows it deleted in all; bounded batches keep each lock short.
+    """
+    total = 0
+    while True:
+        status = await executor.execute(statement, *args, batch)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch:
+            return total
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(

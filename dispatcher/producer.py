@@ -172,9 +172,13 @@ class Producer:
     ) -> str:
         """Publish one event and wait for the broker's acknowledgement; returns its id."""
         event = build_event(topic, data, tenant_id, event_id)
+        await self.publish_event(event, key)
+        return event.id
+
+    async def publish_event(self, event: Event, key: str | None = None) -> None:
+        """Publish a built event and wait for the broker's acknowledgement."""
         future = await self._send_event(event, key)
         await future
-        return event.id
 
     async def publish_many(self, events: Iterable[Outgoing]) -> list[str]:
         """Publish a batch, waiting for all acknowledgements together; returns the ids.
@@ -197,6 +201,21 @@ class Producer:
         # replication), never a side effect of a redelivery.
         topic = self._settings.deliveries_topic
         await self.kafka.send_and_wait(topic, task.to_message(), key=task.webhook_id.encode())
+
+    async def enqueue_many(self, tasks: Iterable[DeliveryTask]) -> int:
+        """Write delivery tasks in order, waiting for all acknowledgements together.
+
+        Tasks of one webhook share a partition, so they keep their relative order.
+        """
+        topic = self._settings.deliveries_topic
+        await self.ensure_topic(topic, self._settings.deliveries_partitions)
+        futures = [
+            await self.kafka.send(topic, task.to_message(), key=task.webhook_id.encode())
+            for task in tasks
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+        return len(futures)
 
     async def _send_event(self, event: Event, key: str | None) -> asyncio.Future[Any]:
         topic = self._settings.mirror_topic(event.topic)

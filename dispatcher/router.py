@@ -6,8 +6,10 @@ the tenant's ENABLED webhooks subscribed to the topic in the in-memory
 ``SubscriptionIndex`` and writes one ``DeliveryTask`` per webhook to
 ``<prefix>deliveries``, keyed by webhook id. A message that is not a valid event goes
 to ``<prefix>dead-letter``: the original value, with the reason and its origin in
-headers; so does a valid event whose topic is not in the topic catalog. The router
-never crashes on input.
+headers; so does a valid event whose topic is not in the topic catalog or whose data
+fails the topic's JSON Schema. An event already routed within the dedup window is
+dropped (``dispatcher.ingest``: one Postgres round trip per poll). The router never
+crashes on input.
 
 At-least-once: all tasks and dead letters of a fetched batch are sent, every broker
 acknowledgement is awaited, and only then are the batch's offsets committed. If a send
@@ -33,7 +35,9 @@ from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher.broker import require_topics
 from dispatcher.dead_letter import send_dead_letter
-from dispatcher.events import DeliveryTask, Event, InvalidMessage
+from dispatcher.events import DeliveryTask, Event
+from dispatcher.ingest import Ingest, Rejected, Verdict
+from dispatcher.operational import recipients
 from dispatcher.producer import Producer
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
@@ -87,6 +91,7 @@ class Router:
         self._bootstrap = settings.kafka_bootstrap_servers
         self._group_id = group_id
         self._producer = Producer(settings)
+        self._ingest = Ingest(settings, self.index.topic_known)
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -98,6 +103,7 @@ class Router:
         settings = self.settings
         await require_topics(settings)
         await self.index.start()
+        await self._ingest.start()
         await self._producer.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -144,6 +150,7 @@ class Router:
         if consumer is not None:
             await consumer.stop()  # leaves the group; offsets were committed per batch
         await self._producer.stop()
+        await self._ingest.stop()
         await self.index.stop()
         log.info("router.stopped")
 
@@ -151,9 +158,10 @@ class Router:
         assert self._consumer is not None
         futures: list[asyncio.Future[Any]] = []
         try:
-            for records in batch.values():
-                for record in records:
-                    futures.extend(await self._route(record))
+            records = [record for part in batch.values() for record in part]
+            verdicts = await self._ingest.admit(records)  # one Postgres round trip
+            for record, verdict in zip(records, verdicts, strict=True):
+                futures.extend(await self._route(record, verdict))
             await asyncio.gather(*futures)
         except KafkaError as exc:
             # Nothing of this batch is committed: read it again from the committed offsets.
@@ -173,18 +181,18 @@ class Router:
             # A rebalance took the partitions: their next owner re-routes (duplicates only).
             log.warning("router.commit_failed", error=str(exc))
 
-    async def _route(self, record: ConsumerRecord) -> list[asyncio.Future[Any]]:
-        topic = str(record.topic)[len(self.settings.topic_prefix) :]
+    async def _route(self, record: ConsumerRecord, verdict: Verdict) -> list[asyncio.Future[Any]]:
+        if isinstance(verdict, Rejected):
+            return [await self._dead_letter(record, verdict.reason)]
+        if not isinstance(verdict, Event):
+            return []  # a duplicate: routed already within the dedup window
+        event = verdict
         try:
-            event = Event.from_message(record.value, expected_topic=topic)
-            if not await self.index.topic_known(event.topic):
-                raise InvalidMessage(f"topic {event.topic!r} is not in the topic catalog")
+            # recipients(): an operational event never goes to the webhook it is about.
             tasks = [
                 (webhook_id, DeliveryTask(webhook_id, event).to_message())
-                for webhook_id in self.index.matching(event)
+                for webhook_id in recipients(event, self.index.matching(event))
             ]
-        except InvalidMessage as exc:
-            return [await self._dead_letter(record, exc.reason)]
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
             return [await self._dead_letter(record, f"cannot route: {type(exc).__name__}: {exc}")]

@@ -4,7 +4,7 @@
 - ``database_url`` (session): a fresh, migrated database, dropped at the end.
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
-  a short retry schedule.
+  a short retry schedule; Kafka events are not validated against topic schemas.
 - ``internal_topics`` (per test): the deliveries and dead-letter topics of ``settings``,
   created as ``hooklane migrate`` does (routers and deliverers refuse to start without).
 - ``pool`` (per test): an asyncpg pool on the test database.
@@ -72,6 +72,9 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         kafka_replication_factor=1,  # what `hooklane up` uses on the embedded broker
         log_format="console",
         log_level="WARNING",
+        # Most pipeline tests publish free-form data on the seeded topics; the tests of
+        # the schema rule (tests/test_lifecycle_validation.py) turn it on.
+        validate_events=False,
     )
 
 

@@ -255,6 +255,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KAFKA_REPLICATION_FACTOR": settings.kafka_replication_factor or "",
         "LOG_LEVEL": settings.log_level,
         "LOG_FORMAT": "json",
+        "DEDUP_WINDOW": f"{settings.dedup_window}s",
+        "VALIDATE_EVENTS": "true" if settings.validate_events else "false",
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
     return env

@@ -96,6 +96,7 @@ def test_request_bodies_reference_the_validated_schemas():
             "test_trigger.json",
             "event_publish.json",
             "recover.json",
+            "replay.json",
         ]
     )
     for name in files:

@@ -433,7 +433,7 @@ def test_assignment_round_robin(index, webhooks, expected):
 def test_event_data_leads_with_timestamp_and_sequence():
     """sent_at and seq come first in the data so the receiver finds them cheaply."""
     data = workload.event_data(3, "xx")
-    assert list(data) == ["sent_at", "seq", "pad"]
+    assert list(data) == ["sent_at", "seq", "pad", "registration_id"]
     assert data["seq"] == 3
 
 

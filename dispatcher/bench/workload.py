@@ -30,7 +30,7 @@ def pad_for(body_bytes: int = BODY_BYTES) -> str:
         BENCH_TOPIC,
         "ten_bench_00000000_00000",
         int(time.time()),
-        {"sent_at": time.time(), "seq": 99_999, "pad": ""},
+        event_data(99_999, ""),
     )
     size = len(delivery_body(sample, str(uuid.uuid4()), "v1.0"))
     return "x" * max(0, body_bytes - size)
@@ -39,9 +39,10 @@ def pad_for(body_bytes: int = BODY_BYTES) -> str:
 def event_data(seq: int, pad: str) -> dict[str, Any]:
     """An event's data: the publish time (for latency), its per-webhook sequence, padding.
 
-    ``sent_at`` and ``seq`` come first so the receiver finds them quickly.
+    ``sent_at`` and ``seq`` come first so the receiver finds them quickly;
+    ``registration_id`` satisfies the bench topic's schema (the router validates).
     """
-    return {"sent_at": time.time(), "seq": seq, "pad": pad}
+    return {"sent_at": time.time(), "seq": seq, "pad": pad, "registration_id": "reg_bench"}
 
 
 def assignment(index: int, webhooks: int) -> tuple[int, int]:

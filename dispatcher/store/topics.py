@@ -89,6 +89,12 @@ async def topic_names(executor: Executor) -> set[str]:
     return {row["name"] for row in await executor.fetch("SELECT name FROM topics")}
 
 
+async def topic_schemas(executor: Executor) -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every catalog topic's ``data``, by name."""
+    rows = await executor.fetch("SELECT name, schema FROM topics")
+    return {row["name"]: row["schema"] for row in rows}
+
+
 async def add_topic(
     executor: Executor, name: str, description: str, schema: Mapping[str, Any]
 ) -> Topic:
