@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from api.app import create_app
+from api.keys import POOL
 from dispatcher import db
 from dispatcher.logs import configure_logging
+from dispatcher.operations import ProcessOps
 from dispatcher.settings import Settings, SettingsError
 
 # Seconds in-flight requests (a test trigger waits for its receiver) get to finish.
@@ -28,10 +31,19 @@ def main() -> int:
     log = structlog.get_logger("api")
     try:
         asyncio.run(db.migrate(settings.database_url))
-        app = create_app(settings)
+        ops = ProcessOps(settings, "api")
+        app = create_app(settings, ops.families)
     except (db.DatabaseError, ValueError, OSError) as exc:
         print(f"hooklane api: {exc}", file=sys.stderr)
         return 1
+
+    async def serve_ops(app: web.Application) -> AsyncIterator[None]:
+        # After the app's own contexts: the readiness check reuses its pool.
+        async with ops:
+            await ops.add_infrastructure_checks(app[POOL])
+            yield
+
+    app.cleanup_ctx.append(serve_ops)
     log.info("api.listening", url=f"http://{settings.api_host}:{settings.api_port}")
     # run_app turns SIGTERM and SIGINT into a graceful shutdown (cleanup_ctx runs).
     web.run_app(

@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--schema", type=Path, help="JSON Schema file of the event's data")
     add.add_argument("--description", default="")
 
+    status = sub.add_parser("status", help="consumer groups, lag, backlog and failing webhooks")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
+
     publish = sub.add_parser("publish", help="publish one event")
     publish.add_argument("topic")
     publish.add_argument("--tenant", required=True)
@@ -102,13 +113,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "api"])
     if command == "router":
         _need_broker(settings)
-        from dispatcher.router import run_router
+        from dispatcher.operations import run_router
 
         asyncio.run(run_router(settings))
         return 0
     if command == "deliverer":
         _need_broker(settings)
-        from dispatcher.deliverer import run_deliverer
+        from dispatcher.operations import run_deliverer
 
         asyncio.run(run_deliverer(settings))
         return 0
@@ -134,6 +145,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_add_topic(settings, args.name, args.description, schema))
         print(f"topic {args.name} added")
         return 0
+    if command == "status":
+        _need_broker(settings)
+        return _status(settings, args)
     if command == "publish":
         event_id = asyncio.run(_publish(settings, args))
         print(event_id)
@@ -143,6 +157,31 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return bench_main(args.bench_args)
     raise AssertionError(command)  # argparse only accepts the commands above
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher import status
+
+    def show(current: status.Status) -> None:
+        if args.json:
+            print(orjson.dumps(status.to_json(current)).decode(), flush=True)
+        else:
+            clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
+            print(clear + status.render_text(current), flush=True)
+
+    from aiokafka.errors import KafkaError
+
+    if args.watch is not None and args.watch <= 0:
+        raise ValueError("--watch takes a positive number of seconds")
+    try:
+        if args.watch:
+            asyncio.run(status.watch(settings, args.watch, show))
+        else:
+            show(asyncio.run(status.status_once(settings)))
+    except KafkaError as exc:
+        print(f"hooklane status: the broker does not answer: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _read_schema(path: Path | None) -> dict[str, Any]:
