@@ -103,6 +103,8 @@ def describe(exc: BaseException) -> str:
     """A one-line reason for ``exc``."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, NotReady):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
