@@ -1,16 +1,21 @@
-"""The ``lanes`` gauge, sampled: the worker's lanes by state, once a second.
+"""The ``lanes`` gauge, sampled: this deliverer's lanes by state.
 
-Sampling the worker's lanes costs nothing per delivery; an exact gauge would need an
-update on every state change inside the worker.
+Ready and backing-off lanes are sampled from the worker's lanes once a second, which
+costs nothing per delivery. Parked lanes leave the worker's memory (their state is the
+``parked_webhooks`` table), so they are counted from Postgres: the parked webhooks
+whose deliveries-topic partition (the producer's murmur2 of the webhook id) this
+process owns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from aiokafka.partitioner import murmur2
 
 from dispatcher.metrics import DelivererMetrics
 
@@ -52,16 +57,28 @@ def count_lanes(lanes: Iterable[LaneView], now: float) -> LaneCounts:
     return LaneCounts(ready, backoff, parked, in_flight)
 
 
+def partition_of(webhook_id: str, partitions: int) -> int:
+    """The deliveries partition of ``webhook_id`` (Kafka's default partitioner)."""
+    hashed: int = murmur2(webhook_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def owned_parked(parked_ids: Iterable[str], owned: Collection[int], partitions: int) -> int:
+    """How many of ``parked_ids`` fall in the ``owned`` partitions."""
+    if not partitions:
+        return 0
+    return sum(1 for webhook_id in parked_ids if partition_of(webhook_id, partitions) in owned)
+
+
 async def sample_lanes(
     lanes: Callable[[], Iterable[LaneView]],
     metrics: DelivererMetrics,
     clock: Callable[[], float] = time.time,
     interval_s: float = SAMPLE_INTERVAL_S,
 ) -> None:
-    """Set the ``lanes`` gauge every ``interval_s`` (in-flight is the sender's, exact)."""
+    """Set ``lanes{state=ready|backoff}`` every ``interval_s`` (in-flight is the sender's)."""
     while True:
         counts = count_lanes(list(lanes()), clock())
         metrics.lanes_ready.set(counts.ready)
         metrics.lanes_backoff.set(counts.backoff)
-        metrics.lanes_parked.set(counts.parked)
         await asyncio.sleep(interval_s)

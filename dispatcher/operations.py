@@ -21,11 +21,11 @@ from aiokafka import TopicPartition
 
 from dispatcher import db
 from dispatcher.lag import LagPoller, OffsetReader
-from dispatcher.lane_gauges import LaneView, sample_lanes
+from dispatcher.lane_gauges import LaneView, owned_parked, sample_lanes
 from dispatcher.loop_lag import monitor_loop_lag
 from dispatcher.metered_sender import MeteredSender
 from dispatcher.metrics import DelivererMetrics, Families, Role, build_registry
-from dispatcher.ops_queries import refresh_backlog_gauges
+from dispatcher.ops_queries import parked_webhook_ids, refresh_periodically, set_backlog_gauges
 from dispatcher.ops_server import OpsServer
 from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
 from dispatcher.sender import AiohttpSender
@@ -147,13 +147,18 @@ async def run_deliverer(settings: Settings) -> None:
 
         families = ops.families
         ops.spawn(LagPoller(reader, families.gauge("consumer_lag"), GROUP_ID, owned).run())
-        ops.spawn(
-            refresh_backlog_gauges(
-                await ops.pool(),
-                families.gauge("backlog_deliveries"),
-                families.gauge("backlog_oldest_age_seconds"),
-            )
-        )
+        pool = await ops.pool()
+        backlog = families.gauge("backlog_deliveries"), families.gauge("backlog_oldest_age_seconds")
+        ops.spawn(refresh_periodically(lambda: set_backlog_gauges(pool, *backlog), "backlog"))
+
+        async def count_parked() -> None:
+            topic = settings.deliveries_topic
+            partitions = len(await reader.partitions(lambda name: name == topic))
+            mine = {tp.partition for tp in deliverer.assignment if tp.topic == topic}
+            parked = owned_parked(await parked_webhook_ids(pool), mine, partitions)
+            metrics.lanes_parked.set(parked)
+
+        ops.spawn(refresh_periodically(count_parked, "lanes_parked"))
 
         def lanes() -> Iterable[LaneView]:
             return deliverer.worker.lanes.values() if deliverer.worker is not None else ()

@@ -7,6 +7,7 @@ is an aggregate or bounded (LIMIT), cheap enough to run every few seconds.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -56,6 +57,11 @@ async def backlog_stats(db: Executor) -> BacklogStats:
     return BacklogStats(row["parked"], row["deliveries"], max(0.0, row["oldest"]))
 
 
+async def parked_webhook_ids(db: Executor) -> list[str]:
+    """Every parked webhook's id."""
+    return [row[0] for row in await db.fetch("SELECT webhook_id::text FROM parked_webhooks")]
+
+
 async def failing_webhooks(db: Executor, limit: int = FAILING_LIMIT) -> list[FailingWebhook]:
     """The webhooks failing longest, oldest ``failing_since`` first."""
     rows = await db.fetch(
@@ -78,16 +84,24 @@ async def recent_outcomes(db: Executor, within_s: float = 60.0) -> dict[str, int
     return {row["outcome"]: row["n"] for row in rows}
 
 
-async def refresh_backlog_gauges(
-    db: Executor, deliveries: Gauge, oldest_age: Gauge, interval_s: float = BACKLOG_INTERVAL_S
+async def refresh_periodically(
+    refresh: Callable[[], Awaitable[None]], what: str, interval_s: float = BACKLOG_INTERVAL_S
 ) -> None:
-    """Keep the two global backlog gauges fresh until cancelled; database trouble is logged."""
+    """Await ``refresh()`` every ``interval_s`` until cancelled; failures are logged.
+
+    A gauge whose refresh fails just goes stale: the database being down is what
+    ``/readyz`` reports, not a reason to stop the process.
+    """
     while True:
         try:
-            stats = await backlog_stats(db)
-        except Exception as exc:  # asyncpg, OSError, timeouts: the gauges just go stale
-            log.warning("backlog_gauges.refresh_failed", error=repr(exc))
-        else:
-            deliveries.set(stats.deliveries)
-            oldest_age.set(stats.oldest_age_s)
+            await refresh()
+        except Exception as exc:  # asyncpg, OSError, KafkaError, timeouts
+            log.warning("gauges.refresh_failed", gauges=what, error=repr(exc))
         await asyncio.sleep(interval_s)
+
+
+async def set_backlog_gauges(db: Executor, deliveries: Gauge, oldest_age: Gauge) -> None:
+    """Set the two global backlog gauges from Postgres once."""
+    stats = await backlog_stats(db)
+    deliveries.set(stats.deliveries)
+    oldest_age.set(stats.oldest_age_s)

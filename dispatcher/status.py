@@ -105,11 +105,12 @@ async def collect(settings: Settings, reader: OffsetReader, pool: asyncpg.Pool) 
         ROUTER_GROUP: lambda name: mirror.fullmatch(name) is not None,
         DELIVERER_GROUP: lambda name: name == settings.deliveries_topic,
     }
-    described: dict[str, tuple[str, tuple[Member, ...]]] = {}
-    for response in await reader.admin.describe_consumer_groups(list(topics_of)):
-        described.update(parse_groups(response.to_object()))
     groups = []
     for group, accepts in topics_of.items():
+        # One group per request: tansu garbles a response describing several.
+        described: dict[str, tuple[str, tuple[Member, ...]]] = {}
+        for response in await reader.admin.describe_consumer_groups([group]):
+            described.update(parse_groups(response.to_object()))
         state, members = described.get(group, ("Empty", ()))
         lag = await reader.lag(group, await reader.partitions(accepts))
         groups.append(GroupStatus(group, state or "Empty", members, lag))

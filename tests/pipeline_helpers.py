@@ -250,6 +250,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
         "LOG_LEVEL": settings.log_level,
         "LOG_FORMAT": "json",
+        "METRICS_HOST": settings.metrics_host,
+        "METRICS_PORT": settings.metrics_port,
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
     return env
