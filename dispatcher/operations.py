@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
+import structlog
 from aiokafka import TopicPartition
 
 from dispatcher import db
@@ -31,6 +32,8 @@ from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgre
 from dispatcher.sender import AiohttpSender
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 class ProcessOps:
@@ -52,7 +55,17 @@ class ProcessOps:
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> ProcessOps:
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            # Delivery matters more than its metrics: keep working, loudly. Probes on the
+            # port fail, so an orchestrator still notices.
+            log.error(
+                "ops.unavailable",
+                url=self.server.url,
+                error=str(exc),
+                hint="HOOKLANE_METRICS_PORT is taken; /metrics, /healthz and /readyz are off",
+            )
         self.spawn(monitor_loop_lag(self.families.gauge("event_loop_lag_seconds")))
         return self
 

@@ -32,7 +32,7 @@ class OpsServer:
         self.host = host
         self.port = port
         self._registry = registry
-        self._checks = dict(checks)
+        self._checks = checks  # not copied: the process registers checks as it starts
         app = web.Application()
         app.router.add_get("/metrics", self._metrics, allow_head=False)
         app.router.add_get("/healthz", self._healthz, allow_head=False)

@@ -21,7 +21,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dispatcher import db
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.broker import EmbeddedBroker, free_port
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
 
@@ -69,6 +69,8 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         topic_partitions=4,
         log_format="console",
         log_level="WARNING",
+        # processes a test spawns serve their ops endpoints off the developer's 9400
+        metrics_port=free_port(),
     )
 
 

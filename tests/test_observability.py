@@ -61,10 +61,12 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
     return [dict(ls) for (n, ls) in samples if n == name]
 
 
-async def ready(session: aiohttp.ClientSession, port: int) -> bool:
+async def ready(session: aiohttp.ClientSession, port: int, checks: set[str]) -> bool:
+    """/readyz answers 200 with exactly ``checks``, all passing."""
     try:
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-            return response.status == 200
+            body = await response.json()
+            return response.status == 200 and set(body["checks"]) == checks
     except aiohttp.ClientError:
         return False
 
@@ -108,8 +110,12 @@ async def test_stack_metrics_lag_parking_and_status(
             processes.append(
                 await spawn("dispatcher.deliverer", settings.replace(metrics_port=deliverer_port))
             )
-            for port in (router_port, deliverer_port):
-                await wait_until(functools.partial(ready, session, port), 60, 0.2, "readiness")
+            for port, checks in (
+                (router_port, {"postgres", "broker"}),
+                (deliverer_port, {"postgres", "broker", "consumer_group"}),
+            ):
+                is_ready = functools.partial(ready, session, port, checks)
+                await wait_until(is_ready, 60, 0.2, "readiness")
             async with Producer(settings) as producer:
                 for n in range(N):
                     data = {"registration_id": f"reg_{n}"}
