@@ -232,15 +232,26 @@ def git_commit() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
-class RouterMetrics:
+class _ConsumerMetrics:
+    """What router and deliverer both count: commits of their group, dead letters."""
+
+    def __init__(self, families: Families, group: str) -> None:
+        self.commit_duration = families.histogram("commit_duration_seconds").labels(group=group)
+        self._dead_lettered = families.counter("events_dead_lettered_total")
+
+    def dead_lettered(self, reason: str) -> Counter:
+        """The dead-letter counter of ``reason`` (rare: no prebinding)."""
+        return self._dead_lettered.labels(reason=reason)
+
+
+class RouterMetrics(_ConsumerMetrics):
     """What the router counts; the per-topic child is cached per topic name."""
 
     def __init__(self, families: Families, group: str) -> None:
+        super().__init__(families, group)
         self._routed = families.counter("events_routed_total")
         self._routed_by_topic: dict[str, Counter] = {}
-        self._dead_lettered = families.counter("events_dead_lettered_total")
         self.filtered = families.counter("events_filtered_total")
-        self.commit_duration = families.histogram("commit_duration_seconds").labels(group=group)
 
     def routed(self, topic: str) -> Counter:
         """The routed counter of ``topic`` (``.inc()`` it); one child per topic."""
@@ -249,15 +260,12 @@ class RouterMetrics:
             child = self._routed_by_topic[topic] = self._routed.labels(topic=topic)
         return child
 
-    def dead_lettered(self, reason: str) -> Counter:
-        """The dead-letter counter of ``reason`` (rare: no prebinding)."""
-        return self._dead_lettered.labels(reason=reason)
 
-
-class DelivererMetrics:
+class DelivererMetrics(_ConsumerMetrics):
     """What the deliverer counts, every child prebound (one attribute per outcome)."""
 
     def __init__(self, families: Families, group: str) -> None:
+        super().__init__(families, group)
         attempts = families.counter("attempts_total")
         self.attempt_success = attempts.labels(outcome="success")
         self.attempt_http_error = attempts.labels(outcome="http_error")
@@ -279,12 +287,6 @@ class DelivererMetrics:
         rows = families.counter("attempt_log_rows_total")
         self.attempt_log_written = rows.labels(result="written")
         self.attempt_log_dropped = rows.labels(result="dropped")
-        self.commit_duration = families.histogram("commit_duration_seconds").labels(group=group)
-        self._dead_lettered = families.counter("events_dead_lettered_total")
-
-    def dead_lettered(self, reason: str) -> Counter:
-        """The dead-letter counter of ``reason`` (rare: no prebinding)."""
-        return self._dead_lettered.labels(reason=reason)
 
 
 class ApiMetrics:

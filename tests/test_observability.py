@@ -7,11 +7,8 @@ lag draining to 0 and a parked lane while an endpoint is down; ``hooklane status
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import os
-import sys
 from typing import Any
 
 import aiohttp
@@ -28,10 +25,10 @@ from tests.pipeline_helpers import (
     Spawned,
     create_webhook,
     ensure_mirror_topics,
-    settings_env,
     spawn,
     wait_until,
 )
+from tests.test_cli import hooklane
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 N = 20
@@ -69,23 +66,6 @@ async def ready(session: aiohttp.ClientSession, port: int, checks: set[str]) -> 
             return response.status == 200 and set(body["checks"]) == checks
     except aiohttp.ClientError:
         return False
-
-
-async def run_status(settings: Settings, *args: str) -> tuple[int, str, str]:
-    """``hooklane status`` as a real process."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dispatcher.cli",
-        "status",
-        *args,
-        env=settings_env(settings) | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_stack_metrics_lag_parking_and_status(
@@ -152,7 +132,7 @@ async def test_stack_metrics_lag_parking_and_status(
 
             await wait_until(router_drained, 60, 0.5, "router lag 0")
 
-            code, out, err = await run_status(settings, "--json")
+            code, out, err = await hooklane(settings, "status", "--json")
             assert code == 0, err
             status: dict[str, Any] = json.loads(out)
             groups = {g["group"]: g for g in status["groups"]}

@@ -15,8 +15,8 @@ from dispatcher.settings import Settings
 from dispatcher.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import create_webhook
+from tests.test_cli import hooklane
 from tests.test_lag import commit, produce
-from tests.test_observability import run_status
 
 T0 = TopicPartition("hooklane.deliveries", 0)
 T1 = TopicPartition("hooklane.deliveries", 1)
@@ -173,7 +173,7 @@ async def test_status_command_shows_lag_backlog_and_failing_webhooks(
     # The real deliverer group, committed behind the high-water mark on partition 0.
     await commit(broker.bootstrap_servers, "hooklane-deliverer", {TopicPartition(topic, 0): 2})
 
-    code, out, err = await run_status(settings, "--json")
+    code, out, err = await hooklane(settings, "status", "--json")
     assert code == 0, err
     value = json.loads(out)
     deliverer = next(g for g in value["groups"] if g["group"] == "hooklane-deliverer")
@@ -187,7 +187,7 @@ async def test_status_command_shows_lag_backlog_and_failing_webhooks(
     assert value["last_minute"]["success"] == before + 3
     assert value["last_minute"]["failure"] >= 2
 
-    code, out, err = await run_status(settings)
+    code, out, err = await hooklane(settings, "status")
     assert code == 0, err
     assert f"lag 5, worst {topic}/0 = 3" in out
     assert webhook_id in out
@@ -197,8 +197,8 @@ async def test_status_command_fails_clearly_without_a_broker(settings: Settings)
     """An unreachable broker is a one-line error and exit code 1, not a traceback."""
     from dispatcher.broker import free_port
 
-    code, out, err = await run_status(
-        settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    code, out, err = await hooklane(
+        settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"), "status"
     )
     assert code == 1 and not out
     assert "hooklane status: the broker does not answer" in err
