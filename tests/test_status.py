@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -203,3 +204,52 @@ async def test_status_command_fails_clearly_without_a_broker(settings: Settings)
     assert code == 1 and not out
     assert "hooklane status: the broker does not answer" in err
     assert "Traceback" not in err
+
+
+async def test_status_watch_refreshes_until_interrupted(settings: Settings) -> None:
+    """`--watch` prints the screen again and again; Ctrl-C ends it (exit code 130)."""
+    import asyncio
+    import signal
+    import sys
+
+    from tests.pipeline_helpers import settings_env, wait_until
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        "status",
+        "--watch",
+        "0.2",
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    screens = 0
+
+    async def two_screens() -> bool:
+        nonlocal screens
+        line = await process.stdout.readline()  # type: ignore[union-attr]
+        screens += line.startswith(b"Hooklane status at")
+        return screens >= 2
+
+    try:
+        await wait_until(two_screens, 60, 0, "two refreshes")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 130
+
+
+def test_status_watch_rejects_a_non_positive_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--watch 0` is a one-line error, not a busy loop."""
+    from dispatcher.cli import main
+
+    monkeypatch.setenv("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["status", "--watch", "0"]) == 1
+    assert capsys.readouterr().err == (
+        "hooklane status: --watch takes a positive number of seconds\n"
+    )
