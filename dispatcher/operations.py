@@ -91,8 +91,10 @@ class ProcessOps:
             await self._pool.close()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Run a monitor until the process ends."""
-        self._tasks.append(asyncio.create_task(coroutine))
+        """Run a monitor until the process ends; one that crashes says so in the log."""
+        task = asyncio.create_task(coroutine, name=f"ops-{coroutine.__qualname__}")
+        task.add_done_callback(_report_crash)
+        self._tasks.append(task)
 
     def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
         """Await ``close()`` when the process ends."""
@@ -122,6 +124,12 @@ class ProcessOps:
             self._reader = OffsetReader(self.settings.kafka_bootstrap_servers)
             await self._reader.start()
         return self._reader
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # A monitor ending early leaves its gauges stale but must not stop delivery.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ops.monitor_failed", task=task.get_name(), error=repr(task.exception()))
 
 
 async def run_router(settings: Settings) -> None:
