@@ -92,7 +92,8 @@ class ProcessOps:
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a monitor until the process ends; one that crashes says so in the log."""
-        task = asyncio.create_task(coroutine, name=f"ops-{coroutine.__qualname__}")
+        name = getattr(coroutine, "__qualname__", "monitor")
+        task = asyncio.create_task(coroutine, name=f"ops-{name}")
         task.add_done_callback(_report_crash)
         self._tasks.append(task)
 
