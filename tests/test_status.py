@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -242,14 +241,8 @@ async def test_status_watch_refreshes_until_interrupted(settings: Settings) -> N
     assert code == 130
 
 
-def test_status_watch_rejects_a_non_positive_interval(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_status_watch_rejects_a_non_positive_interval(settings: Settings) -> None:
     """`--watch 0` is a one-line error, not a busy loop."""
-    from dispatcher.cli import main
-
-    monkeypatch.setenv("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-    assert main(["status", "--watch", "0"]) == 1
-    assert capsys.readouterr().err == (
-        "hooklane status: --watch takes a positive number of seconds\n"
-    )
+    code, out, err = await hooklane(settings, "status", "--watch", "0")
+    assert (code, out) == (1, "")
+    assert err == "hooklane status: --watch takes a positive number of seconds\n"
