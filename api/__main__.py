@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from api.app import create_app
+from api.keys import POOL
 from dispatcher import db, event_loop
 from dispatcher.logs import configure_logging
+from dispatcher.operations import ProcessOps
 from dispatcher.secrets import MISSING_KEY
 from dispatcher.settings import Settings, SettingsError
 
@@ -31,11 +34,20 @@ def main() -> int:
     log = structlog.get_logger("api")
     try:
         event_loop.run(db.migrate(settings.database_url), settings.event_loop)
-        app = create_app(settings)
+        ops = ProcessOps(settings, "api")
+        app = create_app(settings, ops.families)
         loop = event_loop.new_loop(settings.event_loop)
     except (SettingsError, db.DatabaseError, ValueError, OSError) as exc:
         print(f"hooklane api: {exc}", file=sys.stderr)
         return 1
+
+    async def serve_ops(app: web.Application) -> AsyncIterator[None]:
+        # After the app's own contexts: the readiness check reuses its pool.
+        async with ops:
+            await ops.add_infrastructure_checks(app[POOL])
+            yield
+
+    app.cleanup_ctx.append(serve_ops)
     log.info("api.listening", url=f"http://{settings.api_host}:{settings.api_port}")
     # run_app turns SIGTERM and SIGINT into a graceful shutdown (cleanup_ctx runs).
     web.run_app(

@@ -19,8 +19,10 @@ from api import events, health, portal, replay, topics, trigger, webhooks
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
 from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
+from api.metrics import metrics_middleware
 from api.validation import Schemas
 from dispatcher import db
+from dispatcher.metrics import ApiMetrics, Families, build_registry
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import make_sender
 from dispatcher.settings import Settings
@@ -63,9 +65,17 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     await producer.stop()
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The aiohttp application of the management API."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware, auth_middleware])
+def create_app(settings: Settings, metrics: Families | None = None) -> web.Application:
+    """The aiohttp application of the management API.
+
+    ``metrics`` is the registry the process serves on its metrics port; without one
+    the app counts into a registry of its own.
+    """
+    families = metrics or build_registry(("api",), delivery_timeout_s=settings.delivery_timeout_s)
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[metrics_middleware(ApiMetrics(families)), error_middleware, auth_middleware],
+    )
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox.from_setting(settings.secret_key)
     app[SCHEMAS] = Schemas()

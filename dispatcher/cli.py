@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     portal = sub.add_parser("portal-link", help="print a one-time tenant portal link")
     portal.add_argument("tenant", help="the tenant id (ten_...)")
 
+    status = sub.add_parser("status", help="consumer groups, lag, backlog and failing webhooks")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
+
     publish = sub.add_parser("publish", help="publish one event")
     publish.add_argument("topic")
     publish.add_argument("--tenant", required=True)
@@ -129,13 +140,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "api"])
     if command == "router":
         _need_broker(settings)
-        from dispatcher.router import run_router
+        from dispatcher.operations import run_router
 
         event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
-        from dispatcher.deliverer import run_deliverer
+        from dispatcher.operations import run_deliverer
 
         event_loop.run(run_deliverer(settings), settings.event_loop)
         return 0
@@ -177,6 +188,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         url, expires_at = event_loop.run(_portal_link(settings, args.tenant), settings.event_loop)
         print(f"{url}\n(one use, valid until {expires_at})")
         return 0
+    if command == "status":
+        _need_broker(settings)
+        return _status(settings, args)
     if command == "publish":
         event_id = event_loop.run(_publish(settings, args), settings.event_loop)
         print(event_id)
@@ -186,6 +200,31 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return bench_main(args.bench_args)
     raise AssertionError(command)  # argparse only accepts the commands above
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher import status
+
+    def show(current: status.Status) -> None:
+        if args.json:
+            print(orjson.dumps(status.to_json(current)).decode(), flush=True)
+        else:
+            clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
+            print(clear + status.render_text(current), flush=True)
+
+    from aiokafka.errors import KafkaError
+
+    if args.watch is not None and args.watch <= 0:
+        raise ValueError("--watch takes a positive number of seconds")
+    try:
+        if args.watch:
+            event_loop.run(status.watch(settings, args.watch, show), settings.event_loop)
+        else:
+            show(event_loop.run(status.status_once(settings), settings.event_loop))
+    except KafkaError as exc:
+        print(f"hooklane status: the broker does not answer: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _read_schema(path: Path | None) -> dict[str, Any]:

@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 DEV_TENANT = "ten_dev"
 CHILD_MODULES = ("api", "dispatcher.router", "dispatcher.deliverer")
+# Each child serves /metrics, /healthz, /readyz on HOOKLANE_METRICS_PORT + its offset.
+METRICS_PORT_OFFSETS = {"api": 0, "dispatcher.router": 1, "dispatcher.deliverer": 2}
 STOP_GRACE_S = 20.0
 DEV_KEY_FILE = Path(".hooklane") / "secret.key"
 # A child that ran this long was healthy: its next death restarts the backoff.
@@ -104,6 +106,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         env["HOOKLANE_KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
     # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
     env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
+    env["HOOKLANE_METRICS_PORT"] = str(settings.metrics_port)
     return env
 
 
@@ -139,8 +142,10 @@ class Supervisor:
         self.stopping = asyncio.Event()
 
     async def spawn(self, child: Child) -> None:
+        port = int(self.env["HOOKLANE_METRICS_PORT"]) + METRICS_PORT_OFFSETS[child.module]
+        env = {**self.env, "HOOKLANE_METRICS_PORT": str(port)}
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", child.module, env=self.env, start_new_session=True
+            sys.executable, "-m", child.module, env=env, start_new_session=True
         )
         child.started_at = time.monotonic()
         log.info("child.started", module=child.module, pid=child.process.pid)
@@ -210,7 +215,13 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
                 f"  Dev API key:  {api_key}\n"
                 f"  Kafka:        {settings.kafka_bootstrap_servers}\n"
                 f"  Postgres:     {settings.database_url}{embedded_note}\n"
-                "Press Ctrl-C to stop.\n",
+                + "".join(
+                    f"  Metrics ({child.module.rsplit('.', 1)[-1]}): ".ljust(24)
+                    + f"http://{settings.metrics_host}:"
+                    + f"{settings.metrics_port + METRICS_PORT_OFFSETS[child.module]}/metrics\n"
+                    for child in supervisor.children
+                )
+                + "Press Ctrl-C to stop.\n",
                 flush=True,
             )
         else:

@@ -23,7 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, create_topics
+from dispatcher.broker import EmbeddedBroker, create_topics, free_port
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
 
@@ -75,6 +75,8 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         # Most pipeline tests publish free-form data on the seeded topics; the tests of
         # the schema rule (tests/test_lifecycle_validation.py) turn it on.
         validate_events=False,
+        # processes a test spawns serve their ops endpoints off the developer's 9400
+        metrics_port=free_port(),
     )
 
 

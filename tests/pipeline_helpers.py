@@ -257,6 +257,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "DEDUP_WINDOW": f"{settings.dedup_window}s",
         "VALIDATE_EVENTS": "true" if settings.validate_events else "false",
+        "METRICS_HOST": settings.metrics_host,
+        "METRICS_PORT": settings.metrics_port,
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
     return env

@@ -1,0 +1,156 @@
+"""Consumer lag: the high-water mark minus the committed offset, per partition.
+
+``compute_lag`` is the pure part. ``OffsetReader`` asks the broker with an admin client
+(committed offsets; the partitions are always named, which the embedded tansu needs)
+and a group-less consumer (beginning and end offsets). ``LagPoller`` refreshes the
+``hooklane_consumer_lag`` gauge every few seconds for the partitions a process
+reports on: the router its whole group, a deliverer the partitions it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client import Gauge
+
+log = structlog.get_logger(__name__)
+
+POLL_INTERVAL_S = 5.0
+REQUEST_TIMEOUT_S = 5.0
+
+Partitions = Callable[[], Awaitable[Iterable[TopicPartition]]]
+
+
+def compute_lag(
+    committed: Mapping[TopicPartition, int],
+    beginning: Mapping[TopicPartition, int],
+    end: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Lag of every partition in ``end``.
+
+    A partition without a commit (absent or -1) lags from its first retained offset,
+    since the group's consumers start at the earliest one. Never negative: the end
+    offset is read after the commit and may be stale by a moment.
+    """
+    lags = {}
+    for tp, high in end.items():
+        offset = committed.get(tp, -1)
+        if offset < 0:
+            offset = beginning.get(tp, 0)
+        lags[tp] = max(0, high - offset)
+    return lags
+
+
+@dataclass(frozen=True, slots=True)
+class LagSummary:
+    """A group's lag at a glance: total, and the partition lagging most."""
+
+    total: int
+    worst: TopicPartition | None
+    worst_lag: int
+
+
+def summarize(lags: Mapping[TopicPartition, int]) -> LagSummary:
+    """Total lag and the worst partition (ties: the first in topic, partition order)."""
+    if not lags:
+        return LagSummary(0, None, 0)
+    worst = max(sorted(lags), key=lambda tp: lags[tp])
+    return LagSummary(sum(lags.values()), worst, lags[worst])
+
+
+class OffsetReader:
+    """Reads committed and end offsets from the broker; ``start()`` then ``close()``."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap_servers, request_timeout_ms=int(REQUEST_TIMEOUT_S * 1000)
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
+        )
+
+    async def start(self) -> None:
+        """Connect both clients."""
+        await self._admin.start()
+        await self._consumer.start()
+
+    async def close(self) -> None:
+        """Disconnect both clients."""
+        with contextlib.suppress(KafkaError):
+            await self._consumer.stop()
+        with contextlib.suppress(KafkaError):
+            await self._admin.close()
+
+    @property
+    def admin(self) -> AIOKafkaAdminClient:
+        """The admin client (``hooklane status`` describes groups with it)."""
+        return self._admin
+
+    async def partitions(self, topics: Callable[[str], bool]) -> set[TopicPartition]:
+        """Every partition of the topics whose name ``topics`` accepts."""
+        names = await self._consumer.topics()  # refreshes metadata
+        found = set()
+        for name in names:
+            if topics(name):
+                for partition in self._consumer.partitions_for_topic(name) or ():
+                    found.add(TopicPartition(name, partition))
+        return found
+
+    async def lag(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The lag of ``group`` on each of ``partitions``."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        async with asyncio.timeout(REQUEST_TIMEOUT_S * 2):
+            committed = await self._admin.list_consumer_group_offsets(group, partitions=wanted)
+            beginning = await self._consumer.beginning_offsets(wanted)
+            end = await self._consumer.end_offsets(wanted)
+        return compute_lag({tp: meta.offset for tp, meta in committed.items()}, beginning, end)
+
+
+class LagPoller:
+    """Keeps ``hooklane_consumer_lag{group,topic,partition}`` fresh for ``partitions()``."""
+
+    def __init__(
+        self,
+        reader: OffsetReader,
+        gauge: Gauge,
+        group: str,
+        partitions: Partitions,
+        interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self._reader = reader
+        self._gauge = gauge
+        self._group = group
+        self._partitions = partitions
+        self._interval_s = interval_s
+        self._exported: set[TopicPartition] = set()
+
+    async def refresh(self) -> dict[TopicPartition, int]:
+        """Read the lag once and export it; partitions no longer reported are removed."""
+        lags = await self._reader.lag(self._group, await self._partitions())
+        for tp, lag in lags.items():
+            self._gauge.labels(self._group, tp.topic, str(tp.partition)).set(lag)
+        for tp in self._exported - set(lags):
+            with contextlib.suppress(KeyError):
+                self._gauge.remove(self._group, tp.topic, str(tp.partition))
+        self._exported = set(lags)
+        return lags
+
+    async def run(self) -> None:
+        """Refresh every ``interval_s`` until cancelled; broker trouble is logged, not fatal."""
+        while True:
+            try:
+                await self.refresh()
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("lag.refresh_failed", group=self._group, error=repr(exc))
+            await asyncio.sleep(self._interval_s)

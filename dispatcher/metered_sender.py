@@ -1,0 +1,54 @@
+"""A ``Sender`` that counts and times every attempt it carries.
+
+It wraps the one HTTP seam, so every attempt of the deliverer (lanes and backlog
+scheduler alike) is measured with no change to the delivery code: the attempt outcome
+(from the answer or the ``DeliveryError`` subclass), its duration and the requests in
+flight. A 2xx answer is also one delivered delivery: nothing else finishes a
+delivery with success. Given-up and parked deliveries are decided inside the worker
+and are counted there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from dispatcher.errors import BlockedDestination, DeliveryError, DeliveryTimeout
+from dispatcher.metrics import DelivererMetrics
+from dispatcher.sender import Response, Sender
+
+
+class MeteredSender:
+    """Delegates to ``inner``; ``close()`` is the inner sender's business."""
+
+    def __init__(self, inner: Sender, metrics: DelivererMetrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """Send through ``inner``, recording outcome, duration and in-flight."""
+        metrics = self._metrics
+        metrics.in_flight.inc()
+        started = time.perf_counter()
+        try:
+            response = await self.inner.send(url, body, headers)
+        except DeliveryError as exc:
+            metrics.duration_failure.observe(time.perf_counter() - started)
+            if isinstance(exc, DeliveryTimeout):
+                metrics.attempt_timeout.inc()
+            elif isinstance(exc, BlockedDestination):
+                metrics.attempt_blocked.inc()
+            else:  # refused, reset, TLS, malformed answer: the connection failed
+                metrics.attempt_connection_error.inc()
+            raise
+        finally:
+            metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        if response.ok:
+            metrics.duration_success.observe(elapsed)
+            metrics.attempt_success.inc()
+            metrics.delivered.inc()
+        else:
+            metrics.duration_failure.observe(elapsed)
+            metrics.attempt_http_error.inc()
+        return response
