@@ -168,9 +168,20 @@ async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
         return True
 
 
-async def parked_ids(executor: Executor) -> set[str]:
-    """Every parked webhook id (the deliverer loads this at start-up)."""
-    rows = await executor.fetch("SELECT webhook_id::text AS id FROM parked_webhooks")
+async def parked_among(executor: Executor, webhook_ids: Sequence[str]) -> set[str]:
+    """Which of ``webhook_ids`` are parked (ids that are not uuids never are)."""
+    keys = []
+    for webhook_id in webhook_ids:
+        try:
+            keys.append(_uuid(webhook_id))
+        except ValueError:
+            continue
+    if not keys:
+        return set()
+    rows = await executor.fetch(
+        "SELECT webhook_id::text AS id FROM parked_webhooks WHERE webhook_id = ANY($1::uuid[])",
+        keys,
+    )
     return {row["id"] for row in rows}
 
 

@@ -37,15 +37,7 @@ from dispatcher import backlog
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.backlog import BacklogEntry, ParkedWebhook
-from dispatcher.policy import (
-    Random,
-    RetryPolicy,
-    Verdict,
-    classify,
-    decide,
-    default_rng,
-    should_auto_disable,
-)
+from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
 
@@ -61,6 +53,8 @@ MAX_CONCURRENT = 32
 DRAIN_BATCH = 100
 HOUSEKEEPING_INTERVAL_S = 3600.0
 RECONNECT_DELAY_S = 1.0
+# Room in a lease for the Postgres round trips around the attempts.
+LEASE_MARGIN_S = 10.0
 # Advisory lock so only one process purges at a time.
 _PURGE_LOCK = 7_405_131_005
 
@@ -104,8 +98,10 @@ class BacklogScheduler:
         self._rng = rng or default_rng()
         self._clock = clock
         self.policy = RetryPolicy.from_settings(settings)
-        # A claim is a lease: long enough for a few attempts at the delivery timeout.
-        self.lease_s = max(60.0, 3 * settings.delivery_timeout_s)
+        # A claim is a lease: long enough for a few attempts at the delivery timeout
+        # (it is renewed at half-time), and short, because when its holder dies the
+        # webhook's backlog waits for the lease to run out.
+        self.lease_s = 3 * settings.delivery_timeout_s + LEASE_MARGIN_S
         self._wake = asyncio.Event()
         self._stopping = False
         self._active: dict[str, asyncio.Task[None]] = {}
@@ -241,10 +237,10 @@ class BacklogScheduler:
                     if self._stopping:
                         break
                     outcome = await self._attempt(target, entry, streak)
-                    if outcome == "stop":
-                        return
-                    if outcome == "delivered":
+                    if outcome is Outcome.DELIVERED:
                         drained_through = entry.seq
+                    elif outcome is not Outcome.GIVE_UP:
+                        return  # rescheduled or disabled
                     if self._clock() > lease_until - self.lease_s / 2:
                         lease_until = self._clock() + self.lease_s
                         await backlog.renew_lease(self._pool, webhook_id, lease_until)
@@ -267,53 +263,52 @@ class BacklogScheduler:
         # without waiting for the lease to run out.
         await backlog.release(self._pool, webhook_id)
 
-    async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> str:
-        """Try one backlog entry: "delivered", "gave_up" (go on) or "stop" (rescheduled)."""
+    async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> Outcome:
+        """Try one backlog entry and carry out the policy's step for it.
+
+        DELIVERED and GIVE_UP go on with the next entry; the others end this run.
+        """
         webhook_id = target.id
         result = await attempt_delivery(
             self._sender, target, entry.task, entry.attempts + 1, self._clock
         )
         self._attempt_log.record(result)
         now = self._clock()
-        classification = classify(result, self.policy.retry_after_max, now)
-        if classification.verdict is Verdict.DELIVERED:
+        state = LaneState(
+            streak.failures,
+            streak.failing_since,
+            # The retry window is per delivery: from when it was parked, or from when
+            # the webhook last started failing (e.g. after a re-enable), if later.
+            retry_from=max(entry.enqueued_at, streak.webhook_failing_since or now),
+            webhook_failing_since=streak.webhook_failing_since,
+        )
+        step = next_step(result, state, self.policy, now, self._rng)
+        if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
-            return "delivered"
-        if classification.verdict is Verdict.DISABLE:
-            await self._disable(target, f"the endpoint answered {result.status_code} Gone")
-            return "stop"
-        # The retry window is per delivery: from when it was parked, or from when the
-        # webhook last started failing (e.g. after a re-enable), whichever is later.
-        since = max(entry.enqueued_at, streak.webhook_failing_since or now)
-        failures = streak.failures + 1
-        decision = decide(self.policy, classification, since, failures, now, self._rng)
-        if decision.action == "give_up":
-            reason = result.error or "gave up"
-            if classification.verdict is Verdict.RETRY:
-                reason = f"retry window exceeded; last error: {reason}"
-            await backlog.give_up(self._pool, entry, target.tenant_id, reason)
+        elif step.outcome is Outcome.DISABLE:
+            assert step.reason is not None
+            await self._disable(target, step.reason)
+        elif step.outcome is Outcome.GIVE_UP:
+            assert step.reason is not None
+            await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
             log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
-            return "gave_up"
-        if should_auto_disable(self.policy, streak.webhook_failing_since, now):
-            days = self.policy.auto_disable_after / 86400
-            await self._disable(target, f"failing continuously for {days:g} days")
-            return "stop"
-        assert decision.next_attempt_at is not None
-        await backlog.attempted(self._pool, webhook_id, entry.seq)
-        await backlog.reschedule(
-            self._pool,
-            webhook_id,
-            failures=failures,
-            failing_since=streak.failing_since,
-            next_attempt_at=decision.next_attempt_at,
-        )
-        log.debug(
-            "scheduler.rescheduled",
-            webhook_id=webhook_id,
-            failures=failures,
-            in_s=round(decision.next_attempt_at - now, 3),
-        )
-        return "stop"
+        else:  # RETRY or PARK: parked already, both wait for the next slot
+            assert step.next_attempt_at is not None
+            await backlog.attempted(self._pool, webhook_id, entry.seq)
+            await backlog.reschedule(
+                self._pool,
+                webhook_id,
+                failures=step.failures,
+                failing_since=streak.failing_since,
+                next_attempt_at=step.next_attempt_at,
+            )
+            log.debug(
+                "scheduler.rescheduled",
+                webhook_id=webhook_id,
+                failures=step.failures,
+                in_s=round(step.next_attempt_at - now, 3),
+            )
+        return step.outcome
 
     async def _disable(self, target: WebhookTarget, reason: str) -> None:
         await backlog.disable_webhook(self._pool, target.id, reason)

@@ -8,6 +8,8 @@
   Each in-process service gets a unique consumer group per test unless one is given.
 - ``spawn_deliverer(settings)``: ``python -m dispatcher.deliverer`` as a subprocess, for
   SIGKILL tests; ``settings_env(settings)`` is the environment that reproduces settings.
+  ``Spawned.logs`` holds the process's JSON log events, ``Spawned.partitions`` the
+  deliveries partitions it owns according to them.
 - ``create_webhook(pool, settings, tenant_id, url, topics)``: insert a webhook row
   (secret encrypted as the API does), returning its id and plaintext secret.
 - ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
@@ -257,9 +259,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class Spawned:
-    """A service subprocess (``python -m <module>``)."""
+    """A service subprocess (``python -m <module>``) and the log events it wrote."""
 
     process: asyncio.subprocess.Process
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+    async def _read_logs(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self.logs.append(event)
+
+    @property
+    def partitions(self) -> set[int]:
+        """The deliveries partitions owned now, as its assignment logs tell."""
+        owned: set[int] = set()
+        for event in self.logs:
+            if event.get("event") == "deliverer.partitions_assigned":
+                owned = set(event["partitions"])
+            elif event.get("event") == "deliverer.partitions_released":
+                owned -= set(event["partitions"])
+        return owned
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no commit."""
@@ -277,8 +300,11 @@ class Spawned:
             return await self.process.wait()
 
 
-async def spawn(module: str, settings: Settings) -> Spawned:
-    """Run ``python -m module`` with ``settings`` in its environment."""
+async def spawn(module: str, settings: Settings, *, capture_logs: bool = False) -> Spawned:
+    """Run ``python -m module`` with ``settings`` in its environment.
+
+    With ``capture_logs`` its stderr (JSON log lines) is read into ``Spawned.logs``.
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -286,14 +312,17 @@ async def spawn(module: str, settings: Settings) -> Spawned:
         env=settings_env(settings),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE if capture_logs else asyncio.subprocess.DEVNULL,
     )
-    return Spawned(process)
+    spawned = Spawned(process)
+    if capture_logs:
+        spawned._reader = asyncio.create_task(spawned._read_logs())
+    return spawned
 
 
-async def spawn_deliverer(settings: Settings) -> Spawned:
+async def spawn_deliverer(settings: Settings, *, capture_logs: bool = False) -> Spawned:
     """``python -m dispatcher.deliverer`` (consumer group ``hooklane-deliverer``)."""
-    return await spawn("dispatcher.deliverer", settings)
+    return await spawn("dispatcher.deliverer", settings, capture_logs=capture_logs)
 
 
 # -- data ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ async def test_park_keeps_order_and_appends_after(pool, tenant) -> None:
     assert abs(row["failing_since"].timestamp() - (now - 10)) < 1e-3
     assert row["failures"] == 6
     assert abs(row["next_attempt_at"].timestamp() - (now + 300)) < 1e-3
-    assert webhook_id in await backlog.parked_ids(pool)
+    assert await backlog.parked_among(pool, [webhook_id, "not-a-uuid"]) == {webhook_id}
     assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 6}
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.partitions import OffsetTracker
 
 
 @pytest.mark.parametrize(

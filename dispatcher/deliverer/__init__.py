@@ -131,7 +131,6 @@ class Deliverer:
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
         )
-        await worker.refresh_parked()
         self._scheduler = BacklogScheduler(
             settings, self._pool, self._sender, targets.get, self._attempt_log
         )

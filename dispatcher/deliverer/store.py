@@ -35,7 +35,7 @@ class DeliveryStore(Protocol):
 
     async def disable(self, webhook_id: str, reason: str) -> None: ...
 
-    async def parked_ids(self) -> set[str]: ...
+    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]: ...
 
 
 class PostgresStore:
@@ -70,6 +70,6 @@ class PostgresStore:
         """Set the webhook DISABLED with ``reason``."""
         await backlog.disable_webhook(self._pool, webhook_id, reason)
 
-    async def parked_ids(self) -> set[str]:
-        """Every parked webhook."""
-        return await backlog.parked_ids(self._pool)
+    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]:
+        """Which of ``webhook_ids`` are parked now."""
+        return await backlog.parked_among(self._pool, webhook_ids)
