@@ -182,8 +182,6 @@ class Running:
         rebalances at once), but no graceful release or final commit runs. For a true
         kill -9 use ``spawn_deliverer``.
         """
-        if isinstance(self.service, Deliverer):
-            self.service.abort()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
@@ -191,8 +189,7 @@ class Running:
     @property
     def assignment(self) -> set[Any]:
         """The partitions the service's consumer owns now."""
-        consumer = self.service._consumer
-        return set(consumer.assignment()) if consumer is not None else set()
+        return self.service.assignment
 
     async def wait_assigned(self, within: float = DEFAULT_WAIT_S) -> None:
         """Wait until the group gave this service at least one partition."""

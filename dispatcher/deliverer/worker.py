@@ -117,7 +117,6 @@ class Worker:
         self._idle = asyncio.Condition()
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
-        self.delivered = 0
 
     # -- intake ---------------------------------------------------------------------
 
@@ -410,7 +409,6 @@ class Worker:
         outcome = step.outcome
         if outcome is Outcome.DELIVERED:
             lane.succeeded()
-            self.delivered += 1
             self._finish(entry)
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again

@@ -108,8 +108,6 @@ class BacklogScheduler:
         # Webhooks changed (re-enabled, edited) since the last pass.
         self._changed: list[str] = []
         self._next_housekeeping = 0.0
-        # Observability (and tests): passes of the main loop.
-        self.passes = 0
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the current attempts and return."""
@@ -125,7 +123,6 @@ class BacklogScheduler:
         listener = asyncio.create_task(self._listen(), name="backlog-listener")
         try:
             while not self._stopping:
-                self.passes += 1
                 self._wake.clear()
                 await self._housekeeping()
                 await self._retry_changed()
@@ -179,6 +176,8 @@ class BacklogScheduler:
                 delay = RECONNECT_DELAY_S
             if due is not None:
                 delay = min(delay, max(due - self._clock(), 0.0 if claimed else MIN_SLEEP_S))
+        # Once per pass: how long it may sleep and how many webhooks it works on now.
+        log.debug("scheduler.sleeping", seconds=round(delay, 3), active=len(self._active))
         if delay <= 0:
             return
         with contextlib.suppress(TimeoutError):
