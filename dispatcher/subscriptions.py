@@ -24,6 +24,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from dispatcher.db import TRANSIENT_ERRORS
+
 log = structlog.get_logger(__name__)
 
 CHANNEL = "hooklane_webhooks"
@@ -126,7 +128,7 @@ class WebhookChanges:
         while True:
             try:
                 await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("webhook_changes.connection_lost", error=str(exc))
             await asyncio.sleep(RECONNECT_DELAY_S)
 
@@ -213,7 +215,7 @@ class SubscriptionIndex:
             return True
         try:
             found = await self._pool.fetchval(ONE_TOPIC, topic)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("subscriptions.catalog_unavailable", error=str(exc))
             return True
         if found:

@@ -13,7 +13,8 @@
 - ``create_webhook(pool, settings, tenant_id, url, topics)``: insert a webhook row
   (secret encrypted as the API does), returning its id and plaintext secret.
 - ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
-  assert timing: tansu rebalances take seconds).
+  assert timing: tansu rebalances take seconds); ``wait_for_every_event(rx, paths,
+  events)`` waits until each path of a receiver got every event.
 - ``ensure_mirror_topics(settings, topics)``: create mirror topics up front.
 """
 
@@ -65,6 +66,19 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def wait_for_every_event(
+    rx: Receiver, paths: Sequence[str], events: Sequence[str], within: float = 90.0
+) -> None:
+    """Wait until every one of ``events`` arrived on each of ``paths`` of ``rx``."""
+    wanted = set(events)
+    for path in paths:
+        await wait_until(
+            lambda p=path: set(rx.event_ids(p)) >= wanted,  # type: ignore[misc]
+            within=within,
+            message=f"every event on /{path}",
+        )
 
 
 # -- receivers -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tests.pipeline_helpers import (
     ensure_mirror_topics,
     spawn_deliverer,
     start_router,
+    wait_for_every_event,
     wait_until,
 )
 
@@ -108,12 +109,7 @@ async def test_parked_webhooks_keep_order_when_their_partitions_move(
             await wait_until(lambda: _split(survivors), within=60, message="partitions moved")
             failing = False
             published += await _publish(settings, tenant.id, range(20, 40))
-            for path in paths:
-                await wait_until(
-                    lambda p=path: set(rx.event_ids(p)) >= set(published),  # type: ignore[misc]
-                    within=90,
-                    message=f"every event on /{path}",
-                )
+            await wait_for_every_event(rx, paths, published)
         finally:
             for deliverer in deliverers:
                 deliverer.kill()

@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from structlog.testing import capture_logs
 
-from dispatcher import backlog
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
+from dispatcher.store import backlog
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Received,

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher import backlog
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.errors import BlockedDestination
 from dispatcher.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
+from dispatcher.store import backlog
 from dispatcher.store.webhooks import load_target, update_webhook
 from tests.test_failure_support import (
     BOX,

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import asyncpg
 import structlog
 
 from dispatcher.attempt import WebhookTarget
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.store import DeliveryStore
 
@@ -33,7 +33,6 @@ log = structlog.get_logger(__name__)
 SPILL_BATCH = 500
 # After a failed Postgres write, try again this much later.
 STORE_RETRY_S = 1.0
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Parking:
@@ -55,7 +54,7 @@ class Parking:
         """Record ``entry`` as failed (kept for replay) and finish it."""
         try:
             await self._store.record_failed(entry.task, target.tenant_id, reason)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("delivery.record_failed_error", error=str(exc))
             lane.requeue(entry)  # not recorded: not finished; try again shortly
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
@@ -68,7 +67,7 @@ class Parking:
         """Disable the webhook (410 Gone, failing too long); keep its deliveries in the backlog."""
         try:
             await self._store.disable(lane.webhook_id, reason)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
         else:
             log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
@@ -117,7 +116,7 @@ class Parking:
                 next_attempt_at,
                 head_attempts,
             )
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
             lane.parked = False
             for entry in entries:
@@ -153,7 +152,7 @@ class Parking:
                 # Entries revoked meanwhile were dropped (and counted) already.
                 for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023
                     self._finish(entry)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("lane.append_failed", webhook_id=lane.webhook_id, error=str(exc))
             retry = True
         finally:

@@ -6,7 +6,7 @@ ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
 
 - retry the backlog head; on 2xx drain the backlog in order at full speed (rows
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
-  ``dispatcher.backlog``);
+  ``dispatcher.store.backlog``);
 - on failure, store the next attempt time from the long schedule (``dispatcher.policy``);
 - a delivery past its retry window (or to a blocked destination) moves to
   ``failed_deliveries`` and the next one is tried;
@@ -33,13 +33,14 @@ import asyncpg
 import structlog
 
 from dispatcher import attempt_log as attempt_store
-from dispatcher import backlog
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
-from dispatcher.backlog import BacklogEntry, ParkedWebhook
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
+from dispatcher.store import backlog, webhooks
+from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +148,7 @@ class BacklogScheduler:
                 await backlog.retry_now(self._pool, webhook_id, self._clock())
             except ValueError:
                 continue  # not a uuid: not a webhook id
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.retry_now_failed", webhook_id=webhook_id, error=str(exc))
 
     async def _claim(self) -> list[ParkedWebhook]:
@@ -158,7 +159,7 @@ class BacklogScheduler:
             claimed = await backlog.claim_due(
                 self._pool, self._clock(), self.lease_s, min(room, CLAIM_BATCH)
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("scheduler.claim_failed", error=str(exc))
             return []
         return [p for p in claimed if p.webhook_id not in self._active]
@@ -170,7 +171,7 @@ class BacklogScheduler:
         if len(self._active) < MAX_CONCURRENT:
             try:
                 due = await backlog.next_due_at(self._pool)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.query_failed", error=str(exc))
                 due = None
                 delay = RECONNECT_DELAY_S
@@ -310,7 +311,7 @@ class BacklogScheduler:
         return step.outcome
 
     async def _disable(self, target: WebhookTarget, reason: str) -> None:
-        await backlog.disable_webhook(self._pool, target.id, reason)
+        await webhooks.disable_webhook(self._pool, target.id, reason)
         await self._release(target.id)
         log.warning("scheduler.disabled", webhook_id=target.id, reason=reason)
 
@@ -320,7 +321,7 @@ class BacklogScheduler:
         while True:
             try:
                 await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.listen_lost", error=str(exc))
             await asyncio.sleep(RECONNECT_DELAY_S)
 
@@ -362,5 +363,5 @@ class BacklogScheduler:
                     await conn.execute("SELECT pg_advisory_unlock($1)", _PURGE_LOCK)
             if purged or orphans:
                 log.info("scheduler.housekeeping", purged_attempts=purged, orphans=orphans)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("scheduler.housekeeping_failed", error=str(exc))

@@ -32,6 +32,7 @@ from dispatcher import db
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.broker import ensure_topics
 from dispatcher.consumer import Batch, GroupConsumer
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.store import PostgresStore
@@ -202,7 +203,7 @@ class Deliverer:
         if self._changes is not None:
             await self._changes.stop()
         if self._attempt_log is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._attempt_log.close()
         if isinstance(self._sender, AiohttpSender) and self._given_sender is None:
             await self._sender.close()

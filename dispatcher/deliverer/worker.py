@@ -36,8 +36,9 @@ from aiokafka import TopicPartition
 
 from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
-from dispatcher.deliverer.parking import STORE_ERRORS, STORE_RETRY_S, Parking
+from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.targets import TargetCache
@@ -206,7 +207,7 @@ class Worker:
             webhook_ids = sorted(self._unchecked)
             try:
                 parked = await self._store.parked_among(webhook_ids)
-            except STORE_ERRORS as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("lane.parked_check_failed", lanes=len(webhook_ids), error=str(exc))
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
@@ -284,7 +285,7 @@ class Worker:
                 lane.queued = False
                 try:
                     await self._dispatch(lane)
-                except (*STORE_ERRORS, SecretKeyError) as exc:
+                except (*TRANSIENT_ERRORS, SecretKeyError) as exc:
                     # Loading the target failed (Postgres away, or HOOKLANE_SECRET_KEY
                     # cannot open its secret): retry the lane shortly; the others go on.
                     log.error("lane.target_unavailable", webhook_id=lane.webhook_id, error=str(exc))

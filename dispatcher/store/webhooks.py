@@ -245,3 +245,14 @@ async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> We
         ordering=row["ordering"],
         max_in_flight=row["max_in_flight"],
     )
+
+
+async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> bool:
+    """Set the webhook DISABLED with ``reason``; False when it was not ENABLED."""
+    updated = await executor.fetchval(
+        "UPDATE webhooks SET state = 'DISABLED', disabled_reason = $2, updated_at = now()"
+        " WHERE id = $1 AND state = 'ENABLED' RETURNING id",
+        uuid.UUID(webhook_id),
+        reason,
+    )
+    return updated is not None
