@@ -31,10 +31,10 @@ from api.keys import POOL
 from api.responses import json_response
 from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
-from dispatcher import backlog
 from dispatcher.attempt_log import Attempt, get_attempt, list_attempts
 from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
+from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
 from dispatcher.store.webhooks import Webhook
 
@@ -157,7 +157,7 @@ async def recover_since(request: web.Request, webhook: Webhook, since: datetime)
             failure: ApiError | None = None
             sent: list[int] = []
             async with conn.transaction():
-                page = await backlog.failed_since(
+                page = await failed_deliveries.failed_since(
                     conn, webhook.id, since, min(RECOVER_PAGE, MAX_RECOVER - queued), lock=True
                 )
                 try:
@@ -168,7 +168,7 @@ async def recover_since(request: web.Request, webhook: Webhook, since: datetime)
                 except ApiError as exc:
                     failure = exc
                 # Whatever was queued is no longer failed, even if a later send failed.
-                await backlog.forget_failed(conn, sent)
+                await failed_deliveries.forget_failed(conn, sent)
             queued += len(sent)
             if failure is not None:
                 raise failure

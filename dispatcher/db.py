@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# Errors after which Postgres may answer again (it restarted, a connection dropped, a
+# statement failed): callers log them and retry later instead of crashing.
+TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # One fixed key so concurrent `migrate` runs (several processes starting) serialise.
 _MIGRATION_LOCK = 7_405_131_001

@@ -1,7 +1,9 @@
 """The delivery policy: what an attempt's outcome means and when to try again.
 
 Pure functions only: the clock (``now``, unix seconds) and randomness (``rng``) are
-passed in, so every rule here is table-tested without I/O.
+passed in, so every rule here is table-tested without I/O. ``next_step`` is the one
+place that turns an attempt's result into an ``Outcome``: the in-memory lanes and the
+backlog scheduler both apply it, and only carry out what it says.
 
 Schedule semantics
 ------------------
@@ -31,7 +33,7 @@ import enum
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from dispatcher.attempt import AttemptResult
 from dispatcher.settings import Settings
@@ -40,8 +42,6 @@ from dispatcher.settings import Settings
 JITTER_FLOOR = 0.1
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
-Action = Literal["done", "retry", "park", "give_up", "disable"]
-
 
 class Random(Protocol):
     """The slice of ``random.Random`` the policy uses (tests pass a seeded one)."""
@@ -49,29 +49,37 @@ class Random(Protocol):
     def uniform(self, a: float, b: float) -> float: ...
 
 
-class Verdict(enum.Enum):
-    """What one attempt's outcome means."""
+class Outcome(enum.Enum):
+    """What becomes of a delivery after an attempt: the one vocabulary of the engine."""
 
     DELIVERED = "delivered"
-    RETRY = "retry"
-    DISABLE = "disable"
-    GIVE_UP = "give_up"
+    RETRY = "retry"  # again, in memory, at ``next_attempt_at``
+    PARK = "park"  # again, from the Postgres backlog, at ``next_attempt_at``
+    GIVE_UP = "give_up"  # recorded as failed (kept for replay); the next one goes on
+    DISABLE = "disable"  # the webhook is disabled; its deliveries wait in the backlog
 
 
 @dataclass(frozen=True, slots=True)
-class Classification:
-    """A verdict, plus the receiver's requested wait (``Retry-After``) if it gave one."""
+class LaneState:
+    """The failure streak an attempt was made under (before its result is known)."""
 
-    verdict: Verdict
-    retry_after_s: float | None = None
+    failures: int  # consecutive failures so far
+    failing_since: float | None  # when the streak began; None while healthy
+    # When this delivery's retry window opened (default: ``failing_since``).
+    retry_from: float | None = None
+    # When the webhook's continuous failure began, for auto-disable (None: unknown).
+    webhook_failing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with the delivery next; ``next_attempt_at`` for retry and park."""
+class Step:
+    """The next step for a delivery, and the lane's streak after the attempt."""
 
-    action: Action
-    next_attempt_at: float | None = None
+    outcome: Outcome
+    next_attempt_at: float | None = None  # RETRY and PARK
+    reason: str | None = None  # GIVE_UP and DISABLE: what the record says
+    failures: int = 0
+    failing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +149,6 @@ def parse_retry_after(value: str | None, now: float, maximum: float) -> float | 
     return min(max(seconds, 0.0), maximum)
 
 
-def classify(result: AttemptResult, retry_after_max: float, now: float) -> Classification:
-    """What ``result`` means: delivered, retry (maybe after a wait), disable or give up."""
-    if result.success:
-        return Classification(Verdict.DELIVERED)
-    if not result.retriable:
-        return Classification(Verdict.GIVE_UP)
-    if result.status_code == 410:
-        return Classification(Verdict.DISABLE)
-    retry_after = None
-    if result.status_code in RETRY_AFTER_STATUSES:
-        retry_after = parse_retry_after(result.retry_after, now, retry_after_max)
-    return Classification(Verdict.RETRY, retry_after)
-
-
 def backoff_delay(failures: int, schedule: tuple[float, ...], rng: Random) -> float:
     """The wait after the ``failures``-th consecutive failure, with full jitter.
 
@@ -172,43 +166,53 @@ def parked_delay(policy: RetryPolicy, failures: int, rng: Random) -> float:
     return backoff_delay(failures - len(policy.short_schedule), policy.long_schedule, rng)
 
 
-def decide(
-    policy: RetryPolicy,
-    classification: Classification,
-    failing_since: float,
-    failures: int,
-    now: float,
-    rng: Random,
-) -> Decision:
-    """The next step for a delivery after an attempt classified as ``classification``.
-
-    ``failing_since`` is when this delivery (or its lane) started failing and
-    ``failures`` counts consecutive failures including this one. A retry whose wait
-    would take the failure past ``park_after`` parks instead; the parked retry is on
-    the long schedule but never later than the end of the retry window, so the last
-    attempt happens at the window's edge.
-    """
-    verdict = classification.verdict
-    if verdict is Verdict.DELIVERED:
-        return Decision("done")
-    if verdict is Verdict.DISABLE:
-        return Decision("disable")
-    if verdict is Verdict.GIVE_UP:
-        return Decision("give_up")
-    elapsed = now - failing_since
-    if elapsed >= policy.retry_window:
-        return Decision("give_up")
-    retry_after = classification.retry_after_s or 0.0
-    wait = max(backoff_delay(failures, policy.schedule, rng), retry_after)
-    if elapsed + wait > policy.park_after:
-        parked_wait = min(parked_delay(policy, failures, rng), policy.retry_window - elapsed)
-        return Decision("park", now + max(parked_wait, retry_after))
-    return Decision("retry", now + wait)
-
-
 def should_auto_disable(policy: RetryPolicy, failing_since: float | None, now: float) -> bool:
     """True once a webhook has failed continuously for ``auto_disable_after``."""
     return failing_since is not None and now - failing_since >= policy.auto_disable_after
+
+
+def next_step(
+    result: AttemptResult, state: LaneState, policy: RetryPolicy, now: float, rng: Random
+) -> Step:
+    """What to do after ``result``: the one decision the lanes and the scheduler apply.
+
+    In order: a 2xx is delivered; a non-retriable result (a blocked destination, an
+    internal error) is given up; ``410 Gone`` disables the webhook; a delivery
+    failing for the whole retry window (from ``retry_from``) is given up; a webhook
+    failing continuously for ``auto_disable_after`` is disabled. Otherwise it is
+    retried after the backoff (at least the receiver's ``Retry-After`` on 429/503): in
+    memory while the failure stays within ``park_after``, else parked on the long
+    schedule, never later than the end of the retry window, so the last attempt
+    happens at the window's edge.
+    """
+    if result.success:
+        return Step(Outcome.DELIVERED)
+    failures = state.failures + 1
+    failing_since = state.failing_since if state.failing_since is not None else now
+
+    def step(outcome: Outcome, at: float | None = None, reason: str | None = None) -> Step:
+        return Step(outcome, at, reason, failures, failing_since)
+
+    last_error = result.error or "gave up"
+    if not result.retriable:
+        return step(Outcome.GIVE_UP, reason=last_error)
+    if result.status_code == 410:
+        return step(Outcome.DISABLE, reason="the endpoint answered 410 Gone")
+    retry_from = state.retry_from if state.retry_from is not None else failing_since
+    elapsed = now - retry_from
+    if elapsed >= policy.retry_window:
+        return step(Outcome.GIVE_UP, reason=f"retry window exceeded; last error: {last_error}")
+    if should_auto_disable(policy, state.webhook_failing_since, now):
+        days = policy.auto_disable_after / 86400
+        return step(Outcome.DISABLE, reason=f"failing continuously for {days:g} days")
+    retry_after = 0.0
+    if result.status_code in RETRY_AFTER_STATUSES:
+        retry_after = parse_retry_after(result.retry_after, now, policy.retry_after_max) or 0.0
+    wait = max(backoff_delay(failures, policy.schedule, rng), retry_after)
+    if elapsed + wait > policy.park_after:
+        parked_wait = min(parked_delay(policy, failures, rng), policy.retry_window - elapsed)
+        return step(Outcome.PARK, now + max(parked_wait, retry_after))
+    return step(Outcome.RETRY, now + wait)
 
 
 def default_rng() -> Random:

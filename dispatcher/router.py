@@ -12,8 +12,9 @@ dropped (``dispatcher.ingest``: one Postgres round trip per poll). The router ne
 crashes on input.
 
 At-least-once: all tasks and dead letters of a fetched batch are sent, every broker
-acknowledgement is awaited, and only then are the batch's offsets committed. If a send
-fails, the partitions are rewound to their committed offsets and the batch is
+acknowledgement is awaited, and only then are the batch's offsets committable (the
+shared ``GroupConsumer`` loop commits them, and makes a revocation wait for the batch
+being routed). If a send fails, the batch is read again from the committed offsets and
 routed again (duplicates are possible and carry the same event id).
 
 Run with ``hooklane router`` or ``python -m dispatcher.router``.
@@ -22,18 +23,15 @@ Run with ``hooklane router`` or ``python -m dispatcher.router``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
 from dispatcher.broker import require_topics
+from dispatcher.consumer import Batch, GroupConsumer
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.ingest import Ingest, Rejected, Verdict
@@ -51,27 +49,12 @@ MAX_BATCH = 1000
 POLL_TIMEOUT_MS = 200
 # How soon a newly created mirror topic is noticed by the pattern subscription.
 METADATA_MAX_AGE_MS = 5000
-RETRY_DELAY_S = 0.5
 
 
 def mirror_pattern(prefix: str) -> str:
     """The regex of every mirror topic under ``prefix`` (internal topics excluded)."""
     internal = "|".join(re.escape(name) + "$" for name in INTERNAL_TOPICS)
     return re.escape(prefix) + f"(?!{internal}).+"
-
-
-class _BatchGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On revocation, waits until the batch being routed is acknowledged and committed."""
-
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        async with self._lock:
-            log.info("router.partitions_revoked", partitions=len(revoked))
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("router.partitions_assigned", partitions=len(assigned))
 
 
 class Router:
@@ -92,11 +75,15 @@ class Router:
         self._group_id = group_id
         self._producer = Producer(settings)
         self._ingest = Ingest(settings, self.index.topic_known)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._batch_lock = asyncio.Lock()
+        self._group: GroupConsumer | None = None
         self._stopping = asyncio.Event()
-        self.routed = 0  # events routed (for tests and logs)
-        self.dead_lettered = 0
+        # Per partition, the offset after the last batch routed and acknowledged.
+        self._positions: dict[TopicPartition, int] = {}
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        """The mirror-topic partitions this router owns now."""
+        return self._group.assignment if self._group is not None else set()
 
     async def start(self) -> None:
         """Check the internal topics, load subscriptions and join the group."""
@@ -105,57 +92,62 @@ class Router:
         await self.index.start()
         await self._ingest.start()
         await self._producer.start()
-        consumer = AIOKafkaConsumer(
+        self._group = GroupConsumer(
+            self,
+            name="router",
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            pattern=mirror_pattern(settings.topic_prefix),
+            poll_timeout_ms=POLL_TIMEOUT_MS,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_BATCH,
         )
-        consumer.subscribe(
-            pattern=mirror_pattern(settings.topic_prefix), listener=_BatchGuard(self._batch_lock)
-        )
-        await consumer.start()
-        self._consumer = consumer
+        await self._group.start()
         log.info("router.started", prefix=settings.topic_prefix)
 
     async def run(self) -> None:
-        """Route until ``stop()``; then commit, leave the group and close everything."""
-        if self._consumer is None:
+        """Route until ``stop()``; then commit, leave the group and close everything.
+
+        Cancelling it is an abrupt stop: nothing more is committed.
+        """
+        if self._group is None:
             await self.start()
-        assert self._consumer is not None
+        assert self._group is not None
+        graceful = True
         try:
-            while not self._stopping.is_set():
-                try:
-                    batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                except KafkaError as exc:
-                    # The client reconnects by itself; log and keep polling.
-                    log.warning("router.fetch_failed", error=str(exc))
-                    await asyncio.sleep(RETRY_DELAY_S)
-                    continue
-                if batch:
-                    async with self._batch_lock:
-                        await self._route_batch(batch)
+            await self._group.run(self._stopping)
+        except asyncio.CancelledError:
+            graceful = False
+            raise
         finally:
-            await self._close()
+            try:
+                if graceful:
+                    await self._group.leave()
+            finally:
+                await self._close()
 
     def stop(self) -> None:
         """Ask ``run()`` to finish after the current batch."""
         self._stopping.set()
 
     async def _close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()  # leaves the group; offsets were committed per batch
+        if self._group is not None:
+            await self._group.close()
         await self._producer.stop()
         await self._ingest.stop()
         await self.index.stop()
         log.info("router.stopped")
 
-    async def _route_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self._consumer is not None
+    # -- the consumer loop's handler (dispatcher.consumer.Handler) --------------------
+
+    @property
+    def outstanding(self) -> int:
+        """Always 0: a batch is finished (acknowledged) before the next poll."""
+        return 0
+
+    async def take(self, batch: Batch) -> bool:
+        """Route every record of ``batch`` and wait for every acknowledgement."""
         futures: list[asyncio.Future[Any]] = []
         try:
             records = [record for part in batch.values() for record in part]
@@ -164,22 +156,30 @@ class Router:
                 futures.extend(await self._route(record, verdict))
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            # Nothing of this batch is committed: read it again from the committed offsets.
+            # Nothing of this batch is committed: it is read again from the commit.
             log.warning("router.produce_failed", error=str(exc))
             for future in futures:
                 future.cancel()
-            await asyncio.sleep(RETRY_DELAY_S)
-            with contextlib.suppress(KafkaError):
-                await self._consumer.seek_to_committed(*batch)
-            return
-        offsets = {
-            tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()
-        }
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # A rebalance took the partitions: their next owner re-routes (duplicates only).
-            log.warning("router.commit_failed", error=str(exc))
+            return False
+        for tp, part in batch.items():
+            self._positions[tp] = part[-1].offset + 1
+        return True
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """The position after the last routed batch of every partition."""
+        return dict(self._positions)
+
+    async def before_commit(self) -> bool:
+        """Nothing to write first: the acknowledgements were awaited in ``take``."""
+        return True
+
+    async def release(self, partitions: set[TopicPartition]) -> None:
+        """Nothing in flight: the batch being routed finished before a revocation."""
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the positions of partitions no longer owned."""
+        for tp in partitions:
+            self._positions.pop(tp, None)
 
     async def _route(self, record: ConsumerRecord, verdict: Verdict) -> list[asyncio.Future[Any]]:
         if isinstance(verdict, Rejected):
@@ -196,7 +196,6 @@ class Router:
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
             return [await self._dead_letter(record, f"cannot route: {type(exc).__name__}: {exc}")]
-        self.routed += 1
         kafka = self._producer.kafka
         return [
             await kafka.send(self.settings.deliveries_topic, message, key=webhook_id.encode())
@@ -204,7 +203,6 @@ class Router:
         ]
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
-        self.dead_lettered += 1
         return await send_dead_letter(
             self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )

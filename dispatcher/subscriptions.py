@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from dispatcher.db import create_pool
+from dispatcher.db import TRANSIENT_ERRORS, create_pool
 from dispatcher.events import Event
 from dispatcher.filters import InvalidFilter, Predicate, compile_filter, event_view
 
@@ -204,7 +204,7 @@ class WebhookChanges:
         while True:
             try:
                 await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("webhook_changes.connection_lost", error=str(exc))
             await asyncio.sleep(RECONNECT_DELAY_S)
 
@@ -297,7 +297,7 @@ class SubscriptionIndex:
             return True
         try:
             found = await self._pool.fetchval(ONE_TOPIC, topic)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("subscriptions.catalog_unavailable", error=str(exc))
             return True
         if found:

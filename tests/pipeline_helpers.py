@@ -8,10 +8,13 @@
   Each in-process service gets a unique consumer group per test unless one is given.
 - ``spawn_deliverer(settings)``: ``python -m dispatcher.deliverer`` as a subprocess, for
   SIGKILL tests; ``settings_env(settings)`` is the environment that reproduces settings.
+  ``Spawned.logs`` holds the process's JSON log events, ``Spawned.partitions`` the
+  deliveries partitions it owns according to them.
 - ``create_webhook(pool, settings, tenant_id, url, topics)``: insert a webhook row
   (secret encrypted as the API does), returning its id and plaintext secret.
 - ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
-  assert timing: tansu rebalances take seconds).
+  assert timing: tansu rebalances take seconds); ``wait_for_every_event(rx, paths,
+  events)`` waits until each path of a receiver got every event.
 - ``ensure_mirror_topics(settings, topics)``: create mirror topics (and the internal
   ones) up front, as ``hooklane migrate`` does. ``start_router``, ``start_deliverer``
   and ``spawn`` create the internal topics first (the services only check them).
@@ -65,6 +68,19 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def wait_for_every_event(
+    rx: Receiver, paths: Sequence[str], events: Sequence[str], within: float = 90.0
+) -> None:
+    """Wait until every one of ``events`` arrived on each of ``paths`` of ``rx``."""
+    wanted = set(events)
+    for path in paths:
+        await wait_until(
+            lambda p=path: set(rx.event_ids(p)) >= wanted,  # type: ignore[misc]
+            within=within,
+            message=f"every event on /{path}",
+        )
 
 
 # -- receivers -----------------------------------------------------------------------
@@ -182,8 +198,6 @@ class Running:
         rebalances at once), but no graceful release or final commit runs. For a true
         kill -9 use ``spawn_deliverer``.
         """
-        if isinstance(self.service, Deliverer):
-            self.service.abort()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
@@ -191,8 +205,7 @@ class Running:
     @property
     def assignment(self) -> set[Any]:
         """The partitions the service's consumer owns now."""
-        consumer = self.service._consumer
-        return set(consumer.assignment()) if consumer is not None else set()
+        return self.service.assignment
 
     async def wait_assigned(self, within: float = DEFAULT_WAIT_S) -> None:
         """Wait until the group gave this service at least one partition."""
@@ -266,9 +279,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class Spawned:
-    """A service subprocess (``python -m <module>``)."""
+    """A service subprocess (``python -m <module>``) and the log events it wrote."""
 
     process: asyncio.subprocess.Process
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+    async def _read_logs(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self.logs.append(event)
+
+    @property
+    def partitions(self) -> set[int]:
+        """The deliveries partitions owned now, as its assignment logs tell."""
+        owned: set[int] = set()
+        for event in self.logs:
+            if event.get("event") == "deliverer.partitions_assigned":
+                owned = set(event["partitions"])
+            elif event.get("event") == "deliverer.partitions_released":
+                owned -= set(event["partitions"])
+        return owned
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no commit."""
@@ -286,8 +320,11 @@ class Spawned:
             return await self.process.wait()
 
 
-async def spawn(module: str, settings: Settings) -> Spawned:
-    """Run ``python -m module`` with ``settings`` in its environment."""
+async def spawn(module: str, settings: Settings, *, capture_logs: bool = False) -> Spawned:
+    """Run ``python -m module`` with ``settings`` in its environment.
+
+    With ``capture_logs`` its stderr (JSON log lines) is read into ``Spawned.logs``.
+    """
     await create_topics(settings)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -296,14 +333,17 @@ async def spawn(module: str, settings: Settings) -> Spawned:
         env=settings_env(settings),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE if capture_logs else asyncio.subprocess.DEVNULL,
     )
-    return Spawned(process)
+    spawned = Spawned(process)
+    if capture_logs:
+        spawned._reader = asyncio.create_task(spawned._read_logs())
+    return spawned
 
 
-async def spawn_deliverer(settings: Settings) -> Spawned:
+async def spawn_deliverer(settings: Settings, *, capture_logs: bool = False) -> Spawned:
     """``python -m dispatcher.deliverer`` (consumer group ``hooklane-deliverer``)."""
-    return await spawn("dispatcher.deliverer", settings)
+    return await spawn("dispatcher.deliverer", settings, capture_logs=capture_logs)
 
 
 # -- data ------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher import backlog
 from dispatcher.attempt_log import AttemptLog, record_one
 from dispatcher.events import DeliveryTask
 from dispatcher.settings import Settings
+from dispatcher.store import failed_deliveries
 from tests.test_api_support import api_client, assert_matches
 from tests.test_failure_support import make_result, make_task, make_webhook
 
@@ -117,7 +117,7 @@ async def test_retry_attempt_requeues_its_event(settings, internal_topics, pool,
     task = make_task(webhook_id, tenant.id, 7)
     result = make_result(webhook_id, tenant.id, status=500, event_id=task.event.id)
     attempt_id = await record_one(pool, result)
-    await backlog.record_failed(pool, task, tenant.id, "retry window exceeded")
+    await failed_deliveries.record_failed(pool, task, tenant.id, "retry window exceeded")
     delivered = await record_one(pool, make_result(webhook_id, tenant.id, event_id="gone"))
     async with api_client(settings) as client:
         response = await client.post(
@@ -142,13 +142,13 @@ async def test_recover_requeues_failed_since_in_order(
     """recover re-enqueues failed deliveries since the time, oldest first, and forgets them."""
     webhook_id = await make_webhook(pool, tenant.id)
     old, *recent = [make_task(webhook_id, tenant.id, n) for n in range(4)]
-    await backlog.record_failed(pool, old, tenant.id, "old")
+    await failed_deliveries.record_failed(pool, old, tenant.id, "old")
     await pool.execute(
         "UPDATE failed_deliveries SET failed_at = now() - interval '2 days' WHERE event_id = $1",
         old.event.id,
     )
     for task in recent:
-        await backlog.record_failed(pool, task, tenant.id, "window")
+        await failed_deliveries.record_failed(pool, task, tenant.id, "window")
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     async with api_client(settings) as client:
         url = f"/webhooks/{webhook_id}/recover"
@@ -177,7 +177,9 @@ async def test_concurrent_recovers_send_each_delivery_once(
     """Two recover calls at once split the failed deliveries: together they queue each once."""
     webhook_id = await make_webhook(pool, tenant.id)
     for n in range(6):
-        await backlog.record_failed(pool, make_task(webhook_id, tenant.id, n), tenant.id, "x")
+        await failed_deliveries.record_failed(
+            pool, make_task(webhook_id, tenant.id, n), tenant.id, "x"
+        )
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     async with api_client(settings) as client:
         url = f"/webhooks/{webhook_id}/recover"

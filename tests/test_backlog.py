@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher import backlog
+from dispatcher.store import backlog, failed_deliveries, webhooks
 from tests.test_failure_support import clean_backlog, make_task, make_webhook
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
@@ -37,7 +37,7 @@ async def test_park_keeps_order_and_appends_after(pool, tenant) -> None:
     assert abs(row["failing_since"].timestamp() - (now - 10)) < 1e-3
     assert row["failures"] == 6
     assert abs(row["next_attempt_at"].timestamp() - (now + 300)) < 1e-3
-    assert webhook_id in await backlog.parked_ids(pool)
+    assert await backlog.parked_among(pool, [webhook_id, "not-a-uuid"]) == {webhook_id}
     assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 6}
 
 
@@ -116,8 +116,8 @@ async def test_disabled_webhooks_are_neither_claimed_nor_due(pool, tenant) -> No
     now = time.time()
     webhook_id = await make_webhook(pool, tenant.id)
     await backlog.park(pool, webhook_id, [make_task(webhook_id, tenant.id, 0)], now, 1, now - 5)
-    assert await backlog.disable_webhook(pool, webhook_id, "410 Gone")
-    assert not await backlog.disable_webhook(pool, webhook_id, "again")
+    assert await webhooks.disable_webhook(pool, webhook_id, "410 Gone")
+    assert not await webhooks.disable_webhook(pool, webhook_id, "again")
     row = await pool.fetchrow(
         "SELECT state, disabled_reason FROM webhooks WHERE id = $1", webhook_id
     )
@@ -140,15 +140,18 @@ async def test_give_up_keeps_the_task_for_replay(pool, tenant) -> None:
     await backlog.give_up(pool, head, tenant.id, "retry window exceeded")
     assert await numbers(pool, webhook_id) == [1]
     since = datetime.now(UTC) - timedelta(minutes=1)
-    [failed] = await backlog.failed_since(pool, webhook_id, since, 100)
+    [failed] = await failed_deliveries.failed_since(pool, webhook_id, since, 100)
     assert failed.task == tasks[0]
     assert failed.reason == "retry window exceeded"
     assert await backlog.find_task(pool, webhook_id, tasks[0].event.id) == tasks[0]
     assert await backlog.find_task(pool, webhook_id, tasks[1].event.id) == tasks[1]
     assert await backlog.find_task(pool, webhook_id, "nope") is None
-    assert await backlog.failed_since(pool, webhook_id, since + timedelta(hours=1), 100) == []
-    assert await backlog.forget_failed(pool, [failed.id]) == 1
-    assert await backlog.failed_since(pool, webhook_id, since, 100) == []
+    assert (
+        await failed_deliveries.failed_since(pool, webhook_id, since + timedelta(hours=1), 100)
+        == []
+    )
+    assert await failed_deliveries.forget_failed(pool, [failed.id]) == 1
+    assert await failed_deliveries.failed_since(pool, webhook_id, since, 100) == []
 
 
 async def test_reschedule_and_orphans(pool, tenant) -> None:
@@ -184,7 +187,7 @@ async def test_leases_and_retry_now(pool, tenant) -> None:
     assert [p.webhook_id for p in await backlog.claim_due(pool, now, 60, 10)] == [webhook_id]
     await backlog.reschedule(pool, webhook_id, failures=2, failing_since=now, next_attempt_at=now)
     assert [p.webhook_id for p in await backlog.claim_due(pool, now, 60, 10)] == [webhook_id]
-    await backlog.disable_webhook(pool, webhook_id, "test")
+    await webhooks.disable_webhook(pool, webhook_id, "test")
     await backlog.reschedule(
         pool, webhook_id, failures=2, failing_since=now, next_attempt_at=now + 3600
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from structlog.testing import capture_logs
 
 from dispatcher.deliverer import Deliverer
 from dispatcher.producer import Outgoing, Producer
@@ -34,27 +35,28 @@ async def test_partitions_pause_above_the_buffer_bound_and_resume_below_it(
         await gate.wait()
         return 200
 
-    async with Receiver(respond=stuck) as rx:
-        await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings, max_buffered=20)
-        service = deliverer.service
-        assert isinstance(service, Deliverer)
-        try:
-            async with Producer(settings) as producer:
-                ids = await producer.publish_many(
-                    Outgoing(TOPIC, {"n": n}, tenant.id) for n in range(200)
-                )
-            consumer = service._consumer
-            assert consumer is not None
-            await wait_until(lambda: bool(consumer.paused()), message="paused partitions")
-            assert service.worker is not None
-            # bounded: at most the bound plus one fetched batch
-            assert service.worker.outstanding < 20 + 500
-            gate.set()
-            await wait_until(lambda: set(rx.event_ids()) >= set(ids), within=60)
-            await wait_until(lambda: not consumer.paused(), message="resumed partitions")
-        finally:
-            gate.set()
-            await deliverer.stop()
-            await router.stop()
+    def events() -> list[str]:
+        return [e["event"] for e in logs if e["event"] in {"deliverer.paused", "deliverer.resumed"}]
+
+    with capture_logs() as logs:
+        async with Receiver(respond=stuck) as rx:
+            await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
+            router = await start_router(settings)
+            deliverer = await start_deliverer(settings, max_buffered=20)
+            service = deliverer.service
+            assert isinstance(service, Deliverer)
+            try:
+                async with Producer(settings) as producer:
+                    ids = await producer.publish_many(
+                        Outgoing(TOPIC, {"n": n}, tenant.id) for n in range(200)
+                    )
+                await wait_until(lambda: events() == ["deliverer.paused"], message="paused")
+                # bounded: at most the bound plus one fetched batch
+                assert service.outstanding < 20 + 500
+                gate.set()
+                await wait_until(lambda: set(rx.event_ids()) >= set(ids), within=60)
+                await wait_until(lambda: events()[-1:] == ["deliverer.resumed"], message="resumed")
+            finally:
+                gate.set()
+                await deliverer.stop()
+                await router.stop()

@@ -18,6 +18,7 @@ from tests.pipeline_helpers import (
     spawn_deliverer,
     start_deliverer,
     start_router,
+    wait_for_every_event,
     wait_until,
 )
 
@@ -68,12 +69,7 @@ async def test_sigkilled_deliverer_loses_nothing_and_duplicates_keep_their_webho
             received_before_kill = len(rx.requests)
             second = await spawn_deliverer(settings)
             try:
-                for path in ("a", "b"):
-                    await wait_until(
-                        lambda p=path: set(rx.event_ids(p)) >= set(published),  # type: ignore[misc]
-                        within=90,
-                        message=f"every event on /{path}",
-                    )
+                await wait_for_every_event(rx, ("a", "b"), published)
             finally:
                 assert await second.terminate() == 0
         finally:
@@ -119,12 +115,7 @@ async def test_two_deliverers_split_partitions_and_adding_or_removing_one_loses_
             await two.stop()
             published += await _publish(settings, tenant.id, 50)
             await wait_until(lambda: len(one.assignment) == 4, within=60, message="rebalance")
-            for path in webhook_paths:
-                await wait_until(
-                    lambda p=path: set(rx.event_ids(p)) >= set(published),  # type: ignore[misc]
-                    within=60,
-                    message=f"every event on /{path}",
-                )
+            await wait_for_every_event(rx, webhook_paths, published, within=60)
         finally:
             if two is not None and not two.task.done():
                 await two.stop()

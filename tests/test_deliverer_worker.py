@@ -66,6 +66,8 @@ class FakeStore:
     parked: set[str] = field(default_factory=set)
     failed: list[tuple[str, str]] = field(default_factory=list)
     disabled: dict[str, str] = field(default_factory=dict)
+    checks: list[list[str]] = field(default_factory=list)  # parked_among calls
+    check_error: Exception | None = None
 
     async def park(
         self,
@@ -91,8 +93,11 @@ class FakeStore:
     async def disable(self, webhook_id: str, reason: str) -> None:
         self.disabled[webhook_id] = reason
 
-    async def parked_ids(self) -> set[str]:
-        return set(self.parked)
+    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]:
+        self.checks.append(list(webhook_ids))
+        if self.check_error is not None:
+            raise self.check_error
+        return self.parked & set(webhook_ids)
 
 
 def _target(webhook_id: str, **changes: object) -> WebhookTarget:
@@ -424,3 +429,54 @@ async def test_a_failing_lane_holding_too_much_parks_before_park_after(settings:
     assert h.store.backlog["down"] == [f"d{n}" for n in range(10)]
     assert h.sender.delivered_to(_url("up")) == [f"u{n}" for n in range(10)]
     assert set(h.sender.delivered_to(_url("down"))) == {"d0"}
+
+
+async def test_webhook_parked_by_the_previous_owner_appends_to_its_backlog(
+    settings: Settings,
+) -> None:
+    """A lane of a webhook parked elsewhere sends nothing: its deliveries go behind the backlog."""
+    async with harness(settings, {"w": _target("w"), "ok": _target("ok")}) as h:
+        h.store.parked.add("w")
+        h.store.backlog["w"] = ["older"]
+        for n in range(3):
+            h.submit("w", f"e{n}")
+            h.submit("ok", f"o{n}")
+        await wait_until(lambda: len(h.store.backlog["w"]) == 4, within=5)
+        await wait_until(lambda: len(h.sender.sent) == 3, within=5)
+        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=5)
+    assert h.store.backlog["w"] == ["older", "e0", "e1", "e2"]
+    assert h.sender.delivered_to(_url("w")) == []
+    assert h.store.checks == [["ok", "w"]]  # one query for the batch, not one per delivery
+
+
+async def test_after_a_revocation_the_parked_state_is_asked_again(settings: Settings) -> None:
+    """A partition that comes back may have been parked by another owner: the lane asks again."""
+    async with harness(settings, {"w": _target("w")}) as h:
+        h.submit("w", "e0")
+        await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0"], within=5)
+        await wait_until(lambda: "w" not in h.worker.lanes, within=5)
+        h.submit("w", "e1")  # known as not parked while the partition stays here
+        await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0", "e1"], within=5)
+        assert len(h.store.checks) == 1
+        h.worker.revoke([TP])
+        h.worker.forget([TP])
+        h.store.parked.add("w")  # the other owner parked it meanwhile
+        h.store.backlog["w"] = ["e2"]
+        h.submit("w", "e3")
+        await wait_until(lambda: h.store.backlog["w"] == ["e2", "e3"], within=5)
+    assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]
+    assert len(h.store.checks) == 2
+
+
+async def test_lane_waits_while_postgres_cannot_tell_whether_it_is_parked(
+    settings: Settings,
+) -> None:
+    """When the parked check fails nothing is sent; it is retried and then delivers."""
+    async with harness(settings, {"w": _target("w")}) as h:
+        h.store.check_error = OSError("connection refused")
+        h.submit("w", "e0")
+        await wait_until(lambda: len(h.store.checks) == 1, within=5)
+        await asyncio.sleep(0.1)
+        assert h.sender.sent == []
+        h.store.check_error = None
+        await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0"], within=5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from structlog.testing import capture_logs
 
-from dispatcher import backlog
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
+from dispatcher.store import backlog
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Received,
@@ -301,16 +302,22 @@ async def test_a_parked_endpoint_is_left_alone_between_attempts(
     hourly = settings.replace(retry_schedule=(0.05, 0.1, 0.2, 0.5, 3600.0), park_after=1.0)
     async with Receiver(always(500)) as rx:
         hook = await create_webhook(pool, hourly, tenant.id, rx.url, [TOPIC])
-        async with pipeline(hourly) as deliverer:
-            await publish(hourly, tenant.id, range(3))
+        with capture_logs() as logs:
+            async with pipeline(hourly):
+                await publish(hourly, tenant.id, range(3))
 
-            async def parked() -> bool:
-                return (await backlog.backlog_sizes(pool, [hook.id])).get(hook.id, 0) == 3
+                async def parked() -> bool:
+                    return (await backlog.backlog_sizes(pool, [hook.id])).get(hook.id, 0) == 3
 
-            await wait_until(parked, within=60)
-            scheduler = deliverer.service._scheduler
-            await wait_until(lambda: scheduler._active == {}, within=30)
-            requests, passes = len(rx.requests), scheduler.passes
-            await asyncio.sleep(2.0)
-            assert len(rx.requests) == requests
-            assert scheduler.passes - passes <= 1
+                def sleeps() -> list[MutableMapping[str, Any]]:
+                    return [entry for entry in logs if entry["event"] == "scheduler.sleeping"]
+
+                await wait_until(parked, within=60)
+                # the scheduler's pass after parking: nothing active, the next retry far away
+                await wait_until(
+                    lambda: any(s["active"] == 0 and s["seconds"] > 2 for s in sleeps()), within=30
+                )
+                requests, passes = len(rx.requests), len(sleeps())
+                await asyncio.sleep(2.0)
+                assert len(rx.requests) == requests
+                assert len(sleeps()) - passes <= 1

@@ -6,7 +6,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from dispatcher.deliverer.lane import Lane, Pending
-from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.partitions import OffsetTracker
 from dispatcher.events import DeliveryTask, Event
 
 TP = TopicPartition("deliveries", 0)
@@ -32,7 +32,7 @@ def test_ready_respects_the_in_flight_limit(
     limit: int, failures: int, in_flight: int, expected: bool
 ) -> None:
     """A lane may send while below its limit, and below one while its endpoint fails."""
-    lane = Lane("w")
+    lane = Lane("w", TP)
     lane.limit = limit
     lane.failures = failures
     lane.in_flight = in_flight
@@ -42,7 +42,7 @@ def test_ready_respects_the_in_flight_limit(
 
 def test_failed_head_goes_back_first_and_waits_for_its_backoff() -> None:
     """A failed delivery is retried before later ones, not before next_attempt_at."""
-    lane = Lane("w")
+    lane = Lane("w", TP)
     for offset in (1, 2, 3):
         lane.push(_entry(offset))
     head = lane.take()
@@ -58,7 +58,7 @@ def test_failed_head_goes_back_first_and_waits_for_its_backoff() -> None:
 
 def test_unordered_failures_return_in_offset_order() -> None:
     """Several failures coming back out of order are re-queued in their original order."""
-    lane = Lane("w")
+    lane = Lane("w", TP)
     lane.limit = 3
     for offset in (1, 2, 3, 4):
         lane.push(_entry(offset))
@@ -71,7 +71,7 @@ def test_unordered_failures_return_in_offset_order() -> None:
 
 def test_parked_or_storing_lanes_never_send() -> None:
     """While parked or writing to the backlog, a lane is not ready."""
-    lane = Lane("w")
+    lane = Lane("w", TP)
     lane.push(_entry(1))
     lane.parked = True
     assert not lane.ready(now=0.0)
@@ -80,9 +80,19 @@ def test_parked_or_storing_lanes_never_send() -> None:
     assert not lane.idle
 
 
+def test_lane_whose_parked_state_is_unknown_never_sends() -> None:
+    """A lane not yet checked against the backlog (partition just moved here) is not ready."""
+    lane = Lane("w", TP)
+    lane.push(_entry(1))
+    lane.checked = False
+    assert not lane.ready(now=0.0)
+    lane.checked = True
+    assert lane.ready(now=0.0)
+
+
 def test_drop_removes_matching_pending_deliveries() -> None:
     """Revocation drops the pending deliveries of a partition and keeps the rest in order."""
-    lane = Lane("w")
+    lane = Lane("w", TP)
     other = TopicPartition("deliveries", 1)
     entries = [_entry(1), _entry(2), _entry(3)]
     entries[1].partition = other

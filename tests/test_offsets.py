@@ -1,12 +1,13 @@
-"""OffsetTracker: the commit position covers only finished deliveries."""
+"""deliverer.partitions: commit positions cover only finished work; parked states per ownership."""
 
 from __future__ import annotations
 
 import pytest
+from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
 
 
 @pytest.mark.parametrize(
@@ -81,3 +82,33 @@ def test_committable_never_passes_an_unfinished_offset(gaps: list[int], rnd) -> 
             assert last is None or committable >= last  # never moves backwards
             last = committable
     assert tracker.committable() == offsets[-1] + 1
+
+
+P0 = TopicPartition("deliveries", 0)
+P1 = TopicPartition("deliveries", 1)
+
+
+@pytest.mark.parametrize(
+    ("remembered", "forgotten", "asked", "expected"),
+    [
+        ([], [], (P0, "w"), None),  # never seen since the assignment: unknown
+        ([(P0, "w", True)], [], (P0, "w"), True),
+        ([(P0, "w", False)], [], (P0, "w"), False),
+        ([(P0, "w", True), (P0, "w", False)], [], (P0, "w"), False),  # the latest wins
+        ([(P0, "w", False)], [P0], (P0, "w"), None),  # revoked: may be stale now
+        ([(P0, "w", False)], [P1], (P0, "w"), False),  # another partition moved
+        ([(P1, "w", True)], [], (P0, "w"), None),  # known per partition only
+    ],
+)
+def test_parked_states_are_known_only_while_the_partition_stays(
+    remembered: list[tuple[TopicPartition, str, bool]],
+    forgotten: list[TopicPartition],
+    asked: tuple[TopicPartition, str],
+    expected: bool | None,
+) -> None:
+    """A webhook's parked state is remembered per partition and forgotten with it."""
+    states = ParkedStates()
+    for partition, webhook_id, parked in remembered:
+        states.remember(partition, webhook_id, parked)
+    states.forget(forgotten)
+    assert states.get(*asked) is expected

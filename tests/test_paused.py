@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from dispatcher.backlog import backlog_sizes
+from dispatcher.store.backlog import backlog_sizes
 from dispatcher.producer import Producer
 from dispatcher.secrets import SecretBox
 from dispatcher.settings import Settings

@@ -1,4 +1,4 @@
-"""The delivery policy: classification, Retry-After, backoff with jitter, park/give up/disable."""
+"""The delivery policy: the one outcome model (next_step), Retry-After, backoff with jitter."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from dispatcher.attempt import AttemptResult
 from dispatcher.durations import parse_schedule
 from dispatcher.policy import (
     JITTER_FLOOR,
-    Classification,
-    Decision,
+    LaneState,
+    Outcome,
     RetryPolicy,
-    Verdict,
+    Step,
     backoff_delay,
-    classify,
-    decide,
+    next_step,
     parked_delay,
     parse_retry_after,
     should_auto_disable,
@@ -62,7 +61,8 @@ def result(
         duration_ms=1.0,
         status_code=status,
         retry_after=retry_after,
-        error=error_class,
+        # as ``dispatcher.attempt`` reports them: an HTTP failure's error names the status
+        error=error_class or (f"HTTP {status}" if status and not 200 <= status < 300 else None),
         error_class=error_class,
         retriable=retriable,
     )
@@ -70,42 +70,6 @@ def result(
 
 HTTP_DATE_IN_30S = format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)
 HTTP_DATE_PAST = format_datetime(datetime.fromtimestamp(NOW - 30, UTC), usegmt=True)
-
-
-@pytest.mark.parametrize(
-    ("outcome", "expected"),
-    [
-        (result(200), Classification(Verdict.DELIVERED)),
-        (result(204), Classification(Verdict.DELIVERED)),
-        (result(299), Classification(Verdict.DELIVERED)),
-        (result(410), Classification(Verdict.DISABLE)),
-        (result(429, retry_after="2"), Classification(Verdict.RETRY, 2.0)),
-        (result(503, retry_after="120"), Classification(Verdict.RETRY, 120.0)),
-        (result(429, retry_after=HTTP_DATE_IN_30S), Classification(Verdict.RETRY, 30.0)),
-        (result(429, retry_after=HTTP_DATE_PAST), Classification(Verdict.RETRY, 0.0)),
-        (result(429, retry_after="999999"), Classification(Verdict.RETRY, 3600.0)),
-        (result(429, retry_after="soon"), Classification(Verdict.RETRY, None)),
-        (result(429, retry_after="-5"), Classification(Verdict.RETRY, None)),
-        (result(429), Classification(Verdict.RETRY, None)),
-        (result(500, retry_after="5"), Classification(Verdict.RETRY, None)),
-        (result(301), Classification(Verdict.RETRY)),
-        (result(400), Classification(Verdict.RETRY)),
-        (result(404), Classification(Verdict.RETRY)),
-        (result(500), Classification(Verdict.RETRY)),
-        (result(error_class="DeliveryTimeout"), Classification(Verdict.RETRY)),
-        (result(error_class="ConnectError"), Classification(Verdict.RETRY)),
-        (result(error_class="TLSError"), Classification(Verdict.RETRY)),
-        (result(error_class="ProtocolError"), Classification(Verdict.RETRY)),
-        (
-            result(error_class="BlockedDestination", retriable=False),
-            Classification(Verdict.GIVE_UP),
-        ),
-    ],
-    ids=lambda value: repr(value) if isinstance(value, Classification) else None,
-)
-def test_classify(outcome: AttemptResult, expected: Classification) -> None:
-    """2xx delivers, 410 disables, blocked gives up, 429/503 honour Retry-After, else retry."""
-    assert classify(outcome, retry_after_max=3600.0, now=NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -188,63 +152,171 @@ POLICY = RetryPolicy(
     auto_disable_after=5 * 86400.0,
     retry_after_max=3600.0,
 )
-RETRY = Classification(Verdict.RETRY)
+DAY = 86400.0
+HEALTHY = LaneState(0, None)
+
+
+def failing(
+    failures: int,
+    for_s: float,
+    *,
+    retry_for_s: float | None = None,
+    webhook_for_s: float | None = None,
+) -> LaneState:
+    """A lane state: ``failures`` so far, failing for ``for_s`` seconds until NOW."""
+    return LaneState(
+        failures,
+        NOW - for_s,
+        retry_from=None if retry_for_s is None else NOW - retry_for_s,
+        webhook_failing_since=None if webhook_for_s is None else NOW - webhook_for_s,
+    )
+
+
+def step(
+    outcome: Outcome, in_s: float | None = None, reason: str | None = None, *, failures: int = 1
+) -> Step:
+    """The expected step after an attempt, for a streak that began at NOW."""
+    at = None if in_s is None else NOW + in_s
+    return Step(outcome, at, reason, failures, NOW)
+
+
+def since(expected: Step, for_s: float) -> Step:
+    """``expected`` with the streak having begun ``for_s`` seconds before NOW."""
+    return Step(
+        expected.outcome, expected.next_attempt_at, expected.reason, expected.failures, NOW - for_s
+    )
+
+
+GONE = "the endpoint answered 410 Gone"
+WINDOW = "retry window exceeded; last error: HTTP 500"
+BLOCKED = result(error_class="BlockedDestination", retriable=False)
 
 
 @pytest.mark.parametrize(
-    ("classification", "elapsed", "failures", "expected"),
+    ("attempt", "state", "expected"),
     [
-        (Classification(Verdict.DELIVERED), 0.0, 0, Decision("done")),
-        (Classification(Verdict.DISABLE), 0.0, 1, Decision("disable")),
-        (Classification(Verdict.GIVE_UP), 0.0, 1, Decision("give_up")),
-        # short retries in memory, on the schedule
-        (RETRY, 0.0, 1, Decision("retry", NOW + 1.0)),
-        (RETRY, 1.0, 2, Decision("retry", NOW + 2.0)),
-        (RETRY, 3.0, 3, Decision("retry", NOW + 4.0)),
-        # Retry-After wins over a shorter backoff
-        (Classification(Verdict.RETRY, 5.0), 0.0, 1, Decision("retry", NOW + 5.0)),
-        (Classification(Verdict.RETRY, 0.5), 0.0, 1, Decision("retry", NOW + 1.0)),
+        # a 2xx delivers and ends the streak
+        (result(200), HEALTHY, Step(Outcome.DELIVERED)),
+        (result(204), failing(3, 5.0), Step(Outcome.DELIVERED)),
+        (result(299), HEALTHY, Step(Outcome.DELIVERED)),
+        # never retried: a blocked destination or an internal error is given up at once
+        (BLOCKED, HEALTHY, step(Outcome.GIVE_UP, reason="BlockedDestination")),
+        (
+            result(error_class="InternalError", retriable=False),
+            HEALTHY,
+            step(Outcome.GIVE_UP, reason="InternalError"),
+        ),
+        # 410 Gone disables the webhook, even past the retry window
+        (result(410), HEALTHY, step(Outcome.DISABLE, reason=GONE)),
+        (
+            result(410),
+            failing(1, 4 * DAY),
+            since(step(Outcome.DISABLE, reason=GONE, failures=2), 4 * DAY),
+        ),
+        # every other failure is retried in memory on the schedule
+        (result(500), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(500), failing(1, 1.0), since(step(Outcome.RETRY, 2.0, failures=2), 1.0)),
+        (result(500), failing(2, 3.0), since(step(Outcome.RETRY, 4.0, failures=3), 3.0)),
+        (result(301), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(400), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(404), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(error_class="DeliveryTimeout"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(error_class="ConnectError"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(error_class="TLSError"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(error_class="ProtocolError"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        # Retry-After (429/503 only) wins over a shorter backoff, never a longer one
+        (result(429, retry_after="5"), HEALTHY, step(Outcome.RETRY, 5.0)),
+        (result(503, retry_after="5"), HEALTHY, step(Outcome.RETRY, 5.0)),
+        (result(429, retry_after="0"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(429, retry_after="soon"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(429, retry_after=HTTP_DATE_PAST), HEALTHY, step(Outcome.RETRY, 1.0)),
+        (result(500, retry_after="5"), HEALTHY, step(Outcome.RETRY, 1.0)),
+        # a long Retry-After parks rather than holding the lane in memory (bounded)
+        (result(429, retry_after="900"), HEALTHY, step(Outcome.PARK, 900.0)),
+        (result(429, retry_after="999999"), HEALTHY, step(Outcome.PARK, 3600.0)),
+        (result(503, retry_after=HTTP_DATE_IN_30S), HEALTHY, step(Outcome.PARK, 300.0)),
         # past park_after: park on the long schedule
-        (RETRY, 7.0, 4, Decision("park", NOW + 300.0)),
-        (RETRY, 9.5, 2, Decision("park", NOW + 300.0)),
-        (RETRY, 3600.0, 5, Decision("park", NOW + 1800.0)),
-        (RETRY, 3600.0, 50, Decision("park", NOW + 1800.0)),
-        # a long Retry-After parks rather than holding the lane in memory
-        (Classification(Verdict.RETRY, 900.0), 0.0, 1, Decision("park", NOW + 900.0)),
-        # the last retry happens at the window's edge, then it is given up
-        (RETRY, 3 * 86400.0 - 60, 9, Decision("park", NOW + 60.0)),
-        (RETRY, 3 * 86400.0, 9, Decision("give_up")),
-        (RETRY, 4 * 86400.0, 1, Decision("give_up")),
+        (result(500), failing(3, 7.0), since(step(Outcome.PARK, 300.0, failures=4), 7.0)),
+        (result(500), failing(1, 9.5), since(step(Outcome.PARK, 300.0, failures=2), 9.5)),
+        (result(500), failing(4, 3600.0), since(step(Outcome.PARK, 1800.0, failures=5), 3600.0)),
+        (result(500), failing(49, 3600.0), since(step(Outcome.PARK, 1800.0, failures=50), 3600.0)),
+        # the last retry happens at the window's edge, then the delivery is given up
+        (
+            result(500),
+            failing(8, 3 * DAY - 60),
+            since(step(Outcome.PARK, 60.0, failures=9), 3 * DAY - 60),
+        ),
+        (
+            result(500),
+            failing(8, 3 * DAY),
+            since(step(Outcome.GIVE_UP, reason=WINDOW, failures=9), 3 * DAY),
+        ),
+        (
+            result(error_class="DeliveryTimeout"),
+            failing(0, 4 * DAY),
+            since(
+                step(Outcome.GIVE_UP, reason="retry window exceeded; last error: DeliveryTimeout"),
+                4 * DAY,
+            ),
+        ),
+        # the window is per delivery: one parked later has time left
+        (
+            result(500),
+            failing(8, 4 * DAY, retry_for_s=3600.0),
+            since(step(Outcome.PARK, 1800.0, failures=9), 4 * DAY),
+        ),
+        # continuous failure of the webhook for auto_disable_after disables it
+        (
+            result(500),
+            failing(8, 5 * DAY, retry_for_s=60.0, webhook_for_s=5 * DAY),
+            since(
+                step(Outcome.DISABLE, reason="failing continuously for 5 days", failures=9),
+                5 * DAY,
+            ),
+        ),
+        (
+            result(500),
+            failing(8, 5 * DAY, retry_for_s=60.0, webhook_for_s=5 * DAY - 1),
+            since(step(Outcome.PARK, 1800.0, failures=9), 5 * DAY),
+        ),
+        (
+            result(500),
+            failing(8, 5 * DAY, retry_for_s=60.0),
+            since(step(Outcome.PARK, 1800.0, failures=9), 5 * DAY),
+        ),
     ],
 )
-def test_decide(classification, elapsed, failures, expected) -> None:
-    """Done, disable, give up, short retry, park on the long schedule, give up past the window."""
-    assert decide(POLICY, classification, NOW - elapsed, failures, NOW, MaxRandom()) == expected
+def test_next_step(attempt: AttemptResult, state: LaneState, expected: Step) -> None:
+    """Every row of the one outcome model: deliver, retry, park, give up, disable."""
+    assert next_step(attempt, state, POLICY, NOW, MaxRandom()) == expected
 
 
 @given(
     elapsed=st.floats(min_value=0, max_value=10 * 86400.0),
-    failures=st.integers(min_value=1, max_value=200),
-    retry_after=st.one_of(st.none(), st.floats(min_value=0, max_value=3600.0)),
+    failures=st.integers(min_value=0, max_value=200),
+    retry_after=st.one_of(st.none(), st.integers(min_value=0, max_value=3600)),
     seed=st.integers(),
 )
-def test_decide_properties(elapsed, failures, retry_after, seed) -> None:
+def test_next_step_properties(elapsed, failures, retry_after, seed) -> None:
     """Retries are in the future, honour Retry-After, stay in memory only within park_after."""
-    classification = Classification(Verdict.RETRY, retry_after)
-    decision = decide(POLICY, classification, NOW - elapsed, failures, NOW, random.Random(seed))
+    attempt = result(429, retry_after=None if retry_after is None else str(retry_after))
+    state = LaneState(failures, NOW - elapsed)
+    taken = next_step(attempt, state, POLICY, NOW, random.Random(seed))
+    assert (taken.failures, taken.failing_since) == (failures + 1, NOW - elapsed)
     if elapsed >= POLICY.retry_window:
-        assert decision == Decision("give_up")
+        assert taken.outcome is Outcome.GIVE_UP
         return
-    assert decision.action in {"retry", "park"}
-    assert decision.next_attempt_at is not None
-    assert decision.next_attempt_at > NOW or (retry_after == 0 and decision.action == "park")
-    assert decision.next_attempt_at >= NOW + (retry_after or 0.0)
-    if decision.action == "retry":
-        assert decision.next_attempt_at - (NOW - elapsed) <= POLICY.park_after
+    assert taken.outcome in {Outcome.RETRY, Outcome.PARK}
+    assert taken.next_attempt_at is not None
+    wait = float(retry_after or 0)
+    assert taken.next_attempt_at > NOW or (wait == 0 and taken.outcome is Outcome.PARK)
+    assert taken.next_attempt_at >= NOW + wait
+    if taken.outcome is Outcome.RETRY:
+        assert taken.next_attempt_at - (NOW - elapsed) <= POLICY.park_after
     else:
         # never later than the window's edge unless the receiver asked for longer
         window_end = NOW - elapsed + POLICY.retry_window
-        assert decision.next_attempt_at <= max(window_end, NOW + (retry_after or 0.0)) + 1e-6
+        assert taken.next_attempt_at <= max(window_end, NOW + wait) + 1e-6
 
 
 def test_parked_delay_uses_long_schedule() -> None:

@@ -23,7 +23,7 @@ from api.portal.pages import render
 from api.portal.webhook_page import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
-from dispatcher import backlog
+from dispatcher.store import backlog
 from dispatcher.events import delivery_body
 
 # What the deliverer signs with; the portal shows that they were sent, never their value.

@@ -13,7 +13,7 @@ from aiohttp import web
 from api.attempts import attempts_page
 from api.keys import POOL
 from api.portal.pages import render
-from dispatcher.backlog import backlog_sizes
+from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store import webhooks as store
 
 PAGE = 20

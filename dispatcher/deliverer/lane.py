@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from dispatcher.deliverer.offsets import OffsetTracker
+from dispatcher.deliverer.partitions import OffsetTracker
 from dispatcher.events import DeliveryTask
 
 
@@ -36,20 +36,24 @@ class Lane:
     """The FIFO of one webhook (see the module docstring)."""
 
     __slots__ = (
+        "checked",
         "failing_since",
         "failures",
         "in_flight",
         "limit",
         "next_attempt_at",
         "parked",
+        "partition",
         "pending",
         "queued",
         "storing",
         "webhook_id",
     )
 
-    def __init__(self, webhook_id: str) -> None:
+    def __init__(self, webhook_id: str, partition: TopicPartition) -> None:
         self.webhook_id = webhook_id
+        # The deliveries partition the webhook's tasks are read from (keyed by its id).
+        self.partition = partition
         self.pending: deque[Pending] = deque()
         self.in_flight = 0
         # Concurrent requests allowed while healthy: 1 for ordered webhooks.
@@ -59,6 +63,10 @@ class Lane:
         self.next_attempt_at = 0.0
         # True while the webhook's deliveries go to the Postgres backlog instead.
         self.parked = False
+        # False until ``parked`` is known for the current ownership of ``partition``:
+        # another deliverer may have parked the webhook before the partition moved
+        # here, and nothing may be sent ahead of its backlog.
+        self.checked = True
         # True while the lane sits in the worker's ready queue.
         self.queued = False
         # True while its deliveries are being written to the backlog (one writer at a time).
@@ -91,7 +99,8 @@ class Lane:
     def ready(self, now: float) -> bool:
         """Whether the lane may send its next delivery at ``now``."""
         return (
-            not self.parked
+            self.checked
+            and not self.parked
             and not self.storing
             and bool(self.pending)
             and self.in_flight < self.capacity()

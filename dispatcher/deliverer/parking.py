@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import asyncpg
 import structlog
 
-from dispatcher.attempt import AttemptResult, WebhookTarget
+from dispatcher.attempt import WebhookTarget
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.store import DeliveryStore
 
@@ -33,7 +33,6 @@ log = structlog.get_logger(__name__)
 SPILL_BATCH = 500
 # After a failed Postgres write, try again this much later.
 STORE_RETRY_S = 1.0
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Parking:
@@ -50,29 +49,12 @@ class Parking:
         self._clock = clock
         self._finish = finish  # a delivery is done: its offset may be committed
         self._settle = settle  # a write ended: forget or re-schedule the lane
-        # Webhooks whose deliveries go to the backlog (see ``refresh``).
-        self.parked: set[str] = set()
 
-    async def refresh(self) -> set[str]:
-        """Learn which webhooks are parked; returns the known set.
-
-        Only parking adds to the set; the backlog scheduler unparks, which a lane
-        learns when ``append_if_parked`` answers False.
-        """
-        try:
-            self.parked |= await self._store.parked_ids()
-        except STORE_ERRORS as exc:
-            log.warning("parking.parked_ids_failed", error=str(exc))
-        return self.parked
-
-    async def give_up(
-        self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
-    ) -> None:
+    async def give_up(self, lane: Lane, target: WebhookTarget, entry: Pending, reason: str) -> None:
         """Record ``entry`` as failed (kept for replay) and finish it."""
-        reason = result.error or "gave up"
         try:
             await self._store.record_failed(entry.task, target.tenant_id, reason)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("delivery.record_failed_error", error=str(exc))
             lane.requeue(entry)  # not recorded: not finished; try again shortly
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
@@ -80,13 +62,12 @@ class Parking:
         self._finish(entry)
 
     async def disable(
-        self, lane: Lane, entry: Pending, result: AttemptResult, failing_since: float, failures: int
+        self, lane: Lane, entry: Pending, reason: str, failing_since: float, failures: int
     ) -> None:
-        """410 Gone: disable the webhook and keep its deliveries in the backlog."""
-        reason = f"the endpoint answered {result.status_code} Gone"
+        """Disable the webhook (410 Gone, failing too long); keep its deliveries in the backlog."""
         try:
             await self._store.disable(lane.webhook_id, reason)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
         else:
             log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
@@ -114,7 +95,6 @@ class Parking:
             return None
         lane.storing = True
         lane.parked = True
-        self.parked.add(lane.webhook_id)
         return ([head] if head is not None else []) + lane.drain()
 
     async def store(
@@ -136,10 +116,9 @@ class Parking:
                 next_attempt_at,
                 head_attempts,
             )
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("lane.park_failed", webhook_id=lane.webhook_id, error=str(exc))
             lane.parked = False
-            self.parked.discard(lane.webhook_id)
             for entry in entries:
                 lane.requeue(entry)
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
@@ -167,14 +146,13 @@ class Parking:
                 if not appended:  # the scheduler drained and unparked it: back to memory
                     log.info("lane.unparked", webhook_id=lane.webhook_id)
                     lane.parked = False
-                    self.parked.discard(lane.webhook_id)
                     lane.recovered()
                     break
                 stored = {id(entry) for entry in batch}
                 # Entries revoked meanwhile were dropped (and counted) already.
                 for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023
                     self._finish(entry)
-        except STORE_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("lane.append_failed", webhook_id=lane.webhook_id, error=str(exc))
             retry = True
         finally:

@@ -2,7 +2,7 @@
 
 ``DeliveryStore`` is the protocol the worker calls (parking, appending to a parked
 backlog, recording a given-up delivery, disabling a webhook); ``PostgresStore``
-implements it with ``dispatcher.backlog``. Unit tests pass an in-memory fake.
+implements it with ``dispatcher.store.backlog``. Unit tests pass an in-memory fake.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Protocol
 
 import asyncpg
 
-from dispatcher import backlog
 from dispatcher.events import DeliveryTask
+from dispatcher.store import backlog, failed_deliveries, webhooks
 
 
 class DeliveryStore(Protocol):
-    """The Postgres side of parking (see ``dispatcher.backlog`` for the semantics)."""
+    """The Postgres side of parking (see ``dispatcher.store.backlog`` for the semantics)."""
 
     async def park(
         self,
@@ -35,7 +35,7 @@ class DeliveryStore(Protocol):
 
     async def disable(self, webhook_id: str, reason: str) -> None: ...
 
-    async def parked_ids(self) -> set[str]: ...
+    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]: ...
 
 
 class PostgresStore:
@@ -64,12 +64,12 @@ class PostgresStore:
 
     async def record_failed(self, task: DeliveryTask, tenant_id: str, reason: str) -> None:
         """Keep a given-up delivery for replay."""
-        await backlog.record_failed(self._pool, task, tenant_id, reason)
+        await failed_deliveries.record_failed(self._pool, task, tenant_id, reason)
 
     async def disable(self, webhook_id: str, reason: str) -> None:
         """Set the webhook DISABLED with ``reason``."""
-        await backlog.disable_webhook(self._pool, webhook_id, reason)
+        await webhooks.disable_webhook(self._pool, webhook_id, reason)
 
-    async def parked_ids(self) -> set[str]:
-        """Every parked webhook."""
-        return await backlog.parked_ids(self._pool)
+    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]:
+        """Which of ``webhook_ids`` are parked now."""
+        return await backlog.parked_among(self._pool, webhook_ids)

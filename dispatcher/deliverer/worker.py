@@ -15,6 +15,12 @@ commits what the trackers allow.
 The worker does no Kafka I/O; it owns the trackers so it can tell a live delivery from
 one whose partition was revoked (those are dropped, their offsets never committed
 here, and the partition's next owner delivers them again).
+
+Ownership and order: a webhook may have been parked by the partition's previous
+owner. A lane created for a webhook whose parked state is unknown since its partition
+was assigned here is not ``checked``: it sends nothing until one query per batch of
+such lanes (``_check_parked``) asked Postgres; a parked webhook's deliveries then
+append to its backlog, behind what the previous owner parked.
 """
 
 from __future__ import annotations
@@ -23,25 +29,24 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
 
 from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
-from dispatcher.deliverer.offsets import OffsetTracker
-from dispatcher.deliverer.parking import STORE_ERRORS, STORE_RETRY_S, Parking
+from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
+from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.events import DeliveryTask
+from dispatcher.policy import Outcome, Step
 from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
-
-if TYPE_CHECKING:
-    from dispatcher.policy import Decision
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +97,14 @@ class Worker:
         self.policy = policy.RetryPolicy.from_settings(settings)
         self._sender = sender
         self._targets = targets
+        self._store = store
         self._parking = Parking(store, clock, self._finish, self._settle)
+        self._parked_states = ParkedStates()
+        # Lanes waiting for their parked state (see ``_check_parked``).
+        self._unchecked: set[str] = set()
+        self._checking: asyncio.Task[None] | None = None
+        # Bumped by every revocation: a parked check that spans one may be stale.
+        self._epoch = 0
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
@@ -106,7 +118,6 @@ class Worker:
         self._idle = asyncio.Condition()
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
-        self.delivered = 0
 
     # -- intake ---------------------------------------------------------------------
 
@@ -123,8 +134,14 @@ class Worker:
         tracker.add(offset)
         lane = self.lanes.get(task.webhook_id)
         if lane is None:
-            lane = self.lanes[task.webhook_id] = Lane(task.webhook_id)
-            lane.parked = task.webhook_id in self._parking.parked
+            lane = self.lanes[task.webhook_id] = Lane(task.webhook_id, partition)
+            known = self._parked_states.get(partition, task.webhook_id)
+            if known is None:
+                lane.checked = False
+            else:
+                lane.parked = known
+        if not lane.checked:
+            self._check_soon(lane)
         lane.push(Pending(task, partition, offset, tracker))
         self.outstanding += 1
         if not self._park_early(lane):
@@ -134,6 +151,7 @@ class Worker:
         """Park a failing lane that holds too much, without waiting for ``park_after``."""
         if not (
             lane.failing
+            and lane.checked
             and lane.in_flight == 0
             and not lane.parked
             and not lane.storing
@@ -173,16 +191,36 @@ class Worker:
             tracker = self.tracker(partition)
         return tracker
 
-    async def refresh_parked(self) -> None:
-        """Learn which webhooks are parked (at start-up and when partitions move here).
+    def _check_soon(self, lane: Lane) -> None:
+        self._unchecked.add(lane.webhook_id)
+        if self._checking is None or self._checking.done():
+            # A task, not an await: it runs once the current batch is submitted, so one
+            # query answers for every new lane of the batch.
+            self._checking = asyncio.create_task(self._check_parked(), name="lanes-check")
+            self._tasks.add(self._checking)
+            self._checking.add_done_callback(self._tasks.discard)
 
-        Only parking adds to the set; the backlog scheduler unparks, which a lane
-        learns when ``append_if_parked`` answers False.
-        """
-        parked = await self._parking.refresh()
-        for lane in self.lanes.values():
-            if lane.webhook_id in parked and not lane.in_flight and not lane.storing:
-                lane.parked = True
+    async def _check_parked(self) -> None:
+        """Ask Postgres which unchecked lanes are parked, then let them go."""
+        while self._unchecked:
+            epoch = self._epoch
+            webhook_ids = sorted(self._unchecked)
+            try:
+                parked = await self._store.parked_among(webhook_ids)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("lane.parked_check_failed", lanes=len(webhook_ids), error=str(exc))
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            if epoch != self._epoch:
+                continue  # a revocation came in meanwhile: the answer may predate it
+            for webhook_id in webhook_ids:
+                self._unchecked.discard(webhook_id)
+                lane = self.lanes.get(webhook_id)
+                if lane is None or lane.checked:
+                    continue
+                lane.checked = True
+                if not lane.storing:  # a write under way decides the state itself
+                    lane.parked = webhook_id in parked
                 self._schedule(lane)
 
     def webhook_changed(self, webhook_id: str) -> None:
@@ -196,10 +234,16 @@ class Worker:
     def revoke(self, partitions: Iterable[TopicPartition]) -> int:
         """Stop work on ``partitions``: drop their pending deliveries; returns how many."""
         revoked = set(partitions)
+        self._epoch += 1
         dropped = 0
         for lane in list(self.lanes.values()):
             dropped += len(lane.drop(lambda entry: entry.partition in revoked))
+            if lane.partition in revoked:
+                # Kept for an in-flight request or its backoff state; if the partition
+                # comes back, another owner may have parked the webhook meanwhile.
+                lane.checked = False
             self._forget_if_idle(lane)
+        self._parked_states.forget(revoked)
         self.outstanding -= dropped
         return dropped
 
@@ -241,7 +285,7 @@ class Worker:
                 lane.queued = False
                 try:
                     await self._dispatch(lane)
-                except (*STORE_ERRORS, SecretKeyError) as exc:
+                except (*TRANSIENT_ERRORS, SecretKeyError) as exc:
                     # Loading the target failed (Postgres away, or HOOKLANE_SECRET_KEY
                     # cannot open its secret): retry the lane shortly; the others go on.
                     log.error("lane.target_unavailable", webhook_id=lane.webhook_id, error=str(exc))
@@ -262,7 +306,7 @@ class Worker:
                 await asyncio.wait(still_running)
 
     def _schedule(self, lane: Lane) -> None:
-        if not lane.pending or lane.storing:
+        if not lane.pending or lane.storing or not lane.checked:
             return
         if lane.parked:
             lane.storing = True  # now, not when the task starts: one writer per lane
@@ -359,15 +403,13 @@ class Worker:
         self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
     ) -> None:
         now = self._clock()
-        classification = policy.classify(result, self.settings.retry_after_max, now)
-        failing_since = lane.failing_since if lane.failing_since is not None else now
-        failures = lane.failures + 1
-        decision = policy.decide(
-            self.policy, classification, failing_since, failures, now, self._rng
+        state = policy.LaneState(
+            lane.failures, lane.failing_since, webhook_failing_since=lane.failing_since
         )
-        if decision.action == "done":
+        step = policy.next_step(result, state, self.policy, now, self._rng)
+        outcome = step.outcome
+        if outcome is Outcome.DELIVERED:
             lane.succeeded()
-            self.delivered += 1
             self._finish(entry)
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again
@@ -376,30 +418,33 @@ class Worker:
             lane.finished()  # an unordered sibling parked the lane: follow it to the backlog
             lane.requeue(entry)
         else:
-            self._log_failure(lane, entry, result, decision)
-            if decision.action == "retry":
-                assert decision.next_attempt_at is not None
-                lane.failed(entry, now, decision.next_attempt_at)
+            self._log_failure(lane, entry, result, step)
+            assert step.failing_since is not None
+            if outcome is Outcome.RETRY:
+                assert step.next_attempt_at is not None
+                lane.failed(entry, now, step.next_attempt_at)
                 if not self._park_early(lane):
-                    self._wake_at(lane, decision.next_attempt_at)
-            elif decision.action == "give_up":
+                    self._wake_at(lane, step.next_attempt_at)
+            elif outcome is Outcome.GIVE_UP:
+                assert step.reason is not None
                 lane.finished()
-                await self._parking.give_up(lane, target, entry, result)
-            elif decision.action == "disable":
+                await self._parking.give_up(lane, target, entry, step.reason)
+            elif outcome is Outcome.DISABLE:
+                assert step.reason is not None
                 lane.finished()
-                await self._parking.disable(lane, entry, result, failing_since, failures)
-            else:  # park
-                assert decision.next_attempt_at is not None
+                await self._parking.disable(
+                    lane, entry, step.reason, step.failing_since, step.failures
+                )
+            else:
+                assert step.next_attempt_at is not None
                 lane.finished()
                 await self._parking.park(
-                    lane, entry, failing_since, failures, decision.next_attempt_at
+                    lane, entry, step.failing_since, step.failures, step.next_attempt_at
                 )
         self._forget_if_idle(lane)
         self._schedule(lane)
 
-    def _log_failure(
-        self, lane: Lane, entry: Pending, result: AttemptResult, decision: Decision
-    ) -> None:
+    def _log_failure(self, lane: Lane, entry: Pending, result: AttemptResult, step: Step) -> None:
         log.info(
             "delivery.failed",
             webhook_id=lane.webhook_id,
@@ -407,7 +452,7 @@ class Worker:
             attempt=entry.attempts,
             status=result.status_code,
             error=result.error,
-            action=decision.action,
+            action=step.outcome.value,
         )
 
     def _settle(self, lane: Lane) -> None:
@@ -422,6 +467,8 @@ class Worker:
     def _forget_if_idle(self, lane: Lane) -> None:
         if lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane:
             self.lanes.pop(lane.webhook_id, None)
+            if lane.checked:
+                self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
             timer = self._timers.pop(lane.webhook_id, None)
             if timer is not None:
                 timer.cancel()

@@ -351,3 +351,14 @@ async def load_targets(
             # Decrypting is CPU work on the event loop: let deliveries run in between.
             await asyncio.sleep(0)
     return loaded
+
+
+async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> bool:
+    """Set the webhook DISABLED with ``reason``; False when it was not ENABLED."""
+    updated = await executor.fetchval(
+        "UPDATE webhooks SET state = 'DISABLED', disabled_reason = $2, updated_at = now()"
+        " WHERE id = $1 AND state = 'ENABLED' RETURNING id",
+        uuid.UUID(webhook_id),
+        reason,
+    )
+    return updated is not None

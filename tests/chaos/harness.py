@@ -1,12 +1,14 @@
 """Chaos harness: a real stack as subprocesses, a stream of events, disruptions, a ledger.
 
 - ``Stack``: ``python -m dispatcher.router`` and ``python -m dispatcher.deliverer`` as
-  subprocesses (logs in the test's tmp dir) that can be SIGKILLed and respawned.
+  subprocesses (logs in the test's tmp dir) that can be SIGKILLed and respawned; more
+  of each join under numbered names (``deliverer2``) and leave with ``terminate``.
 - ``Stream``: publishes events at a steady rate, retrying a publish with the same
   event id until the broker acknowledges it (at-least-once on the producer side too).
 - ``Ledger``: what was published when, what each webhook received when.
 - ``Outcome``: one row of the table ``make chaos`` prints (scenario, events, lost,
-  duplicates, recovery time); ``RESULTS`` collects them for the terminal summary.
+  duplicates, first-arrival order violations, recovery time); ``RESULTS`` collects
+  them for the terminal summary.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Outcome:
     events: int  # (event, webhook) deliveries expected
     lost: int
     duplicates: int
+    # Events that first arrived after a later-published one, summed over webhooks.
+    order_violations: int
     recovery_s: float  # worst time from a disruption's end until its backlog was delivered
     disruptions: int
     logged: int = 0  # distinct (event, webhook) successes in the attempt log
@@ -48,6 +52,7 @@ class Outcome:
             str(self.events),
             str(self.lost),
             str(self.duplicates),
+            str(self.order_violations),
             f"{self.recovery_s:.2f}",
             str(self.disruptions),
             f"{self.logged}/{self.events}",
@@ -55,7 +60,16 @@ class Outcome:
 
 
 RESULTS: list[Outcome] = []
-HEADER = ("scenario", "events", "lost", "duplicates", "recovery s", "disruptions", "logged")
+HEADER = (
+    "scenario",
+    "events",
+    "lost",
+    "duplicates",
+    "order violations",
+    "recovery s",
+    "disruptions",
+    "logged",
+)
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -84,14 +98,14 @@ class Stack:
             await self.spawn(name)
 
     async def spawn(self, name: str) -> None:
-        """Start (again) ``name`` ("router" or "deliverer")."""
+        """Start (again) ``name`` ("router" or "deliverer", numbered for more of them)."""
         self.spawned[name] = self.spawned.get(name, 0) + 1
         log = self.logs / f"{name}.{self.spawned[name]}.log"
         with log.open("wb") as out:
             self.processes[name] = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                MODULES[name],
+                MODULES[name.rstrip("0123456789")],
                 env=settings_env(self.settings),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
@@ -103,6 +117,13 @@ class Stack:
         process = self.processes[name]
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    async def terminate(self, name: str) -> None:
+        """SIGTERM ``name`` (a graceful leave, as when scaling down) and forget it."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
         await process.wait()
 
     def alive(self) -> dict[str, bool]:
@@ -159,9 +180,30 @@ class Ledger:
             events=expected,
             lost=expected - len(unique),
             duplicates=len(receipts) - len(unique),
+            order_violations=self.order_violations(rx),
             recovery_s=max((self._recovery(end, first_seen) for end in disruption_ends), default=0),
             disruptions=len(disruption_ends),
         )
+
+    def order_violations(self, rx: Receiver) -> int:
+        """Per webhook, events whose first arrival came after a later-published event's.
+
+        Every event here has one ordering key, so publish order is the order promised.
+        """
+        position = {event: n for n, event in enumerate(self.published)}
+        violations = 0
+        for path in self.webhook_paths.values():
+            latest = -1
+            seen: set[str] = set()
+            for request in rx.on(path):
+                event = request.event_id
+                if event in seen or event not in position:
+                    continue
+                seen.add(event)
+                if position[event] < latest:
+                    violations += 1
+                latest = max(latest, position[event])
+        return violations
 
     def _recovery(self, end: float, first_seen: dict[tuple[str, str], float]) -> float:
         """Seconds from a disruption's ``end`` until every delivery of the events published

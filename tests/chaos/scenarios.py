@@ -28,10 +28,48 @@ from tests.chaos.harness import (
     stream,
     table,
 )
-from tests.pipeline_helpers import Receiver, wait_until
+from tests.pipeline_helpers import Received, Receiver, Respond, wait_until
 
 Disruption = Callable[[Stack], Awaitable[list[float]]]
 CATCH_UP_S = 240.0
+
+
+@dataclasses.dataclass
+class Failing:
+    """Receiver paths that answer 500 until ``recover()`` (their webhooks get parked)."""
+
+    paths: set[str]
+
+    def respond(self, request: Received) -> int:
+        return 500 if request.path.lstrip("/") in self.paths else 200
+
+    def recover(self) -> None:
+        self.paths.clear()
+
+
+def scale_out_and_in(failing: Failing, rng: random.Random) -> Disruption:
+    """Deliverers 1 -> 3 -> 1 and routers 1 -> 2 -> 1 (joins, then graceful leaves) while
+    ``failing`` webhooks are parked; they recover while the stack scales in."""
+
+    async def disrupt(stack: Stack) -> list[float]:
+        ends = []
+        await asyncio.sleep(rng.uniform(2.0, 4.0))  # the failing webhooks park meanwhile
+        await stack.spawn("deliverer2")
+        await stack.spawn("router2")
+        await asyncio.sleep(rng.uniform(1.0, 2.0))
+        await stack.spawn("deliverer3")
+        ends.append(time.time())
+        await asyncio.sleep(rng.uniform(6.0, 9.0))  # rebalanced: parked lanes moved
+        await stack.terminate("deliverer2")
+        await stack.terminate("router2")
+        ends.append(time.time())
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        failing.recover()
+        await stack.terminate("deliverer3")
+        ends.append(time.time())
+        return ends
+
+    return disrupt
 
 
 def kill_repeatedly(
@@ -111,11 +149,15 @@ async def run_scenario(
     *,
     events: int,
     rate: float,
+    webhooks: int = 2,
+    respond: Respond | None = None,
+    ordered: bool = False,
 ) -> Outcome:
     """Stream ``events`` through the subprocess stack while ``disruption`` runs; then wait
-    for every (event, webhook) delivery, record the outcome and check nothing was lost."""
-    async with Receiver() as rx:
-        ledger = await prepare(settings, rx)
+    for every (event, webhook) delivery, record the outcome and check nothing was lost
+    (and, if ``ordered``, that every webhook first received them in publish order)."""
+    async with Receiver(respond) as rx:
+        ledger = await prepare(settings, rx, webhooks)
         stack = Stack(settings, logs)
         await stack.start()
         try:
@@ -137,5 +179,7 @@ async def run_scenario(
     RESULTS.append(outcome)
     print(f"\n{table([outcome])}\n(logs: {logs})")
     assert outcome.lost == 0, f"{outcome.lost} deliveries lost (logs in {logs})"
+    if ordered:
+        assert outcome.order_violations == 0, f"order violated (logs in {logs})"
     assert all(alive.values()), f"a process died and was not restarted: {alive}"
     return outcome

@@ -15,11 +15,21 @@ import pytest
 
 from dispatcher.broker import EmbeddedBroker
 from dispatcher.settings import Settings
-from tests.chaos.scenarios import freeze_broker, kill_repeatedly, restart_database, run_scenario
+from tests.chaos.scenarios import (
+    Failing,
+    freeze_broker,
+    kill_repeatedly,
+    restart_database,
+    run_scenario,
+    scale_out_and_in,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 EVENTS = 400
 RATE = 20.0
+SCALE_WEBHOOKS = 200
+SCALE_EVENTS = 100
+SCALE_RATE = 4.0
 
 
 def seeded() -> tuple[int, random.Random]:
@@ -78,4 +88,23 @@ async def test_broker_freeze(
         freeze_broker(chaos_broker, 10.0, rng),
         events=EVENTS,
         rate=RATE,
+    )
+
+
+async def test_scale_out_and_in(chaos_settings: Settings, tmp_path: Path) -> None:
+    """200 webhooks, 10% failing until parked: deliverers go 1 -> 3 -> 1 and routers
+    1 -> 2 -> 1; nothing is lost and every webhook first receives events in order."""
+    seed, rng = seeded()
+    settings = chaos_settings.replace(park_after=1.0)
+    failing = Failing({f"hook{n}" for n in range(0, SCALE_WEBHOOKS, 10)})
+    await run_scenario(
+        f"scale 1-3-1 deliverers, 1-2-1 routers, {SCALE_WEBHOOKS} webhooks (seed {seed})",
+        settings,
+        tmp_path,
+        scale_out_and_in(failing, rng),
+        events=SCALE_EVENTS,
+        rate=SCALE_RATE,
+        webhooks=SCALE_WEBHOOKS,
+        respond=failing.respond,
+        ordered=True,
     )

@@ -11,7 +11,8 @@ while it inserts, and ``unpark`` takes it ``FOR UPDATE`` and deletes it only whe
 backlog is empty, so a delivery is either appended before the unpark looks (and the
 webhook stays parked) or sees no parked row (and is delivered from memory).
 
-Deliveries given up are moved to ``failed_deliveries`` with their task, for replay.
+Deliveries given up are moved to ``failed_deliveries`` (``dispatcher.store.failed_deliveries``)
+with their task, for replay.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from dispatcher.events import DeliveryTask
+from dispatcher.store import failed_deliveries
 
 if TYPE_CHECKING:
     from dispatcher.db import Connection, Executor
@@ -59,16 +61,6 @@ class BacklogEntry:
     task: DeliveryTask
     enqueued_at: float
     attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class FailedDelivery:
-    """A delivery given up (kept for replay)."""
-
-    id: int
-    task: DeliveryTask
-    reason: str
-    failed_at: datetime
 
 
 async def backlog_sizes(executor: Executor, webhook_ids: Sequence[str]) -> dict[str, int]:
@@ -168,9 +160,20 @@ async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
         return True
 
 
-async def parked_ids(executor: Executor) -> set[str]:
-    """Every parked webhook id (the deliverer loads this at start-up)."""
-    rows = await executor.fetch("SELECT webhook_id::text AS id FROM parked_webhooks")
+async def parked_among(executor: Executor, webhook_ids: Sequence[str]) -> set[str]:
+    """Which of ``webhook_ids`` are parked (ids that are not uuids never are)."""
+    keys = []
+    for webhook_id in webhook_ids:
+        try:
+            keys.append(_uuid(webhook_id))
+        except ValueError:
+            continue
+    if not keys:
+        return set()
+    rows = await executor.fetch(
+        "SELECT webhook_id::text AS id FROM parked_webhooks WHERE webhook_id = ANY($1::uuid[])",
+        keys,
+    )
     return {row["id"] for row in rows}
 
 
@@ -180,31 +183,6 @@ async def is_parked(executor: Executor, webhook_id: str) -> bool:
         "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1", _uuid(webhook_id)
     )
     return found is not None
-
-
-async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> bool:
-    """Set the webhook DISABLED with ``reason``; False when it was not ENABLED."""
-    updated = await executor.fetchval(
-        "UPDATE webhooks SET state = 'DISABLED', disabled_reason = $2, updated_at = now()"
-        " WHERE id = $1 AND state = 'ENABLED' RETURNING id",
-        _uuid(webhook_id),
-        reason,
-    )
-    return updated is not None
-
-
-async def record_failed(executor: Executor, task: DeliveryTask, tenant_id: str, reason: str) -> int:
-    """Keep a delivery that was given up, with its task, for replay; returns its id."""
-    failed_id: int = await executor.fetchval(
-        "INSERT INTO failed_deliveries (webhook_id, tenant_id, event_id, task, reason)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        _uuid(task.webhook_id),
-        tenant_id,
-        task.event.id,
-        task.to_dict(),
-        reason,
-    )
-    return failed_id
 
 
 # --- the scheduler's side -------------------------------------------------------------
@@ -356,7 +334,7 @@ async def give_up(
 ) -> int:
     """Move a backlog entry to ``failed_deliveries`` (one transaction); returns its id."""
     async with pool.acquire() as conn, conn.transaction():
-        failed_id = await record_failed(conn, entry.task, tenant_id, reason)
+        failed_id = await failed_deliveries.record_failed(conn, entry.task, tenant_id, reason)
         await delivered(conn, entry.task.webhook_id, entry.seq)
     return failed_id
 
@@ -392,37 +370,3 @@ async def find_task(executor: Executor, webhook_id: str, event_id: str) -> Deliv
         event_id,
     )
     return None if row is None else DeliveryTask.from_dict(row["task"])
-
-
-async def failed_since(
-    executor: Executor, webhook_id: str, since: datetime, limit: int, *, lock: bool = False
-) -> list[FailedDelivery]:
-    """Failed deliveries of the webhook at or after ``since``, oldest first.
-
-    With ``lock`` (inside a transaction) the rows are locked and rows locked by a
-    concurrent caller are skipped, so two recoveries never send the same delivery.
-    """
-    rows = await executor.fetch(
-        "SELECT id, task, reason, failed_at FROM failed_deliveries"
-        " WHERE webhook_id = $1 AND failed_at >= $2 ORDER BY failed_at, id LIMIT $3"
-        + (" FOR UPDATE SKIP LOCKED" if lock else ""),
-        _uuid(webhook_id),
-        since,
-        limit,
-    )
-    return [
-        FailedDelivery(
-            row["id"], DeliveryTask.from_dict(row["task"]), row["reason"], row["failed_at"]
-        )
-        for row in rows
-    ]
-
-
-async def forget_failed(executor: Executor, ids: Sequence[int]) -> int:
-    """Delete failed deliveries that were re-enqueued; returns how many."""
-    if not ids:
-        return 0
-    status = await executor.execute(
-        "DELETE FROM failed_deliveries WHERE id = ANY($1::bigint[])", list(ids)
-    )
-    return int(status.split()[-1])

@@ -6,7 +6,7 @@ ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
 
 - retry the backlog head; on 2xx drain the backlog in order at full speed (rows
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
-  ``dispatcher.backlog``);
+  ``dispatcher.store.backlog``);
 - on failure, store the next attempt time from the long schedule (``dispatcher.policy``);
 - a delivery past its retry window (or to a blocked destination) moves to
   ``failed_deliveries`` and the next one is tried;
@@ -33,21 +33,14 @@ import asyncpg
 import structlog
 
 from dispatcher import attempt_log as attempt_store
-from dispatcher import backlog
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
-from dispatcher.backlog import BacklogEntry, ParkedWebhook
-from dispatcher.policy import (
-    Random,
-    RetryPolicy,
-    Verdict,
-    classify,
-    decide,
-    default_rng,
-    should_auto_disable,
-)
+from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
+from dispatcher.store import backlog, webhooks
+from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +54,8 @@ MAX_CONCURRENT = 32
 DRAIN_BATCH = 100
 HOUSEKEEPING_INTERVAL_S = 3600.0
 RECONNECT_DELAY_S = 1.0
+# Room in a lease for the Postgres round trips around the attempts.
+LEASE_MARGIN_S = 10.0
 # Advisory lock so only one process purges at a time.
 _PURGE_LOCK = 7_405_131_005
 
@@ -104,16 +99,16 @@ class BacklogScheduler:
         self._rng = rng or default_rng()
         self._clock = clock
         self.policy = RetryPolicy.from_settings(settings)
-        # A claim is a lease: long enough for a few attempts at the delivery timeout.
-        self.lease_s = max(60.0, 3 * settings.delivery_timeout_s)
+        # A claim is a lease: long enough for a few attempts at the delivery timeout
+        # (it is renewed at half-time), and short, because when its holder dies the
+        # webhook's backlog waits for the lease to run out.
+        self.lease_s = 3 * settings.delivery_timeout_s + LEASE_MARGIN_S
         self._wake = asyncio.Event()
         self._stopping = False
         self._active: dict[str, asyncio.Task[None]] = {}
         # Webhooks changed (re-enabled, edited) since the last pass.
         self._changed: list[str] = []
         self._next_housekeeping = 0.0
-        # Observability (and tests): passes of the main loop.
-        self.passes = 0
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the current attempts and return."""
@@ -129,7 +124,6 @@ class BacklogScheduler:
         listener = asyncio.create_task(self._listen(), name="backlog-listener")
         try:
             while not self._stopping:
-                self.passes += 1
                 self._wake.clear()
                 await self._housekeeping()
                 await self._retry_changed()
@@ -154,7 +148,7 @@ class BacklogScheduler:
                 await backlog.retry_now(self._pool, webhook_id, self._clock())
             except ValueError:
                 continue  # not a uuid: not a webhook id
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.retry_now_failed", webhook_id=webhook_id, error=str(exc))
 
     async def _claim(self) -> list[ParkedWebhook]:
@@ -165,7 +159,7 @@ class BacklogScheduler:
             claimed = await backlog.claim_due(
                 self._pool, self._clock(), self.lease_s, min(room, CLAIM_BATCH)
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("scheduler.claim_failed", error=str(exc))
             return []
         return [p for p in claimed if p.webhook_id not in self._active]
@@ -177,12 +171,14 @@ class BacklogScheduler:
         if len(self._active) < MAX_CONCURRENT:
             try:
                 due = await backlog.next_due_at(self._pool)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.query_failed", error=str(exc))
                 due = None
                 delay = RECONNECT_DELAY_S
             if due is not None:
                 delay = min(delay, max(due - self._clock(), 0.0 if claimed else MIN_SLEEP_S))
+        # Once per pass: how long it may sleep and how many webhooks it works on now.
+        log.debug("scheduler.sleeping", seconds=round(delay, 3), active=len(self._active))
         if delay <= 0:
             return
         with contextlib.suppress(TimeoutError):
@@ -241,10 +237,10 @@ class BacklogScheduler:
                     if self._stopping:
                         break
                     outcome = await self._attempt(target, entry, streak)
-                    if outcome == "stop":
-                        return
-                    if outcome == "delivered":
+                    if outcome is Outcome.DELIVERED:
                         drained_through = entry.seq
+                    elif outcome is not Outcome.GIVE_UP:
+                        return  # rescheduled or disabled
                     if self._clock() > lease_until - self.lease_s / 2:
                         lease_until = self._clock() + self.lease_s
                         await backlog.renew_lease(self._pool, webhook_id, lease_until)
@@ -267,56 +263,55 @@ class BacklogScheduler:
         # without waiting for the lease to run out.
         await backlog.release(self._pool, webhook_id)
 
-    async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> str:
-        """Try one backlog entry: "delivered", "gave_up" (go on) or "stop" (rescheduled)."""
+    async def _attempt(self, target: WebhookTarget, entry: BacklogEntry, streak: Streak) -> Outcome:
+        """Try one backlog entry and carry out the policy's step for it.
+
+        DELIVERED and GIVE_UP go on with the next entry; the others end this run.
+        """
         webhook_id = target.id
         result = await attempt_delivery(
             self._sender, target, entry.task, entry.attempts + 1, self._clock
         )
         self._attempt_log.record(result)
         now = self._clock()
-        classification = classify(result, self.policy.retry_after_max, now)
-        if classification.verdict is Verdict.DELIVERED:
+        state = LaneState(
+            streak.failures,
+            streak.failing_since,
+            # The retry window is per delivery: from when it was parked, or from when
+            # the webhook last started failing (e.g. after a re-enable), if later.
+            retry_from=max(entry.enqueued_at, streak.webhook_failing_since or now),
+            webhook_failing_since=streak.webhook_failing_since,
+        )
+        step = next_step(result, state, self.policy, now, self._rng)
+        if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
-            return "delivered"
-        if classification.verdict is Verdict.DISABLE:
-            await self._disable(target, f"the endpoint answered {result.status_code} Gone")
-            return "stop"
-        # The retry window is per delivery: from when it was parked, or from when the
-        # webhook last started failing (e.g. after a re-enable), whichever is later.
-        since = max(entry.enqueued_at, streak.webhook_failing_since or now)
-        failures = streak.failures + 1
-        decision = decide(self.policy, classification, since, failures, now, self._rng)
-        if decision.action == "give_up":
-            reason = result.error or "gave up"
-            if classification.verdict is Verdict.RETRY:
-                reason = f"retry window exceeded; last error: {reason}"
-            await backlog.give_up(self._pool, entry, target.tenant_id, reason)
+        elif step.outcome is Outcome.DISABLE:
+            assert step.reason is not None
+            await self._disable(target, step.reason)
+        elif step.outcome is Outcome.GIVE_UP:
+            assert step.reason is not None
+            await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
             log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
-            return "gave_up"
-        if should_auto_disable(self.policy, streak.webhook_failing_since, now):
-            days = self.policy.auto_disable_after / 86400
-            await self._disable(target, f"failing continuously for {days:g} days")
-            return "stop"
-        assert decision.next_attempt_at is not None
-        await backlog.attempted(self._pool, webhook_id, entry.seq)
-        await backlog.reschedule(
-            self._pool,
-            webhook_id,
-            failures=failures,
-            failing_since=streak.failing_since,
-            next_attempt_at=decision.next_attempt_at,
-        )
-        log.debug(
-            "scheduler.rescheduled",
-            webhook_id=webhook_id,
-            failures=failures,
-            in_s=round(decision.next_attempt_at - now, 3),
-        )
-        return "stop"
+        else:  # RETRY or PARK: parked already, both wait for the next slot
+            assert step.next_attempt_at is not None
+            await backlog.attempted(self._pool, webhook_id, entry.seq)
+            await backlog.reschedule(
+                self._pool,
+                webhook_id,
+                failures=step.failures,
+                failing_since=streak.failing_since,
+                next_attempt_at=step.next_attempt_at,
+            )
+            log.debug(
+                "scheduler.rescheduled",
+                webhook_id=webhook_id,
+                failures=step.failures,
+                in_s=round(step.next_attempt_at - now, 3),
+            )
+        return step.outcome
 
     async def _disable(self, target: WebhookTarget, reason: str) -> None:
-        await backlog.disable_webhook(self._pool, target.id, reason)
+        await webhooks.disable_webhook(self._pool, target.id, reason)
         await self._release(target.id)
         log.warning("scheduler.disabled", webhook_id=target.id, reason=reason)
 
@@ -326,7 +321,7 @@ class BacklogScheduler:
         while True:
             try:
                 await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("scheduler.listen_lost", error=str(exc))
             await asyncio.sleep(RECONNECT_DELAY_S)
 
@@ -368,5 +363,5 @@ class BacklogScheduler:
                     await conn.execute("SELECT pg_advisory_unlock($1)", _PURGE_LOCK)
             if purged or orphans:
                 log.info("scheduler.housekeeping", purged_attempts=purged, orphans=orphans)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("scheduler.housekeeping_failed", error=str(exc))
