@@ -7,14 +7,19 @@ lag draining to 0 and a parked lane while an endpoint is down; ``hooklane status
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher import db
 from dispatcher.broker import free_port
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
@@ -32,6 +37,16 @@ from tests.test_cli import hooklane
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 N = 20
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A database of this test's own: ``hooklane status`` reports on every webhook in it,
+    and the session database holds other tests' failing webhooks."""
+    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_obs_{uuid.uuid4().hex[:10]}"
+    asyncio.run(db.migrate(url))
+    yield url
+    asyncio.run(db.drop_database(url))
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
