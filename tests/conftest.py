@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -48,12 +49,21 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
+@contextlib.contextmanager
+def migrated_database(name: str = "test") -> Iterator[str]:
+    """A fresh, migrated database ``hooklane_<name>_<random>``, dropped afterwards."""
+    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_{name}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(db.migrate(url))
+    try:
+        yield url
+    finally:
+        asyncio.run(db.drop_database(url))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(db.migrate(url))
-    yield url
-    asyncio.run(db.drop_database(url))
+    with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ lag draining to 0 and a parked lane while an endpoint is down; ``hooklane status
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +17,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher import db
 from dispatcher.broker import free_port
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
-from tests.conftest import TenantKey
+from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import (
     Received,
     Receiver,
@@ -43,10 +40,8 @@ N = 20
 def database_url() -> Iterator[str]:
     """A database of this test's own: ``hooklane status`` reports on every webhook in it,
     and the session database holds other tests' failing webhooks."""
-    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_obs_{uuid.uuid4().hex[:10]}"
-    asyncio.run(db.migrate(url))
-    yield url
-    asyncio.run(db.drop_database(url))
+    with migrated_database("obs") as url:
+        yield url
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

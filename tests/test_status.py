@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -13,10 +15,19 @@ from dispatcher.broker import EmbeddedBroker, ensure_topics
 from dispatcher.ops_queries import BacklogStats, FailingWebhook
 from dispatcher.settings import Settings
 from dispatcher.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
-from tests.conftest import TenantKey
+from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import create_webhook
 from tests.test_cli import hooklane
 from tests.test_lag import commit, produce
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A database of this test's own: status ranks every failing webhook in it, and the
+    session database holds other tests' failing webhooks."""
+    with migrated_database("status") as url:
+        yield url
+
 
 T0 = TopicPartition("hooklane.deliveries", 0)
 T1 = TopicPartition("hooklane.deliveries", 1)
