@@ -232,7 +232,9 @@ class BacklogScheduler:
             if not entries:
                 if await backlog.unpark(self._pool, webhook_id):
                     log.info("scheduler.unparked", webhook_id=webhook_id)
-                    if parked.failures:  # a failure episode ended (not a re-enabled webhook's)
+                    # A failure episode ended with a 2xx (not given up to the end, not
+                    # a re-enabled webhook that never failed).
+                    if parked.failures and drained:
                         self._announcer.recovered(webhook_id, drained, parked.failing_since)
                     return
                 continue  # something was appended meanwhile: keep draining
