@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
 
 import pytest
 from structlog.testing import capture_logs
@@ -26,8 +27,14 @@ class Clock:
 
 
 class Published(list[Event]):
+    """An announcer's ``publish`` that keeps what it was given."""
+
     async def __call__(self, event: Event) -> None:
         self.append(event)
+
+    def topics(self) -> Counter[str]:
+        """How many events of each topic were published."""
+        return Counter(event.topic for event in self)
 
 
 async def _target(webhook_id: str) -> WebhookTarget | None:

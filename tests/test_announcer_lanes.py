@@ -8,24 +8,24 @@ The Worker with the fake sender, targets and store of ``test_deliverer_worker`` 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 from dispatcher import operational
 from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.errors import BlockedDestination
-from dispatcher.events import Event
 from dispatcher.settings import Settings
 from tests.pipeline_helpers import wait_until
+from tests.test_announcer import Published
 from tests.test_deliverer_worker import TP, FakeSender, _target, harness
 
 
-class Published(list[Event]):
-    async def __call__(self, event: Event) -> None:
-        self.append(event)
+async def _down(_url: str, _event: str) -> int:
+    return 500
 
-    def topics(self) -> Counter[str]:
-        return Counter(event.topic for event in self)
+
+def _failing(settings: Settings) -> Settings:
+    """Park a failing lane after 0.2 s."""
+    return settings.replace(retry_schedule=(0.05, 0.05, 0.05, 1.0), park_after=0.2)
 
 
 def _announcer(targets: dict[str, WebhookTarget | None]) -> tuple[Announcer, Published]:
@@ -39,14 +39,10 @@ def _announcer(targets: dict[str, WebhookTarget | None]) -> tuple[Announcer, Pub
 
 async def test_a_parked_lane_is_announced_once_however_much_follows(settings: Settings) -> None:
     """Parking a failing lane publishes one PARKED; deliveries appended later add none."""
-
-    async def down(_url: str, _event: str) -> int:
-        return 500
-
-    settings = settings.replace(retry_schedule=(0.05, 0.05, 0.05, 1.0), park_after=0.2)
+    settings = _failing(settings)
     targets: dict[str, WebhookTarget | None] = {"w": _target("w")}
     announcer, published = _announcer(targets)
-    async with harness(settings, targets, FakeSender(answer=down), announcer=announcer) as h:
+    async with harness(settings, targets, FakeSender(answer=_down), announcer=announcer) as h:
         for n in range(5):
             h.submit("w", f"e{n}")
         await wait_until(lambda: "w" in h.store.parked, within=10)
@@ -62,14 +58,10 @@ async def test_a_parked_lane_is_announced_once_however_much_follows(settings: Se
 
 async def test_a_lane_joining_a_parked_backlog_announces_nothing(settings: Settings) -> None:
     """Parked already (say by the previous owner): not a new episode, no PARKED."""
-
-    async def down(_url: str, _event: str) -> int:
-        return 500
-
-    settings = settings.replace(retry_schedule=(0.05, 0.05, 0.05, 1.0), park_after=0.2)
+    settings = _failing(settings)
     targets: dict[str, WebhookTarget | None] = {"w": _target("w")}
     announcer, published = _announcer(targets)
-    async with harness(settings, targets, FakeSender(answer=down), announcer=announcer) as h:
+    async with harness(settings, targets, FakeSender(answer=_down), announcer=announcer) as h:
         h.submit("w", "e0")
         await wait_until(lambda: bool(h.sender.sent), within=5)  # checked: not parked
         # Parked meanwhile by someone else, before this lane's own park is written.

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from datetime import datetime
 
 import pytest
 
 from dispatcher import operational
 from dispatcher.deliverer.announcer import Announcer
-from dispatcher.events import Event
-from dispatcher.settings import Settings
 from dispatcher.store.webhooks import load_target
+from tests import test_scheduler as scheduler_tests
+from tests.test_announcer import Published
 from tests.test_failure_support import BOX, clean_backlog, eventually, make_webhook, receiver
 from tests.test_scheduler import (
     BlockedSender,
@@ -29,21 +28,8 @@ from tests.test_scheduler import (
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 
-
-@pytest.fixture
-def short(settings: Settings) -> Settings:
-    """``test_scheduler``'s schedule: park after 1 s, long retries every second."""
-    return settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=6.0
-    )
-
-
-class Published(list[Event]):
-    async def __call__(self, event: Event) -> None:
-        self.append(event)
-
-    def topics(self) -> Counter[str]:
-        return Counter(event.topic for event in self)
+# test_scheduler's fixture: park after 1 s, long retries every second.
+short = scheduler_tests.short
 
 
 def _announcer(pool, **options) -> tuple[Announcer, Published]:
