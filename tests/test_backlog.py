@@ -41,6 +41,18 @@ async def test_park_keeps_order_and_appends_after(pool, tenant) -> None:
     assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 6}
 
 
+async def test_park_reports_a_new_parking_episode(pool, tenant) -> None:
+    """park answers True when it created the parked row, False when it appended to one."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    task = make_task(webhook_id, tenant.id, 0)
+    assert await backlog.park(pool, webhook_id, [task], 0, 1, 0) is True
+    assert await backlog.park(pool, webhook_id, [task], 0, 1, 0) is False
+    for entry in await backlog.head(pool, webhook_id, 10):
+        await backlog.delivered(pool, webhook_id, entry.seq)
+    assert await backlog.unpark(pool, webhook_id)
+    assert await backlog.park(pool, webhook_id, [], 0, 1, 0) is True  # the next episode
+
+
 async def test_append_only_while_parked(pool, tenant) -> None:
     """append_if_parked writes nothing for an unparked webhook and appends for a parked one."""
     webhook_id = await make_webhook(pool, tenant.id)

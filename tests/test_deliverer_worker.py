@@ -77,9 +77,11 @@ class FakeStore:
         failures: int,
         next_attempt_at: float,
         head_attempts: int,
-    ) -> None:
+    ) -> bool:
+        created = webhook_id not in self.parked
         self.parked.add(webhook_id)
         self.backlog.setdefault(webhook_id, []).extend(t.event.id for t in tasks)
+        return created
 
     async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool:
         if webhook_id not in self.parked:

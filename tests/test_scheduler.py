@@ -49,7 +49,7 @@ def sleeps(logs: list[MutableMapping[str, Any]]) -> int:
 
 @contextlib.asynccontextmanager
 async def running_scheduler(
-    settings: Settings, pool: Any, sender: Any = None
+    settings: Settings, pool: Any, sender: Any = None, announcer: Any = None
 ) -> AsyncIterator[BacklogScheduler]:
     """A scheduler (with its own attempt log and sender) running as a task."""
     own_sender = sender is None
@@ -57,7 +57,7 @@ async def running_scheduler(
     log = AttemptLog(pool, flush_interval=0.05)
     log.start()
     scheduler = BacklogScheduler(
-        settings, pool, sender, functools.partial(load_target, pool, BOX), log
+        settings, pool, sender, functools.partial(load_target, pool, BOX), log, announcer=announcer
     )
     task = asyncio.create_task(scheduler.run())
     try:

@@ -10,6 +10,10 @@
   unparked the webhook, and the lane delivers from memory again.
 - ``give_up``: a delivery that will never succeed is recorded for replay.
 
+Each of these is announced to the tenant's other webhooks (``Announcer``): a give-up
+(GAVE_UP), a disabling (DISABLED) and a new parking episode of a failing lane (PARKED;
+not for a DISABLED webhook, whose DISABLED said it, nor for appends to a backlog).
+
 A lane has at most one writer at a time (``lane.storing``), set synchronously before
 the write starts so nothing else is dispatched or written meanwhile. A failed write
 leaves the deliveries in memory, to try again ``STORE_RETRY_S`` later.
@@ -24,6 +28,7 @@ import structlog
 
 from dispatcher.attempt import WebhookTarget
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.store import DeliveryStore
 
@@ -44,8 +49,10 @@ class Parking:
         clock: Callable[[], float],
         finish: Callable[[Pending], None],
         settle: Callable[[Lane], None],
+        announcer: Announcer,
     ) -> None:
         self._store = store
+        self._announcer = announcer
         self._clock = clock
         self._finish = finish  # a delivery is done: its offset may be committed
         self._settle = settle  # a write ended: forget or re-schedule the lane
@@ -60,6 +67,7 @@ class Parking:
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
             return
         self._finish(entry)
+        self._announcer.gave_up(target.id, entry.task, entry.attempts, reason)
 
     async def disable(
         self, lane: Lane, entry: Pending, reason: str, failing_since: float, failures: int
@@ -71,7 +79,8 @@ class Parking:
             log.warning("webhook.disable_failed", webhook_id=lane.webhook_id, error=str(exc))
         else:
             log.warning("webhook.disabled", webhook_id=lane.webhook_id, reason=reason)
-        await self.park(lane, entry, failing_since, failures, self._clock())
+            self._announcer.disabled(lane.webhook_id, reason, failing_since)
+        await self.park(lane, entry, failing_since, failures, self._clock(), announce=False)
 
     async def park(
         self,
@@ -80,12 +89,22 @@ class Parking:
         failing_since: float,
         failures: int,
         next_attempt_at: float,
+        *,
+        announce: bool = True,
     ) -> None:
         """Move ``head`` and every pending delivery of ``lane``, in order, to the backlog."""
         entries = self.begin(lane, head)
         if entries is not None:
             head_attempts = head.attempts if head is not None else 0
-            await self.store(lane, entries, head_attempts, failing_since, failures, next_attempt_at)
+            await self.store(
+                lane,
+                entries,
+                head_attempts,
+                failing_since,
+                failures,
+                next_attempt_at,
+                announce=announce,
+            )
 
     def begin(self, lane: Lane, head: Pending | None) -> list[Pending] | None:
         """Take the lane out of service now; None when a write is already under way."""
@@ -105,10 +124,16 @@ class Parking:
         failing_since: float,
         failures: int,
         next_attempt_at: float,
+        *,
+        announce: bool = True,
     ) -> None:
-        """Write the entries taken by ``begin`` as the webhook's parked backlog."""
+        """Write the entries taken by ``begin`` as the webhook's parked backlog.
+
+        A new parking episode of a failing lane is announced (PARKED) unless ``announce``
+        is False; a lane parked because its webhook is DISABLED (no failures) is not.
+        """
         try:
-            await self._store.park(
+            created = await self._store.park(
                 lane.webhook_id,
                 [entry.task for entry in entries],
                 failing_since,
@@ -124,6 +149,8 @@ class Parking:
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
         else:
             log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
+            if created and announce and failures:
+                self._announcer.parked(lane.webhook_id, len(entries), failing_since)
             for entry in entries:
                 self._finish(entry)
             lane.recovered()

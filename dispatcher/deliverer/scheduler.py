@@ -36,6 +36,7 @@ from dispatcher import attempt_log as attempt_store
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.deliverer.announcer import Announcer
 from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
@@ -90,8 +91,11 @@ class BacklogScheduler:
         attempt_log: AttemptLog,
         rng: Random | None = None,
         clock: Callable[[], float] = time.time,
+        announcer: Announcer | None = None,
     ) -> None:
         self._settings = settings
+        # Without an announcer (no producer), disabling and recovery are only logged.
+        self._announcer = announcer or Announcer(None, load_target)
         self._pool = pool
         self._sender = sender
         self._load_target = load_target
@@ -222,11 +226,16 @@ class BacklogScheduler:
             return
         streak = Streak(parked.failures, parked.failing_since, parked.webhook_failing_since)
         lease_until = self._clock() + self.lease_s
+        drained = 0
         while not self._stopping:
             entries = await backlog.head(self._pool, webhook_id, DRAIN_BATCH)
             if not entries:
                 if await backlog.unpark(self._pool, webhook_id):
                     log.info("scheduler.unparked", webhook_id=webhook_id)
+                    # A failure episode ended with a 2xx (not given up to the end, not
+                    # a re-enabled webhook that never failed).
+                    if parked.failures and drained:
+                        self._announcer.recovered(webhook_id, drained, parked.failing_since)
                     return
                 continue  # something was appended meanwhile: keep draining
             # Delivered entries are deleted once per run, not one statement each; a
@@ -239,6 +248,7 @@ class BacklogScheduler:
                     outcome = await self._attempt(target, entry, streak)
                     if outcome is Outcome.DELIVERED:
                         drained_through = entry.seq
+                        drained += 1
                     elif outcome is not Outcome.GIVE_UP:
                         return  # rescheduled or disabled
                     if self._clock() > lease_until - self.lease_s / 2:
@@ -288,10 +298,12 @@ class BacklogScheduler:
         elif step.outcome is Outcome.DISABLE:
             assert step.reason is not None
             await self._disable(target, step.reason)
+            self._announcer.disabled(webhook_id, step.reason, step.failing_since)
         elif step.outcome is Outcome.GIVE_UP:
             assert step.reason is not None
             await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
             log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
+            self._announcer.gave_up(webhook_id, entry.task, entry.attempts + 1, step.reason)
         else:  # RETRY or PARK: parked already, both wait for the next slot
             assert step.next_attempt_at is not None
             await backlog.attempted(self._pool, webhook_id, entry.seq)

@@ -8,7 +8,9 @@ allows: the highest offset below which every delivery finished, once the attempt
 behind it is written. Too many unfinished deliveries pause the partitions until the
 backlog drains below half (backpressure). Lanes failing beyond the in-memory window
 are parked in Postgres; the ``BacklogScheduler`` running alongside retries and drains
-them, and every attempt goes to the ``AttemptLog``.
+them, and every attempt goes to the ``AttemptLog``. Both announce a webhook's trouble
+(disabled, parked, recovered, gave up) to its tenant's other webhooks through the
+``Announcer``, which publishes with its own ``Producer``, off the delivery path.
 
 On revocation and on ``stop()`` the deliverer stops taking work from those partitions,
 lets in-flight requests finish within the delivery timeout, commits, and (on stop)
@@ -29,16 +31,19 @@ import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from dispatcher import db
+from dispatcher.attempt import AttemptResult
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.broker import require_topics
 from dispatcher.consumer import Batch, GroupConsumer
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.dead_letter import send_dead_letter
+from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.producer import Producer
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import ClosableSender, Sender, make_sender
 from dispatcher.service import run_until_signalled
@@ -82,6 +87,8 @@ class Deliverer:
         self._dead_letters: AIOKafkaProducer | None = None
         self._attempt_log: AttemptLog | None = None
         self._scheduler: BacklogScheduler | None = None
+        self._producer: Producer | None = None
+        self._announcer: Announcer | None = None
         self.worker: Worker | None = None
 
     @property
@@ -98,17 +105,27 @@ class Deliverer:
         self._sender = self._given_sender or make_sender(settings)
         self._attempt_log = AttemptLog(self._pool)
         self._attempt_log.start()
+        self._producer = Producer(settings)
+        await self._producer.start()
+        attempt_log = self._attempt_log
+        announcer = self._announcer = Announcer(self._producer.publish_event, targets.get)
+
+        def attempted(result: AttemptResult) -> None:
+            attempt_log.record(result)
+            announcer.attempted(result)
+
         worker = self.worker = Worker(
             settings,
             self._sender,
             targets,
             PostgresStore(self._pool),
-            on_attempt=self._attempt_log.record,
+            on_attempt=attempted,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
+            announcer=announcer,
         )
         self._scheduler = BacklogScheduler(
-            settings, self._pool, self._sender, targets.get, self._attempt_log
+            settings, self._pool, self._sender, targets.get, self._attempt_log, announcer=announcer
         )
 
         async def changed(webhook_id: str) -> None:
@@ -194,6 +211,11 @@ class Deliverer:
             await self._group.close()
         if self._dead_letters is not None:
             await self._dead_letters.stop()
+        if self._announcer is not None:
+            await self._announcer.close()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):  # best effort, as every announcement
+                await self._producer.stop()
         if self._changes is not None:
             await self._changes.stop()
         if self._attempt_log is not None:

@@ -27,7 +27,7 @@ class DeliveryStore(Protocol):
         failures: int,
         next_attempt_at: float,
         head_attempts: int,
-    ) -> None: ...
+    ) -> bool: ...
 
     async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool: ...
 
@@ -52,9 +52,9 @@ class PostgresStore:
         failures: int,
         next_attempt_at: float,
         head_attempts: int,
-    ) -> None:
-        """Park the webhook with ``tasks`` in order (appends if already parked)."""
-        await backlog.park(
+    ) -> bool:
+        """Park the webhook with ``tasks`` in order (appends if already parked); True if new."""
+        return await backlog.park(
             self._pool, webhook_id, tasks, failing_since, failures, next_attempt_at, head_attempts
         )
 

@@ -37,6 +37,7 @@ from aiokafka import TopicPartition
 from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
@@ -89,6 +90,7 @@ class Worker:
         rng: random.Random | None = None,
         on_attempt: Callable[[AttemptResult], None] | None = None,
         park_early_above: int = PARK_EARLY_ABOVE,
+        announcer: Announcer | None = None,
     ) -> None:
         self.settings = settings
         # A failing lane holding more deliveries than this parks before ``park_after``,
@@ -98,7 +100,9 @@ class Worker:
         self._sender = sender
         self._targets = targets
         self._store = store
-        self._parking = Parking(store, clock, self._finish, self._settle)
+        # Without an announcer (no producer), the lanes' trouble is only logged.
+        announcer = announcer or Announcer(None, targets.get)
+        self._parking = Parking(store, clock, self._finish, self._settle, announcer)
         self._parked_states = ParkedStates()
         # Lanes waiting for their parked state (see ``_check_parked``).
         self._unchecked: set[str] = set()

@@ -96,8 +96,8 @@ async def park(
     failures: int,
     next_attempt_at: float,
     head_attempts: int = 0,
-) -> None:
-    """Park ``webhook_id`` with ``tasks`` (in order) in one transaction.
+) -> bool:
+    """Park ``webhook_id`` with ``tasks`` (in order) in one transaction; True if newly parked.
 
     Already parked: the tasks go after its backlog, the earliest ``failing_since``
     wins and the scheduler's ``next_attempt_at`` is kept. ``head_attempts`` is how
@@ -105,11 +105,13 @@ async def park(
     """
     key = _uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
+        # xmax = 0 only on a freshly inserted row: a new parking episode (announced once).
+        created: bool = await conn.fetchval(
             "INSERT INTO parked_webhooks (webhook_id, failing_since, failures, next_attempt_at)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO UPDATE SET"
             " failing_since = LEAST(parked_webhooks.failing_since, EXCLUDED.failing_since),"
-            " failures = GREATEST(parked_webhooks.failures, EXCLUDED.failures)",
+            " failures = GREATEST(parked_webhooks.failures, EXCLUDED.failures)"
+            " RETURNING xmax = 0",
             key,
             _ts(failing_since),
             failures,
@@ -117,6 +119,7 @@ async def park(
         )
         if tasks:
             await _insert_tasks(conn, key, tasks, head_attempts)
+    return created
 
 
 async def append_if_parked(
