@@ -45,11 +45,11 @@ async def test_create_and_read_the_subscription_fields(client, tenant):
         assert (body["buffered"], body["concurrency"]) == (0, 1)
 
 
-async def test_defaults_are_null_and_unordered_concurrency_is_the_ceiling(client, tenant):
-    """Without the fields they are null; an unordered webhook reports max_in_flight."""
+async def test_defaults_are_null_and_unordered_concurrency_starts_at_one(client, tenant):
+    """Without the fields they are null; an unordered webhook's window starts at 1."""
     created = await create(client, tenant, ordering="unordered", max_in_flight=8)
     assert (created["filter"], created["rate_limit"], created["retry"]) == (None, None, None)
-    assert created["concurrency"] == 8
+    assert created["concurrency"] == 1
 
 
 async def test_update_sets_and_clears_the_fields(client, tenant):

@@ -68,6 +68,7 @@ class FakeStore:
     disabled: dict[str, str] = field(default_factory=dict)
     checks: list[list[str]] = field(default_factory=list)  # parked_among calls
     check_error: Exception | None = None
+    windows: dict[str, list[int]] = field(default_factory=dict)  # set_concurrency calls
 
     async def park(
         self,
@@ -98,6 +99,9 @@ class FakeStore:
         if self.check_error is not None:
             raise self.check_error
         return self.parked & set(webhook_ids)
+
+    async def set_concurrency(self, webhook_id: str, concurrency: int) -> None:
+        self.windows.setdefault(webhook_id, []).append(concurrency)
 
 
 def _target(webhook_id: str, **changes: object) -> WebhookTarget:

@@ -5,6 +5,12 @@ may send sit in one FIFO ready queue; the dispatch loop takes the first, starts 
 request (under the global in-flight semaphore) and puts the lane back at the tail if it
 may send more, so a busy webhook gets one turn per round like everybody else.
 
+Pacing per webhook (``Lane.pace``, ``Lane.adapt``): a rate-limited lane whose bucket
+is empty waits on its own timer (``next_attempt_at``) before it asks for a global
+in-flight slot, so it holds none and sends nothing (no attempt is logged) while it
+waits; an unordered lane's in-flight limit is its adaptive window, fed by every answer
+and reported to Postgres at most every ``REPORT_WINDOW_EVERY_S`` while it changes.
+
 Each outcome goes through the delivery policy (``dispatcher.policy``): 2xx finishes the
 delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
 past the in-memory window, on 410 or for a DISABLED webhook the lane moves to the
@@ -36,6 +42,7 @@ from aiokafka import TopicPartition
 
 from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.concurrency import classify
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
@@ -53,6 +60,11 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
 # Default for ``Worker(park_early_above=...)``: the deliverer passes 5% of its buffer.
 PARK_EARLY_ABOVE = 250
+# A 2xx slower than this fraction of the delivery timeout counts as overload for the
+# adaptive window: the receiver is near the point where requests time out.
+SLOW_ANSWER_FRACTION = 0.5
+# The adaptive window is written to the webhook row at most this often per webhook.
+REPORT_WINDOW_EVERY_S = 2.0
 
 
 def internal_failure(
@@ -108,6 +120,9 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
+        self._slow_answer_s = settings.delivery_timeout_s * SLOW_ANSWER_FRACTION
+        # webhook id -> (window last reported, when: time.monotonic()).
+        self._reported_windows: dict[str, tuple[int, float]] = {}
         self.lanes: dict[str, Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self._ready: asyncio.Queue[Lane] = asyncio.Queue()
@@ -350,11 +365,18 @@ class Worker:
             if parking is not None:
                 self._start_task(self._parking.store(lane, parking, 0, now, 0, now))
             return
-        lane.limit = (
-            1
+        lane.adapt(
+            None
             if target.ordering == "ordered"
             else min(target.max_in_flight, self.settings.max_in_flight_per_webhook)
         )
+        now = self._clock()
+        wait = lane.pace(target.rate_limit, now)
+        if wait > 0:
+            # Its own timer, no global slot held: other lanes go on meanwhile.
+            lane.next_attempt_at = max(lane.next_attempt_at, now + wait)
+            self._schedule(lane)
+            return
         await self._slots.acquire()
         if not lane.ready(self._clock()):  # revoked or changed while waiting for a slot
             self._slots.release()
@@ -372,6 +394,7 @@ class Worker:
     # -- outcomes -------------------------------------------------------------------
 
     async def _deliver(self, lane: Lane, target: WebhookTarget, entry: Pending) -> None:
+        started_at = self._clock()
         try:
             try:
                 result = await attempt_delivery(
@@ -390,11 +413,39 @@ class Worker:
             entry.attempts += 1
             if self._on_attempt is not None:
                 self._on_attempt(result)
+            self._adapt_window(lane, result, started_at)
             await self._handle(lane, target, entry, result)
         finally:
             self._in_flight[entry.partition] -= 1
             async with self._idle:
                 self._idle.notify_all()
+
+    def _adapt_window(self, lane: Lane, result: AttemptResult, started_at: float) -> None:
+        if lane.window is None:
+            return
+        signal = classify(
+            result.status_code,
+            result.duration_ms / 1000,
+            result.error_class == "DeliveryTimeout",
+            self._slow_answer_s,
+        )
+        lane.observe(signal, started_at, self._clock())
+        reported = self._reported_windows.get(lane.webhook_id)
+        now = time.monotonic()
+        if reported is not None and (
+            reported[0] == lane.limit or now - reported[1] < REPORT_WINDOW_EVERY_S
+        ):
+            return
+        self._reported_windows[lane.webhook_id] = (lane.limit, now)
+        self._start_task(self._report_window(lane.webhook_id, lane.limit))
+
+    async def _report_window(self, webhook_id: str, window: int) -> None:
+        try:
+            await self._store.set_concurrency(webhook_id, window)
+        except TRANSIENT_ERRORS as exc:
+            # Only the webhook object's ``concurrency`` is stale; the next change retries.
+            self._reported_windows.pop(webhook_id, None)
+            log.warning("lane.window_report_failed", webhook_id=webhook_id, error=str(exc))
 
     def _live(self, entry: Pending) -> bool:
         return self.trackers.get(entry.partition) is entry.tracker
@@ -406,7 +457,8 @@ class Worker:
         state = policy.LaneState(
             lane.failures, lane.failing_since, webhook_failing_since=lane.failing_since
         )
-        step = policy.next_step(result, state, self.policy, now, self._rng)
+        retry_policy = policy.effective_policy(self.policy, target.retry)
+        step = policy.next_step(result, state, retry_policy, now, self._rng)
         outcome = step.outcome
         if outcome is Outcome.DELIVERED:
             lane.succeeded()
@@ -465,7 +517,12 @@ class Worker:
         self.outstanding -= 1
 
     def _forget_if_idle(self, lane: Lane) -> None:
-        if lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane:
+        if (
+            lane.idle
+            and not lane.failing
+            and not lane.pacing(self._clock())
+            and self.lanes.get(lane.webhook_id) is lane
+        ):
             self.lanes.pop(lane.webhook_id, None)
             if lane.checked:
                 self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
