@@ -121,8 +121,11 @@ class Worker:
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
         self._slow_answer_s = settings.delivery_timeout_s * SLOW_ANSWER_FRACTION
-        # webhook id -> (window last reported, when: time.monotonic()).
+        # Adaptive windows: last reported (value, time.monotonic()), the latest value
+        # waiting for its report, and the timers of those reports; per webhook id.
         self._reported_windows: dict[str, tuple[int, float]] = {}
+        self._windows_due: dict[str, int] = {}
+        self._window_timers: dict[str, asyncio.TimerHandle] = {}
         self.lanes: dict[str, Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self._ready: asyncio.Queue[Lane] = asyncio.Queue()
@@ -307,9 +310,10 @@ class Worker:
                     lane.next_attempt_at = self._clock() + STORE_RETRY_S
                     self._schedule(lane)
         finally:
-            for timer in self._timers.values():
+            for timer in [*self._timers.values(), *self._window_timers.values()]:
                 timer.cancel()
             self._timers.clear()
+            self._window_timers.clear()
 
     async def close(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for in-flight requests, then cancel the rest."""
@@ -430,14 +434,33 @@ class Worker:
             self._slow_answer_s,
         )
         lane.observe(signal, started_at, self._clock())
-        reported = self._reported_windows.get(lane.webhook_id)
-        now = time.monotonic()
-        if reported is not None and (
-            reported[0] == lane.limit or now - reported[1] < REPORT_WINDOW_EVERY_S
-        ):
+        self._report_window_soon(lane.webhook_id, lane.limit)
+
+    def _report_window_soon(self, webhook_id: str, window: int) -> None:
+        # At most one write per REPORT_WINDOW_EVERY_S per webhook, and the last value of
+        # a burst is written too (a trailing timer), so the object ends up exact.
+        self._windows_due[webhook_id] = window
+        if webhook_id in self._window_timers:
+            return  # a report is scheduled: it writes the latest value
+        reported = self._reported_windows.get(webhook_id)
+        if reported is not None and reported[0] == window:
+            del self._windows_due[webhook_id]
             return
-        self._reported_windows[lane.webhook_id] = (lane.limit, now)
-        self._start_task(self._report_window(lane.webhook_id, lane.limit))
+        delay = 0.0
+        if reported is not None:
+            delay = max(0.0, reported[1] + REPORT_WINDOW_EVERY_S - time.monotonic())
+        self._window_timers[webhook_id] = asyncio.get_running_loop().call_later(
+            delay, self._flush_window, webhook_id
+        )
+
+    def _flush_window(self, webhook_id: str) -> None:
+        self._window_timers.pop(webhook_id, None)
+        window = self._windows_due.pop(webhook_id, None)
+        reported = self._reported_windows.get(webhook_id)
+        if window is None or (reported is not None and reported[0] == window):
+            return
+        self._reported_windows[webhook_id] = (window, time.monotonic())
+        self._start_task(self._report_window(webhook_id, window))
 
     async def _report_window(self, webhook_id: str, window: int) -> None:
         try:
