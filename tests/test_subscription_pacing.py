@@ -8,7 +8,6 @@ receiver saw: counts per one-second window, concurrency, status codes.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import statistics
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Received,
     Receiver,
+    busiest_second,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
@@ -32,14 +32,6 @@ from tests.pipeline_helpers import (
 )
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
-
-
-def busiest_second(timestamps: list[float]) -> int:
-    """The most requests in any window [t, t + 1 s) that starts at a request."""
-    ordered = sorted(timestamps)
-    return max(
-        bisect.bisect_left(ordered, start + 1.0) - index for index, start in enumerate(ordered)
-    )
 
 
 async def publish(settings: Settings, tenant_id: str, count: int) -> list[str]:
