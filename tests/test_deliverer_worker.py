@@ -550,3 +550,18 @@ async def test_an_unordered_lanes_window_grows_to_its_ceiling_and_is_reported(
     assert h.sender.max_per_url[_url("w")] == 4
     # Reports are throttled: a handful of writes, not one per answer.
     assert len(h.store.windows["w"]) <= 3
+
+
+async def test_an_idle_rate_limited_lane_is_kept_until_its_bucket_is_full(
+    settings: Settings,
+) -> None:
+    """A lane forgotten at once would forget its last request; it goes once the bucket refills."""
+    targets: dict[str, WebhookTarget | None] = {"w": _target("w", rate_limit=0.5)}
+    async with harness(settings, targets) as h:
+        h.submit("w", "e0")
+        await wait_until(lambda: h.worker.outstanding == 0, within=5)
+        assert "w" in h.worker.lanes  # idle, but its next request is not due for 2 s
+        h.submit("w", "e1")
+        await wait_until(lambda: h.worker.outstanding == 0, within=5)
+        await wait_until(lambda: "w" not in h.worker.lanes, within=5)
+    assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]

@@ -63,6 +63,8 @@ PARK_EARLY_ABOVE = 250
 # A 2xx slower than this fraction of the delivery timeout counts as overload for the
 # adaptive window: the receiver is near the point where requests time out.
 SLOW_ANSWER_FRACTION = 0.5
+# An idle rate-limited lane is forgotten this long after its bucket is full again.
+FORGET_MARGIN_S = 0.01
 # The adaptive window is written to the webhook row at most this often per webhook.
 REPORT_WINDOW_EVERY_S = 2.0
 
@@ -539,16 +541,29 @@ class Worker:
         entry.tracker.done(entry.offset)
         self.outstanding -= 1
 
+    def _forget_later(self, lane: Lane, delay: float) -> None:
+        if lane.webhook_id in self._timers:
+            self._timers[lane.webhook_id].cancel()
+
+        def forget() -> None:
+            self._timers.pop(lane.webhook_id, None)
+            self._forget_if_idle(lane)
+
+        self._timers[lane.webhook_id] = asyncio.get_running_loop().call_later(delay, forget)
+
     def _forget_if_idle(self, lane: Lane) -> None:
-        if (
-            lane.idle
-            and not lane.failing
-            and not lane.pacing(self._clock())
-            and self.lanes.get(lane.webhook_id) is lane
-        ):
-            self.lanes.pop(lane.webhook_id, None)
-            if lane.checked:
-                self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
-            timer = self._timers.pop(lane.webhook_id, None)
-            if timer is not None:
-                timer.cancel()
+        if not (lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane):
+            return
+        now = self._clock()
+        if lane.pacing(now):
+            # Its bucket still remembers the last request: a new lane would not. Forget
+            # it once the bucket is full again (a new submission cancels this timer).
+            assert lane.bucket is not None
+            self._forget_later(lane, lane.bucket.full_at() - now + FORGET_MARGIN_S)
+            return
+        self.lanes.pop(lane.webhook_id, None)
+        if lane.checked:
+            self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
+        timer = self._timers.pop(lane.webhook_id, None)
+        if timer is not None:
+            timer.cancel()
