@@ -557,7 +557,7 @@ class Worker:
         now = self._clock()
         if lane.pacing(now):
             # Its bucket still remembers the last request: a new lane would not. Forget
-            # it once the bucket is full again (a new submission cancels this timer).
+            # it once the bucket is full again (by then a busy lane ignores the timer).
             assert lane.bucket is not None
             self._forget_later(lane, lane.bucket.full_at() - now + FORGET_MARGIN_S)
             return
