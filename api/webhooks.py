@@ -50,12 +50,21 @@ def webhook_json(webhook: store.Webhook, backlog: int = 0) -> dict[str, Any]:
         "retry": webhook.retry,
         # The same count as ``backlog``: buffered while PAUSED, parked while failing.
         "buffered": backlog,
-        # The ceiling for now: the adaptive window lives in the deliverer, which does
-        # not report it yet (issue #14, phase 2).
-        "concurrency": webhook.max_in_flight,
+        "concurrency": concurrency(webhook),
         "created_at": rfc3339(webhook.created_at),
         "updated_at": rfc3339(webhook.updated_at),
     }
+
+
+def concurrency(webhook: store.Webhook) -> int:
+    """Requests the webhook may have in flight now: 1 when ordered, else its adaptive window.
+
+    The window starts at 1 and is reported by the deliverer every few seconds while it
+    changes; it never exceeds ``max_in_flight`` (which may have just been lowered).
+    """
+    if webhook.ordering == "ordered":
+        return 1
+    return max(1, min(webhook.concurrency or 1, webhook.max_in_flight))
 
 
 async def webhook_or_404(request: web.Request, webhook_id: str | None = None) -> store.Webhook:

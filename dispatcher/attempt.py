@@ -8,10 +8,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dispatcher.errors import DeliveryError
 from dispatcher.events import DeliveryTask, delivery_body
+from dispatcher.retry_override import RetryOverride
 from dispatcher.sender import Sender
 from dispatcher.signing import sign_headers
 
@@ -31,6 +32,10 @@ class WebhookTarget:
     state: str = "ENABLED"
     ordering: str = "ordered"
     max_in_flight: int = 1
+    # Deliveries per second (``rate_limit``, parsed); None: unlimited.
+    rate_limit: float | None = None
+    # The ``retry`` override as stored; ``policy.effective_policy`` bounds it.
+    retry: RetryOverride = field(default_factory=RetryOverride)
 
     @property
     def enabled(self) -> bool:

@@ -7,7 +7,8 @@ now. Like TCP congestion control:
   the first sign of overload;
 - then additive increase: each fast 2xx adds ``increase / window`` (+``increase`` per
   round; below 1 so that probing past a receiver's capacity, which costs a 429/503,
-  is rare: at a capacity of 4 about one answer in 25 is an overload);
+  is rare: at a capacity of 4 about one answer in 20 is an overload at 0.5, one in 40
+  at the 0.25 the deliverer uses, ``lane.WINDOW_INCREASE``);
 - multiplicative decrease on overload (429, 503, a timeout, or a 2xx slower than
   ``latency_threshold``): the window is multiplied by ``decrease``, at most once per
   round: answers to requests started before the last decrease are about the old

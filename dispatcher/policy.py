@@ -29,13 +29,15 @@ has been failing for ``HOOKLANE_RETRY_WINDOW`` (default 3 days); it is then give
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import random
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from dispatcher.attempt import AttemptResult
+from dispatcher.retry_override import MAX_STEPS, RetryOverride
 from dispatcher.settings import Settings
 
 # Full jitter never goes below this fraction of the scheduled delay: never a 0 s retry.
@@ -59,7 +61,7 @@ class Outcome(enum.Enum):
     DISABLE = "disable"  # the webhook is disabled; its deliveries wait in the backlog
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LaneState:
     """The failure streak an attempt was made under (before its result is known)."""
 
@@ -71,7 +73,7 @@ class LaneState:
     webhook_failing_since: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Step:
     """The next step for a delivery, and the lane's streak after the attempt."""
 
@@ -82,7 +84,7 @@ class Step:
     failing_since: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """The retry schedule and windows (see the module docstring)."""
 
@@ -122,6 +124,25 @@ class RetryPolicy:
         """The parked retries: the rest of the schedule (its last delay when none is left)."""
         rest = self.schedule[len(self.short_schedule) :]
         return rest or self.schedule[-1:]
+
+
+@functools.lru_cache(maxsize=1024)
+def effective_policy(base: RetryPolicy, override: RetryOverride) -> RetryPolicy:
+    """The policy of a webhook with a ``retry`` override, bounded by the operator's ``base``.
+
+    The one place the lanes and the backlog scheduler get a webhook's policy from. No
+    delay exceeds the longest of ``base.schedule`` and the window never exceeds
+    ``base.retry_window`` (the API checked both when the override was saved; this holds
+    them even after the operator tightened the settings). Cached: policies are values.
+    """
+    if override.schedule is None and override.window is None:
+        return base
+    longest = max(base.schedule)
+    schedule = base.schedule
+    if override.schedule:
+        schedule = tuple(min(delay, longest) for delay in override.schedule[:MAX_STEPS])
+    window = base.retry_window if override.window is None else override.window
+    return dataclasses.replace(base, schedule=schedule, retry_window=min(window, base.retry_window))
 
 
 def parse_retry_after(value: str | None, now: float, maximum: float) -> float | None:

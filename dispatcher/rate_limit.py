@@ -50,10 +50,34 @@ class TokenBucket:
             return 0.0
         return (1.0 - tokens) / self.rate
 
+    def full_at(self) -> float:
+        """When the bucket holds ``burst`` tokens again (forgetting it then loses nothing)."""
+        if self.tokens is None or self.updated_at is None:
+            return float("-inf")
+        return self.updated_at + (self.burst - self.tokens) / self.rate
 
-def bucket_for(limit: Mapping[str, int] | None) -> TokenBucket | None:
-    """The bucket of a webhook's ``rate_limit`` object (None: unlimited)."""
+
+def rate_of(limit: Mapping[str, int] | None) -> float | None:
+    """Tokens per second of a webhook's ``rate_limit`` object (None: unlimited)."""
     if not limit:
         return None
     ((unit, count),) = limit.items()
-    return TokenBucket(rate=count / UNITS[unit])
+    return count / UNITS[unit]
+
+
+def bucket_for(limit: Mapping[str, int] | None) -> TokenBucket | None:
+    """The bucket of a webhook's ``rate_limit`` object (None: unlimited)."""
+    return rebuilt(None, rate_of(limit))
+
+
+def rebuilt(bucket: TokenBucket | None, rate: float | None) -> TokenBucket | None:
+    """The bucket for ``rate``: ``bucket`` itself while its rate is unchanged, else a new one.
+
+    The lanes and the backlog scheduler's drain both pace with this, so a webhook's
+    limit means the same wherever its deliveries come from.
+    """
+    if rate is None:
+        return None
+    if bucket is not None and bucket.rate == rate:
+        return bucket
+    return TokenBucket(rate=rate)

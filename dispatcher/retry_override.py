@@ -77,3 +77,28 @@ def parse_retry(spec: Mapping[str, str] | None, settings: Settings) -> RetryOver
                 " (HOOKLANE_RETRY_WINDOW)",
             )
     return RetryOverride(schedule, window)
+
+
+def stored_override(spec: Mapping[str, str] | None) -> RetryOverride:
+    """The override as stored (checked by ``parse_retry`` when it was saved).
+
+    Not checked against today's settings: ``policy.effective_policy`` bounds it by
+    them, so an operator who shortens the schedule later still caps every webhook. A
+    part that no longer parses (written around the API) falls back to the operator's.
+    """
+    if not spec:
+        return RetryOverride()
+    schedule = window = None
+    try:
+        schedule = parse_schedule(spec["schedule"]) if "schedule" in spec else None
+    except (ValueError, TypeError, AttributeError):
+        schedule = None
+    try:
+        window = parse_duration(spec["window"]) if "window" in spec else None
+    except (ValueError, TypeError, AttributeError):
+        window = None
+    if schedule is not None and (not schedule or any(delay <= 0 for delay in schedule)):
+        schedule = None
+    if window is not None and window <= 0:
+        window = None
+    return RetryOverride(schedule, window)

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -68,6 +69,14 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+def busiest_second(timestamps: list[float]) -> int:
+    """The most requests in any window [t, t + 1 s) that starts at a request."""
+    ordered = sorted(timestamps)
+    return max(
+        bisect.bisect_left(ordered, start + 1.0) - index for index, start in enumerate(ordered)
+    )
 
 
 async def wait_for_every_event(

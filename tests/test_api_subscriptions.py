@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dispatcher.store.webhooks import set_concurrency
 from tests.test_api_support import Client, api_client, assert_matches, webhook_body
 from tests.test_api_webhooks import URL, create
 
@@ -45,11 +46,23 @@ async def test_create_and_read_the_subscription_fields(client, tenant):
         assert (body["buffered"], body["concurrency"]) == (0, 1)
 
 
-async def test_defaults_are_null_and_unordered_concurrency_is_the_ceiling(client, tenant):
-    """Without the fields they are null; an unordered webhook reports max_in_flight."""
+async def test_defaults_are_null_and_unordered_concurrency_starts_at_one(client, tenant):
+    """Without the fields they are null; an unordered webhook's window starts at 1."""
     created = await create(client, tenant, ordering="unordered", max_in_flight=8)
     assert (created["filter"], created["rate_limit"], created["retry"]) == (None, None, None)
-    assert created["concurrency"] == 8
+    assert created["concurrency"] == 1
+
+
+async def test_concurrency_shows_the_reported_window_within_max_in_flight(client, tenant, pool):
+    """The deliverer's reported window is shown, capped by max_in_flight; ordered shows 1."""
+    created = await create(client, tenant, ordering="unordered", max_in_flight=8)
+    path = f"/webhooks/{created['id']}"
+    await set_concurrency(pool, created["id"], 5)
+    read = await (await client.get(path, headers=tenant.headers)).json()
+    assert read["concurrency"] == 5
+    for change, shown in (({"max_in_flight": 3}, 3), ({"ordering": "ordered"}, 1)):
+        response = await client.post(path, json=change, headers=tenant.headers)
+        assert (await response.json())["concurrency"] == shown
 
 
 async def test_update_sets_and_clears_the_fields(client, tenant):

@@ -204,3 +204,62 @@ async def test_leases_and_retry_now(pool, tenant) -> None:
         pool, webhook_id, failures=2, failing_since=now, next_attempt_at=now + 3600
     )
     assert not await backlog.retry_now(pool, webhook_id, now)  # DISABLED stays put
+
+
+async def backlog_size(pool, webhook_id: str) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT backlog_size FROM parked_webhooks WHERE webhook_id = $1::uuid", webhook_id
+        )
+    )
+
+
+async def test_a_paused_backlog_past_its_limit_moves_the_oldest_to_failed(pool, tenant) -> None:
+    """PAUSED with a limit of 3: the oldest deliveries move to failed (pause_limit), in order."""
+    webhook_id = await make_webhook(pool, tenant.id, state="PAUSED")
+    now = time.time()
+    tasks = [make_task(webhook_id, tenant.id, n) for n in range(5)]
+    await backlog.park(pool, webhook_id, tasks[:2], now, 0, now, pause_limit=3)
+    assert await backlog.append_many_if_parked(pool, webhook_id, tasks[2:4], pause_limit=3)
+    assert await backlog.append_if_parked(pool, webhook_id, tasks[4], pause_limit=3)
+    assert await numbers(pool, webhook_id) == [2, 3, 4]
+    assert await backlog_size(pool, webhook_id) == 3
+    failed = await failed_deliveries.failed_since(
+        pool, webhook_id, datetime.now(UTC) - timedelta(hours=1), 10
+    )
+    assert [(f.task, f.reason) for f in failed] == [
+        (tasks[0], "pause_limit"),
+        (tasks[1], "pause_limit"),
+    ]
+
+
+async def test_the_pause_limit_leaves_failing_webhooks_alone(pool, tenant) -> None:
+    """An ENABLED webhook parked because its endpoint fails keeps its whole backlog."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    now = time.time()
+    tasks = [make_task(webhook_id, tenant.id, n) for n in range(5)]
+    await backlog.park(pool, webhook_id, tasks, now, 3, now + 60, pause_limit=3)
+    assert await numbers(pool, webhook_id) == [0, 1, 2, 3, 4]
+    assert await backlog_size(pool, webhook_id) == 5
+
+
+async def test_the_backlog_counter_follows_every_delete(pool, tenant) -> None:
+    """Drained runs and give-ups lower the counter, so the limit counts what is left."""
+    webhook_id = await make_webhook(pool, tenant.id, state="PAUSED")
+    now = time.time()
+    tasks = [make_task(webhook_id, tenant.id, n) for n in range(8)]
+    await backlog.park(pool, webhook_id, tasks[:4], now, 0, now, pause_limit=4)
+    entries = await backlog.head(pool, webhook_id, 4)
+    await backlog.delivered_through(pool, webhook_id, entries[1].seq)
+    await backlog.give_up(pool, entries[2], tenant.id, "gave up")
+    assert await backlog_size(pool, webhook_id) == 1
+    assert await backlog.append_many_if_parked(pool, webhook_id, tasks[4:8], pause_limit=4)
+    assert await numbers(pool, webhook_id) == [4, 5, 6, 7]  # 3 was the oldest of five
+    assert await backlog_size(pool, webhook_id) == 4
+    failed = await failed_deliveries.failed_since(
+        pool, webhook_id, datetime.now(UTC) - timedelta(hours=1), 10
+    )
+    assert [(f.task.event.data["n"], f.reason) for f in failed] == [
+        (2, "gave up"),
+        (3, "pause_limit"),
+    ]

@@ -10,6 +10,7 @@ import asyncpg
 
 from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.target_cache import TargetCache
+from dispatcher.retry_override import RetryOverride
 from dispatcher.secrets import SecretBox
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import (
@@ -217,3 +218,24 @@ async def test_load_targets_skips_decrypting_known_versions(
     rotated = await load_targets(pool, box, [hook.id], {hook.id: first[hook.id].version})
     target = rotated[hook.id].target
     assert target is not None and target.secrets == ("whsec_bmV3", hook.secret)
+
+
+async def test_targets_carry_the_parsed_rate_limit_and_retry_override(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Both loaders turn ``rate_limit`` into a per-second rate and ``retry`` into an override."""
+    box = SecretBox.from_setting(settings.secret_key)
+    limited = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/a", ["T"])
+    plain = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/b", ["T"])
+    changes = {"rate_limit": {"per_minute": 30}, "retry": {"schedule": "1s,5s", "window": "1h"}}
+    await update_webhook(pool, box, tenant.id, limited.id, changes)
+    expected = {
+        limited.id: (0.5, RetryOverride((1.0, 5.0), 3600.0)),
+        plain.id: (None, RetryOverride()),
+    }
+    batch = await load_targets(pool, box, [limited.id, plain.id])
+    for webhook_id, wanted in expected.items():
+        one = await load_target(pool, box, webhook_id)
+        many = batch[webhook_id].target
+        assert one is not None and many is not None
+        assert (one.rate_limit, one.retry) == (many.rate_limit, many.retry) == wanted

@@ -21,6 +21,7 @@ from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.errors import BlockedDestination
 from dispatcher.events import DeliveryTask, Event
+from dispatcher.retry_override import RetryOverride
 from dispatcher.sender import Response
 from dispatcher.settings import Settings
 from tests.pipeline_helpers import wait_until
@@ -68,6 +69,7 @@ class FakeStore:
     disabled: dict[str, str] = field(default_factory=dict)
     checks: list[list[str]] = field(default_factory=list)  # parked_among calls
     check_error: Exception | None = None
+    windows: dict[str, list[int]] = field(default_factory=dict)  # set_concurrency calls
 
     async def park(
         self,
@@ -100,6 +102,9 @@ class FakeStore:
         if self.check_error is not None:
             raise self.check_error
         return self.parked & set(webhook_ids)
+
+    async def set_concurrency(self, webhook_id: str, concurrency: int) -> None:
+        self.windows.setdefault(webhook_id, []).append(concurrency)
 
 
 def _target(webhook_id: str, **changes: object) -> WebhookTarget:
@@ -482,3 +487,83 @@ async def test_lane_waits_while_postgres_cannot_tell_whether_it_is_parked(
         assert h.sender.sent == []
         h.store.check_error = None
         await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0"], within=5)
+
+
+async def test_a_rate_limited_lane_waits_without_holding_the_global_slot(
+    settings: Settings,
+) -> None:
+    """With one global slot, a 2/s webhook's waits let an unlimited one send all it has."""
+    settings = settings.replace(max_in_flight=1)
+    targets: dict[str, WebhookTarget | None] = {
+        "slow": _target("slow", rate_limit=2.0),
+        "free": _target("free"),
+    }
+    attempts: list[str] = []
+    async with harness(
+        settings, targets, on_attempt=lambda result: attempts.append(result.webhook_id)
+    ) as h:
+        for n in range(3):
+            h.submit("slow", f"s{n}")
+        for n in range(20):
+            h.submit("free", f"f{n}")
+        await wait_until(lambda: len(h.sender.sent) == 23, within=10)
+    urls = [url for url, _ in h.sender.sent]
+    last_free = max(index for index, url in enumerate(urls) if url == _url("free"))
+    third_slow = [index for index, url in enumerate(urls) if url == _url("slow")][2]
+    assert last_free < third_slow
+    # Waiting is not attempting: one attempt per delivery, none while paced.
+    assert attempts.count("slow") == 3
+    assert h.sender.delivered_to(_url("slow")) == ["s0", "s1", "s2"]
+
+
+async def test_a_retry_override_decides_the_lanes_give_up(settings: Settings) -> None:
+    """A webhook's own 50 ms retry window gives a failing delivery up long before park_after."""
+
+    async def down(_url: str, _event: str) -> int:
+        return 500
+
+    targets: dict[str, WebhookTarget | None] = {
+        "w": _target("w", retry=RetryOverride((0.01,), 0.05))
+    }
+    async with harness(settings, targets, FakeSender(answer=down)) as h:
+        h.submit("w", "e1")
+        await wait_until(lambda: bool(h.store.failed), within=settings.park_after)
+    assert h.store.failed[0][0] == "e1"
+    assert h.store.failed[0][1].startswith("retry window exceeded")
+    assert not h.store.parked
+
+
+async def test_an_unordered_lanes_window_grows_to_its_ceiling_and_is_reported(
+    settings: Settings,
+) -> None:
+    """Against a fast receiver the window reaches max_in_flight; the last value is reported."""
+
+    async def fast(_url: str, _event: str) -> int:
+        await asyncio.sleep(0.005)
+        return 200
+
+    targets: dict[str, WebhookTarget | None] = {
+        "w": _target("w", ordering="unordered", max_in_flight=4)
+    }
+    async with harness(settings, targets, FakeSender(answer=fast)) as h:
+        for n in range(60):
+            h.submit("w", f"e{n}")
+        await wait_until(lambda: h.store.windows.get("w", [])[-1:] == [4], within=10)
+    assert h.sender.max_per_url[_url("w")] == 4
+    # Reports are throttled: a handful of writes, not one per answer.
+    assert len(h.store.windows["w"]) <= 3
+
+
+async def test_an_idle_rate_limited_lane_is_kept_until_its_bucket_is_full(
+    settings: Settings,
+) -> None:
+    """A lane forgotten at once would forget its last request; it goes once the bucket refills."""
+    targets: dict[str, WebhookTarget | None] = {"w": _target("w", rate_limit=0.5)}
+    async with harness(settings, targets) as h:
+        h.submit("w", "e0")
+        await wait_until(lambda: h.worker.outstanding == 0, within=5)
+        assert "w" in h.worker.lanes  # idle, but its next request is not due for 2 s
+        h.submit("w", "e1")
+        await wait_until(lambda: h.worker.outstanding == 0, within=5)
+        await wait_until(lambda: "w" not in h.worker.lanes, within=5)
+    assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]

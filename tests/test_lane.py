@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
+from dispatcher.concurrency import Signal
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.partitions import OffsetTracker
 from dispatcher.events import DeliveryTask, Event
@@ -101,3 +102,35 @@ def test_drop_removes_matching_pending_deliveries() -> None:
     dropped = lane.drop(lambda entry: entry.partition == other)
     assert [e.offset for e in dropped] == [2]
     assert [e.offset for e in lane] == [1, 3]
+
+
+def test_pace_spaces_requests_and_a_new_rate_gets_a_new_bucket() -> None:
+    """``pace`` answers 0 or the wait of the rate limit; changing the rate rebuilds it."""
+    lane = Lane("w", TP)
+    assert lane.pace(None, 10.0) == 0.0 and not lane.pacing(10.0)
+    assert lane.pace(5.0, 10.0) == 0.0
+    assert lane.pace(5.0, 10.1) == pytest.approx(0.1)
+    assert lane.pacing(10.1) and not lane.pacing(10.2)
+    assert lane.pace(1.0, 10.1) == 0.0  # new limit: a fresh bucket with its burst
+    assert lane.pace(1.0, 10.1) == pytest.approx(1.0)
+    assert lane.pace(None, 10.1) == 0.0 and lane.bucket is None
+
+
+def test_adapt_follows_ordering_and_observe_moves_the_limit() -> None:
+    """Ordered lanes send one at a time; unordered ones follow their window, capped."""
+    lane = Lane("w", TP)
+    lane.adapt(None)
+    assert (lane.window, lane.limit) == (None, 1)
+    lane.observe(Signal.FAST, 0.0, 1.0)  # ordered: nothing to adapt
+    assert lane.limit == 1
+    lane.adapt(8)
+    assert lane.limit == 1  # a window starts at 1 ...
+    for n in range(5):
+        lane.observe(Signal.FAST, float(n), float(n) + 0.1)
+    assert lane.limit == 6  # ... and grows by one per fast answer in slow start
+    lane.adapt(4)  # the ceiling was lowered: the window shrinks to it
+    assert lane.limit == 4
+    lane.observe(Signal.OVERLOAD, 10.0, 10.1)
+    assert lane.limit == 2
+    lane.adapt(8)  # raised again: the window keeps its size
+    assert lane.limit == 2

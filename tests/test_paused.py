@@ -18,6 +18,7 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
+from tests.test_api_support import api_client
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -113,3 +114,50 @@ async def test_a_paused_webhooks_partition_moving_loses_and_reorders_nothing(
             await router.stop()
     # At-least-once: a rebalance may repeat a delivery; first arrivals keep publish order.
     assert list(dict.fromkeys(rx.event_ids())) == sent
+
+
+async def test_past_the_pause_limit_the_oldest_are_failed_and_recoverable(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Limit 3, 5 buffered: the 2 oldest fail with pause_limit; recover sends them after all."""
+    settings = settings.replace(pause_max_backlog=3)
+    await ensure_mirror_topics(settings, [TOPIC])
+    box = SecretBox.from_setting(settings.secret_key)
+
+    async def failed_reasons() -> list[str]:
+        rows = await pool.fetch(
+            "SELECT reason FROM failed_deliveries WHERE webhook_id = $1::uuid ORDER BY id",
+            hook.id,
+        )
+        return [row["reason"] for row in rows]
+
+    async with Receiver() as rx:
+        hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC], state="PAUSED")
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            async with Producer(settings) as producer:
+                sent = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(5)]
+
+            async def trimmed() -> bool:
+                return (await backlog_sizes(pool, [hook.id])).get(hook.id) == 3 and (
+                    await failed_reasons()
+                ) == ["pause_limit"] * 2
+
+            await wait_until(trimmed, within=60, message="3 buffered, 2 failed")
+            await update_webhook(pool, box, tenant.id, hook.id, {"state": "ENABLED"})
+            await wait_until(lambda: set(rx.event_ids()) >= set(sent[2:]), within=60)
+            async with api_client(settings) as client:
+                response = await client.post(
+                    f"/webhooks/{hook.id}/recover",
+                    json={"since": "2000-01-01T00:00:00Z"},
+                    headers=tenant.headers,
+                )
+                assert response.status == 202
+                assert await response.json() == {"queued": 2}
+            await wait_until(lambda: set(rx.event_ids()) >= set(sent), within=60)
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    first_arrivals = list(dict.fromkeys(rx.event_ids()))
+    assert first_arrivals == sent[2:] + sent[:2]  # the buffer in order, then the recovered

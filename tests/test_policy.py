@@ -19,11 +19,13 @@ from dispatcher.policy import (
     RetryPolicy,
     Step,
     backoff_delay,
+    effective_policy,
     next_step,
     parked_delay,
     parse_retry_after,
     should_auto_disable,
 )
+from dispatcher.retry_override import MAX_STEPS, RetryOverride
 from dispatcher.settings import DEFAULT_RETRY_SCHEDULE, Settings
 
 NOW = 1_700_000_000.0
@@ -351,3 +353,33 @@ def test_default_schedule_parks_after_a_minute() -> None:
     """By default short retries add up to about a minute; long ones are 5m…10h."""
     assert sum(DEFAULT.short_schedule) <= 60.0
     assert DEFAULT.long_schedule == (300.0, 1800.0, 7200.0, 18000.0, 36000.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "schedule", "window"),
+    [
+        (RetryOverride(), DEFAULT.schedule, DEFAULT.retry_window),
+        (RetryOverride((1.0, 5.0), None), (1.0, 5.0), DEFAULT.retry_window),
+        (RetryOverride(None, 3600.0), DEFAULT.schedule, 3600.0),
+        # beyond the operator (settings tightened after the override was saved): capped
+        (RetryOverride((1.0, 30 * 86400.0), 30 * 86400.0), (1.0, 36000.0), 3 * 86400.0),
+        (RetryOverride((1.0,) * (MAX_STEPS + 5), None), (1.0,) * MAX_STEPS, DEFAULT.retry_window),
+    ],
+)
+def test_effective_policy_is_the_override_bounded_by_the_operator(
+    override: RetryOverride, schedule: tuple[float, ...], window: float
+) -> None:
+    """A webhook's ``retry`` replaces schedule and window, never past the operator's."""
+    effective = effective_policy(DEFAULT, override)
+    assert (effective.schedule, effective.retry_window) == (schedule, window)
+    assert effective.park_after == DEFAULT.park_after
+    assert effective.auto_disable_after == DEFAULT.auto_disable_after
+
+
+def test_next_step_under_an_override_gives_up_at_its_window() -> None:
+    """A 1 h override window gives a delivery up after 1 h instead of the operator's 3 days."""
+    policy = effective_policy(DEFAULT, RetryOverride(None, 3600.0))
+    state = LaneState(failures=9, failing_since=NOW - 3601)
+    result = AttemptResult("w", "t", "e", "T", 10, NOW, 1.0, status_code=500, error="HTTP 500")
+    assert next_step(result, state, policy, NOW, random.Random(1)).outcome is Outcome.GIVE_UP
+    assert next_step(result, state, DEFAULT, NOW, random.Random(1)).outcome is Outcome.PARK

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.retry_override import MAX_STEPS, InvalidRetry, RetryOverride, parse_retry
+from dispatcher.retry_override import (
+    MAX_STEPS,
+    InvalidRetry,
+    RetryOverride,
+    parse_retry,
+    stored_override,
+)
 from dispatcher.settings import Settings
 
 SETTINGS = Settings(retry_schedule=(1.0, 5.0, 60.0, 3600.0), retry_window=86400.0)
@@ -46,3 +52,23 @@ def test_overrides_beyond_the_operator_are_refused(
         parse_retry(spec, SETTINGS)
     assert caught.value.path == path
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, RetryOverride()),
+        ({"schedule": "1s,5s", "window": "1d"}, RetryOverride((1.0, 5.0), 86400.0)),
+        # not checked against the settings: ``policy.effective_policy`` bounds it
+        ({"schedule": "30d"}, RetryOverride((30 * 86400.0,), None)),
+        # parts written around the API that do not parse fall back to the operator's
+        ({"schedule": "soon", "window": "1h"}, RetryOverride(None, 3600.0)),
+        ({"schedule": "1s", "window": 5}, RetryOverride((1.0,), None)),
+        ({"schedule": "0s", "window": "0s"}, RetryOverride()),
+    ],
+)
+def test_stored_overrides_parse_without_the_settings(
+    spec: dict[str, object] | None, expected: RetryOverride
+) -> None:
+    """What the target loader makes of a stored ``retry`` column."""
+    assert stored_override(spec) == expected  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from dispatcher.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.webhooks import load_target, update_webhook
+from tests.pipeline_helpers import busiest_second
 from tests.test_failure_support import (
     BOX,
     clean_backlog,
@@ -293,3 +294,17 @@ async def test_fixing_the_url_retries_at_once(short, pool, tenant) -> None:
             await update_webhook(pool, BOX, tenant.id, webhook_id, {"url": rx.url})
             await rx.wait_for(lambda r: len(r.ok_numbers) == 3, within=10)
     assert rx.ok_numbers == [0, 1, 2]
+
+
+async def test_a_drain_paces_at_the_webhooks_rate_limit(short, pool, tenant) -> None:
+    """A 5/s webhook's backlog drains in order at no more than 5 (+ the burst of 1) a second."""
+    async with receiver(lambda n: (200, {})) as rx:
+        webhook_id = await make_webhook(pool, tenant.id, rx.url, rate_limit={"per_second": 5})
+        await park_tasks(pool, webhook_id, tenant.id, 12)
+        async with running_scheduler(short, pool):
+            await rx.wait_for(lambda r: len(r.ok_numbers) == 12)
+            await eventually(lambda: _not_parked(pool, webhook_id))
+    assert rx.ok_numbers == list(range(12))
+    arrivals = sorted(r.at for r in rx.received)
+    assert busiest_second(arrivals) <= 6
+    assert arrivals[-1] - arrivals[0] >= 2.0  # 12 at 5/s: the first is free, 11 more at 0.2 s

@@ -4,7 +4,8 @@ Runs inside every deliverer process; several can run at once. Each pass claims d
 ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
 ``leased_until``, renewed while working) and handles each in its own task:
 
-- retry the backlog head; on 2xx drain the backlog in order at full speed (rows
+- retry the backlog head; on 2xx drain the backlog in order at full speed, or at the
+  webhook's ``rate_limit`` (the lanes' token bucket, ``dispatcher.rate_limit``; rows
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
   ``dispatcher.store.backlog``);
 - on failure, store the next attempt time from the long schedule (``dispatcher.policy``);
@@ -37,7 +38,16 @@ from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
-from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
+from dispatcher.policy import (
+    LaneState,
+    Outcome,
+    Random,
+    RetryPolicy,
+    default_rng,
+    effective_policy,
+    next_step,
+)
+from dispatcher.rate_limit import TokenBucket, rebuilt
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
 from dispatcher.store import backlog, webhooks
@@ -109,6 +119,8 @@ class BacklogScheduler:
         self.lease_s = 3 * settings.delivery_timeout_s + LEASE_MARGIN_S
         self._wake = asyncio.Event()
         self._stopping = False
+        # Set by ``stop()``: ends a drain's wait for its rate limit's next token.
+        self._stopped = asyncio.Event()
         self._active: dict[str, asyncio.Task[None]] = {}
         # Webhooks changed (re-enabled, edited) since the last pass.
         self._changed: list[str] = []
@@ -117,6 +129,7 @@ class BacklogScheduler:
     def stop(self) -> None:
         """Ask ``run()`` to finish the current attempts and return."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     def wake(self) -> None:
@@ -227,6 +240,7 @@ class BacklogScheduler:
         streak = Streak(parked.failures, parked.failing_since, parked.webhook_failing_since)
         lease_until = self._clock() + self.lease_s
         drained = 0
+        bucket: TokenBucket | None = None
         while not self._stopping:
             entries = await backlog.head(self._pool, webhook_id, DRAIN_BATCH)
             if not entries:
@@ -243,6 +257,8 @@ class BacklogScheduler:
             drained_through: int | None = None
             try:
                 for entry in entries:
+                    bucket = rebuilt(bucket, target.rate_limit)
+                    lease_until = await self._pace(bucket, webhook_id, lease_until)
                     if self._stopping:
                         break
                     outcome = await self._attempt(target, entry, streak)
@@ -268,6 +284,20 @@ class BacklogScheduler:
         # Stopping mid-drain: let any scheduler pick it up again right away.
         await self._release(webhook_id)
 
+    async def _pace(self, bucket: TokenBucket | None, webhook_id: str, lease_until: float) -> float:
+        """Wait for the rate limit's next token, keeping the lease; returns the lease's end."""
+        while bucket is not None and not self._stopping:
+            now = self._clock()
+            wait = bucket.acquire(now)
+            if wait <= 0:
+                break
+            if now + wait > lease_until - self.lease_s / 2:
+                lease_until = now + wait + self.lease_s
+                await backlog.renew_lease(self._pool, webhook_id, lease_until)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), wait)
+        return lease_until
+
     async def _release(self, webhook_id: str) -> None:
         # A DISABLED webhook is not claimed until it is re-enabled; then it resumes
         # without waiting for the lease to run out.
@@ -292,7 +322,7 @@ class BacklogScheduler:
             retry_from=max(entry.enqueued_at, streak.webhook_failing_since or now),
             webhook_failing_since=streak.webhook_failing_since,
         )
-        step = next_step(result, state, self.policy, now, self._rng)
+        step = next_step(result, state, effective_policy(self.policy, target.retry), now, self._rng)
         if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
         elif step.outcome is Outcome.DISABLE:

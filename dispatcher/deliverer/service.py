@@ -118,7 +118,7 @@ class Deliverer:
             settings,
             self._sender,
             targets,
-            PostgresStore(self._pool),
+            PostgresStore(self._pool, settings.pause_max_backlog),
             on_attempt=attempted,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),

@@ -5,6 +5,12 @@ may send sit in one FIFO ready queue; the dispatch loop takes the first, starts 
 request (under the global in-flight semaphore) and puts the lane back at the tail if it
 may send more, so a busy webhook gets one turn per round like everybody else.
 
+Pacing per webhook (``Lane.pace``, ``Lane.adapt``): a rate-limited lane whose bucket
+is empty waits on its own timer (``next_attempt_at``) before it asks for a global
+in-flight slot, so it holds none and sends nothing (no attempt is logged) while it
+waits; an unordered lane's in-flight limit is its adaptive window, fed by every answer
+and reported to Postgres at most every ``REPORT_WINDOW_EVERY_S`` while it changes.
+
 Each outcome goes through the delivery policy (``dispatcher.policy``): 2xx finishes the
 delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
 past the in-memory window, on 410 or for a DISABLED webhook the lane moves to the
@@ -36,6 +42,7 @@ from aiokafka import TopicPartition
 
 from dispatcher import policy
 from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.concurrency import classify
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
@@ -54,6 +61,13 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
 # Default for ``Worker(park_early_above=...)``: the deliverer passes 5% of its buffer.
 PARK_EARLY_ABOVE = 250
+# A 2xx slower than this fraction of the delivery timeout counts as overload for the
+# adaptive window: the receiver is near the point where requests time out.
+SLOW_ANSWER_FRACTION = 0.5
+# An idle rate-limited lane is forgotten this long after its bucket is full again.
+FORGET_MARGIN_S = 0.01
+# The adaptive window is written to the webhook row at most this often per webhook.
+REPORT_WINDOW_EVERY_S = 2.0
 
 
 def internal_failure(
@@ -112,6 +126,12 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
+        self._slow_answer_s = settings.delivery_timeout_s * SLOW_ANSWER_FRACTION
+        # Adaptive windows: last reported (value, time.monotonic()), the latest value
+        # waiting for its report, and the timers of those reports; per webhook id.
+        self._reported_windows: dict[str, tuple[int, float]] = {}
+        self._windows_due: dict[str, int] = {}
+        self._window_timers: dict[str, asyncio.TimerHandle] = {}
         self.lanes: dict[str, Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self._ready: asyncio.Queue[Lane] = asyncio.Queue()
@@ -296,9 +316,10 @@ class Worker:
                     lane.next_attempt_at = self._clock() + STORE_RETRY_S
                     self._schedule(lane)
         finally:
-            for timer in self._timers.values():
+            for timer in [*self._timers.values(), *self._window_timers.values()]:
                 timer.cancel()
             self._timers.clear()
+            self._window_timers.clear()
 
     async def close(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for in-flight requests, then cancel the rest."""
@@ -354,11 +375,18 @@ class Worker:
             if parking is not None:
                 self._start_task(self._parking.store(lane, parking, 0, now, 0, now))
             return
-        lane.limit = (
-            1
+        lane.adapt(
+            None
             if target.ordering == "ordered"
             else min(target.max_in_flight, self.settings.max_in_flight_per_webhook)
         )
+        now = self._clock()
+        wait = lane.pace(target.rate_limit, now)
+        if wait > 0:
+            # Its own timer, no global slot held: other lanes go on meanwhile.
+            lane.next_attempt_at = max(lane.next_attempt_at, now + wait)
+            self._schedule(lane)
+            return
         await self._slots.acquire()
         if not lane.ready(self._clock()):  # revoked or changed while waiting for a slot
             self._slots.release()
@@ -376,6 +404,7 @@ class Worker:
     # -- outcomes -------------------------------------------------------------------
 
     async def _deliver(self, lane: Lane, target: WebhookTarget, entry: Pending) -> None:
+        started_at = self._clock()
         try:
             try:
                 result = await attempt_delivery(
@@ -394,11 +423,58 @@ class Worker:
             entry.attempts += 1
             if self._on_attempt is not None:
                 self._on_attempt(result)
+            self._adapt_window(lane, result, started_at)
             await self._handle(lane, target, entry, result)
         finally:
             self._in_flight[entry.partition] -= 1
             async with self._idle:
                 self._idle.notify_all()
+
+    def _adapt_window(self, lane: Lane, result: AttemptResult, started_at: float) -> None:
+        if lane.window is None:
+            return
+        signal = classify(
+            result.status_code,
+            result.duration_ms / 1000,
+            result.error_class == "DeliveryTimeout",
+            self._slow_answer_s,
+        )
+        lane.observe(signal, started_at, self._clock())
+        self._report_window_soon(lane.webhook_id, lane.limit)
+
+    def _report_window_soon(self, webhook_id: str, window: int) -> None:
+        # At most one write per REPORT_WINDOW_EVERY_S per webhook, and the last value of
+        # a burst is written too (a trailing timer), so the object ends up exact.
+        self._windows_due[webhook_id] = window
+        if webhook_id in self._window_timers:
+            return  # a report is scheduled: it writes the latest value
+        reported = self._reported_windows.get(webhook_id)
+        if reported is not None and reported[0] == window:
+            del self._windows_due[webhook_id]
+            return
+        delay = 0.0
+        if reported is not None:
+            delay = max(0.0, reported[1] + REPORT_WINDOW_EVERY_S - time.monotonic())
+        self._window_timers[webhook_id] = asyncio.get_running_loop().call_later(
+            delay, self._flush_window, webhook_id
+        )
+
+    def _flush_window(self, webhook_id: str) -> None:
+        self._window_timers.pop(webhook_id, None)
+        window = self._windows_due.pop(webhook_id, None)
+        reported = self._reported_windows.get(webhook_id)
+        if window is None or (reported is not None and reported[0] == window):
+            return
+        self._reported_windows[webhook_id] = (window, time.monotonic())
+        self._start_task(self._report_window(webhook_id, window))
+
+    async def _report_window(self, webhook_id: str, window: int) -> None:
+        try:
+            await self._store.set_concurrency(webhook_id, window)
+        except TRANSIENT_ERRORS as exc:
+            # Only the webhook object's ``concurrency`` is stale; the next change retries.
+            self._reported_windows.pop(webhook_id, None)
+            log.warning("lane.window_report_failed", webhook_id=webhook_id, error=str(exc))
 
     def _live(self, entry: Pending) -> bool:
         return self.trackers.get(entry.partition) is entry.tracker
@@ -410,7 +486,8 @@ class Worker:
         state = policy.LaneState(
             lane.failures, lane.failing_since, webhook_failing_since=lane.failing_since
         )
-        step = policy.next_step(result, state, self.policy, now, self._rng)
+        retry_policy = policy.effective_policy(self.policy, target.retry)
+        step = policy.next_step(result, state, retry_policy, now, self._rng)
         outcome = step.outcome
         if outcome is Outcome.DELIVERED:
             lane.succeeded()
@@ -468,11 +545,29 @@ class Worker:
         entry.tracker.done(entry.offset)
         self.outstanding -= 1
 
+    def _forget_later(self, lane: Lane, delay: float) -> None:
+        if lane.webhook_id in self._timers:
+            self._timers[lane.webhook_id].cancel()
+
+        def forget() -> None:
+            self._timers.pop(lane.webhook_id, None)
+            self._forget_if_idle(lane)
+
+        self._timers[lane.webhook_id] = asyncio.get_running_loop().call_later(delay, forget)
+
     def _forget_if_idle(self, lane: Lane) -> None:
-        if lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane:
-            self.lanes.pop(lane.webhook_id, None)
-            if lane.checked:
-                self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
-            timer = self._timers.pop(lane.webhook_id, None)
-            if timer is not None:
-                timer.cancel()
+        if not (lane.idle and not lane.failing and self.lanes.get(lane.webhook_id) is lane):
+            return
+        now = self._clock()
+        if lane.pacing(now):
+            # Its bucket still remembers the last request: a new lane would not. Forget
+            # it once the bucket is full again (by then a busy lane ignores the timer).
+            assert lane.bucket is not None
+            self._forget_later(lane, lane.bucket.full_at() - now + FORGET_MARGIN_S)
+            return
+        self.lanes.pop(lane.webhook_id, None)
+        if lane.checked:
+            self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
+        timer = self._timers.pop(lane.webhook_id, None)
+        if timer is not None:
+            timer.cancel()

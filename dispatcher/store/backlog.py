@@ -76,8 +76,18 @@ async def backlog_sizes(executor: Executor, webhook_ids: Sequence[str]) -> dict[
 
 
 async def _insert_tasks(
-    conn: Connection, webhook_id: uuid.UUID, tasks: Sequence[DeliveryTask], head_attempts: int = 0
+    conn: Connection,
+    webhook_id: uuid.UUID,
+    tasks: Sequence[DeliveryTask],
+    head_attempts: int = 0,
+    pause_limit: int | None = None,
 ) -> None:
+    """Append ``tasks`` in order; past ``pause_limit`` a PAUSED webhook loses its oldest.
+
+    Runs inside the caller's transaction, which holds the parked row: the counter
+    (``backlog_size``, migration 007) is added to here, the only place rows are inserted,
+    and subtracted by the DELETE trigger.
+    """
     # executemany keeps the order (seq is assigned row by row) in one pipelined round trip.
     await conn.executemany(
         "INSERT INTO backlog (webhook_id, event_id, task, attempts) VALUES ($1, $2, $3, $4)",
@@ -85,6 +95,39 @@ async def _insert_tasks(
             (webhook_id, task.event.id, task.to_dict(), head_attempts if index == 0 else 0)
             for index, task in enumerate(tasks)
         ],
+    )
+    counted = await conn.fetchrow(
+        "UPDATE parked_webhooks p SET backlog_size = p.backlog_size + $2 FROM webhooks w"
+        " WHERE p.webhook_id = $1 AND w.id = p.webhook_id RETURNING p.backlog_size, w.state",
+        webhook_id,
+        len(tasks),
+    )
+    if (
+        pause_limit is not None
+        and counted is not None
+        and counted["state"] == "PAUSED"
+        and counted["backlog_size"] > pause_limit
+    ):
+        await _move_oldest_to_failed(conn, webhook_id, counted["backlog_size"] - pause_limit)
+
+
+PAUSE_LIMIT_REASON = "pause_limit"
+
+
+async def _move_oldest_to_failed(conn: Connection, webhook_id: uuid.UUID, count: int) -> None:
+    # The oldest ``count`` deliveries become failed deliveries (recoverable through the
+    # API), in their order; the primary key (webhook_id, seq) finds them without a scan.
+    await conn.execute(
+        "WITH moved AS ("
+        "  DELETE FROM backlog WHERE webhook_id = $1 AND seq IN ("
+        "    SELECT seq FROM backlog WHERE webhook_id = $1 ORDER BY seq LIMIT $2)"
+        "  RETURNING seq, event_id, task)"
+        " INSERT INTO failed_deliveries (webhook_id, tenant_id, event_id, task, reason)"
+        " SELECT $1, w.tenant_id, m.event_id, m.task, $3"
+        " FROM moved m JOIN webhooks w ON w.id = $1 ORDER BY m.seq",
+        webhook_id,
+        count,
+        PAUSE_LIMIT_REASON,
     )
 
 
@@ -96,12 +139,15 @@ async def park(
     failures: int,
     next_attempt_at: float,
     head_attempts: int = 0,
+    pause_limit: int | None = None,
 ) -> bool:
     """Park ``webhook_id`` with ``tasks`` (in order) in one transaction; True if newly parked.
 
     Already parked: the tasks go after its backlog, the earliest ``failing_since``
     wins and the scheduler's ``next_attempt_at`` is kept. ``head_attempts`` is how
-    many times the first task was already tried (for the attempt numbers).
+    many times the first task was already tried (for the attempt numbers). A PAUSED
+    webhook keeps at most ``pause_limit`` (``HOOKLANE_PAUSE_MAX_BACKLOG``) deliveries:
+    the oldest beyond it move to failed deliveries with reason ``pause_limit``.
     """
     key = _uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
@@ -118,21 +164,30 @@ async def park(
             _ts(next_attempt_at),
         )
         if tasks:
-            await _insert_tasks(conn, key, tasks, head_attempts)
+            await _insert_tasks(conn, key, tasks, head_attempts, pause_limit)
     return created
 
 
 async def append_if_parked(
-    pool: asyncpg.Pool[asyncpg.Record], webhook_id: str, task: DeliveryTask
+    pool: asyncpg.Pool[asyncpg.Record],
+    webhook_id: str,
+    task: DeliveryTask,
+    pause_limit: int | None = None,
 ) -> bool:
     """Append ``task`` to the backlog if the webhook is parked; False when it is not."""
-    return await append_many_if_parked(pool, webhook_id, [task])
+    return await append_many_if_parked(pool, webhook_id, [task], pause_limit)
 
 
 async def append_many_if_parked(
-    pool: asyncpg.Pool[asyncpg.Record], webhook_id: str, tasks: Sequence[DeliveryTask]
+    pool: asyncpg.Pool[asyncpg.Record],
+    webhook_id: str,
+    tasks: Sequence[DeliveryTask],
+    pause_limit: int | None = None,
 ) -> bool:
-    """Append ``tasks`` (in order) if the webhook is parked; False (nothing written) if not."""
+    """Append ``tasks`` (in order) if the webhook is parked; False (nothing written) if not.
+
+    ``pause_limit`` bounds a PAUSED webhook's backlog in the same transaction (see ``park``).
+    """
     key = _uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
         parked = await conn.fetchval(
@@ -140,7 +195,7 @@ async def append_many_if_parked(
         )
         if parked is None:
             return False
-        await _insert_tasks(conn, key, tasks)
+        await _insert_tasks(conn, key, tasks, pause_limit=pause_limit)
         return True
 
 

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.attempt import WebhookTarget
+from dispatcher.rate_limit import rate_of
+from dispatcher.retry_override import stored_override
 from dispatcher.secrets import SecretBox, preview
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ ROTATION_GRACE = "24 hours"
 _COLUMNS = (
     "id::text AS id, tenant_id, url, name, topics, state, api_version, ordering,"
     " max_in_flight, secret_preview, disabled_reason, last_success_at, last_failure_at,"
-    " consecutive_failures, created_at, updated_at, filter, rate_limit, retry"
+    " consecutive_failures, created_at, updated_at, filter, rate_limit, retry, concurrency"
 )
 # Plain columns a partial update may set (``secret`` is handled separately).
 UPDATABLE = frozenset(
@@ -73,6 +75,9 @@ class Webhook:
     filter: dict[str, Any] | None = None
     rate_limit: dict[str, int] | None = None
     retry: dict[str, str] | None = None
+    # The adaptive window of an unordered webhook as its deliverer last reported it
+    # (None: not reported yet).
+    concurrency: int | None = None
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
@@ -253,7 +258,7 @@ async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> We
         return None
     row = await executor.fetchrow(
         "SELECT id::text AS id, tenant_id, url, api_version, state, ordering, max_in_flight,"
-        " secret_ciphertext,"
+        " rate_limit, retry, secret_ciphertext,"
         " CASE WHEN previous_secret_expires_at > now() THEN previous_secret_ciphertext END"
         " AS previous_secret_ciphertext"
         " FROM webhooks WHERE id = $1",
@@ -275,6 +280,8 @@ def _target(row: asyncpg.Record, box: SecretBox) -> WebhookTarget:
         state=row["state"],
         ordering=row["ordering"],
         max_in_flight=row["max_in_flight"],
+        rate_limit=rate_of(row["rate_limit"]),
+        retry=stored_override(row["retry"]),
     )
 
 
@@ -307,7 +314,7 @@ DECRYPT_SLICE = 50
 _LOAD_TARGETS = """
 SELECT w.id::text AS id, r.version, r.version IS NOT DISTINCT FROM k.known AS unchanged,
        w.tenant_id, w.url, w.api_version, w.state, w.ordering, w.max_in_flight,
-       w.secret_ciphertext,
+       w.rate_limit, w.retry, w.secret_ciphertext,
        CASE WHEN r.previous_active THEN w.previous_secret_ciphertext END
            AS previous_secret_ciphertext
 FROM unnest($1::uuid[], $2::text[]) AS k(id, known)
@@ -362,3 +369,16 @@ async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> b
         reason,
     )
     return updated is not None
+
+
+async def set_concurrency(executor: Executor, webhook_id: str, concurrency: int) -> None:
+    """Record an unordered webhook's adaptive window (shown as ``concurrency``).
+
+    Migration 007 keeps this column out of the ``hooklane_webhooks`` NOTIFY, so the
+    report wakes no router or deliverer.
+    """
+    await executor.execute(
+        "UPDATE webhooks SET concurrency = $2 WHERE id = $1 AND concurrency IS DISTINCT FROM $2",
+        uuid.UUID(webhook_id),
+        concurrency,
+    )
