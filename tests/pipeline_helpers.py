@@ -217,11 +217,11 @@ def _unique_group(kind: str) -> str:
 
 
 async def start_router(
-    settings: Settings, group_id: str | None = None, wait_assigned: bool = True
+    settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
     await create_topics(settings)
-    router = Router(settings, group_id=group_id or _unique_group("router"))
+    router = Router(settings, group_id=group_id or _unique_group("router"), **kwargs)
     await router.start()
     running = Running(router, asyncio.create_task(router.run(), name="test-router"))
     if wait_assigned:

@@ -91,7 +91,7 @@ async def test_stack_metrics_lag_parking_and_status(
                 await spawn("dispatcher.deliverer", settings.replace(metrics_port=deliverer_port))
             )
             for port, checks in (
-                (router_port, {"postgres", "broker"}),
+                (router_port, {"postgres", "broker", "consumer_group"}),
                 (deliverer_port, {"postgres", "broker", "consumer_group"}),
             ):
                 is_ready = functools.partial(ready, session, port, checks)
@@ -117,6 +117,12 @@ async def test_stack_metrics_lag_parking_and_status(
             await wait_until(metrics_show_it, 60, 0.5, "deliverer metrics")
             samples = await scrape(session, deliverer_port)
             assert total(samples, "hooklane_attempts_total", outcome="http_error") > 0
+            # Counted where the outcome is applied: the dead endpoint's lane was parked.
+            assert total(samples, "hooklane_deliveries_total", outcome="parked") >= 1
+            assert total(samples, "hooklane_attempt_log_rows_total", result="written") >= N
+            assert total(samples, "hooklane_attempt_log_rows_total", result="dropped") == 0
+            commits = "hooklane_commit_duration_seconds_count"
+            assert total(samples, commits, group="hooklane-deliverer") > 0
             assert {s["group"] for s in series(samples, "hooklane_consumer_lag")} == {
                 "hooklane-deliverer"
             }
@@ -131,6 +137,9 @@ async def test_stack_metrics_lag_parking_and_status(
                 )
 
             await wait_until(router_drained, 60, 0.5, "router lag 0")
+            samples = await scrape(session, router_port)
+            assert total(samples, "hooklane_events_routed_total", topic=TOPIC) >= N
+            assert total(samples, commits, group="hooklane-router") > 0
 
             code, out, err = await hooklane(settings, "status", "--json")
             assert code == 0, err

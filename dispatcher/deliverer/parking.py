@@ -26,6 +26,7 @@ from dispatcher.attempt import WebhookTarget
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.store import DeliveryStore
+from dispatcher.metrics import DelivererMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +45,11 @@ class Parking:
         clock: Callable[[], float],
         finish: Callable[[Pending], None],
         settle: Callable[[Lane], None],
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self._store = store
+        # deliveries_total{gave_up,parked}: counted here, once each write succeeded.
+        self._metrics = metrics
         self._clock = clock
         self._finish = finish  # a delivery is done: its offset may be committed
         self._settle = settle  # a write ended: forget or re-schedule the lane
@@ -59,6 +63,8 @@ class Parking:
             lane.requeue(entry)  # not recorded: not finished; try again shortly
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
             return
+        if self._metrics is not None:
+            self._metrics.gave_up.inc()
         self._finish(entry)
 
     async def disable(
@@ -124,6 +130,8 @@ class Parking:
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
         else:
             log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
+            if self._metrics is not None:
+                self._metrics.parked.inc(len(entries))
             for entry in entries:
                 self._finish(entry)
             lane.recovered()
@@ -148,6 +156,8 @@ class Parking:
                     lane.parked = False
                     lane.recovered()
                     break
+                if self._metrics is not None:
+                    self._metrics.parked.inc(len(batch))
                 stored = {id(entry) for entry in batch}
                 # Entries revoked meanwhile were dropped (and counted) already.
                 for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023

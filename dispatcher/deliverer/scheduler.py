@@ -36,6 +36,7 @@ from dispatcher import attempt_log as attempt_store
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.metrics import DelivererMetrics
 from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
@@ -90,8 +91,10 @@ class BacklogScheduler:
         attempt_log: AttemptLog,
         rng: Random | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics  # deliveries_total{delivered,gave_up}; None: not counted
         self._pool = pool
         self._sender = sender
         self._load_target = load_target
@@ -285,12 +288,16 @@ class BacklogScheduler:
         step = next_step(result, state, self.policy, now, self._rng)
         if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
+            if self._metrics is not None:
+                self._metrics.delivered.inc()
         elif step.outcome is Outcome.DISABLE:
             assert step.reason is not None
             await self._disable(target, step.reason)
         elif step.outcome is Outcome.GIVE_UP:
             assert step.reason is not None
             await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
+            if self._metrics is not None:
+                self._metrics.gave_up.inc()
             log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
         else:  # RETRY or PARK: parked already, both wait for the next slot
             assert step.next_attempt_at is not None

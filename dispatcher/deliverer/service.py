@@ -39,6 +39,8 @@ from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.metered_sender import MeteredSender
+from dispatcher.metrics import DelivererMetrics
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import ClosableSender, Sender, make_sender
 from dispatcher.service import run_until_signalled
@@ -65,6 +67,7 @@ class Deliverer:
         sender: Sender | None = None,
         group_id: str = GROUP_ID,
         max_buffered: int = MAX_BUFFERED,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -73,6 +76,7 @@ class Deliverer:
         self._group_id = group_id
         self._given_sender = sender
         self._max_buffered = max_buffered
+        self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._pool: asyncpg.Pool | None = None
@@ -96,19 +100,23 @@ class Deliverer:
         self._pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
         targets = TargetCache.from_store(self._pool, SecretBox.from_setting(settings.secret_key))
         self._sender = self._given_sender or make_sender(settings)
-        self._attempt_log = AttemptLog(self._pool)
+        metrics = self._metrics
+        # Every attempt (lanes and scheduler alike) passes the one HTTP seam: measured there.
+        sender = self._sender if metrics is None else MeteredSender(self._sender, metrics)
+        self._attempt_log = AttemptLog(self._pool, metrics=metrics)
         self._attempt_log.start()
         worker = self.worker = Worker(
             settings,
-            self._sender,
+            sender,
             targets,
             PostgresStore(self._pool),
             on_attempt=self._attempt_log.record,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
+            metrics=metrics,
         )
         self._scheduler = BacklogScheduler(
-            settings, self._pool, self._sender, targets.get, self._attempt_log
+            settings, self._pool, sender, targets.get, self._attempt_log, metrics=metrics
         )
 
         async def changed(webhook_id: str) -> None:
@@ -133,6 +141,7 @@ class Deliverer:
             max_buffered=self._max_buffered,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_records=MAX_POLL_RECORDS,
+            commit_duration=metrics.commit_duration if metrics is not None else None,
             # A revocation waits for in-flight requests (up to the delivery timeout).
             rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
         )
@@ -223,6 +232,8 @@ class Deliverer:
                     # Rare: awaited inline so the offset counts as finished only once the
                     # dead letter is acknowledged (at-least-once for bad input too).
                     await self._dead_letter(record, exc.reason)
+                    if self._metrics is not None:
+                        self._metrics.dead_lettered(exc.category).inc()
                     self.worker.skip(tp, record.offset)
                     continue
                 self.worker.submit(task, tp, record.offset)

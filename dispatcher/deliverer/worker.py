@@ -42,7 +42,10 @@ from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.target_cache import TargetCache
+from dispatcher.delivery_logs import DeliveryLog
 from dispatcher.events import DeliveryTask
+from dispatcher.lane_gauges import LaneCounts, count_lanes
+from dispatcher.metrics import DelivererMetrics
 from dispatcher.policy import Outcome, Step
 from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender
@@ -89,8 +92,12 @@ class Worker:
         rng: random.Random | None = None,
         on_attempt: Callable[[AttemptResult], None] | None = None,
         park_early_above: int = PARK_EARLY_ABOVE,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self._metrics = metrics  # None: not counted (tests, benchmarks)
+        # Success lines sampled (HOOKLANE_LOG_SAMPLE), failures always.
+        self._delivery_log = DeliveryLog(settings.log_sample)
         # A failing lane holding more deliveries than this parks before ``park_after``,
         # so failing endpoints cannot fill the deliverer's buffer (and pause everyone).
         self._park_early_above = park_early_above
@@ -98,7 +105,7 @@ class Worker:
         self._sender = sender
         self._targets = targets
         self._store = store
-        self._parking = Parking(store, clock, self._finish, self._settle)
+        self._parking = Parking(store, clock, self._finish, self._settle, metrics)
         self._parked_states = ParkedStates()
         # Lanes waiting for their parked state (see ``_check_parked``).
         self._unchecked: set[str] = set()
@@ -266,6 +273,10 @@ class Worker:
         for tp in partitions:
             self.trackers.pop(tp, None)
 
+    def lane_counts(self) -> LaneCounts:
+        """This worker's lanes by state now (the ``lanes`` gauge samples it)."""
+        return count_lanes(self.lanes.values(), self._clock())
+
     def committable(self) -> dict[TopicPartition, int]:
         """The commit position of every partition that has one."""
         positions = {}
@@ -411,6 +422,16 @@ class Worker:
         if outcome is Outcome.DELIVERED:
             lane.succeeded()
             self._finish(entry)
+            if self._metrics is not None:
+                self._metrics.delivered.inc()
+            self._delivery_log.success(
+                result.event_id,
+                result.webhook_id,
+                result.tenant_id,
+                result.attempt,
+                status=result.status_code,
+                duration_ms=result.duration_ms,
+            )
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again
             self.outstanding -= 1
@@ -445,11 +466,11 @@ class Worker:
         self._schedule(lane)
 
     def _log_failure(self, lane: Lane, entry: Pending, result: AttemptResult, step: Step) -> None:
-        log.info(
-            "delivery.failed",
-            webhook_id=lane.webhook_id,
-            event_id=entry.task.event.id,
-            attempt=entry.attempts,
+        self._delivery_log.failure(
+            result.event_id,
+            lane.webhook_id,
+            result.tenant_id,
+            entry.attempts,
             status=result.status_code,
             error=result.error,
             action=step.outcome.value,
