@@ -26,8 +26,20 @@ from dispatcher import db
 from dispatcher.lag import LagPoller, OffsetReader
 from dispatcher.lane_gauges import LaneCounts, owned_parked, sample_lanes
 from dispatcher.loop_lag import monitor_loop_lag
-from dispatcher.metrics import DelivererMetrics, Families, Role, RouterMetrics, build_registry
-from dispatcher.ops_queries import parked_webhook_ids, refresh_periodically, set_backlog_gauges
+from dispatcher.metrics import (
+    TOP_WEBHOOKS,
+    DelivererMetrics,
+    Families,
+    Role,
+    RouterMetrics,
+    build_registry,
+)
+from dispatcher.ops_queries import (
+    parked_webhook_ids,
+    refresh_periodically,
+    set_backlog_gauges,
+    set_webhook_gauges,
+)
 from dispatcher.ops_server import OpsServer
 from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
 from dispatcher.service import run_until_signalled
@@ -42,7 +54,9 @@ class ProcessOps:
     def __init__(self, settings: Settings, role: Role) -> None:
         self.settings = settings
         self.families: Families = build_registry(
-            (role,), delivery_timeout_s=settings.delivery_timeout_s
+            (role,),
+            delivery_timeout_s=settings.delivery_timeout_s,
+            webhook_labels=settings.metrics_webhook_labels,
         )
         self.checks: dict[str, Check] = {}
         self.server = OpsServer(
@@ -173,6 +187,16 @@ async def run_deliverer(settings: Settings) -> None:
         pool = await ops.pool()
         backlog = families.gauge("backlog_deliveries"), families.gauge("backlog_oldest_age_seconds")
         ops.spawn(refresh_periodically(lambda: set_backlog_gauges(pool, *backlog), "backlog"))
+        if settings.metrics_webhook_labels:
+            per_webhook = (
+                families.gauge("webhook_backlog_deliveries"),
+                families.gauge("webhook_consecutive_failures"),
+            )
+
+            async def webhook_gauges() -> None:
+                await set_webhook_gauges(pool, *per_webhook, TOP_WEBHOOKS)
+
+            ops.spawn(refresh_periodically(webhook_gauges, "webhooks"))
 
         async def count_parked() -> None:
             topic = settings.deliveries_topic

@@ -272,6 +272,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VALIDATE_EVENTS": "true" if settings.validate_events else "false",
         "METRICS_HOST": settings.metrics_host,
         "METRICS_PORT": settings.metrics_port,
+        "METRICS_WEBHOOK_LABELS": "true" if settings.metrics_webhook_labels else "false",
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
     return env

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from dispatcher.events import DeliveryTask, Event, InvalidMessage
-from dispatcher.metrics import DelivererMetrics, RouterMetrics, build_registry
+from dispatcher.metrics import WEBHOOK_METRICS, DelivererMetrics, RouterMetrics, build_registry
+from dispatcher.ops_queries import set_webhook_gauges
 from dispatcher.producer import Producer
 from dispatcher.secrets import SecretBox
 from dispatcher.settings import Settings
@@ -196,3 +197,79 @@ async def test_deliverer_counts_outcomes_dead_letters_and_attempt_log_rows(
     assert {line["webhook_id"] for line in failed} == {down.id}
     for line in succeeded + failed:
         assert correlation <= set(line) and line["tenant_id"] == tenant.id
+
+
+def test_webhook_gauges_are_opt_in() -> None:
+    """Without HOOKLANE_METRICS_WEBHOOK_LABELS no metric has a webhook_id label."""
+    names = {spec.full_name for spec in WEBHOOK_METRICS}
+    for labels, expected in ((False, set()), (True, names)):
+        registry = build_registry(("deliverer",), webhook_labels=labels).registry
+        assert {metric.name for metric in registry.collect()} & names == expected
+
+
+async def test_webhook_gauges_keep_only_the_top_webhooks(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """The largest backlogs and the longest failing, ``top`` each; the rest are cleared."""
+    hooks = [
+        (await create_webhook(pool, settings, tenant.id, f"https://x.example/{n}", [TOPIC])).id
+        for n in range(3)
+    ]
+    for webhook_id, rows, days in zip(hooks, (3000, 2000, 1), (3000, 2000, 1), strict=True):
+        await pool.execute(
+            "INSERT INTO parked_webhooks (webhook_id, failing_since, next_attempt_at)"
+            " VALUES ($1::uuid, now(), now() + interval '1 hour')",
+            webhook_id,
+        )
+        await pool.execute(
+            "INSERT INTO backlog (webhook_id, event_id, task)"
+            " SELECT $1::uuid, 'evt_' || n, '{}'::jsonb FROM generate_series(1, $2) AS n",
+            webhook_id,
+            rows,
+        )
+        await pool.execute(
+            "UPDATE webhooks SET failing_since = now() - make_interval(days => $2),"
+            " consecutive_failures = $2 WHERE id = $1::uuid",
+            webhook_id,
+            days,
+        )
+    try:
+        await check_top_gauges(pool, hooks)
+    finally:  # failing for 3000 days: not something the other tests' views expect
+        await pool.execute("DELETE FROM backlog WHERE webhook_id = ANY($1::uuid[])", hooks)
+        await pool.execute("DELETE FROM parked_webhooks WHERE webhook_id = ANY($1::uuid[])", hooks)
+        await pool.execute("DELETE FROM webhooks WHERE id = ANY($1::uuid[])", hooks)
+
+
+async def check_top_gauges(pool: asyncpg.Pool, hooks: list[str]) -> None:
+    """Refresh the gauges on ``hooks`` (backlogs 3000/2000/1, failing 3000/2000/1 days)."""
+    families = build_registry(("deliverer",), webhook_labels=True)
+    backlog, failures = (
+        families.gauge("webhook_backlog_deliveries"),
+        families.gauge("webhook_consecutive_failures"),
+    )
+
+    def series(name: str) -> dict[str, float]:
+        return {
+            sample.labels["webhook_id"]: sample.value
+            for metric in families.registry.collect()
+            if metric.name == name
+            for sample in metric.samples
+        }
+
+    await set_webhook_gauges(pool, backlog, failures, top=2)
+    top_two = {hooks[0]: 3000.0, hooks[1]: 2000.0}
+    assert series("hooklane_webhook_backlog_deliveries") == top_two
+    assert series("hooklane_webhook_consecutive_failures") == top_two
+    # The first drains its backlog, the second recovers: both leave a top.
+    await pool.execute("DELETE FROM backlog WHERE webhook_id = ANY($1::uuid[])", hooks[:2])
+    await pool.execute(
+        "UPDATE webhooks SET failing_since = NULL, consecutive_failures = 0 WHERE id = $1::uuid",
+        hooks[1],
+    )
+    await set_webhook_gauges(pool, backlog, failures, top=2)
+    # Other tests' webhooks (same database) may fill the tops now; ours must have left.
+    shown = series("hooklane_webhook_backlog_deliveries")
+    assert len(shown) <= 2 and not set(hooks[:2]) & set(shown)
+    shown = series("hooklane_webhook_consecutive_failures")
+    assert len(shown) == 2 and shown[hooks[0]] == 3000.0 and hooks[1] not in shown

@@ -87,9 +87,9 @@ async def test_stack_metrics_lag_parking_and_status(
             processes.append(
                 await spawn("dispatcher.router", settings.replace(metrics_port=router_port))
             )
-            processes.append(
-                await spawn("dispatcher.deliverer", settings.replace(metrics_port=deliverer_port))
-            )
+            # With the opt-in per-webhook gauges: the dead endpoint shows by id.
+            labelled = settings.replace(metrics_port=deliverer_port, metrics_webhook_labels=True)
+            processes.append(await spawn("dispatcher.deliverer", labelled))
             for port, checks in (
                 (router_port, {"postgres", "broker", "consumer_group"}),
                 (deliverer_port, {"postgres", "broker", "consumer_group"}),
@@ -110,6 +110,8 @@ async def test_stack_metrics_lag_parking_and_status(
                     >= N
                     and total(samples, "hooklane_lanes", state="parked") > 0
                     and total(samples, "hooklane_backlog_deliveries") > 0
+                    and total(samples, "hooklane_webhook_backlog_deliveries", webhook_id=down.id)
+                    > 0
                     and bool(series(samples, "hooklane_consumer_lag"))
                     and total(samples, "hooklane_consumer_lag") == 0
                 )
