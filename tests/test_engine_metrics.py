@@ -7,9 +7,6 @@ constructor); the tests read the registry's samples, so they see exactly what
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 import asyncpg
 import orjson
 import pytest
@@ -33,6 +30,7 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
+from tests.test_malformed import event
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 UNKNOWN_TOPIC = "NOT.IN.THE.CATALOG"
@@ -41,23 +39,6 @@ UNKNOWN_TOPIC = "NOT.IN.THE.CATALOG"
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """A sample of ``registry`` (0 when absent)."""
     return registry.get_sample_value(name, labels) or 0.0
-
-
-def event(owner: str, **overrides: Any) -> dict[str, Any]:
-    """A valid event message of tenant ``owner``; an override of None removes the field."""
-    message: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "topic": TOPIC,
-        "tenant_id": owner,
-        "triggered_at": 1700000000,
-        "data": {"registration_id": "reg_1"},
-    }
-    for name, replacement in overrides.items():
-        if replacement is None:
-            message.pop(name)
-        else:
-            message[name] = replacement
-    return message
 
 
 @pytest.mark.parametrize(

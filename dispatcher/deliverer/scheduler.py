@@ -36,6 +36,7 @@ from dispatcher import attempt_log as attempt_store
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.delivery_logs import DeliveryLog
 from dispatcher.metrics import DelivererMetrics
 from dispatcher.policy import LaneState, Outcome, Random, RetryPolicy, default_rng, next_step
 from dispatcher.sender import Sender
@@ -95,6 +96,7 @@ class BacklogScheduler:
     ) -> None:
         self._settings = settings
         self._metrics = metrics  # deliveries_total{delivered,gave_up}; None: not counted
+        self._delivery_log = DeliveryLog(settings.log_sample)
         self._pool = pool
         self._sender = sender
         self._load_target = load_target
@@ -286,6 +288,7 @@ class BacklogScheduler:
             webhook_failing_since=streak.webhook_failing_since,
         )
         step = next_step(result, state, self.policy, now, self._rng)
+        self._delivery_log.attempted(result, step.outcome.value)
         if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
             if self._metrics is not None:

@@ -46,7 +46,7 @@ from dispatcher.delivery_logs import DeliveryLog
 from dispatcher.events import DeliveryTask
 from dispatcher.lane_gauges import LaneCounts, count_lanes
 from dispatcher.metrics import DelivererMetrics
-from dispatcher.policy import Outcome, Step
+from dispatcher.policy import Outcome
 from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
@@ -424,14 +424,7 @@ class Worker:
             self._finish(entry)
             if self._metrics is not None:
                 self._metrics.delivered.inc()
-            self._delivery_log.success(
-                result.event_id,
-                result.webhook_id,
-                result.tenant_id,
-                result.attempt,
-                status=result.status_code,
-                duration_ms=result.duration_ms,
-            )
+            self._delivery_log.attempted(result, outcome.value)
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again
             self.outstanding -= 1
@@ -439,7 +432,7 @@ class Worker:
             lane.finished()  # an unordered sibling parked the lane: follow it to the backlog
             lane.requeue(entry)
         else:
-            self._log_failure(lane, entry, result, step)
+            self._delivery_log.attempted(result, outcome.value)
             assert step.failing_since is not None
             if outcome is Outcome.RETRY:
                 assert step.next_attempt_at is not None
@@ -464,17 +457,6 @@ class Worker:
                 )
         self._forget_if_idle(lane)
         self._schedule(lane)
-
-    def _log_failure(self, lane: Lane, entry: Pending, result: AttemptResult, step: Step) -> None:
-        self._delivery_log.failure(
-            result.event_id,
-            lane.webhook_id,
-            result.tenant_id,
-            entry.attempts,
-            status=result.status_code,
-            error=result.error,
-            action=step.outcome.value,
-        )
 
     def _settle(self, lane: Lane) -> None:
         """After a backlog write: forget the lane if idle, else give it its next turn."""
