@@ -27,6 +27,7 @@ import structlog
 
 from dispatcher.attempt import AttemptResult
 from dispatcher.db import delete_in_batches
+from dispatcher.metrics import DelivererMetrics
 
 if TYPE_CHECKING:
     from dispatcher.db import Connection, Executor
@@ -299,8 +300,10 @@ class AttemptLog:
         flush_interval: float = 0.1,
         max_batch: int = 500,
         max_buffered: int = MAX_BUFFERED,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self._pool = pool
+        self._metrics = metrics  # attempt_log_rows_total; None: not counted
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._buffer: deque[AttemptResult] = deque(maxlen=max(max_buffered, max_batch))
@@ -349,6 +352,8 @@ class AttemptLog:
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                     # Retrying cannot fix bad data; keep the log flowing.
                     self.dropped += len(batch)
+                    if self._metrics is not None:
+                        self._metrics.attempt_log_dropped.inc(len(batch))
                     log.error("attempt_log.batch_rejected", error=str(exc), size=len(batch))
                     continue
                 except BaseException:
@@ -359,6 +364,8 @@ class AttemptLog:
                     self._buffer.extendleft(reversed(batch))
                     raise
                 self.written += len(batch)
+                if self._metrics is not None:
+                    self._metrics.attempt_log_written.inc(len(batch))
                 self._report_dropped()
 
     async def close(self) -> None:
@@ -377,6 +384,8 @@ class AttemptLog:
     def _drop(self, count: int) -> None:
         self.dropped += count
         self._dropped_unreported += count
+        if self._metrics is not None:
+            self._metrics.attempt_log_dropped.inc(count)
 
     def _report_dropped(self) -> None:
         # Once per episode, when it ends: a warning per dropped row would flood the log

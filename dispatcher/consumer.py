@@ -24,6 +24,7 @@ Every partition that moves is logged as ``<name>.partitions_assigned`` /
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import Histogram
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +85,7 @@ class GroupConsumer:
         pattern: str | None = None,
         max_buffered: int | None = None,
         poll_timeout_ms: int = POLL_TIMEOUT_MS,
+        commit_duration: Histogram | None = None,
         **options: Any,
     ) -> None:
         self._handler = handler
@@ -94,6 +97,8 @@ class GroupConsumer:
         self._max_buffered = max_buffered
         self._poll_timeout_ms = poll_timeout_ms
         self._options = options
+        # ``hooklane_commit_duration_seconds{group}``; None: not measured.
+        self._commit_duration = commit_duration
         self._consumer: AIOKafkaConsumer | None = None
         # Held while a batch is taken and committed, and while partitions are released.
         self._lock = asyncio.Lock()
@@ -164,6 +169,7 @@ class GroupConsumer:
             }
             if not positions or not await self._handler.before_commit():
                 return
+            started = time.perf_counter()
             try:
                 await consumer.commit(
                     {tp: OffsetAndMetadata(position, "") for tp, position in positions.items()}
@@ -172,6 +178,8 @@ class GroupConsumer:
                 # Not committed: the partitions' next reader repeats some work (duplicates).
                 log.warning(f"{self._name}.commit_failed", error=str(exc))
                 return
+            if self._commit_duration is not None:
+                self._commit_duration.observe(time.perf_counter() - started)
             self._committed.update(positions)
 
     async def leave(self) -> None:

@@ -7,9 +7,12 @@ drown the logs at thousands of deliveries a second; failures are always logged.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from dispatcher.attempt import AttemptResult
 
 
 def keep_line(sample: float, rng: random.Random) -> bool:
@@ -57,3 +60,11 @@ class DeliveryLog:
         self._log.warning(
             "delivery.failed", **self.fields(event_id, webhook_id, tenant_id, attempt), **extra
         )
+
+    def attempted(self, result: AttemptResult, action: str) -> None:
+        """The line of one attempt; ``action`` is what the policy does next (``retry``...)."""
+        ids = (result.event_id, result.webhook_id, result.tenant_id, result.attempt)
+        if result.success:
+            self.success(*ids, status=result.status_code, duration_ms=result.duration_ms)
+        else:
+            self.failure(*ids, status=result.status_code, error=result.error, action=action)

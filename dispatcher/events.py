@@ -27,11 +27,16 @@ MAX_ID_LENGTH = 200
 
 
 class InvalidMessage(ValueError):
-    """A Kafka message that cannot be processed; ``reason`` goes to the dead-letter topic."""
+    """A Kafka message that cannot be processed; ``reason`` goes to the dead-letter topic.
 
-    def __init__(self, reason: str) -> None:
+    ``category`` is a short, stable name for the kind of problem (the ``reason`` label
+    of ``hooklane_events_dead_lettered_total``: bounded, unlike the free-text reason).
+    """
+
+    def __init__(self, reason: str, category: str = "missing_field") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.category = category
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ class Event:
     def from_dict(cls, value: Any, expected_topic: str | None = None) -> Event:
         """Validate a decoded message; InvalidMessage names what is wrong."""
         if not isinstance(value, dict):
-            raise InvalidMessage("the message is not a JSON object")
+            raise InvalidMessage("the message is not a JSON object", "invalid_json")
         tenant_id = value.get("tenant_id")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise InvalidMessage("tenant_id is missing or not a non-empty string")
@@ -75,7 +80,9 @@ class Event:
         if not isinstance(topic, str) or not topic:
             raise InvalidMessage("topic is missing or not a string")
         if expected_topic is not None and topic != expected_topic:
-            raise InvalidMessage(f"topic {topic!r} does not match the Kafka topic")
+            raise InvalidMessage(
+                f"topic {topic!r} does not match the Kafka topic", "topic_mismatch"
+            )
         triggered_at = value.get("triggered_at")
         if isinstance(triggered_at, bool) or not isinstance(triggered_at, int | float):
             raise InvalidMessage("triggered_at is missing or not unix seconds")
@@ -87,11 +94,11 @@ class Event:
     def from_message(cls, raw: bytes | None, expected_topic: str | None = None) -> Event:
         """Decode and validate a Kafka message value."""
         if raw is None:
-            raise InvalidMessage("the message has no value")
+            raise InvalidMessage("the message has no value", "invalid_json")
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidMessage(f"the value is not valid JSON: {exc}") from None
+            raise InvalidMessage(f"the value is not valid JSON: {exc}", "invalid_json") from None
         return cls.from_dict(value, expected_topic)
 
 
@@ -115,7 +122,7 @@ class DeliveryTask:
     def from_dict(cls, value: Any) -> DeliveryTask:
         """Validate a decoded task; InvalidMessage names what is wrong."""
         if not isinstance(value, dict):
-            raise InvalidMessage("the task is not a JSON object")
+            raise InvalidMessage("the task is not a JSON object", "invalid_json")
         webhook_id = value.get("webhook_id")
         if not isinstance(webhook_id, str) or not webhook_id:
             raise InvalidMessage("webhook_id is missing")
@@ -128,11 +135,11 @@ class DeliveryTask:
     def from_message(cls, raw: bytes | None) -> DeliveryTask:
         """Decode and validate a deliveries-topic message value."""
         if raw is None:
-            raise InvalidMessage("the message has no value")
+            raise InvalidMessage("the message has no value", "invalid_json")
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidMessage(f"the value is not valid JSON: {exc}") from None
+            raise InvalidMessage(f"the value is not valid JSON: {exc}", "invalid_json") from None
         return cls.from_dict(value)
 
 

@@ -47,9 +47,10 @@ STORE_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that goes to the dead-letter topic with ``reason``."""
+    """A record that goes to the dead-letter topic with ``reason`` (``category``: its kind)."""
 
     reason: str
+    category: str = "unroutable"
 
 
 class Duplicate:
@@ -153,13 +154,15 @@ class Ingest:
         try:
             event = Event.from_message(record.value, expected_topic=topic)
             if not await self._topic_known(event.topic):
-                raise InvalidMessage(f"topic {event.topic!r} is not in the topic catalog")
+                raise InvalidMessage(
+                    f"topic {event.topic!r} is not in the topic catalog", "unknown_topic"
+                )
             if self._settings.validate_events:
                 found = self._schemas.problems_of(event.topic, event.data)
                 if found:
-                    raise InvalidMessage(describe(event.topic, found))
+                    raise InvalidMessage(describe(event.topic, found), "schema")
         except InvalidMessage as exc:
-            return Rejected(exc.reason)
+            return Rejected(exc.reason, exc.category)
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
             return Rejected(f"cannot route: {type(exc).__name__}: {exc}")

@@ -1,16 +1,15 @@
 """The ``lanes`` gauge, sampled: this deliverer's lanes by state.
 
-Ready and backing-off lanes are sampled from the worker's lanes once a second, which
-costs nothing per delivery. Parked lanes leave the worker's memory (their state is the
-``parked_webhooks`` table), so they are counted from Postgres: the parked webhooks
-whose deliveries-topic partition (the producer's murmur2 of the webhook id) this
-process owns.
+Ready and backing-off lanes are sampled from the worker (``Worker.lane_counts()``)
+once a second, which costs nothing per delivery. Parked lanes leave the worker's
+memory (their state is the ``parked_webhooks`` table), so they are counted from
+Postgres: the parked webhooks whose deliveries-topic partition (the producer's
+murmur2 of the webhook id) this process owns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,14 +70,13 @@ def owned_parked(parked_ids: Iterable[str], owned: Collection[int], partitions: 
 
 
 async def sample_lanes(
-    lanes: Callable[[], Iterable[LaneView]],
+    lane_counts: Callable[[], LaneCounts],
     metrics: DelivererMetrics,
-    clock: Callable[[], float] = time.time,
     interval_s: float = SAMPLE_INTERVAL_S,
 ) -> None:
     """Set ``lanes{state=ready|backoff}`` every ``interval_s`` (in-flight is the sender's)."""
     while True:
-        counts = count_lanes(list(lanes()), clock())
+        counts = lane_counts()
         metrics.lanes_ready.set(counts.ready)
         metrics.lanes_backoff.set(counts.backoff)
         await asyncio.sleep(interval_s)

@@ -3,9 +3,8 @@
 It wraps the one HTTP seam, so every attempt of the deliverer (lanes and backlog
 scheduler alike) is measured with no change to the delivery code: the attempt outcome
 (from the answer or the ``DeliveryError`` subclass), its duration and the requests in
-flight. A 2xx answer is also one delivered delivery: nothing else finishes a
-delivery with success. Given-up and parked deliveries are decided inside the worker
-and are counted there.
+flight. Deliveries (delivered, given up, parked) are not attempts: they are counted
+where the policy's outcome is carried out (the worker, its parking, the scheduler).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ class MeteredSender:
         if response.ok:
             metrics.duration_success.observe(elapsed)
             metrics.attempt_success.inc()
-            metrics.delivered.inc()
         else:
             metrics.duration_failure.observe(elapsed)
             metrics.attempt_http_error.inc()

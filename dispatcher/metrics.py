@@ -7,7 +7,10 @@ roles, for tests that cross-check names) on a fresh ``CollectorRegistry`` and re
 ``ApiMetrics``) prebind the labelled children a hot path touches, so a per-event call
 is one attribute access and one ``inc()``/``observe()`` with no label lookup.
 
-No per-webhook label: cardinality. Per-webhook detail is ``hooklane status`` and the API.
+No per-webhook label by default: cardinality. Per-webhook detail is ``hooklane status``
+and the API. ``HOOKLANE_METRICS_WEBHOOK_LABELS=true`` adds ``WEBHOOK_METRICS``: gauges
+with a ``webhook_id`` label for the top ``TOP_WEBHOOKS`` webhooks only (refreshed from
+Postgres, the rest cleared), so the series count stays bounded however many webhooks exist.
 """
 
 from __future__ import annotations
@@ -147,6 +150,26 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+# The opt-in per-webhook gauges (deliverer; global, like the backlog gauges: max()).
+TOP_WEBHOOKS = 20
+WEBHOOK_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "webhook_backlog_deliveries",
+        "gauge",
+        f"Backlog deliveries of the {TOP_WEBHOOKS} parked webhooks with the most (opt-in)",
+        ("webhook_id",),
+        ("deliverer",),
+    ),
+    MetricSpec(
+        "webhook_consecutive_failures",
+        "gauge",
+        f"Consecutive failures of the {TOP_WEBHOOKS} webhooks failing longest (opt-in)",
+        ("webhook_id",),
+        ("deliverer",),
+    ),
+)
+
+
 def latency_buckets(timeout_s: float) -> tuple[float, ...]:
     """Histogram buckets from 1 ms up to ``timeout_s`` (which is always the last bound)."""
     steps = tuple(step for step in _LATENCY_STEPS if step < timeout_s)
@@ -194,13 +217,17 @@ def build_registry(
     *,
     delivery_timeout_s: float = 10.0,
     commit: str | None = None,
+    webhook_labels: bool = False,
 ) -> Families:
-    """A fresh registry holding the metrics of ``roles`` (default: all), build_info set."""
+    """A fresh registry holding the metrics of ``roles`` (default: all), build_info set.
+
+    ``webhook_labels`` adds the opt-in ``WEBHOOK_METRICS`` of those roles.
+    """
     # The `_created` series double the series count and no dashboard or alert uses them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     wanted = set(roles)
     families = Families(CollectorRegistry(auto_describe=True))
-    for spec in METRICS:
+    for spec in (*METRICS, *(WEBHOOK_METRICS if webhook_labels else ())):
         if wanted & set(spec.roles):
             families.add(spec, latency_buckets(delivery_timeout_s))
     families.gauge("build_info").labels(version=version(), commit=commit or git_commit()).set(1)

@@ -3,8 +3,10 @@
 ``ProcessOps`` owns what every process adds beside its work: the ``/metrics``,
 ``/healthz``, ``/readyz`` server, the event-loop lag monitor and any background
 poller (consumer lag, backlog gauges, lane sampling). ``run_router`` and
-``run_deliverer`` wrap the engine's services with it, reading only their public
-attributes, so the engine needs no knowledge of metrics to be observable.
+``run_deliverer`` wrap the engine's services with it: the services count what they
+decide (routed, dead-lettered, deliveries by outcome, commits, attempt-log rows) on
+the metrics object handed to their constructor; the pollers read their public
+attributes (``assignment``, ``Worker.lane_counts()``).
 """
 
 from __future__ import annotations
@@ -22,14 +24,24 @@ from aiokafka import TopicPartition
 
 from dispatcher import db
 from dispatcher.lag import LagPoller, OffsetReader
-from dispatcher.lane_gauges import LaneView, owned_parked, sample_lanes
+from dispatcher.lane_gauges import LaneCounts, owned_parked, sample_lanes
 from dispatcher.loop_lag import monitor_loop_lag
-from dispatcher.metered_sender import MeteredSender
-from dispatcher.metrics import DelivererMetrics, Families, Role, build_registry
-from dispatcher.ops_queries import parked_webhook_ids, refresh_periodically, set_backlog_gauges
+from dispatcher.metrics import (
+    TOP_WEBHOOKS,
+    DelivererMetrics,
+    Families,
+    Role,
+    RouterMetrics,
+    build_registry,
+)
+from dispatcher.ops_queries import (
+    parked_webhook_ids,
+    refresh_periodically,
+    set_backlog_gauges,
+    set_webhook_gauges,
+)
 from dispatcher.ops_server import OpsServer
 from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
-from dispatcher.sender import AiohttpSender
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
 
@@ -42,7 +54,9 @@ class ProcessOps:
     def __init__(self, settings: Settings, role: Role) -> None:
         self.settings = settings
         self.families: Families = build_registry(
-            (role,), delivery_timeout_s=settings.delivery_timeout_s
+            (role,),
+            delivery_timeout_s=settings.delivery_timeout_s,
+            webhook_labels=settings.metrics_webhook_labels,
         )
         self.checks: dict[str, Check] = {}
         self.server = OpsServer(
@@ -148,7 +162,9 @@ async def run_router(settings: Settings) -> None:
 
         gauge = ops.families.gauge("consumer_lag")
         ops.spawn(LagPoller(reader, gauge, GROUP_ID, partitions).run())
-        await run_until_signalled(Router(settings))
+        router = Router(settings, metrics=RouterMetrics(ops.families, GROUP_ID))
+        ops.checks["consumer_group"] = group_member_check(GROUP_ID, lambda: router.assignment)
+        await run_until_signalled(router)
 
 
 async def run_deliverer(settings: Settings) -> None:
@@ -157,9 +173,8 @@ async def run_deliverer(settings: Settings) -> None:
 
     async with ProcessOps(settings, "deliverer") as ops:
         metrics = DelivererMetrics(ops.families, GROUP_ID)
-        sender = AiohttpSender(settings)  # needs the running loop
-        ops.on_close(sender.close)
-        deliverer = Deliverer(settings, sender=MeteredSender(sender, metrics))
+        # The deliverer makes (make_sender: the lean sender by default) and closes it.
+        deliverer = Deliverer(settings, metrics=metrics)
         await ops.add_infrastructure_checks()
         ops.checks["consumer_group"] = group_member_check(GROUP_ID, lambda: deliverer.assignment)
         reader = await ops.offset_reader()
@@ -172,6 +187,16 @@ async def run_deliverer(settings: Settings) -> None:
         pool = await ops.pool()
         backlog = families.gauge("backlog_deliveries"), families.gauge("backlog_oldest_age_seconds")
         ops.spawn(refresh_periodically(lambda: set_backlog_gauges(pool, *backlog), "backlog"))
+        if settings.metrics_webhook_labels:
+            per_webhook = (
+                families.gauge("webhook_backlog_deliveries"),
+                families.gauge("webhook_consecutive_failures"),
+            )
+
+            async def webhook_gauges() -> None:
+                await set_webhook_gauges(pool, *per_webhook, TOP_WEBHOOKS)
+
+            ops.spawn(refresh_periodically(webhook_gauges, "webhooks"))
 
         async def count_parked() -> None:
             topic = settings.deliveries_topic
@@ -182,8 +207,9 @@ async def run_deliverer(settings: Settings) -> None:
 
         ops.spawn(refresh_periodically(count_parked, "lanes_parked"))
 
-        def lanes() -> Iterable[LaneView]:
-            return deliverer.worker.lanes.values() if deliverer.worker is not None else ()
+        def lane_counts() -> LaneCounts:
+            worker = deliverer.worker
+            return worker.lane_counts() if worker is not None else LaneCounts()
 
-        ops.spawn(sample_lanes(lanes, metrics))
+        ops.spawn(sample_lanes(lane_counts, metrics))
         await run_until_signalled(deliverer)

@@ -7,7 +7,7 @@ is an aggregate or bounded (LIMIT), cheap enough to run every few seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -73,6 +73,16 @@ async def failing_webhooks(db: Executor, limit: int = FAILING_LIMIT) -> list[Fai
     return [FailingWebhook(*row.values()) for row in rows]
 
 
+async def largest_backlogs(db: Executor, limit: int) -> list[tuple[str, int]]:
+    """(webhook id, deliveries) of the ``limit`` parked webhooks with the most, most first."""
+    rows = await db.fetch(
+        "SELECT webhook_id::text, count(*) AS n FROM backlog"
+        " GROUP BY webhook_id ORDER BY n DESC, webhook_id LIMIT $1",
+        limit,
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
 async def recent_outcomes(db: Executor, within_s: float = 60.0) -> dict[str, int]:
     """Attempts of the last ``within_s`` seconds by outcome (test triggers excluded)."""
     rows = await db.fetch(
@@ -98,6 +108,25 @@ async def refresh_periodically(
         except Exception as exc:  # asyncpg, OSError, KafkaError, timeouts
             log.warning("gauges.refresh_failed", gauges=what, error=repr(exc))
         await asyncio.sleep(interval_s)
+
+
+def set_top(gauge: Gauge, values: Iterable[tuple[str, float]]) -> None:
+    """Make ``gauge{webhook_id}`` exactly ``values``: webhooks that left the top are cleared.
+
+    Clear and set run without an await between them, so a scrape (same event loop)
+    never sees a half-updated set.
+    """
+    gauge.clear()
+    for webhook_id, value in values:
+        gauge.labels(webhook_id=webhook_id).set(value)
+
+
+async def set_webhook_gauges(db: Executor, backlog: Gauge, failures: Gauge, top: int) -> None:
+    """The opt-in per-webhook gauges: the ``top`` largest backlogs, the ``top`` failing longest."""
+    largest = await largest_backlogs(db, top)
+    failing = await failing_webhooks(db, top)
+    set_top(backlog, largest)
+    set_top(failures, [(webhook.id, webhook.consecutive_failures) for webhook in failing])
 
 
 async def set_backlog_gauges(db: Executor, deliveries: Gauge, oldest_age: Gauge) -> None:

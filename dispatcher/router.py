@@ -35,6 +35,7 @@ from dispatcher.consumer import Batch, GroupConsumer
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.ingest import Ingest, Rejected, Verdict
+from dispatcher.metrics import RouterMetrics
 from dispatcher.operational import recipients
 from dispatcher.producer import Producer
 from dispatcher.service import run_until_signalled
@@ -66,6 +67,7 @@ class Router:
         *,
         index: SubscriptionIndex | None = None,
         group_id: str = GROUP_ID,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -73,6 +75,7 @@ class Router:
         self.index = index or SubscriptionIndex(settings.database_url)
         self._bootstrap = settings.kafka_bootstrap_servers
         self._group_id = group_id
+        self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._producer = Producer(settings)
         self._ingest = Ingest(settings, self.index.topic_known)
         self._group: GroupConsumer | None = None
@@ -102,6 +105,7 @@ class Router:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_BATCH,
+            commit_duration=self._metrics.commit_duration if self._metrics else None,
         )
         await self._group.start()
         log.info("router.started", prefix=settings.topic_prefix)
@@ -149,11 +153,15 @@ class Router:
     async def take(self, batch: Batch) -> bool:
         """Route every record of ``batch`` and wait for every acknowledgement."""
         futures: list[asyncio.Future[Any]] = []
+        filtered_before = self.index.subscriptions.filtered
         try:
             records = [record for part in batch.values() for record in part]
             verdicts = await self._ingest.admit(records)  # one Postgres round trip
+            applied: list[Verdict] = []
             for record, verdict in zip(records, verdicts, strict=True):
-                futures.extend(await self._route(record, verdict))
+                sent, outcome = await self._route(record, verdict)
+                futures.extend(sent)
+                applied.append(outcome)
             await asyncio.gather(*futures)
         except KafkaError as exc:
             # Nothing of this batch is committed: it is read again from the commit.
@@ -163,7 +171,21 @@ class Router:
             return False
         for tp, part in batch.items():
             self._positions[tp] = part[-1].offset + 1
+        if self._metrics is not None:
+            self._count(applied, self.index.subscriptions.filtered - filtered_before)
         return True
+
+    def _count(self, applied: list[Verdict], filtered: int) -> None:
+        # Once the batch is acknowledged, so a batch read again is not counted twice.
+        assert self._metrics is not None
+        metrics = self._metrics
+        for verdict in applied:
+            if isinstance(verdict, Event):
+                metrics.routed(verdict.topic).inc()
+            elif isinstance(verdict, Rejected):
+                metrics.dead_lettered(verdict.category).inc()
+        if filtered:
+            metrics.filtered.inc(filtered)
 
     def committable(self) -> dict[TopicPartition, int]:
         """The position after the last routed batch of every partition."""
@@ -181,11 +203,14 @@ class Router:
         for tp in partitions:
             self._positions.pop(tp, None)
 
-    async def _route(self, record: ConsumerRecord, verdict: Verdict) -> list[asyncio.Future[Any]]:
+    async def _route(
+        self, record: ConsumerRecord, verdict: Verdict
+    ) -> tuple[list[asyncio.Future[Any]], Verdict]:
+        """The sends of ``record`` and what was done with it (a Rejected if unroutable)."""
         if isinstance(verdict, Rejected):
-            return [await self._dead_letter(record, verdict.reason)]
+            return [await self._dead_letter(record, verdict.reason)], verdict
         if not isinstance(verdict, Event):
-            return []  # a duplicate: routed already within the dedup window
+            return [], verdict  # a duplicate: routed already within the dedup window
         event = verdict
         try:
             # recipients(): an operational event never goes to the webhook it is about.
@@ -195,12 +220,13 @@ class Router:
             ]
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
-            return [await self._dead_letter(record, f"cannot route: {type(exc).__name__}: {exc}")]
+            rejected = Rejected(f"cannot route: {type(exc).__name__}: {exc}")
+            return [await self._dead_letter(record, rejected.reason)], rejected
         kafka = self._producer.kafka
         return [
             await kafka.send(self.settings.deliveries_topic, message, key=webhook_id.encode())
             for webhook_id, message in tasks
-        ]
+        ], event
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
         return await send_dead_letter(

@@ -58,8 +58,8 @@ class Subscriptions:
         self._by_key: dict[tuple[str, str], list[str]] = {}
         self._keys_of: dict[str, list[tuple[str, str]]] = {}
         self._filters: dict[str, Predicate] = {}
-        # Deliveries not created because a filter did not match (read as
-        # ``hooklane_events_filtered_total`` once the metrics land).
+        # Deliveries not created because a filter did not match (the router adds
+        # each batch's increase to ``hooklane_events_filtered_total``).
         self.filtered = 0
 
     def __len__(self) -> int:

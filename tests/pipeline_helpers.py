@@ -226,11 +226,11 @@ def _unique_group(kind: str) -> str:
 
 
 async def start_router(
-    settings: Settings, group_id: str | None = None, wait_assigned: bool = True
+    settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
     await create_topics(settings)
-    router = Router(settings, group_id=group_id or _unique_group("router"))
+    router = Router(settings, group_id=group_id or _unique_group("router"), **kwargs)
     await router.start()
     running = Running(router, asyncio.create_task(router.run(), name="test-router"))
     if wait_assigned:
@@ -281,6 +281,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VALIDATE_EVENTS": "true" if settings.validate_events else "false",
         "METRICS_HOST": settings.metrics_host,
         "METRICS_PORT": settings.metrics_port,
+        "METRICS_WEBHOOK_LABELS": "true" if settings.metrics_webhook_labels else "false",
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
     return env

@@ -25,7 +25,7 @@ from dispatcher.bench.results import (
     evaluate,
     relative_change,
 )
-from dispatcher.bench.stack import bench_database_url, dispatcher_env, webhook_url
+from dispatcher.bench.stack import Stack, bench_database_url, dispatcher_env, webhook_url
 from dispatcher.events import Event, delivery_body
 from dispatcher.settings import Settings
 
@@ -486,6 +486,28 @@ def test_dispatcher_env_carries_the_bench_settings():
     assert env["HOOKLANE_PARK_AFTER"] == "5s"
     # What the children see must itself be valid settings.
     assert Settings.from_env(env).topic_prefix == "bench1."
+
+
+def test_no_metrics_flag_is_parsed_and_recorded():
+    """--no-metrics turns the services' metrics off, and the results say so."""
+    assert parse_options([]).metrics is True
+    options = parse_options(["--no-metrics"])
+    assert options.metrics is False and options.to_dict()["metrics"] is False
+
+
+@pytest.mark.parametrize("metrics", [True, False])
+def test_router_and_deliverer_get_their_own_metrics_port_or_run_bare(tmp_path, metrics):
+    """With metrics each child has its own ops port; without, both run the bare services."""
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:5432/b")
+    stack = Stack(settings, tmp_path, "WARNING", metrics=metrics)
+    router, deliverer, _env = stack.dispatcher(settings)
+    if metrics:
+        assert (router.module, deliverer.module) == ("dispatcher.router", "dispatcher.deliverer")
+        ports = {child.env["HOOKLANE_METRICS_PORT"] for child in (router, deliverer)}
+        assert len(ports) == 2
+    else:
+        assert {router.module, deliverer.module} == {"dispatcher.bench.bare"}
+        assert (list(router.args), list(deliverer.args)) == (["router"], ["deliverer"])
 
 
 # -- /proc parsing, profiles, table, progress -------------------------------------------

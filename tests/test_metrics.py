@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.attempt import AttemptResult
 from dispatcher.delivery_logs import DeliveryLog, keep_line
 from dispatcher.lane_gauges import count_lanes
 from dispatcher.loop_lag import monitor_loop_lag
@@ -198,6 +199,44 @@ def test_delivery_log_lines_carry_correlation_fields_and_sample_successes() -> N
     with capture_logs() as logs:
         DeliveryLog(sample=1.0).success("evt_2", "wh_1", "ten_1", 1)
     assert [entry["event_id"] for entry in logs] == ["evt_2"]
+
+
+@pytest.mark.parametrize(
+    ("status", "sample", "expected"),
+    [
+        (200, 1.0, [("delivery.succeeded", None)]),
+        (200, 0.0, []),
+        (503, 0.0, [("delivery.failed", "retry")]),
+        (None, 0.0, [("delivery.failed", "retry")]),
+    ],
+)
+def test_attempted_logs_one_line_per_attempt_result(
+    status: int | None, sample: float, expected: list[tuple[str, str | None]]
+) -> None:
+    """An attempt result logs as a sampled success or an always-kept failure with its action."""
+    from structlog.testing import capture_logs
+
+    result = AttemptResult(
+        webhook_id="wh_1",
+        tenant_id="ten_1",
+        event_id="evt_1",
+        topic="T",
+        attempt=3,
+        attempted_at=0.0,
+        duration_ms=1.5,
+        status_code=status,
+        error=None if status == 200 else "HTTP 503",
+    )
+    with capture_logs() as logs:
+        DeliveryLog(sample).attempted(result, "retry")
+    assert [(line["event"], line.get("action")) for line in logs] == expected
+    for line in logs:
+        assert (line["event_id"], line["webhook_id"], line["tenant_id"], line["attempt"]) == (
+            "evt_1",
+            "wh_1",
+            "ten_1",
+            3,
+        )
 
 
 @dataclass

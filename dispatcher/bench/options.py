@@ -68,6 +68,7 @@ class BenchOptions:
     log_level: str = "WARNING"
     profile: Path | None = None  # py-spy flame graphs of router/deliverer in (2)
     keep: bool = False  # keep the database and the process logs
+    metrics: bool = True  # False: router and deliverer without metrics (their cost)
     compare: tuple[Path, Path] | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -79,6 +80,7 @@ class BenchOptions:
             "failing_fraction": self.failing_fraction,
             "timeout": self.timeout,
             "log_level": self.log_level,
+            "metrics": self.metrics,
         }
 
 
@@ -134,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", type=Path, help="directory for py-spy flame graphs of (2)")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs")
     parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="run router and deliverer without metrics, to measure what they cost",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -162,6 +170,7 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         log_level=args.log_level.upper(),
         profile=args.profile,
         keep=args.keep,
+        metrics=args.metrics,
         compare=tuple(args.compare) if args.compare else None,
     )
 

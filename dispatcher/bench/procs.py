@@ -62,6 +62,8 @@ class Child:
     name: str
     module: str
     args: Sequence[str] = ()
+    # Added to the environment it is started with (e.g. its own metrics port).
+    env: Mapping[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
     peak_rss_kb: int = 0
@@ -88,7 +90,7 @@ class Child:
             "-m",
             self.module,
             *self.args,
-            env=dict(env),
+            env={**env, **self.env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout_pipe else self._log,
             stderr=self._log,

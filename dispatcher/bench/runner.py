@@ -147,7 +147,7 @@ async def run_all(
     log_dir = (options.out.parent if options.out else BENCH_DIR) / (
         "logs-" + started.strftime("%Y%m%dT%H%M%SZ")
     )
-    stack = Stack(settings, log_dir, options.log_level)
+    stack = Stack(settings, log_dir, options.log_level, metrics=options.metrics)
     absent = missing_pipeline()
     # SIGTERM stops the run like Ctrl-C does: cancelled, every process stopped.
     main_task = asyncio.current_task()

@@ -20,7 +20,7 @@ import asyncpg
 
 from dispatcher import db
 from dispatcher.bench.procs import Child, cpu_seconds
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.broker import EmbeddedBroker, free_port
 from dispatcher.secrets import SecretBox, generate_secret, new_key, preview
 from dispatcher.settings import Settings
 from dispatcher.supervisor import child_env, create_kafka_topics
@@ -106,7 +106,7 @@ async def create_webhooks(
 class Stack:
     """A fresh database and secret key for the run; a fresh broker per scenario."""
 
-    def __init__(self, base: Settings, log_dir: Path, log_level: str) -> None:
+    def __init__(self, base: Settings, log_dir: Path, log_level: str, metrics: bool = True) -> None:
         stamp = time.strftime("%Y%m%d_%H%M%S") + "_" + uuid.uuid4().hex[:4]
         self.settings = base.replace(
             database_url=bench_database_url(base.database_url, stamp),
@@ -115,6 +115,7 @@ class Stack:
             log_level=log_level,
         )
         self.log_dir = log_dir
+        self.metrics = metrics  # False: router and deliverer run without metrics
         self.box = SecretBox.from_setting(self.settings.secret_key)
         self.pool: asyncpg.Pool | None = None
         self.broker: EmbeddedBroker | None = None
@@ -170,10 +171,21 @@ class Stack:
     def dispatcher(
         self, settings: Settings, overrides: Mapping[str, str] | None = None
     ) -> tuple[Child, Child, dict[str, str]]:
-        """Router and deliverer children (not started) and their environment."""
+        """Router and deliverer children (not started) and their environment.
+
+        Each serves its ops endpoints on a port of its own (one shared port would leave
+        the second without /metrics). A stack without ``metrics`` runs the bare services
+        (``dispatcher.bench.bare``): what observability costs is the difference.
+        """
         env = dispatcher_env(child_env(settings), settings, overrides)
-        router = Child("router", "dispatcher.router")
-        deliverer = Child("deliverer", "dispatcher.deliverer")
+        children = []
+        for name in ("router", "deliverer"):
+            port = {"HOOKLANE_METRICS_PORT": str(free_port())}
+            if self.metrics:
+                children.append(Child(name, f"dispatcher.{name}", env=port))
+            else:
+                children.append(Child(name, "dispatcher.bench.bare", [name]))
+        router, deliverer = children
         return router, deliverer, env
 
 

@@ -31,6 +31,7 @@ from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.store import DeliveryStore
+from dispatcher.metrics import DelivererMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +51,12 @@ class Parking:
         finish: Callable[[Pending], None],
         settle: Callable[[Lane], None],
         announcer: Announcer,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self._store = store
         self._announcer = announcer
+        # deliveries_total{gave_up,parked}: counted here, once each write succeeded.
+        self._metrics = metrics
         self._clock = clock
         self._finish = finish  # a delivery is done: its offset may be committed
         self._settle = settle  # a write ended: forget or re-schedule the lane
@@ -66,6 +70,8 @@ class Parking:
             lane.requeue(entry)  # not recorded: not finished; try again shortly
             lane.next_attempt_at = self._clock() + STORE_RETRY_S
             return
+        if self._metrics is not None:
+            self._metrics.gave_up.inc()
         self._finish(entry)
         self._announcer.gave_up(target.id, entry.task, entry.attempts, reason)
 
@@ -151,6 +157,8 @@ class Parking:
             log.info("lane.parked", webhook_id=lane.webhook_id, deliveries=len(entries))
             if created and announce and failures:
                 self._announcer.parked(lane.webhook_id, len(entries), failing_since)
+            if self._metrics is not None:
+                self._metrics.parked.inc(len(entries))
             for entry in entries:
                 self._finish(entry)
             lane.recovered()
@@ -175,6 +183,8 @@ class Parking:
                     lane.parked = False
                     lane.recovered()
                     break
+                if self._metrics is not None:
+                    self._metrics.parked.inc(len(batch))
                 stored = {id(entry) for entry in batch}
                 # Entries revoked meanwhile were dropped (and counted) already.
                 for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023

@@ -38,6 +38,8 @@ from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
+from dispatcher.delivery_logs import DeliveryLog
+from dispatcher.metrics import DelivererMetrics
 from dispatcher.policy import (
     LaneState,
     Outcome,
@@ -102,10 +104,13 @@ class BacklogScheduler:
         rng: Random | None = None,
         clock: Callable[[], float] = time.time,
         announcer: Announcer | None = None,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self._settings = settings
         # Without an announcer (no producer), disabling and recovery are only logged.
         self._announcer = announcer or Announcer(None, load_target)
+        self._metrics = metrics  # deliveries_total{delivered,gave_up}; None: not counted
+        self._delivery_log = DeliveryLog(settings.log_sample)
         self._pool = pool
         self._sender = sender
         self._load_target = load_target
@@ -323,8 +328,11 @@ class BacklogScheduler:
             webhook_failing_since=streak.webhook_failing_since,
         )
         step = next_step(result, state, effective_policy(self.policy, target.retry), now, self._rng)
+        self._delivery_log.attempted(result, step.outcome.value)
         if step.outcome is Outcome.DELIVERED:
             streak.succeeded(now)  # the caller deletes the drained run
+            if self._metrics is not None:
+                self._metrics.delivered.inc()
         elif step.outcome is Outcome.DISABLE:
             assert step.reason is not None
             await self._disable(target, step.reason)
@@ -332,6 +340,8 @@ class BacklogScheduler:
         elif step.outcome is Outcome.GIVE_UP:
             assert step.reason is not None
             await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
+            if self._metrics is not None:
+                self._metrics.gave_up.inc()
             log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
             self._announcer.gave_up(webhook_id, entry.task, entry.attempts + 1, step.reason)
         else:  # RETRY or PARK: parked already, both wait for the next slot

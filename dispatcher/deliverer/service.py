@@ -43,6 +43,8 @@ from dispatcher.deliverer.store import PostgresStore
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.events import DeliveryTask, InvalidMessage
+from dispatcher.metered_sender import MeteredSender
+from dispatcher.metrics import DelivererMetrics
 from dispatcher.producer import Producer
 from dispatcher.secrets import SecretBox
 from dispatcher.sender import ClosableSender, Sender, make_sender
@@ -70,6 +72,7 @@ class Deliverer:
         sender: Sender | None = None,
         group_id: str = GROUP_ID,
         max_buffered: int = MAX_BUFFERED,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -78,6 +81,7 @@ class Deliverer:
         self._group_id = group_id
         self._given_sender = sender
         self._max_buffered = max_buffered
+        self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._pool: asyncpg.Pool | None = None
@@ -103,7 +107,10 @@ class Deliverer:
         self._pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
         targets = TargetCache.from_store(self._pool, SecretBox.from_setting(settings.secret_key))
         self._sender = self._given_sender or make_sender(settings)
-        self._attempt_log = AttemptLog(self._pool)
+        metrics = self._metrics
+        # Every attempt (lanes and scheduler alike) passes the one HTTP seam: measured there.
+        sender = self._sender if metrics is None else MeteredSender(self._sender, metrics)
+        self._attempt_log = AttemptLog(self._pool, metrics=metrics)
         self._attempt_log.start()
         self._producer = Producer(settings)
         await self._producer.start()
@@ -116,16 +123,23 @@ class Deliverer:
 
         worker = self.worker = Worker(
             settings,
-            self._sender,
+            sender,
             targets,
             PostgresStore(self._pool, settings.pause_max_backlog),
             on_attempt=attempted,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
             announcer=announcer,
+            metrics=metrics,
         )
         self._scheduler = BacklogScheduler(
-            settings, self._pool, self._sender, targets.get, self._attempt_log, announcer=announcer
+            settings,
+            self._pool,
+            sender,
+            targets.get,
+            self._attempt_log,
+            announcer=announcer,
+            metrics=metrics,
         )
 
         async def changed(webhook_id: str) -> None:
@@ -150,6 +164,7 @@ class Deliverer:
             max_buffered=self._max_buffered,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_records=MAX_POLL_RECORDS,
+            commit_duration=metrics.commit_duration if metrics is not None else None,
             # A revocation waits for in-flight requests (up to the delivery timeout).
             rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
         )
@@ -245,6 +260,8 @@ class Deliverer:
                     # Rare: awaited inline so the offset counts as finished only once the
                     # dead letter is acknowledged (at-least-once for bad input too).
                     await self._dead_letter(record, exc.reason)
+                    if self._metrics is not None:
+                        self._metrics.dead_lettered(exc.category).inc()
                     self.worker.skip(tp, record.offset)
                     continue
                 self.worker.submit(task, tp, record.offset)

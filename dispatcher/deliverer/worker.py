@@ -50,8 +50,11 @@ from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
 from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.target_cache import TargetCache
+from dispatcher.delivery_logs import DeliveryLog
 from dispatcher.events import DeliveryTask
-from dispatcher.policy import Outcome, Step
+from dispatcher.lane_gauges import LaneCounts, count_lanes
+from dispatcher.metrics import DelivererMetrics
+from dispatcher.policy import Outcome
 from dispatcher.secrets import SecretKeyError
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
@@ -105,8 +108,12 @@ class Worker:
         on_attempt: Callable[[AttemptResult], None] | None = None,
         park_early_above: int = PARK_EARLY_ABOVE,
         announcer: Announcer | None = None,
+        metrics: DelivererMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self._metrics = metrics  # None: not counted (tests, benchmarks)
+        # Success lines sampled (HOOKLANE_LOG_SAMPLE), failures always.
+        self._delivery_log = DeliveryLog(settings.log_sample)
         # A failing lane holding more deliveries than this parks before ``park_after``,
         # so failing endpoints cannot fill the deliverer's buffer (and pause everyone).
         self._park_early_above = park_early_above
@@ -116,7 +123,7 @@ class Worker:
         self._store = store
         # Without an announcer (no producer), the lanes' trouble is only logged.
         announcer = announcer or Announcer(None, targets.get)
-        self._parking = Parking(store, clock, self._finish, self._settle, announcer)
+        self._parking = Parking(store, clock, self._finish, self._settle, announcer, metrics)
         self._parked_states = ParkedStates()
         # Lanes waiting for their parked state (see ``_check_parked``).
         self._unchecked: set[str] = set()
@@ -289,6 +296,10 @@ class Worker:
         """Drop the trackers of partitions no longer owned (after their final commit)."""
         for tp in partitions:
             self.trackers.pop(tp, None)
+
+    def lane_counts(self) -> LaneCounts:
+        """This worker's lanes by state now (the ``lanes`` gauge samples it)."""
+        return count_lanes(self.lanes.values(), self._clock())
 
     def committable(self) -> dict[TopicPartition, int]:
         """The commit position of every partition that has one."""
@@ -492,6 +503,9 @@ class Worker:
         if outcome is Outcome.DELIVERED:
             lane.succeeded()
             self._finish(entry)
+            if self._metrics is not None:
+                self._metrics.delivered.inc()
+            self._delivery_log.attempted(result, outcome.value)
         elif not self._live(entry):
             lane.abandon()  # revoked meanwhile: the next owner delivers it again
             self.outstanding -= 1
@@ -499,7 +513,7 @@ class Worker:
             lane.finished()  # an unordered sibling parked the lane: follow it to the backlog
             lane.requeue(entry)
         else:
-            self._log_failure(lane, entry, result, step)
+            self._delivery_log.attempted(result, outcome.value)
             assert step.failing_since is not None
             if outcome is Outcome.RETRY:
                 assert step.next_attempt_at is not None
@@ -524,17 +538,6 @@ class Worker:
                 )
         self._forget_if_idle(lane)
         self._schedule(lane)
-
-    def _log_failure(self, lane: Lane, entry: Pending, result: AttemptResult, step: Step) -> None:
-        log.info(
-            "delivery.failed",
-            webhook_id=lane.webhook_id,
-            event_id=entry.task.event.id,
-            attempt=entry.attempts,
-            status=result.status_code,
-            error=result.error,
-            action=step.outcome.value,
-        )
 
     def _settle(self, lane: Lane) -> None:
         """After a backlog write: forget the lane if idle, else give it its next turn."""
