@@ -34,7 +34,7 @@ from dispatcher.events import DeliveryTask, Event
 from dispatcher.settings import Settings
 
 # A few milliseconds of linger batch concurrent sends without adding visible latency.
-LINGER_MS = 3
+LINGER_MS = 0
 # The largest record batch per partition: a router poll's tasks for one partition go
 # out as one or a few batches (aiokafka's default, 16 KiB, is ~13 one-KiB tasks), well
 # under the broker's default 1 MB message limit.
