@@ -29,7 +29,7 @@ from dispatcher.metrics import DelivererMetrics, Families, Role, build_registry
 from dispatcher.ops_queries import parked_webhook_ids, refresh_periodically, set_backlog_gauges
 from dispatcher.ops_server import OpsServer
 from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
-from dispatcher.sender import AiohttpSender
+from dispatcher.sender import make_sender
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
 
@@ -157,7 +157,7 @@ async def run_deliverer(settings: Settings) -> None:
 
     async with ProcessOps(settings, "deliverer") as ops:
         metrics = DelivererMetrics(ops.families, GROUP_ID)
-        sender = AiohttpSender(settings)  # needs the running loop
+        sender = make_sender(settings)  # HOOKLANE_SENDER; needs the running loop
         ops.on_close(sender.close)
         deliverer = Deliverer(settings, sender=MeteredSender(sender, metrics))
         await ops.add_infrastructure_checks()
