@@ -34,7 +34,11 @@ from dispatcher.events import DeliveryTask, Event
 from dispatcher.settings import Settings
 
 # A few milliseconds of linger batch concurrent sends without adding visible latency.
-LINGER_MS = 3
+LINGER_MS = 0
+# The largest record batch per partition: a router poll's tasks for one partition go
+# out as one or a few batches (aiokafka's default, 16 KiB, is ~13 one-KiB tasks), well
+# under the broker's default 1 MB message limit.
+MAX_BATCH_BYTES = 128 * 1024
 
 
 # Keys whose murmur2 hash is remembered (webhook ids and ordering keys repeat a lot).
@@ -57,12 +61,16 @@ class CachingPartitioner:
     ) -> int:
         if key is None:
             return DefaultPartitioner()(key, all_partitions, available)  # type: ignore[no-any-return]
+        return all_partitions[self.hash_of(key) % len(all_partitions)]
+
+    def hash_of(self, key: bytes) -> int:
+        """The positive murmur2 hash of ``key`` (the partition is it modulo the count)."""
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self._max_keys:
                 self._hashes.clear()
             hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[hashed % len(all_partitions)]
+        return hashed
 
 
 class ProducerError(RuntimeError):
@@ -103,6 +111,7 @@ class Producer:
         self._bootstrap = settings.kafka_bootstrap_servers
         self._linger_ms = linger_ms
         self._kafka: AIOKafkaProducer | None = None
+        self._partitioner = CachingPartitioner()
         self._known_topics: set[str] = set()
         self._topic_lock = asyncio.Lock()
 
@@ -116,7 +125,8 @@ class Producer:
             enable_idempotence=False,
             linger_ms=self._linger_ms,
             request_timeout_ms=30_000,
-            partitioner=CachingPartitioner(),
+            max_batch_size=MAX_BATCH_BYTES,
+            partitioner=self._partitioner,
         )
         await kafka.start()
         self._kafka = kafka
@@ -217,6 +227,34 @@ class Producer:
             await asyncio.gather(*futures)
         return len(futures)
 
+    async def send_keyed(
+        self, topic: str, messages: Sequence[tuple[bytes, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue ``(key, value)`` messages for ``topic``; await the futures for the acks.
+
+        The partition of each key is the one ``send(key=...)`` picks (murmur2, cached),
+        and each partition's messages go out in order as whole record batches: no
+        future, size estimate and accumulator lookup per message, no linger.
+        """
+        if not messages:
+            return []
+        kafka = self.kafka
+        partitions = sorted(await kafka.partitions_for(topic))
+        count = len(partitions)
+        grouped: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in messages:
+            partition = partitions[self._partitioner.hash_of(key) % count]
+            grouped.setdefault(partition, []).append((key, value))
+        batches = {partition: _batches(kafka, part) for partition, part in grouped.items()}
+        # Submit round-robin across partitions: aiokafka takes one batch per partition
+        # per produce request, so the first request carries a batch of every partition.
+        futures: list[asyncio.Future[Any]] = []
+        for turn in range(max(len(built) for built in batches.values())):
+            for partition, built in batches.items():
+                if turn < len(built):
+                    futures.append(await kafka.send_batch(built[turn], topic, partition=partition))
+        return futures
+
     async def _send_event(self, event: Event, key: str | None) -> asyncio.Future[Any]:
         topic = self._settings.mirror_topic(event.topic)
         await self.ensure_topic(topic)
@@ -225,3 +263,15 @@ class Producer:
             topic, event.to_message(), key=ordering_key
         )
         return future
+
+
+def _batches(kafka: AIOKafkaProducer, messages: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+    """``messages`` in closed record batches of at most ``MAX_BATCH_BYTES`` each, in order."""
+    batches = [kafka.create_batch()]
+    for key, value in messages:
+        if batches[-1].append(timestamp=None, key=key, value=value) is None:
+            batches.append(kafka.create_batch())  # full; a fresh batch takes any one message
+            batches[-1].append(timestamp=None, key=key, value=value)
+    for batch in batches:
+        batch.close()  # else ``send()`` could append to it after submission
+    return batches

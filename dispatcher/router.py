@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from dispatcher.broker import require_topics
 from dispatcher.consumer import Batch, GroupConsumer
 from dispatcher.dead_letter import send_dead_letter
-from dispatcher.events import DeliveryTask, Event
+from dispatcher.events import Event, task_messages
 from dispatcher.ingest import Ingest, Rejected, Verdict
 from dispatcher.metrics import RouterMetrics
 from dispatcher.operational import recipients
@@ -157,11 +157,15 @@ class Router:
         try:
             records = [record for part in batch.values() for record in part]
             verdicts = await self._ingest.admit(records)  # one Postgres round trip
+            tasks: list[tuple[bytes, bytes]] = []
             applied: list[Verdict] = []
             for record, verdict in zip(records, verdicts, strict=True):
-                sent, outcome = await self._route(record, verdict)
-                futures.extend(sent)
+                dead_letter, outcome = await self._route(record, verdict, tasks)
+                if dead_letter is not None:
+                    futures.append(dead_letter)
                 applied.append(outcome)
+            # Tasks keep record order per webhook: one partition per key, batches in order.
+            futures.extend(await self._producer.send_keyed(self.settings.deliveries_topic, tasks))
             await asyncio.gather(*futures)
         except KafkaError as exc:
             # Nothing of this batch is committed: it is read again from the commit.
@@ -204,29 +208,26 @@ class Router:
             self._positions.pop(tp, None)
 
     async def _route(
-        self, record: ConsumerRecord, verdict: Verdict
-    ) -> tuple[list[asyncio.Future[Any]], Verdict]:
-        """The sends of ``record`` and what was done with it (a Rejected if unroutable)."""
+        self, record: ConsumerRecord, verdict: Verdict, tasks: list[tuple[bytes, bytes]]
+    ) -> tuple[asyncio.Future[Any] | None, Verdict]:
+        """Append ``(key, task)`` per recipient to ``tasks`` (a dead letter is sent now);
+        returns that dead letter's send and what was done with ``record``."""
         if isinstance(verdict, Rejected):
-            return [await self._dead_letter(record, verdict.reason)], verdict
+            return await self._dead_letter(record, verdict.reason), verdict
         if not isinstance(verdict, Event):
-            return [], verdict  # a duplicate: routed already within the dedup window
+            return None, verdict  # a duplicate: routed already within the dedup window
         event = verdict
         try:
             # recipients(): an operational event never goes to the webhook it is about.
-            tasks = [
-                (webhook_id, DeliveryTask(webhook_id, event).to_message())
-                for webhook_id in recipients(event, self.index.matching(event))
-            ]
+            webhook_ids = recipients(event, self.index.matching(event))
+            # The event is encoded once for all its recipients.
+            messages = task_messages(event, webhook_ids)
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.unroutable", topic=record.topic, offset=record.offset)
             rejected = Rejected(f"cannot route: {type(exc).__name__}: {exc}")
-            return [await self._dead_letter(record, rejected.reason)], rejected
-        kafka = self._producer.kafka
-        return [
-            await kafka.send(self.settings.deliveries_topic, message, key=webhook_id.encode())
-            for webhook_id, message in tasks
-        ], event
+            return await self._dead_letter(record, rejected.reason), rejected
+        tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
+        return None, event
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
         return await send_dead_letter(

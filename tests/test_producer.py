@@ -102,3 +102,25 @@ def test_caching_partitioner_matches_the_default(key: bytes, partitions: int) ->
     for other in (b"a", b"b", b"c"):  # overflow clears the cache, answers stay right
         cached(other, all_partitions, all_partitions)
     assert cached(key, all_partitions, all_partitions) == expected
+
+
+async def test_send_keyed_uses_the_keys_partition_and_keeps_order_across_batches(
+    settings: Settings, internal_topics: Settings
+) -> None:
+    """send_keyed() lands each key where send(key=) would, in order, over several batches."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    # 3 keys x 200 messages of 2 KB: each key's share spans several 128 KiB batches.
+    messages = [
+        (f"wh-{n % 3}".encode(), orjson.dumps({"n": n, "pad": "x" * 2000})) for n in range(600)
+    ]
+    async with Producer(settings) as producer:
+        futures = await producer.send_keyed(settings.deliveries_topic, messages)
+        await asyncio.gather(*futures)
+    records = await _read_all(settings, settings.deliveries_topic, 600)
+    partitions = list(range(settings.deliveries_partitions))
+    for key in (b"wh-0", b"wh-1", b"wh-2"):
+        mine = sorted((r for r in records if r.key == key), key=lambda r: r.offset)
+        assert {r.partition for r in mine} == {DefaultPartitioner()(key, partitions, partitions)}
+        numbers = [orjson.loads(r.value)["n"] for r in mine]
+        assert numbers == [n for n in range(600) if f"wh-{n % 3}".encode() == key]

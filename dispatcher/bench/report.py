@@ -59,6 +59,7 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("drain_per_s", "drain deliveries/s"),
         ("order_violations", "order violations"),
         ("parked_webhooks_max", "parked webhooks (max)"),
+        ("broker_peak_rss_mb", "broker peak RSS MB"),
     ),
 }
 

@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 
 from dispatcher import db
-from dispatcher.bench.procs import Child, cpu_seconds
+from dispatcher.bench.procs import Child, cpu_seconds, memory_kb
 from dispatcher.broker import EmbeddedBroker, free_port
 from dispatcher.secrets import SecretBox, generate_secret, new_key, preview
 from dispatcher.settings import Settings
@@ -150,6 +150,11 @@ class Stack:
         """CPU seconds the scenario's broker used so far (0 when unknown)."""
         pid = self.broker.pid if self.broker is not None else None
         return (cpu_seconds(pid) or 0.0) if pid is not None else 0.0
+
+    def broker_peak_rss_kb(self) -> int:
+        """The scenario's broker's peak RSS (VmHWM) in kB so far (0 when unknown)."""
+        pid = self.broker.pid if self.broker is not None else None
+        return (memory_kb(pid)[1] or 0) if pid is not None else 0
 
     def stop_broker(self) -> None:
         """Stop the scenario's broker, if any."""

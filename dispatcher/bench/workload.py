@@ -51,12 +51,16 @@ def assignment(index: int, webhooks: int) -> tuple[int, int]:
 
 
 async def prepublish(
-    settings: Settings, tenant_ids: Sequence[str], events: int, label: str = "publish"
+    settings: Settings,
+    tenant_ids: Sequence[str],
+    events: int,
+    label: str = "publish",
+    body_bytes: int = BODY_BYTES,
 ) -> float:
     """Publish ``events`` events round-robin over the tenants; returns seconds taken."""
     from dispatcher.producer import Outgoing, Producer
 
-    pad = pad_for()
+    pad = pad_for(body_bytes)
     progress = Progress(label, events)
     started = time.monotonic()
     async with Producer(settings, linger_ms=20) as producer:
