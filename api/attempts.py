@@ -31,11 +31,11 @@ from api.keys import POOL
 from api.responses import json_response
 from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
-from dispatcher.attempt_log import Attempt, get_attempt, list_attempts
 from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
+from dispatcher.store.attempts import Attempt, get_attempt, list_attempts
 from dispatcher.store.webhooks import Webhook
 
 log = structlog.get_logger(__name__)

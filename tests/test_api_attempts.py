@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.attempt_log import AttemptLog, record_one
+from dispatcher.attempt_log import AttemptLog
 from dispatcher.events import DeliveryTask
 from dispatcher.settings import Settings
 from dispatcher.store import failed_deliveries
+from dispatcher.store.attempts import record_one
 from tests.test_api_support import api_client, assert_matches
 from tests.test_failure_support import make_result, make_task, make_webhook
 

@@ -12,7 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from dispatcher import attempt_log
-from dispatcher.attempt_log import AttemptLog, health_changes, list_attempts, purge, record_one
+from dispatcher.attempt_log import AttemptLog
+from dispatcher.store import attempts as attempt_store
+from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
 from tests.test_failure_support import eventually, make_result, make_webhook
 
 T0 = 1_700_000_000.0
@@ -67,7 +69,7 @@ async def test_batches_write_attempts_and_health(pool, tenant, monkeypatch) -> N
     """1200 results go out as 3 batches (COPY), and the webhook's failure streak is counted."""
     webhook_id = await make_webhook(pool, tenant.id)
     batches = []
-    real_write = attempt_log.write_batch
+    real_write = attempt_store.write_batch
 
     async def counting_write(conn, results):
         batches.append(len(results))

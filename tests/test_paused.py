@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from dispatcher.store.backlog import backlog_sizes
 from dispatcher.producer import Producer
 from dispatcher.secrets import SecretBox
 from dispatcher.settings import Settings
+from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

@@ -13,9 +13,9 @@ from yarl import URL
 
 from api.auth import is_portal_page
 from api.portal.pages import security_headers
-from dispatcher.store import failed_deliveries
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.settings import Settings
+from dispatcher.store import failed_deliveries
 from dispatcher.store.portal import hash_token
 from dispatcher.targets import InvalidTarget, check_target_url
 from tests.conftest import TenantKey
@@ -374,7 +374,9 @@ async def test_recover_since_requeues_failed_deliveries(settings, pool, tenant) 
     """ "Recover since…" queues the failed deliveries again, through the REST code path."""
     webhook_id = await make_webhook(pool, tenant.id)
     for n in range(2):
-        await failed_deliveries.record_failed(pool, make_task(webhook_id, tenant.id, n), tenant.id, "gave up")
+        await failed_deliveries.record_failed(
+            pool, make_task(webhook_id, tenant.id, n), tenant.id, "gave up"
+        )
     since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     async with portal_client(settings) as client:
         csrf = await sign_in(client, tenant)

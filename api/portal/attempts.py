@@ -23,8 +23,8 @@ from api.portal.pages import render
 from api.portal.webhook_page import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
-from dispatcher.store import backlog
 from dispatcher.events import delivery_body
+from dispatcher.store import backlog
 
 # What the deliverer signs with; the portal shows that they were sent, never their value.
 SIGNATURE_HEADERS = ("Commenda-X-Secret", "webhook-signature")

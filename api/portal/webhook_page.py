@@ -13,8 +13,8 @@ from aiohttp import web
 from api.attempts import attempts_page
 from api.keys import POOL
 from api.portal.pages import render
-from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store import webhooks as store
+from dispatcher.store.backlog import backlog_sizes
 
 PAGE = 20
 OUTCOMES = ("success", "failure")

@@ -43,6 +43,7 @@ from dispatcher.secrets import SecretBox
 from dispatcher.sender import ClosableSender, Sender, make_sender
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
+from dispatcher.store.notifications import Notifications
 from dispatcher.subscriptions import WebhookChanges
 
 __all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
@@ -77,6 +78,7 @@ class Deliverer:
         self._crashed: BaseException | None = None
         self._pool: asyncpg.Pool | None = None
         self._sender: Sender | None = None
+        self._notifications: Notifications | None = None
         self._changes: WebhookChanges | None = None
         self._group: GroupConsumer | None = None
         self._dead_letters: AIOKafkaProducer | None = None
@@ -107,8 +109,12 @@ class Deliverer:
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
         )
+        # One listen connection for the process: the scheduler's wake-ups and the
+        # target cache's invalidations share it.
+        notifications = self._notifications = Notifications(settings.database_url)
+        await notifications.start()
         self._scheduler = BacklogScheduler(
-            settings, self._pool, self._sender, targets.get, self._attempt_log
+            settings, self._pool, self._sender, targets.get, self._attempt_log, notifications
         )
 
         async def changed(webhook_id: str) -> None:
@@ -120,7 +126,7 @@ class Deliverer:
             for webhook_id in list(worker.lanes):
                 worker.webhook_changed(webhook_id)
 
-        self._changes = WebhookChanges(settings.database_url, changed, resync)
+        self._changes = WebhookChanges(notifications, changed, resync)
         await self._changes.start()
         self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
         await self._dead_letters.start()
@@ -196,6 +202,8 @@ class Deliverer:
             await self._dead_letters.stop()
         if self._changes is not None:
             await self._changes.stop()
+        if self._notifications is not None:
+            await self._notifications.stop()
         if self._attempt_log is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._attempt_log.close()
