@@ -20,6 +20,7 @@ import asyncpg
 
 from dispatcher.attempt import AttemptResult
 from dispatcher.db import delete_in_batches
+from dispatcher.sender import Headers
 
 if TYPE_CHECKING:
     from dispatcher.db import Connection, Executor
@@ -39,6 +40,8 @@ COLUMNS = (
     "error",
     "response_body",
     "test",
+    "response_headers",
+    "error_class",
 )
 PURGE_BATCH = 10_000
 
@@ -91,6 +94,9 @@ class Attempt:
     error: str | None
     response_body: str | None
     test: bool
+    # Recorded since migration 008; None on older rows.
+    response_headers: Headers | None = None
+    error_class: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``GET /webhooks/:id/attempts``."""
@@ -107,6 +113,10 @@ class Attempt:
             "error": self.error,
             "response_body": self.response_body,
             "test": self.test,
+            "response_headers": None
+            if self.response_headers is None
+            else [{"name": name, "value": value} for name, value in self.response_headers],
+            "error_class": self.error_class,
         }
 
 
@@ -117,6 +127,24 @@ def _timestamp(seconds: float) -> datetime:
 def _text(value: str | None) -> str | None:
     # Postgres text cannot hold NUL; receivers' bodies sometimes do.
     return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def headers_text(headers: Headers) -> str | None:
+    """Headers as stored: one ``Name: value`` line each (None when there are none)."""
+    if not headers:
+        return None
+    return "\n".join(f"{name}: {value}" for name, value in headers)
+
+
+def parse_headers_text(text: str | None) -> Headers | None:
+    """The inverse of ``headers_text`` (names hold no colon, values no newline)."""
+    if text is None:
+        return None
+    pairs = []
+    for line in text.split("\n"):
+        name, _, value = line.partition(":")
+        pairs.append((name, value.removeprefix(" ")))
+    return tuple(pairs)
 
 
 def to_record(result: AttemptResult) -> tuple[Any, ...]:
@@ -134,6 +162,8 @@ def to_record(result: AttemptResult) -> tuple[Any, ...]:
         _text(result.error),
         _text(result.response_body),
         result.test,
+        _text(headers_text(result.response_headers)),
+        result.error_class,
     )
 
 
@@ -202,6 +232,18 @@ async def record_one(executor: Executor, result: AttemptResult) -> int:
     return attempt_id
 
 
+_ATTEMPT = (
+    "id, webhook_id::text AS webhook_id, event_id, topic, attempt, attempted_at, outcome,"
+    " status_code, duration_ms, error, response_body, test, response_headers, error_class"
+)
+
+
+def _attempt(row: asyncpg.Record) -> Attempt:
+    fields = dict(row)
+    fields["response_headers"] = parse_headers_text(fields["response_headers"])
+    return Attempt(**fields)
+
+
 def parse_cursor(cursor: str | None) -> int | None:
     """The attempt id in a cursor; ValueError when it is not one of ours."""
     if cursor is None or cursor == "":
@@ -232,8 +274,7 @@ async def list_attempts(
     except ValueError:
         return [], None
     rows = await executor.fetch(
-        "SELECT id, webhook_id::text AS webhook_id, event_id, topic, attempt, attempted_at,"
-        " outcome, status_code, duration_ms, error, response_body, test FROM attempts"
+        f"SELECT {_ATTEMPT} FROM attempts"
         " WHERE webhook_id = $1 AND tenant_id = $2"
         " AND ($3::text IS NULL OR outcome = $3::text)"
         " AND ($4::bigint IS NULL OR id < $4::bigint)"
@@ -244,7 +285,7 @@ async def list_attempts(
         after,
         limit + 1,
     )
-    page = [Attempt(**dict(row)) for row in rows[:limit]]
+    page = [_attempt(row) for row in rows[:limit]]
     next_cursor = str(page[-1].id) if len(rows) > limit else None
     return page, next_cursor
 
@@ -258,14 +299,12 @@ async def get_attempt(
     except ValueError:
         return None
     row = await executor.fetchrow(
-        "SELECT id, webhook_id::text AS webhook_id, event_id, topic, attempt, attempted_at,"
-        " outcome, status_code, duration_ms, error, response_body, test FROM attempts"
-        " WHERE id = $1 AND webhook_id = $2 AND tenant_id = $3",
+        f"SELECT {_ATTEMPT} FROM attempts WHERE id = $1 AND webhook_id = $2 AND tenant_id = $3",
         attempt_id,
         key,
         tenant_id,
     )
-    return None if row is None else Attempt(**dict(row))
+    return None if row is None else _attempt(row)
 
 
 async def purge(executor: Executor, retention_days: int) -> int:
