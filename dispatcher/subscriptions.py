@@ -21,7 +21,6 @@ a topic it has not seen is looked up once (and again after ``UNKNOWN_TOPIC_TTL_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from dispatcher.store import topics as topic_store
 from dispatcher.store import webhooks as webhook_store
 from dispatcher.store.notifications import Notifications, Subscription
 from dispatcher.store.webhooks import ROUTED_STATES
+from dispatcher.tasks import cancel, until_ready
 
 log = structlog.get_logger(__name__)
 
@@ -192,11 +192,7 @@ class WebhookChanges:
             lambda: self._queue.put_nowait(_RESYNC),
         )
         self._task = asyncio.create_task(self._run(), name="webhook-changes")
-        ready = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            ready.cancel()
-            self._task.result()  # re-raise what stopped it
+        await until_ready(self._task, self._ready)
 
     async def stop(self) -> None:
         """Stop following changes."""
@@ -204,10 +200,7 @@ class WebhookChanges:
         if subscription is not None:
             await self._notifications.unsubscribe(subscription)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

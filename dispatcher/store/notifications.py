@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.tasks import cancel, until_ready
 
 log = structlog.get_logger(__name__)
 
@@ -73,19 +74,12 @@ class Notifications:
         if self._task is not None:
             return
         self._task = asyncio.create_task(self._run(), name="pg-notifications")
-        connected = asyncio.create_task(self._connected.wait())
-        done, _ = await asyncio.wait({connected, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            connected.cancel()
-            self._task.result()  # re-raise what stopped it
+        await until_ready(self._task, self._connected)
 
     async def stop(self) -> None:
         """Close the connection; subscribers get nothing more."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def subscribe(
         self,
@@ -112,7 +106,7 @@ class Notifications:
         """Stop delivering to ``subscription``; channels nobody follows any more are UNLISTENed."""
         with contextlib.suppress(ValueError):
             self._subscriptions.remove(subscription)
-        still = {channel for sub in self._subscriptions for channel in sub.channels}
+        still = self._channels()
         conn = self._conn
         for channel in [c for c in subscription.channels if c not in still]:
             if channel in self._listening and conn is not None and not conn.is_closed():
@@ -128,6 +122,9 @@ class Notifications:
                     subscription.on_notify(channel, text)
                 except Exception:  # one subscriber's bug must not starve the others
                     log.exception("notifications.callback_failed", channel=channel)
+
+    def _channels(self) -> set[str]:
+        return {channel for sub in self._subscriptions for channel in sub.channels}
 
     async def _listen(self, conn: asyncpg.Connection, channels: Iterable[str]) -> None:
         for channel in channels:
@@ -157,12 +154,15 @@ class Notifications:
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
             self._listening = set()
-            channels = {channel for sub in self._subscriptions for channel in sub.channels}
-            await self._listen(conn, sorted(channels))
+            # Until nothing is missing: a subscriber may arrive while LISTENs are awaited
+            # (it saw no live connection, so it relies on this loop and on_connect).
+            while missing := self._channels() - self._listening:
+                await self._listen(conn, sorted(missing))
+            channels = sorted(self._listening)
             self._conn = conn
             self.connects += 1
             self._connected.set()
-            log.info("notifications.listening", channels=sorted(channels), connects=self.connects)
+            log.info("notifications.listening", channels=channels, connects=self.connects)
             # Listening first, resyncing second: a change during a resync is not missed.
             for subscription in list(self._subscriptions):
                 if subscription.on_connect is not None:
