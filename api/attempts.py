@@ -31,11 +31,11 @@ from api.keys import POOL
 from api.responses import json_response
 from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
-from dispatcher.attempt_log import Attempt, get_attempt, list_attempts
 from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
+from dispatcher.store.attempts import Attempt, get_attempt, list_attempts
 from dispatcher.store.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
@@ -104,15 +104,27 @@ async def attempt_or_404(request: web.Request, webhook: Webhook, raw_id: str) ->
     return attempt
 
 
-async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> str:
-    """Queue attempt ``raw_id``'s event again (REST and portal); its event id."""
-    attempt = await attempt_or_404(request, webhook, raw_id)
+async def attempt_task(
+    request: web.Request, webhook: Webhook, attempt: Attempt
+) -> DeliveryTask | None:
+    """The delivery ``attempt`` sent (REST retry, portal detail), or None when not stored.
+
+    The stored task when the delivery failed for good or is still parked, otherwise
+    rebuilt from the payload store; test events are never stored.
+    """
     pool = request.app[POOL]
     task = await backlog.find_task(pool, webhook.id, attempt.event_id)
     if task is None and not attempt.test:
         event = await event_store.get_event(pool, tenant_id(request), attempt.event_id)
         if event is not None and event.topic == attempt.topic:
             task = DeliveryTask(webhook.id, event)
+    return task
+
+
+async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> str:
+    """Queue attempt ``raw_id``'s event again (REST and portal); its event id."""
+    attempt = await attempt_or_404(request, webhook, raw_id)
+    task = await attempt_task(request, webhook, attempt)
     if task is None:
         raise ApiError(
             404,

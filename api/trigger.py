@@ -20,8 +20,8 @@ from api.responses import json_response
 from api.validation import read_json
 from api.webhooks import webhook_or_404
 from dispatcher.attempt import attempt_delivery
-from dispatcher.attempt_log import record_one
 from dispatcher.events import DeliveryTask, Event
+from dispatcher.store.attempts import record_one
 from dispatcher.store.topics import get_topic
 from dispatcher.store.webhooks import Webhook, load_target
 

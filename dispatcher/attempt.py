@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from dispatcher.errors import DeliveryError
 from dispatcher.events import DeliveryTask, delivery_body
 from dispatcher.retry_override import RetryOverride
-from dispatcher.sender import Sender
+from dispatcher.sender import Headers, Sender
 from dispatcher.signing import sign_headers
 
 MAX_RECORDED_BODY = 4096
@@ -61,6 +61,7 @@ class AttemptResult:
     retriable: bool = True
     response_body: str | None = None
     test: bool = False
+    response_headers: Headers = ()
 
     @property
     def success(self) -> bool:
@@ -109,4 +110,5 @@ async def attempt_delivery(
         error=None if ok else f"HTTP {response.status}",
         error_class=None if ok else "HTTPStatus",
         response_body=response.body[:MAX_RECORDED_BODY].decode("utf-8", "replace"),
+        response_headers=response.headers,
     )

@@ -251,12 +251,13 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
 
 
 async def _rotate_secrets(settings: Settings) -> int:
-    from dispatcher.secrets import SecretBox, reencrypt_webhook_secrets
+    from dispatcher.secrets import SecretBox
+    from dispatcher.store.webhooks import reencrypt_secrets
 
     box = SecretBox.from_setting(settings.secret_key)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return await reencrypt_webhook_secrets(conn, box)
+        return await reencrypt_secrets(conn, box)
     finally:
         await conn.close()
 

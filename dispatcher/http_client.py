@@ -53,7 +53,13 @@ from dispatcher.errors import (
     ProtocolError,
     TLSError,
 )
-from dispatcher.sender import MAX_RESPONSE_BODY, USER_AGENT, Response
+from dispatcher.sender import (
+    MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEADERS,
+    USER_AGENT,
+    Response,
+    bound_headers,
+)
 from dispatcher.settings import Settings
 from dispatcher.targets import GuardedResolver, check_literal_host, literal_ip, looks_numeric
 
@@ -139,6 +145,7 @@ class Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._status = 0
         self._retry_after: str | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body = bytearray()
         self._received = False
         self._headers_done = False
@@ -178,6 +185,8 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) <= MAX_RESPONSE_HEADERS:  # decoded and bounded at the end
+            self._headers.append((name, value))
         size = len(name)
         if size == 11 and name.lower() == b"retry-after":
             self._retry_after = value.decode("latin-1")
@@ -214,7 +223,10 @@ class Connection(asyncio.Protocol):
     def _finish(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, bytes(self._body), self._retry_after))
+            headers = bound_headers(
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in self._headers
+            )
+            waiter.set_result(Response(self._status, bytes(self._body), self._retry_after, headers))
 
     def _fail(self, error: DeliveryError) -> None:
         waiter = self._waiter

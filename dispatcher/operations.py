@@ -35,7 +35,6 @@ from dispatcher.metrics import (
     build_registry,
 )
 from dispatcher.ops_queries import (
-    parked_webhook_ids,
     refresh_periodically,
     set_backlog_gauges,
     set_webhook_gauges,
@@ -44,6 +43,7 @@ from dispatcher.ops_server import OpsServer
 from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
+from dispatcher.store import backlog as backlog_store
 
 log = structlog.get_logger(__name__)
 
@@ -202,7 +202,7 @@ async def run_deliverer(settings: Settings) -> None:
             topic = settings.deliveries_topic
             partitions = len(await reader.partitions(lambda name: name == topic))
             mine = {tp.partition for tp in deliverer.assignment if tp.topic == topic}
-            parked = owned_parked(await parked_webhook_ids(pool), mine, partitions)
+            parked = owned_parked(await backlog_store.parked_webhook_ids(pool), mine, partitions)
             metrics.lanes_parked.set(parked)
 
         ops.spawn(refresh_periodically(count_parked, "lanes_parked"))

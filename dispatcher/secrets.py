@@ -18,15 +18,10 @@ import os
 import secrets as _random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from dispatcher.signing import WHSEC_PREFIX
-
-if TYPE_CHECKING:
-    from dispatcher.db import Connection
-
 
 MISSING_KEY = (
     "HOOKLANE_SECRET_KEY is not set: make one with `hooklane secret-key` and give the same"
@@ -99,46 +94,3 @@ def dev_key(path: Path) -> str:
             with os.fdopen(fd, "w") as handle:
                 handle.write(new_key())
     return path.read_text().strip()
-
-
-async def reencrypt_webhook_secrets(conn: Connection, box: SecretBox, batch_size: int = 500) -> int:
-    """Re-encrypt every stored webhook secret under ``box``'s first key; the count.
-
-    Covers ``secret_ciphertext`` and ``previous_secret_ciphertext``. Works in batches,
-    each its own transaction with the rows locked, so it is safe while the API runs
-    and may simply be run again after an interruption. A secret that no key opens
-    stops it with SecretKeyError naming the webhook (batches before it stay done).
-    """
-    rotated = 0
-    last_id: object = None
-    while True:
-        async with conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, secret_ciphertext, previous_secret_ciphertext FROM webhooks"
-                " WHERE $1::uuid IS NULL OR id > $1::uuid"
-                " ORDER BY id LIMIT $2 FOR UPDATE",
-                last_id,
-                batch_size,
-            )
-            for row in rows:
-                try:
-                    current = box.rotate(row["secret_ciphertext"])
-                    previous = row["previous_secret_ciphertext"]
-                    if previous is not None:
-                        previous = box.rotate(previous)
-                except InvalidToken:
-                    raise SecretKeyError(
-                        f"webhook {row['id']}: its secret cannot be decrypted with any key"
-                        " of HOOKLANE_SECRET_KEY (was an old key dropped too early?)"
-                    ) from None
-                await conn.execute(
-                    "UPDATE webhooks SET secret_ciphertext = $2, previous_secret_ciphertext = $3"
-                    " WHERE id = $1",
-                    row["id"],
-                    current,
-                    previous,
-                )
-                rotated += 1
-        if len(rows) < batch_size:
-            return rotated
-        last_id = rows[-1]["id"]

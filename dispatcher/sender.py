@@ -11,7 +11,7 @@ follow no redirects and read at most ``MAX_RESPONSE_BODY`` bytes; the same sende
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +32,33 @@ from dispatcher.targets import GuardedResolver, check_literal_host
 
 MAX_RESPONSE_BODY = 4096
 USER_AGENT = "Hooklane/0.1 (+webhooks)"
+# The response headers kept for the attempt log: the first 20, 2 KiB in all.
+MAX_RESPONSE_HEADERS = 20
+MAX_RESPONSE_HEADER_BYTES = 2048
+# Not kept: a receiver's session cookies are none of the attempt log's business.
+UNRECORDED_HEADERS = frozenset({"set-cookie"})
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def bound_headers(pairs: Iterable[tuple[str, str]]) -> Headers:
+    """The first response headers that fit ``MAX_RESPONSE_HEADERS`` and ``..._BYTES``.
+
+    In arrival order; a header that would overflow the byte budget ends the list, so
+    what is kept is always a prefix (minus ``UNRECORDED_HEADERS``) of what was sent.
+    """
+    kept: list[tuple[str, str]] = []
+    room = MAX_RESPONSE_HEADER_BYTES
+    for name, value in pairs:
+        if len(kept) == MAX_RESPONSE_HEADERS:
+            break
+        if name.lower() in UNRECORDED_HEADERS:
+            continue
+        room -= len(name) + len(value)
+        if room < 0:
+            break
+        kept.append((name, value))
+    return tuple(kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +68,7 @@ class Response:
     status: int
     body: bytes = b""
     retry_after: str | None = None
+    headers: Headers = ()  # bounded (``bound_headers``), for the attempt log
 
     @property
     def ok(self) -> bool:
@@ -116,7 +144,12 @@ class AiohttpSender:
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 content = await response.content.read(MAX_RESPONSE_BODY)
-                return Response(response.status, content, response.headers.get("Retry-After"))
+                return Response(
+                    response.status,
+                    content,
+                    response.headers.get("Retry-After"),
+                    bound_headers(response.headers.items()),
+                )
         except DeliveryError:
             # Includes BlockedDestination from GuardedResolver: aiohttp wraps only OSErrors
             # from a resolver (in ClientConnectorDNSError), so it arrives unwrapped.

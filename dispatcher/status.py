@@ -21,14 +21,12 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from dispatcher.lag import LagSummary, OffsetReader, summarize
-from dispatcher.ops_queries import (
-    BacklogStats,
-    FailingWebhook,
-    backlog_stats,
-    failing_webhooks,
-    recent_outcomes,
-)
 from dispatcher.settings import Settings
+from dispatcher.store import attempts, backlog, webhooks
+from dispatcher.store.backlog import BacklogStats
+from dispatcher.store.webhooks import FailingWebhook
+
+FAILING_LIMIT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +115,9 @@ async def collect(settings: Settings, reader: OffsetReader, pool: asyncpg.Pool) 
     return Status(
         taken_at=datetime.now(UTC),
         groups=tuple(groups),
-        backlog=await backlog_stats(pool),
-        failing=tuple(await failing_webhooks(pool)),
-        last_minute=await recent_outcomes(pool),
+        backlog=await backlog.backlog_stats(pool),
+        failing=tuple(await webhooks.failing_webhooks(pool, FAILING_LIMIT)),
+        last_minute=await attempts.recent_outcomes(pool),
     )
 
 

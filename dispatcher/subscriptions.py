@@ -7,7 +7,8 @@ A webhook's payload filter (``dispatcher.filters``) is compiled once per webhook
 version (its ``updated_at``) when it is loaded, never per event; ``matching(event)``
 applies it. ``SubscriptionIndex`` loads every routed webhook once,
 then follows ``WebhookChanges``: the ``hooklane_webhooks`` Postgres channel (a trigger
-on ``webhooks`` notifies the id of every inserted, updated or deleted row) reloads
+on ``webhooks`` notifies the id of every inserted, updated or deleted row), heard on
+the process's one listen connection (``dispatcher.store.notifications``), reloads
 just that row, and a periodic full resync (also after a lost listener connection)
 repairs anything a missed notification left stale.
 
@@ -20,7 +21,6 @@ a topic it has not seen is looked up once (and again after ``UNKNOWN_TOPIC_TTL_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +31,11 @@ import structlog
 from dispatcher.db import TRANSIENT_ERRORS, create_pool
 from dispatcher.events import Event
 from dispatcher.filters import InvalidFilter, Predicate, compile_filter, event_view
+from dispatcher.store import topics as topic_store
+from dispatcher.store import webhooks as webhook_store
+from dispatcher.store.notifications import Notifications, Subscription
+from dispatcher.store.webhooks import ROUTED_STATES
+from dispatcher.tasks import cancel, until_ready
 
 log = structlog.get_logger(__name__)
 
@@ -41,13 +46,6 @@ RECONNECT_DELAY_S = 1.0
 # An unknown topic is looked up again after this long (it may have just been added).
 UNKNOWN_TOPIC_TTL_S = 1.0
 MAX_UNKNOWN_TOPICS = 10_000
-CATALOG_TOPICS = "SELECT name FROM topics"
-ONE_TOPIC = "SELECT 1 FROM topics WHERE name = $1"
-# PAUSED webhooks are routed: the deliverer keeps their deliveries in the backlog.
-ROUTED_STATES = ("ENABLED", "PAUSED")
-_ROW = "id::text AS id, tenant_id, topics, state, filter, updated_at"
-ROUTED_WEBHOOKS = f"SELECT {_ROW} FROM webhooks WHERE state IN ('ENABLED', 'PAUSED')"
-ONE_WEBHOOK = f"SELECT {_ROW} FROM webhooks WHERE id = $1::uuid"
 
 
 class Subscriptions:
@@ -156,101 +154,96 @@ class FilterCache:
 
 
 ChangeCallback = Callable[[str], Awaitable[None]]
+_RESYNC = object()
 ResyncCallback = Callable[[], Awaitable[None]]
 
 
 class WebhookChanges:
-    """Follows ``hooklane_webhooks`` on a dedicated connection, reconnecting on loss.
+    """Follows ``hooklane_webhooks`` through the process's ``Notifications``.
 
     ``on_change(webhook_id)`` runs for each notification, one at a time and in arrival
     order (so a slow reload never overtakes a newer one). ``on_resync()`` runs once
-    the listener is up (the first time and after every reconnect, so nothing changed
-    while it was down goes unseen) and every ``resync_interval`` seconds.
+    listening (the first time and after every reconnect of the listen connection, so
+    nothing changed while it was down goes unseen) and every ``resync_interval`` seconds.
     """
 
     def __init__(
         self,
-        database_url: str,
+        notifications: Notifications,
         on_change: ChangeCallback,
         on_resync: ResyncCallback,
         resync_interval: float = RESYNC_INTERVAL_S,
     ) -> None:
-        self._database_url = database_url
+        self._notifications = notifications
         self._on_change = on_change
         self._on_resync = on_resync
         self._resync_interval = resync_interval
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # A webhook id, or _RESYNC after a (re)connect.
+        self._queue: asyncio.Queue[str | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
-        """Start listening; returns after the first successful resync."""
+        """Start following; returns after the first successful resync."""
+        self._subscription = await self._notifications.subscribe(
+            [CHANNEL],
+            lambda _channel, payload: self._queue.put_nowait(payload),
+            lambda: self._queue.put_nowait(_RESYNC),
+        )
         self._task = asyncio.create_task(self._run(), name="webhook-changes")
-        ready = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            ready.cancel()
-            self._task.result()  # re-raise what stopped it
+        await until_ready(self._task, self._ready)
 
     async def stop(self) -> None:
-        """Stop listening and close the connection."""
+        """Stop following changes."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await self._notifications.unsubscribe(subscription)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loaded = False  # changes before the first load are in it
+        next_resync: float | None = None  # None: wait for the first (re)connect
         while True:
+            timeout = None if next_resync is None else max(0.0, next_resync - loop.time())
             try:
-                await self._listen_once()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("webhook_changes.connection_lost", error=str(exc))
-            await asyncio.sleep(RECONNECT_DELAY_S)
-
-    async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(self._database_url, timeout=10)
-        lost = asyncio.Event()
-
-        def notified(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
-            self._queue.put_nowait(str(payload))
-
-        def terminated(_conn: Any) -> None:
-            lost.set()
-            self._queue.put_nowait(None)  # wake the loop below
-
-        try:
-            conn.add_termination_listener(terminated)
-            await conn.add_listener(CHANNEL, notified)
-            # Listening first, loading second: a change during the load is not missed.
-            await self._on_resync()
-            self._ready.set()
-            loop = asyncio.get_running_loop()
-            next_resync = loop.time() + self._resync_interval
-            while not lost.is_set():
-                timeout = max(0.0, next_resync - loop.time())
-                try:
-                    webhook_id = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
+                item = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                item = _RESYNC
+            try:
+                if item is _RESYNC:
                     await self._on_resync()
+                    loaded = True
+                    self._ready.set()
                     next_resync = loop.time() + self._resync_interval
-                    continue
-                if webhook_id is not None:
-                    await self._on_change(webhook_id)
-            raise ConnectionError("the listener connection was closed")
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+                elif loaded:
+                    await self._on_change(str(item))
+            except TRANSIENT_ERRORS as exc:
+                # Postgres went away mid-load: whatever was missed, a resync soon repairs.
+                log.warning("webhook_changes.reload_failed", error=str(exc))
+                next_resync = loop.time() + RECONNECT_DELAY_S
 
 
 class SubscriptionIndex:
     """``Subscriptions`` kept fresh from Postgres (see the module docstring)."""
 
-    def __init__(self, database_url: str, resync_interval: float = RESYNC_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        resync_interval: float = RESYNC_INTERVAL_S,
+        notifications: Notifications | None = None,
+    ) -> None:
         self.subscriptions = Subscriptions()
         self._database_url = database_url
         self._pool: asyncpg.Pool | None = None
-        self._changes = WebhookChanges(database_url, self._reload, self._resync, resync_interval)
+        # The process's listen connection; the index opens its own when given none.
+        self._own_notifications = notifications is None
+        self._notifications = notifications or Notifications(database_url)
+        self._changes = WebhookChanges(
+            self._notifications, self._reload, self._resync, resync_interval
+        )
         # Bumped after every applied change; tests wait on it.
         self.version = 0
         self._known_topics: set[str] = set()
@@ -262,14 +255,18 @@ class SubscriptionIndex:
         # jsonb decoded (the filters): dispatcher.db's pool.
         self._pool = await create_pool(self._database_url, min_size=1, max_size=2)
         try:
+            if self._own_notifications:
+                await self._notifications.start()
             await self._changes.start()
         except BaseException:
-            await self._pool.close()
+            await self.stop()
             raise
 
     async def stop(self) -> None:
         """Stop following changes."""
         await self._changes.stop()
+        if self._own_notifications:
+            await self._notifications.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -296,7 +293,7 @@ class SubscriptionIndex:
         if self._pool is None:
             return True
         try:
-            found = await self._pool.fetchval(ONE_TOPIC, topic)
+            found = await topic_store.topic_exists(self._pool, topic)
         except TRANSIENT_ERRORS as exc:
             log.warning("subscriptions.catalog_unavailable", error=str(exc))
             return True
@@ -311,8 +308,8 @@ class SubscriptionIndex:
 
     async def _resync(self) -> None:
         assert self._pool is not None
-        self._known_topics = {row["name"] for row in await self._pool.fetch(CATALOG_TOPICS)}
-        rows = await self._pool.fetch(ROUTED_WEBHOOKS)
+        self._known_topics = await topic_store.topic_names(self._pool)
+        rows = await webhook_store.routed_webhooks(self._pool)
         self._filters.keep_only(row["id"] for row in rows)
         self.subscriptions.replace_all(
             (r["id"], r["tenant_id"], r["topics"], self._filters.get(r)) for r in rows
@@ -322,10 +319,7 @@ class SubscriptionIndex:
 
     async def _reload(self, webhook_id: str) -> None:
         assert self._pool is not None
-        try:
-            row = await self._pool.fetchrow(ONE_WEBHOOK, webhook_id)
-        except asyncpg.DataError:
-            return  # not a uuid: not one of ours
+        row = await webhook_store.routing_row(self._pool, webhook_id)
         if row is None or row["state"] not in ROUTED_STATES:
             self.subscriptions.remove(webhook_id)
             self._filters.forget(webhook_id)

@@ -79,6 +79,11 @@ ROUTES: dict[str, Action] = {
     "/retry-after": _answer(
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
     ),
+    "/many-headers": _answer(
+        b"HTTP/1.1 503 Service Unavailable\r\nX-Request-Id: r-1\r\nSet-Cookie: s=secret\r\n"
+        + b"".join(b"X-H-%d: %d\r\n" % (n, n) for n in range(30))
+        + b"Content-Length: 0\r\n\r\n"
+    ),
     "/garbage": _answer(b"SMTP ready, not HTTP at all\r\n\r\n", False),
     "/hang-up": _answer(b"", False),
     "/huge": _huge,

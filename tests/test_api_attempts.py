@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.attempt_log import AttemptLog, record_one
+from dispatcher.attempt_log import AttemptLog
 from dispatcher.events import DeliveryTask
 from dispatcher.settings import Settings
 from dispatcher.store import failed_deliveries
+from dispatcher.store.attempts import record_one
 from tests.test_api_support import api_client, assert_matches
 from tests.test_failure_support import make_result, make_task, make_webhook
 
@@ -66,6 +68,25 @@ async def test_list_attempts_pages_and_filters(settings, pool, tenant) -> None:
         assert [a["event_id"] for a in failed["data"]] == ["e4", "e2", "e0"]
         assert failed["data"][0]["status_code"] == 503
         assert failed["data"][0]["error"] == "HTTP 503"
+        assert failed["data"][0]["error_class"] == "HTTPStatus"
+
+
+async def test_attempts_carry_response_headers(settings, pool, tenant) -> None:
+    """An attempt's recorded response headers come back as name/value pairs, in order."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    result = dataclasses.replace(
+        make_result(webhook_id, tenant.id, status=429),
+        response_headers=(("Retry-After", "30"), ("X-Request-Id", "r-9")),
+    )
+    await record_one(pool, result)
+    async with api_client(settings) as client:
+        response = await client.get(f"/webhooks/{webhook_id}/attempts", headers=tenant.headers)
+        page = await response.json()
+    assert_matches("AttemptList", page)
+    assert page["data"][0]["response_headers"] == [
+        {"name": "Retry-After", "value": "30"},
+        {"name": "X-Request-Id", "value": "r-9"},
+    ]
 
 
 @pytest.mark.parametrize(

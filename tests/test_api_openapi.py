@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -13,6 +14,7 @@ from api.app import create_app
 from api.auth import is_portal_page
 from api.validation import SCHEMA_DIR, Schemas
 from dispatcher.settings import Settings
+from dispatcher.store.attempts import Attempt
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 # Documented now, registered by api/attempts.py once it lands.
@@ -124,3 +126,34 @@ def test_operations_declare_auth_errors():
                 assert operation["security"] == [], path
             else:
                 assert "401" in operation["responses"], (method, path)
+
+
+def _attempt(**fields: Any) -> Attempt:
+    base: dict[str, Any] = {
+        "id": 7,
+        "webhook_id": "4f1f7e53-6a8e-4f53-9d2c-3f3f6d1b2a10",
+        "event_id": "evt_1",
+        "topic": "A.B",
+        "attempt": 1,
+        "attempted_at": datetime(2026, 12, 1, tzinfo=UTC),
+        "outcome": "failure",
+        "status_code": 503,
+        "duration_ms": 1.5,
+        "error": "HTTP 503",
+        "response_body": "busy",
+        "test": False,
+    }
+    return Attempt(**(base | fields))
+
+
+def test_attempt_schema_matches_the_attempt_object():
+    """The Attempt schema documents exactly the fields the API returns; detail is optional."""
+    schema = orjson.loads((SCHEMA_DIR / "openapi.json").read_bytes())["components"]["schemas"][
+        "Attempt"
+    ]
+    with_detail = _attempt(response_headers=(("Retry-After", "5"),), error_class="HTTPStatus")
+    assert set(schema["properties"]) == set(with_detail.to_json())
+    assert {"response_headers", "error_class"}.isdisjoint(schema["required"])
+    for attempt in (with_detail, _attempt()):  # recorded with detail, and before it existed
+        jsonschema.validate(attempt.to_json(), schema)
+    assert with_detail.to_json()["response_headers"] == [{"name": "Retry-After", "value": "5"}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from dispatcher import attempt_log
-from dispatcher.attempt_log import AttemptLog, health_changes, list_attempts, purge, record_one
+from dispatcher.attempt_log import AttemptLog
+from dispatcher.store import attempts as attempt_store
+from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
 from tests.test_failure_support import eventually, make_result, make_webhook
 
 T0 = 1_700_000_000.0
@@ -67,7 +70,7 @@ async def test_batches_write_attempts_and_health(pool, tenant, monkeypatch) -> N
     """1200 results go out as 3 batches (COPY), and the webhook's failure streak is counted."""
     webhook_id = await make_webhook(pool, tenant.id)
     batches = []
-    real_write = attempt_log.write_batch
+    real_write = attempt_store.write_batch
 
     async def counting_write(conn, results):
         batches.append(len(results))
@@ -157,6 +160,51 @@ async def test_nul_bytes_are_stored(pool, tenant) -> None:
         "SELECT response_body FROM attempts WHERE webhook_id = $1", webhook_id
     )
     assert body == "a\ufffdb"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("Retry-After", "5"),),
+        (("X-Empty", ""), ("X-Colon", "a: b"), ("Date", "Tue, 01 Dec 2026 09:30:00 GMT")),
+    ],
+)
+def test_headers_text_round_trips(headers: tuple[tuple[str, str], ...]) -> None:
+    """Stored header lines read back as the same pairs (values may hold colons)."""
+    assert attempt_store.parse_headers_text(attempt_store.headers_text(headers)) == headers
+
+
+def test_no_headers_are_stored_as_null() -> None:
+    """No response (or no headers) is NULL, and NULL reads back as None."""
+    assert attempt_store.headers_text(()) is None
+    assert attempt_store.parse_headers_text(None) is None
+
+
+async def test_detail_is_written_by_copy_and_by_record_one(pool, tenant) -> None:
+    """Response headers and the error class survive the COPY batch and the single insert."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    headers = (("Retry-After", "5"), ("X-Request-Id", "r-1"))
+    failed = dataclasses.replace(
+        make_result(webhook_id, tenant.id, status=503, event_id="batched"),
+        response_headers=headers,
+    )
+    unreachable = dataclasses.replace(
+        make_result(webhook_id, tenant.id, status=None, event_id="single"),
+        error="connection refused",
+        error_class="ConnectError",
+    )
+    log = AttemptLog(pool)
+    log.record(failed)
+    await log.flush()
+    single_id = await record_one(pool, unreachable)
+    page, _ = await list_attempts(pool, tenant.id, webhook_id)
+    by_event = {attempt.event_id: attempt for attempt in page}
+    assert by_event["batched"].response_headers == headers
+    assert by_event["batched"].error_class == "HTTPStatus"
+    single = await attempt_store.get_attempt(pool, tenant.id, webhook_id, single_id)
+    assert single is not None
+    assert (single.error_class, single.error) == ("ConnectError", "connection refused")
+    assert single.response_headers is None
 
 
 async def test_record_one_returns_the_id(pool, tenant) -> None:

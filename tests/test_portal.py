@@ -15,7 +15,9 @@ from api.auth import is_portal_page
 from api.portal.pages import security_headers
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.settings import Settings
+from dispatcher.store import events as event_store
 from dispatcher.store import failed_deliveries
+from dispatcher.store.attempts import record_one
 from dispatcher.store.portal import hash_token
 from dispatcher.targets import InvalidTarget, check_target_url
 from tests.conftest import TenantKey
@@ -368,6 +370,34 @@ async def test_attempts_are_filtered_and_paged(settings, pool, tenant) -> None:
         bad = await client.get(base, params={"outcome": "maybe"})
         assert bad.status == 422
         assert "outcome must be success or failure" in await bad.text()
+
+
+async def test_attempt_detail_shows_request_response_and_error(settings, pool, tenant) -> None:
+    """The detail page: request headers (signatures masked), the body from the payload
+    store, the response status, headers and body, and the error class and message."""
+    webhook_id = await make_webhook(pool, tenant.id)
+    event = make_task(webhook_id, tenant.id, 42).event
+    # Delivered-or-not, the payload store keeps the event: not parked, not failed.
+    assert await event_store.claim(pool, event, settings.dedup_window)
+    result = dataclasses.replace(
+        make_result(webhook_id, tenant.id, status=503, event_id=event.id, body="busy"),
+        response_headers=(("Retry-After", "5"), ("X-Request-Id", "r-17")),
+    )
+    attempt_id = await record_one(pool, result)
+    async with portal_client(settings) as client:
+        await sign_in(client, tenant)
+        page = await client.get(f"/portal/webhooks/{webhook_id}/attempts/{attempt_id}")
+        assert page.status == 200
+        html = await page.text()
+    request_part, response_part = html.split("<h2>Response</h2>")
+    assert "(signature: not shown)" in request_part and "webhook-signature" in request_part
+    assert not SECRET_LIKE.search(html)
+    assert event.id in request_part and "&#34;n&#34;: 42" in request_part  # the sent body
+    assert re.search(r'class="status">503<', response_part)
+    assert re.search(r"error-class\">HTTPStatus<", response_part)
+    assert "HTTP 503" in response_part
+    assert 'X-Request-Id</td><td class="mono">r-17' in response_part
+    assert "busy" in response_part
 
 
 async def test_recover_since_requeues_failed_deliveries(settings, pool, tenant) -> None:

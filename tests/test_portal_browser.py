@@ -96,12 +96,13 @@ async def signed_in_page(browser: Browser, server: TestServer, tenant: TenantKey
     return page
 
 
-async def shot(page: Page, name: str) -> None:
-    """Capture the visible page; saved as ``$PORTAL_SCREENSHOTS/<name>.png`` when set."""
+async def shot(page: Page, name: str, full_page: bool = False) -> None:
+    """Capture the visible (or whole) page; saved as ``$PORTAL_SCREENSHOTS/<name>.png`` when set."""
     if SHOTS is None:
-        assert await page.screenshot()
+        assert await page.screenshot(full_page=full_page)
         return
-    await page.screenshot(path=Path(SHOTS) / f"{name}.png")  # Playwright makes the folder
+    # Playwright makes the folder.
+    await page.screenshot(path=Path(SHOTS) / f"{name}.png", full_page=full_page)
 
 
 async def fill_create_form(page: Page, url: str, name: str) -> None:
@@ -238,7 +239,8 @@ async def test_send_test_event_shows_status_200(
 async def test_failing_attempts_show_status_and_error_and_retry_delivers(
     browser: Browser, settings: Settings, pool: asyncpg.Pool, tenant
 ) -> None:
-    """A failing endpoint's attempts show 503 and its error; Retry delivers once it is back."""
+    """A failing endpoint's attempts show 503, its error and the attempt's detail; Retry
+    delivers once it is back."""
     short = settings.replace(retry_schedule=(0.05, 0.1, 0.2, 0.5), park_after=1.0, retry_window=2.5)
     answer = {"status": 503}
 
@@ -268,7 +270,13 @@ async def test_failing_attempts_show_status_and_error_and_retry_delivers(
         await failed_rows.first.get_by_role("link", name="Details").click()
         await expect(page.get_by_text(re.compile(r"HTTP 503"))).to_be_visible()
         await expect(page.locator("pre.body").first).to_contain_text(event_id)
-        await shot(page, "attempt")
+        await expect(page.locator("dd.error-class")).to_have_text("HTTPStatus")
+        response_headers = page.get_by_role("table", name="Response headers")
+        await expect(response_headers).to_contain_text("Content-Length")
+        await expect(page.get_by_role("table", name="Request headers")).to_contain_text(
+            "(signature: not shown)"
+        )
+        await shot(page, "attempt", full_page=True)  # the response is below the request
         await page.go_back()
 
         answer["status"] = 200

@@ -21,6 +21,7 @@ from dispatcher.errors import BlockedDestination
 from dispatcher.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
+from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhooks import load_target, update_webhook
 from tests.pipeline_helpers import busiest_second
 from tests.test_failure_support import (
@@ -57,8 +58,16 @@ async def running_scheduler(
     sender = sender or AiohttpSender(settings)
     log = AttemptLog(pool, flush_interval=0.05)
     log.start()
+    notifications = Notifications(settings.database_url)
+    await notifications.start()
     scheduler = BacklogScheduler(
-        settings, pool, sender, functools.partial(load_target, pool, BOX), log, announcer=announcer
+        settings,
+        pool,
+        sender,
+        functools.partial(load_target, pool, BOX),
+        log,
+        notifications,
+        announcer=announcer,
     )
     task = asyncio.create_task(scheduler.run())
     try:
@@ -66,6 +75,7 @@ async def running_scheduler(
     finally:
         scheduler.stop()
         await asyncio.wait_for(task, 15)
+        await notifications.stop()
         await log.close()
         if own_sender:
             await sender.close()

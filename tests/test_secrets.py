@@ -22,10 +22,14 @@ from dispatcher.secrets import (
     SecretKeyError,
     generate_secret,
     preview,
-    reencrypt_webhook_secrets,
 )
 from dispatcher.store.tenants import create_tenant
-from dispatcher.store.webhooks import create_webhook, load_target, update_webhook
+from dispatcher.store.webhooks import (
+    create_webhook,
+    load_target,
+    reencrypt_secrets,
+    update_webhook,
+)
 from tests.conftest import TEST_SECRET_KEY
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
@@ -156,7 +160,7 @@ async def test_rotation_reencrypts_every_secret_under_the_first_key(rotation_db:
     seeded = await _seed(rotation_db, SecretBox([old]), 5)
     conn = await asyncpg.connect(rotation_db)
     try:
-        count = await reencrypt_webhook_secrets(conn, SecretBox([new, old]), batch_size=2)
+        count = await reencrypt_secrets(conn, SecretBox([new, old]), batch_size=2)
     finally:
         await conn.close()
     assert count == 5
@@ -171,7 +175,7 @@ async def test_rotation_without_the_old_key_stops_and_names_the_webhook(rotation
     conn = await asyncpg.connect(rotation_db)
     try:
         with pytest.raises(SecretKeyError, match=seeded[0][0]):
-            await reencrypt_webhook_secrets(conn, SecretBox([Fernet.generate_key().decode()]))
+            await reencrypt_secrets(conn, SecretBox([Fernet.generate_key().decode()]))
     finally:
         await conn.close()
 

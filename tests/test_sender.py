@@ -26,7 +26,14 @@ from dispatcher.errors import (
     TLSError,
 )
 from dispatcher.http_client import HttpSender
-from dispatcher.sender import MAX_RESPONSE_BODY, AiohttpSender, ClosableSender, make_sender
+from dispatcher.sender import (
+    MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEADERS,
+    AiohttpSender,
+    ClosableSender,
+    bound_headers,
+    make_sender,
+)
 from dispatcher.settings import Settings, SettingsError
 from tests.sender_helpers import Certificates, ScriptedServer, make_certificates, start_server
 from tests.test_ssrf import RebindingResolver
@@ -126,6 +133,16 @@ async def test_retry_after_is_passed_on(make: Make, server: ScriptedServer) -> N
     """The Retry-After header of a 503 reaches the policy."""
     response = await make(LENIENT).send(server.url("/retry-after"), b"{}", SIGNED)
     assert (response.status, response.retry_after) == (503, "7")
+
+
+async def test_response_headers_are_kept_bounded(make: Make, server: ScriptedServer) -> None:
+    """The first MAX_RESPONSE_HEADERS headers come back in order, cookies left out."""
+    response = await make(LENIENT).send(server.url("/many-headers"), b"{}", SIGNED)
+    names = [name.lower() for name, _ in response.headers]  # aiohttp normalises case
+    assert len(names) == MAX_RESPONSE_HEADERS
+    assert names[:3] == ["x-request-id", "x-h-0", "x-h-1"]
+    assert response.headers[0][1] == "r-1"
+    assert "set-cookie" not in names
 
 
 async def test_response_bodies_are_capped(make: Make, server: ScriptedServer) -> None:
@@ -369,3 +386,22 @@ def test_an_unknown_sender_is_a_settings_error() -> None:
     """HOOKLANE_SENDER accepts only fast or aiohttp, and says so."""
     with pytest.raises(SettingsError, match="HOOKLANE_SENDER: must be fast or aiohttp"):
         Settings.from_env({"HOOKLANE_SENDER": "curl"})
+
+
+@pytest.mark.parametrize(
+    ("pairs", "kept"),
+    [
+        ([], ()),
+        ([("A", "1"), ("set-cookie", "s=1"), ("B", "2")], (("A", "1"), ("B", "2"))),
+        ([(f"H{n}", "v") for n in range(25)], tuple((f"H{n}", "v") for n in range(20))),
+        # 2 KiB in all: the header that would overflow ends the list (a prefix is kept).
+        (
+            [("A", "x" * 1000), ("B", "y" * 1000), ("C", "z" * 100), ("D", "")],
+            (("A", "x" * 1000), ("B", "y" * 1000)),
+        ),
+        ([("Big", "x" * 5000), ("Small", "1")], ()),
+    ],
+)
+def test_bound_headers(pairs: list[tuple[str, str]], kept: tuple[tuple[str, str], ...]) -> None:
+    """At most 20 headers and 2 KiB are kept, in order, Set-Cookie never."""
+    assert bound_headers(pairs) == kept

@@ -12,9 +12,10 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from dispatcher.broker import EmbeddedBroker, ensure_topics
-from dispatcher.ops_queries import BacklogStats, FailingWebhook
 from dispatcher.settings import Settings
 from dispatcher.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
+from dispatcher.store.backlog import BacklogStats
+from dispatcher.store.webhooks import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import create_webhook
 from tests.test_cli import hooklane

@@ -13,18 +13,18 @@ from aiohttp import web
 
 from api.attempts import (
     attempt_or_404,
+    attempt_task,
     parse_since,
     recover_since,
     retry_attempt,
 )
 from api.errors import ApiError
-from api.keys import POOL
 from api.portal.pages import render
 from api.portal.webhook_page import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
 from dispatcher.events import delivery_body
-from dispatcher.store import backlog
+from dispatcher.sender import USER_AGENT
 
 # What the deliverer signs with; the portal shows that they were sent, never their value.
 SIGNATURE_HEADERS = ("Commenda-X-Secret", "webhook-signature")
@@ -36,12 +36,13 @@ async def detail(request: web.Request) -> web.Response:
     attempt = await attempt_or_404(request, webhook, request.match_info["attempt_id"])
     headers = {
         "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
         "webhook-id": attempt.event_id,
         "webhook-timestamp": str(int(attempt.attempted_at.timestamp())),
     }
     headers.update(dict.fromkeys(SIGNATURE_HEADERS, "(signature: not shown)"))
     # The attempt log keeps no event data: the body is shown while the event is stored.
-    task = await backlog.find_task(request.app[POOL], webhook.id, attempt.event_id)
+    task = await attempt_task(request, webhook, attempt)
     body = None
     if task is not None:
         raw = delivery_body(task.event, webhook.id, webhook.api_version)

@@ -28,12 +28,10 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
 
-from dispatcher import attempt_log as attempt_store
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.db import TRANSIENT_ERRORS
@@ -52,21 +50,23 @@ from dispatcher.policy import (
 from dispatcher.rate_limit import TokenBucket, rebuilt
 from dispatcher.sender import Sender
 from dispatcher.settings import Settings
+from dispatcher.store import attempts as attempt_store
 from dispatcher.store import backlog, webhooks
 from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
+from dispatcher.store.notifications import Notifications, Subscription
 
 log = structlog.get_logger(__name__)
 
 WEBHOOKS_CHANNEL = "hooklane_webhooks"
 CHANNELS = ("hooklane_parked", WEBHOOKS_CHANNEL)
 MAX_SLEEP_S = 30.0
+RECONNECT_DELAY_S = 1.0
 # When due work is locked by someone else for a moment, do not spin on it.
 MIN_SLEEP_S = 0.05
 CLAIM_BATCH = 16
 MAX_CONCURRENT = 32
 DRAIN_BATCH = 100
 HOUSEKEEPING_INTERVAL_S = 3600.0
-RECONNECT_DELAY_S = 1.0
 # Room in a lease for the Postgres round trips around the attempts.
 LEASE_MARGIN_S = 10.0
 # Advisory lock so only one process purges at a time.
@@ -101,6 +101,7 @@ class BacklogScheduler:
         sender: Sender,
         load_target: TargetLoader,
         attempt_log: AttemptLog,
+        notifications: Notifications,
         rng: Random | None = None,
         clock: Callable[[], float] = time.time,
         announcer: Announcer | None = None,
@@ -115,6 +116,7 @@ class BacklogScheduler:
         self._sender = sender
         self._load_target = load_target
         self._attempt_log = attempt_log
+        self._notifications = notifications
         self._rng = rng or default_rng()
         self._clock = clock
         self.policy = RetryPolicy.from_settings(settings)
@@ -143,7 +145,7 @@ class BacklogScheduler:
 
     async def run(self) -> None:
         """Loop until ``stop()``: claim due webhooks, work on them, sleep until the next."""
-        listener = asyncio.create_task(self._listen(), name="backlog-listener")
+        listener = await self._listen()
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -154,9 +156,7 @@ class BacklogScheduler:
                     self._start(parked)
                 await self._sleep(bool(claimed))
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await self._notifications.unsubscribe(listener)
             await self._finish_active()
 
     # --- the main loop -------------------------------------------------------------
@@ -369,35 +369,15 @@ class BacklogScheduler:
 
     # --- wake-ups and housekeeping --------------------------------------------------
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                await self._listen_once()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("scheduler.listen_lost", error=str(exc))
-            await asyncio.sleep(RECONNECT_DELAY_S)
-
-    async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(self._settings.database_url, timeout=10)
-        lost = asyncio.Event()
-
-        def notified(_conn: Any, _pid: int, channel: str, payload: object) -> None:
+    async def _listen(self) -> Subscription:
+        # On the process's one listen connection (dispatcher.store.notifications).
+        def notified(channel: str, payload: str) -> None:
             if channel == WEBHOOKS_CHANNEL:
-                self._changed.append(str(payload))
+                self._changed.append(payload)
             self._wake.set()
 
-        def terminated(_conn: Any) -> None:
-            lost.set()
-
-        try:
-            conn.add_termination_listener(terminated)
-            for channel in CHANNELS:
-                await conn.add_listener(channel, notified)
-            self._wake.set()  # anything that changed while not listening is seen now
-            await lost.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+        # Woken on every (re)connect: anything that changed while not listening is seen.
+        return await self._notifications.subscribe(CHANNELS, notified, self._wake.set)
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()

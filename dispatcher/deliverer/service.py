@@ -50,6 +50,7 @@ from dispatcher.secrets import SecretBox
 from dispatcher.sender import ClosableSender, Sender, make_sender
 from dispatcher.service import run_until_signalled
 from dispatcher.settings import Settings
+from dispatcher.store.notifications import Notifications
 from dispatcher.subscriptions import WebhookChanges
 
 __all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
@@ -86,6 +87,7 @@ class Deliverer:
         self._crashed: BaseException | None = None
         self._pool: asyncpg.Pool | None = None
         self._sender: Sender | None = None
+        self._notifications: Notifications | None = None
         self._changes: WebhookChanges | None = None
         self._group: GroupConsumer | None = None
         self._dead_letters: AIOKafkaProducer | None = None
@@ -132,12 +134,17 @@ class Deliverer:
             announcer=announcer,
             metrics=metrics,
         )
+        # One listen connection for the process: the scheduler's wake-ups and the
+        # target cache's invalidations share it.
+        notifications = self._notifications = Notifications(settings.database_url)
+        await notifications.start()
         self._scheduler = BacklogScheduler(
             settings,
             self._pool,
             sender,
             targets.get,
             self._attempt_log,
+            notifications,
             announcer=announcer,
             metrics=metrics,
         )
@@ -151,7 +158,7 @@ class Deliverer:
             for webhook_id in list(worker.lanes):
                 worker.webhook_changed(webhook_id)
 
-        self._changes = WebhookChanges(settings.database_url, changed, resync)
+        self._changes = WebhookChanges(notifications, changed, resync)
         await self._changes.start()
         self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
         await self._dead_letters.start()
@@ -233,6 +240,8 @@ class Deliverer:
                 await self._producer.stop()
         if self._changes is not None:
             await self._changes.stop()
+        if self._notifications is not None:
+            await self._notifications.stop()
         if self._attempt_log is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._attempt_log.close()

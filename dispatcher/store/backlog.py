@@ -428,3 +428,39 @@ async def find_task(executor: Executor, webhook_id: str, event_id: str) -> Deliv
         event_id,
     )
     return None if row is None else DeliveryTask.from_dict(row["task"])
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogStats:
+    """The Postgres backlog: parked webhooks, deliveries waiting, oldest entry's age."""
+
+    parked_webhooks: int
+    deliveries: int
+    oldest_age_s: float  # 0 when empty
+
+
+async def backlog_stats(executor: Executor) -> BacklogStats:
+    """Size and age of the backlog, and how many webhooks are parked (one aggregate)."""
+    row = await executor.fetchrow(
+        "SELECT (SELECT count(*) FROM parked_webhooks) AS parked,"
+        " count(*) AS deliveries,"
+        " COALESCE(EXTRACT(EPOCH FROM now() - min(enqueued_at)), 0)::float8 AS oldest"
+        " FROM backlog"
+    )
+    assert row is not None  # an aggregate always answers one row
+    return BacklogStats(row["parked"], row["deliveries"], max(0.0, row["oldest"]))
+
+
+async def parked_webhook_ids(executor: Executor) -> list[str]:
+    """Every parked webhook's id."""
+    return [row[0] for row in await executor.fetch("SELECT webhook_id::text FROM parked_webhooks")]
+
+
+async def largest_backlogs(executor: Executor, limit: int) -> list[tuple[str, int]]:
+    """(webhook id, deliveries) of the ``limit`` parked webhooks with the most, most first."""
+    rows = await executor.fetch(
+        "SELECT webhook_id::text, count(*) AS n FROM backlog"
+        " GROUP BY webhook_id ORDER BY n DESC, webhook_id LIMIT $1",
+        limit,
+    )
+    return [(row[0], row[1]) for row in rows]

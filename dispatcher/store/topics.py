@@ -112,3 +112,8 @@ async def add_topic(
     )
     assert row is not None
     return _topic(row)
+
+
+async def topic_exists(executor: Executor, name: str) -> bool:
+    """Whether ``name`` is in the catalog."""
+    return bool(await executor.fetchval("SELECT 1 FROM topics WHERE name = $1", name))

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cryptography.fernet import InvalidToken
+
 from dispatcher.attempt import WebhookTarget
 from dispatcher.rate_limit import rate_of
 from dispatcher.retry_override import stored_override
-from dispatcher.secrets import SecretBox, preview
+from dispatcher.secrets import SecretBox, SecretKeyError, preview
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from dispatcher.db import Executor
+    from dispatcher.db import Connection, Executor
 
 # How long a replaced secret still signs deliveries (a second signature), so
 # receivers can roll their verification key without dropping requests.
@@ -382,3 +384,90 @@ async def set_concurrency(executor: Executor, webhook_id: str, concurrency: int)
         uuid.UUID(webhook_id),
         concurrency,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FailingWebhook:
+    """A webhook failing now, from its health columns."""
+
+    id: str
+    tenant_id: str
+    url: str
+    state: str
+    failing_since: datetime
+    consecutive_failures: int
+
+
+async def failing_webhooks(executor: Executor, limit: int) -> list[FailingWebhook]:
+    """The webhooks failing longest, oldest ``failing_since`` first."""
+    rows = await executor.fetch(
+        "SELECT id::text, tenant_id, url, state, failing_since, consecutive_failures"
+        " FROM webhooks WHERE failing_since IS NOT NULL"
+        " ORDER BY failing_since, id LIMIT $1",
+        limit,
+    )
+    return [FailingWebhook(*row.values()) for row in rows]
+
+
+# What the router's subscription index needs of a webhook (``dispatcher.subscriptions``).
+# PAUSED webhooks are routed: the deliverer keeps their deliveries in the backlog.
+ROUTED_STATES = ("ENABLED", "PAUSED")
+_ROUTING = "id::text AS id, tenant_id, topics, state, filter, updated_at"
+
+
+async def routed_webhooks(executor: Executor) -> list[asyncpg.Record]:
+    """The routing row of every routed (ENABLED or PAUSED) webhook."""
+    return await executor.fetch(
+        f"SELECT {_ROUTING} FROM webhooks WHERE state IN ('ENABLED', 'PAUSED')"
+    )
+
+
+async def routing_row(executor: Executor, webhook_id: str) -> asyncpg.Record | None:
+    """One webhook's routing row whatever its state; None if absent or not a uuid."""
+    key = _uuid(webhook_id)
+    if key is None:
+        return None
+    return await executor.fetchrow(f"SELECT {_ROUTING} FROM webhooks WHERE id = $1", key)
+
+
+async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 500) -> int:
+    """Re-encrypt every stored webhook secret under ``box``'s first key; the count.
+
+    Covers ``secret_ciphertext`` and ``previous_secret_ciphertext``. Works in batches,
+    each its own transaction with the rows locked, so it is safe while the API runs
+    and may simply be run again after an interruption. A secret that no key opens
+    stops it with SecretKeyError naming the webhook (batches before it stay done).
+    """
+    rotated = 0
+    last_id: object = None
+    while True:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, secret_ciphertext, previous_secret_ciphertext FROM webhooks"
+                " WHERE $1::uuid IS NULL OR id > $1::uuid"
+                " ORDER BY id LIMIT $2 FOR UPDATE",
+                last_id,
+                batch_size,
+            )
+            for row in rows:
+                try:
+                    current = box.rotate(row["secret_ciphertext"])
+                    previous = row["previous_secret_ciphertext"]
+                    if previous is not None:
+                        previous = box.rotate(previous)
+                except InvalidToken:
+                    raise SecretKeyError(
+                        f"webhook {row['id']}: its secret cannot be decrypted with any key"
+                        " of HOOKLANE_SECRET_KEY (was an old key dropped too early?)"
+                    ) from None
+                await conn.execute(
+                    "UPDATE webhooks SET secret_ciphertext = $2, previous_secret_ciphertext = $3"
+                    " WHERE id = $1",
+                    row["id"],
+                    current,
+                    previous,
+                )
+                rotated += 1
+        if len(rows) < batch_size:
+            return rotated
+        last_id = rows[-1]["id"]
