@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import structlog
 from aiohttp import web
 
 from api.errors import ApiError
 from api.keys import POOL, SCHEMAS
 from api.responses import json_response
+from dispatcher.db import TRANSIENT_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ async def health(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_CHECK_TIMEOUT_S):
             await request.app[POOL].fetchval("SELECT 1")
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (TimeoutError, *TRANSIENT_ERRORS) as exc:
         log.warning("api.health_failed", error=str(exc) or type(exc).__name__)
         raise ApiError(503, "unavailable", "the database does not answer") from None
     return json_response({"status": "ok"})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +26,21 @@ log = structlog.get_logger(__name__)
 # Errors after which Postgres may answer again (it restarted, a connection dropped, a
 # statement failed): callers log them and retry later instead of crashing.
 TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@contextlib.asynccontextmanager
+async def try_advisory_lock(conn: Connection, key: int) -> AsyncIterator[bool]:
+    """Hold session advisory lock ``key`` inside the block if it is free; yields whether.
+
+    For periodic jobs that one process at a time should run (purges): the others skip.
+    """
+    acquired = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # One fixed key so concurrent `migrate` runs (several processes starting) serialise.

@@ -40,7 +40,8 @@ log = structlog.get_logger(__name__)
 PURGE_INTERVAL_S = 3600.0
 # Only one router purges at a time.
 PURGE_LOCK = 7_405_131_006
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# A slow Postgres (the admission step's timeout) counts as unavailable too.
+DB_ERRORS = (*db.TRANSIENT_ERRORS, TimeoutError)
 # A Postgres that hangs must not stall routing for every tenant longer than this.
 STORE_TIMEOUT_S = 5.0
 
@@ -173,13 +174,13 @@ class Ingest:
         while True:
             try:
                 assert self._pool is not None
-                async with self._pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK):
-                        try:
-                            events = await event_store.purge(conn, keep_s)
-                            replays = await replay_store.purge(conn, keep_s)
-                        finally:
-                            await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK)
+                async with (
+                    self._pool.acquire() as conn,
+                    db.try_advisory_lock(conn, PURGE_LOCK) as mine,
+                ):
+                    if mine:
+                        events = await event_store.purge(conn, keep_s)
+                        replays = await replay_store.purge(conn, keep_s)
                         if events or replays:
                             log.info("ingest.purged", events=events, replays=replays)
             except DB_ERRORS as exc:

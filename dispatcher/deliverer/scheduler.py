@@ -34,7 +34,7 @@ import structlog
 
 from dispatcher.attempt import WebhookTarget, attempt_delivery
 from dispatcher.attempt_log import AttemptLog
-from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.delivery_logs import DeliveryLog
 from dispatcher.metrics import DelivererMetrics
@@ -385,14 +385,11 @@ class BacklogScheduler:
             return
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         try:
-            async with self._pool.acquire() as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _PURGE_LOCK):
+            async with self._pool.acquire() as conn, try_advisory_lock(conn, _PURGE_LOCK) as mine:
+                if not mine:
                     return
-                try:
-                    purged = await attempt_store.purge(conn, self._settings.attempt_retention_days)
-                    orphans = await backlog.drop_orphans(conn)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", _PURGE_LOCK)
+                purged = await attempt_store.purge(conn, self._settings.attempt_retention_days)
+                orphans = await backlog.drop_orphans(conn)
             if purged or orphans:
                 log.info("scheduler.housekeeping", purged_attempts=purged, orphans=orphans)
         except TRANSIENT_ERRORS as exc:

@@ -28,7 +28,7 @@ import contextlib
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from dispatcher import db
 from dispatcher.attempt import AttemptResult
@@ -90,7 +90,6 @@ class Deliverer:
         self._notifications: Notifications | None = None
         self._changes: WebhookChanges | None = None
         self._group: GroupConsumer | None = None
-        self._dead_letters: AIOKafkaProducer | None = None
         self._attempt_log: AttemptLog | None = None
         self._scheduler: BacklogScheduler | None = None
         self._producer: Producer | None = None
@@ -160,8 +159,6 @@ class Deliverer:
 
         self._changes = WebhookChanges(notifications, changed, resync)
         await self._changes.start()
-        self._dead_letters = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
-        await self._dead_letters.start()
         self._group = GroupConsumer(
             self,
             name="deliverer",
@@ -231,8 +228,6 @@ class Deliverer:
             await self.worker.close(grace_s=0)
         if self._group is not None:
             await self._group.close()
-        if self._dead_letters is not None:
-            await self._dead_letters.stop()
         if self._announcer is not None:
             await self._announcer.close()
         if self._producer is not None:
@@ -310,9 +305,9 @@ class Deliverer:
             self.worker.forget(partitions)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        assert self._dead_letters is not None
+        assert self._producer is not None  # one producer: dead letters and announcements
         ack = await send_dead_letter(
-            self._dead_letters, self.settings.dead_letter_topic, record, reason
+            self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )
         await ack
 
