@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` (each with its own broker and database); 0 = serial
+TEST_WORKERS ?= 3
 
 .PHONY: install run test lint format mypy bench bench-quick chaos screenshots clean
 
@@ -18,7 +20,7 @@ run: install
 	$(BIN)/hooklane up
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check .

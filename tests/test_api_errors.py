@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +10,9 @@ from api.auth import bearer_token
 from api.errors import MAX_BODY
 from dispatcher.store.tenants import hash_api_key
 from tests.test_api_support import Client, api_client, assert_matches, webhook_body
+
+# Fixed, not random: parametrized ids must be the same in every pytest-xdist worker.
+UNKNOWN_ID = "3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -44,10 +46,10 @@ def test_bearer_token_parsing(header, token):
 AUTHENTICATED = [
     ("POST", "/webhooks"),
     ("GET", "/webhooks"),
-    ("GET", f"/webhooks/{uuid.uuid4()}"),
-    ("POST", f"/webhooks/{uuid.uuid4()}"),
-    ("DELETE", f"/webhooks/{uuid.uuid4()}"),
-    ("POST", f"/webhooks/test/trigger/{uuid.uuid4()}"),
+    ("GET", f"/webhooks/{UNKNOWN_ID}"),
+    ("POST", f"/webhooks/{UNKNOWN_ID}"),
+    ("DELETE", f"/webhooks/{UNKNOWN_ID}"),
+    ("POST", f"/webhooks/test/trigger/{UNKNOWN_ID}"),
     ("GET", "/topics"),
     ("POST", "/events"),
 ]
@@ -102,7 +104,7 @@ async def test_unknown_route_is_a_json_404(client, tenant):
     ("method", "path", "allowed"),
     [
         ("PUT", "/webhooks", {"GET", "POST"}),
-        ("PATCH", f"/webhooks/{uuid.uuid4()}", {"GET", "POST", "DELETE"}),
+        ("PATCH", f"/webhooks/{UNKNOWN_ID}", {"GET", "POST", "DELETE"}),
         ("DELETE", "/topics", {"GET"}),
         ("GET", "/events", {"POST"}),
     ],

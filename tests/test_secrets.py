@@ -71,7 +71,10 @@ def test_new_key_first_still_opens_old_tokens() -> None:
     assert SecretBox([new]).decrypt(both.rotate(old_token)) == "s1"
 
 
-@pytest.mark.parametrize("setting", ["not-a-key", "short,,", Fernet.generate_key().decode()[:-4]])
+# The last: a Fernet key with its tail cut off (fixed, so every xdist worker collects it).
+@pytest.mark.parametrize(
+    "setting", ["not-a-key", "short,,", "f8OeHH8TDh8bJ-GYtjKH7AOoAq0tG9fdQoUloTmv"]
+)
 def test_malformed_key_setting_is_explained(setting: str) -> None:
     """A malformed HOOKLANE_SECRET_KEY fails with a message naming it."""
     with pytest.raises(SecretKeyError, match="HOOKLANE_SECRET_KEY"):
