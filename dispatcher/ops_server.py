@@ -48,7 +48,15 @@ class OpsServer:
         """Bind and serve; OSError when the port is taken."""
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            raise
+        except Exception as exc:
+            # Two processes racing for one port can leave aiohttp's site without a
+            # socket (AttributeError on uvloop) instead of raising EADDRINUSE: the same
+            # trouble, reported the same way, so the process keeps delivering.
+            raise OSError(f"cannot serve on {self.url}: {exc!r}") from exc
         log.info("ops.listening", url=self.url)
 
     async def close(self) -> None:

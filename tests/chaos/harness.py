@@ -23,6 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
+from dispatcher.broker import free_port
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
@@ -106,7 +107,8 @@ class Stack:
                 sys.executable,
                 "-m",
                 MODULES[name.rstrip("0123456789")],
-                env=settings_env(self.settings),
+                # Each process its own ops port, as in production (one per pod).
+                env=settings_env(self.settings.replace(metrics_port=free_port())),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
