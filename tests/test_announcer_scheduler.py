@@ -80,5 +80,6 @@ async def test_given_up_backlog_announces_gave_up_within_the_bound(short, pool, 
     await announcer.close(within=5)
     # Emptied by giving up, not by a 2xx: the endpoint did not recover.
     assert published.topics() == {operational.DELIVERY_GAVE_UP: 2}
-    assert [event.data["event_id"] for event in published] == event_ids[:2]
+    # The first two given up; each publish runs in its own task, so in either order.
+    assert sorted(event.data["event_id"] for event in published) == sorted(event_ids[:2])
     assert all(event.data["attempts"] == 1 for event in published)
