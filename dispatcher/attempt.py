@@ -5,7 +5,6 @@ Shared by the deliverer and the API's test trigger so both sign and send identic
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,34 +80,38 @@ async def attempt_delivery(
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
     headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
-    result = functools.partial(
-        AttemptResult,
-        webhook_id=target.id,
-        tenant_id=target.tenant_id,
-        event_id=event.id,
-        topic=event.topic,
-        attempt=attempt,
-        attempted_at=attempted_at,
-        test=task.kind == "test",
-    )
     started = time.perf_counter()
     try:
         response = await sender.send(target.url, body, headers)
     except DeliveryError as exc:
-        return result(
-            duration_ms=(time.perf_counter() - started) * 1000,
+        return AttemptResult(
+            target.id,
+            target.tenant_id,
+            event.id,
+            event.topic,
+            attempt,
+            attempted_at,
+            (time.perf_counter() - started) * 1000,
             error=str(exc) or exc.error_class,
             error_class=exc.error_class,
             retriable=exc.retriable,
+            test=task.kind == "test",
         )
     duration_ms = (time.perf_counter() - started) * 1000
     ok = 200 <= response.status < 300
-    return result(
-        duration_ms=duration_ms,
+    return AttemptResult(
+        target.id,
+        target.tenant_id,
+        event.id,
+        event.topic,
+        attempt,
+        attempted_at,
+        duration_ms,
         status_code=response.status,
         retry_after=response.retry_after,
         error=None if ok else f"HTTP {response.status}",
         error_class=None if ok else "HTTPStatus",
         response_body=response.body[:MAX_RECORDED_BODY].decode("utf-8", "replace"),
+        test=task.kind == "test",
         response_headers=response.headers,
     )

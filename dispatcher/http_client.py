@@ -17,7 +17,8 @@ What it guarantees, like ``AiohttpSender`` (the same sender suite runs against b
 - no redirects (a 3xx is an answer), bodies capped at ``MAX_RESPONSE_BODY``, 1xx
   interim answers skipped, Content-Length, chunked and close-delimited bodies;
 - one deadline (``delivery_timeout_s``) over pool wait, DNS, connect, TLS, send and
-  receive;
+  receive (a reused connection's exchange is timed by one sweeping timer per sender,
+  ``_Deadlines``, so it may fire up to ``SWEEP_S`` late);
 - failures mapped to the ``DeliveryError`` tree.
 
 A reused keep-alive connection may have been closed by the receiver just as the
@@ -67,6 +68,8 @@ KEEPALIVE_S = 30.0  # as AiohttpSender's keepalive_timeout
 DNS_TTL_S = 300.0  # as AiohttpSender's ttl_dns_cache
 MAX_IDLE = 256
 _HEADER_BREAKS = ("\r", "\n", "\0")
+# At most this late (or a twentieth of the timeout) a keep-alive exchange times out.
+SWEEP_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +118,62 @@ def parse_target(url: str) -> Target:
 
 def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
     """The whole request; BlockedDestination for a header that would split it."""
-    lines = [target.head]
-    for name, value in headers.items():
-        line = f"{name}: {value}\r\n"
-        if any(char in line[:-2] for char in _HEADER_BREAKS):
-            raise BlockedDestination(f"invalid header {name!r}: contains CR, LF or NUL")
-        lines.append(line.encode("latin-1"))
-    lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
-    lines.append(body)
-    return b"".join(lines)
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    # One check of the joined headers: exactly one CR and one LF per header, no NUL.
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers) or "\0" in text:
+        for name, value in headers.items():
+            if any(char in f"{name}: {value}" for char in _HEADER_BREAKS):
+                raise BlockedDestination(f"invalid header {name!r}: contains CR, LF or NUL")
+    return b"".join(
+        (target.head, text.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body)
+    )
+
+
+class _Deadlines:
+    """Expires in-flight exchanges past their deadline with one sweeping timer.
+
+    A timer per request (``asyncio.timeout``) costs more than the rest of a keep-alive
+    exchange's bookkeeping. Exchanges registered here all get ``timeout`` from the
+    moment they are added, so insertion order is deadline order and a sweep only looks
+    at the front; it runs at most every ``tick`` seconds while anything is in flight,
+    so a deadline fires up to ``tick`` late.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(SWEEP_S, timeout / 20)
+        self._pending: dict[Connection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: Connection) -> None:
+        """Start ``connection``'s exchange clock."""
+        loop = asyncio.get_running_loop()
+        self._pending[connection] = loop.time() + self.timeout
+        if self._timer is None:
+            self._timer = loop.call_at(loop.time() + self.timeout + self.tick, self._sweep)
+
+    def discard(self, connection: Connection) -> None:
+        """The exchange ended (answered, failed or expired)."""
+        self._pending.pop(connection, None)
+
+    def close(self) -> None:
+        """Stop sweeping (the sender is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _sweep(self) -> None:
+        self._timer = None
+        pending = self._pending
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while pending:
+            connection, deadline = next(iter(pending.items()))
+            if deadline > now:
+                self._timer = loop.call_at(max(deadline, now + self.tick), self._sweep)
+                return
+            del pending[connection]
+            connection.expire()
 
 
 class _Stale(ConnectError):
@@ -234,19 +284,27 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(error)
         self.close()
 
-    async def request(self, data: bytes) -> Response:
-        """Send ``data`` and wait for the answer; the caller bounds the wait."""
+    async def request(self, data: bytes, deadlines: _Deadlines | None = None) -> Response:
+        """Send ``data`` and wait for the answer, bounded by ``deadlines`` or the caller."""
         assert self.transport is not None
         self._reset()
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self.transport.write(data)
+        if deadlines is not None:
+            deadlines.add(self)
         try:
             return await waiter
         finally:
             self._waiter = None
+            if deadlines is not None:
+                deadlines.discard(self)
             if not (waiter.done() and not waiter.cancelled() and self._reusable):
                 self.close()
+
+    def expire(self) -> None:
+        """The exchange's deadline passed: fail it and drop the connection."""
+        self._fail(DeliveryTimeout("no answer within the delivery timeout"))
 
     @property
     def reusable(self) -> bool:
@@ -277,6 +335,7 @@ class HttpSender:
     ) -> None:
         self._settings = settings
         self._timeout = settings.delivery_timeout_s
+        self._deadlines = _Deadlines(self._timeout)
         inner = resolver if resolver is not None else DefaultResolver()
         self._resolver: AbstractResolver = (
             inner
@@ -296,14 +355,32 @@ class HttpSender:
         if target.numeric:
             check_literal_host(target.host, self._settings)
         data = request_bytes(target, body, headers)
+        if not self._slots.locked():
+            connection = self._checkout(target.key)
+            if connection is not None:
+                # The common case, a free slot and a kept-alive connection: no await
+                # before the request is written, so the sweep's deadline is the whole one.
+                async with self._slots:
+                    try:
+                        response = await connection.request(data, self._deadlines)
+                    except _Stale:
+                        pass  # closed while idle as the request went out: once on a new one
+                    else:
+                        self._release(connection)
+                        return response
+                # Outside the slot: ``_timed`` takes it again, under the deadline.
+                return await self._timed(target, data, reuse=False)
+        return await self._timed(target, data, reuse=True)
+
+    async def _timed(self, target: Target, data: bytes, *, reuse: bool) -> Response:
         try:
             async with asyncio.timeout(self._timeout), self._slots:
-                return await self._exchange(target, data)
+                return await self._exchange(target, data, reuse)
         except TimeoutError as exc:
             raise DeliveryTimeout("no answer within the delivery timeout") from exc
 
-    async def _exchange(self, target: Target, data: bytes) -> Response:
-        connection = self._checkout(target.key)
+    async def _exchange(self, target: Target, data: bytes, reuse: bool) -> Response:
+        connection = self._checkout(target.key) if reuse else None
         if connection is not None:
             try:
                 response = await connection.request(data)
@@ -400,6 +477,7 @@ class HttpSender:
 
     async def close(self) -> None:
         """Close every pooled connection and the resolver."""
+        self._deadlines.close()
         for idle in self._idle.values():
             for connection in idle:
                 connection.close()

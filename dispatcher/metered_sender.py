@@ -27,7 +27,7 @@ class MeteredSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """Send through ``inner``, recording outcome, duration and in-flight."""
         metrics = self._metrics
-        metrics.in_flight.inc()
+        metrics.requests_in_flight += 1
         started = time.perf_counter()
         try:
             response = await self.inner.send(url, body, headers)
@@ -41,7 +41,7 @@ class MeteredSender:
                 metrics.attempt_connection_error.inc()
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.requests_in_flight -= 1
         elapsed = time.perf_counter() - started
         if response.ok:
             metrics.duration_success.observe(elapsed)

@@ -84,6 +84,10 @@ class Step:
     failing_since: float | None = None
 
 
+# A 2xx (the common case): one frozen value instead of a new one per delivery.
+DELIVERED = Step(Outcome.DELIVERED)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """The retry schedule and windows (see the module docstring)."""
@@ -207,7 +211,7 @@ def next_step(
     happens at the window's edge.
     """
     if result.success:
-        return Step(Outcome.DELIVERED)
+        return DELIVERED
     failures = state.failures + 1
     failing_since = state.failing_since if state.failing_since is not None else now
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -216,6 +217,21 @@ async def test_silence_is_a_delivery_timeout(make: Make, server: ScriptedServer)
         await sender.send(server.url("/silent"), b"{}", SIGNED)
 
 
+async def test_silence_on_a_reused_connection_is_a_timeout(
+    make: Make, server: ScriptedServer
+) -> None:
+    """A kept-alive connection that stops answering times out within the deadline (plus
+    the sweep's tick) and is dropped: the next request gets a new connection."""
+    sender = make(LENIENT.replace(delivery_timeout_s=0.3))
+    assert (await sender.send(server.url("/ok"), b"{}", SIGNED)).status == 200
+    started = time.monotonic()
+    with pytest.raises(DeliveryTimeout):
+        await sender.send(server.url("/silent"), b"{}", SIGNED)
+    assert 0.3 <= time.monotonic() - started < 3.0
+    assert (await sender.send(server.url("/ok"), b"{}", SIGNED)).status == 200
+    assert server.connections == 2
+
+
 async def test_a_refused_connection_is_a_connect_error(make: Make) -> None:
     """Nothing listening on the port raises ConnectError."""
     with socket.socket() as probe:
@@ -245,9 +261,22 @@ async def test_invalid_urls_are_blocked(make: Make, url: str) -> None:
         await make(LENIENT).send(url, b"{}", SIGNED)
 
 
-async def test_header_injection_is_refused(make: Make, server: ScriptedServer) -> None:
-    """A header value with CR/LF is refused before anything is sent."""
-    headers = {**SIGNED, "webhook-id": "msg\r\nX-Evil: 1"}
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("webhook-id", "msg\r\nX-Evil: 1"),
+        ("webhook-id", "msg\nX-Evil: 1"),
+        ("webhook-id", "msg\rX-Evil: 1"),
+        ("webhook-id", "msg\0"),
+        ("X-Evil\r\nX-Other", "1"),
+    ],
+    ids=["crlf", "lf", "cr", "nul", "in-name"],
+)
+async def test_header_injection_is_refused(
+    make: Make, server: ScriptedServer, name: str, value: str
+) -> None:
+    """A header name or value with CR, LF or NUL is refused before anything is sent."""
+    headers = {**SIGNED, name: value}
     with pytest.raises(DeliveryError) as caught:
         await make(LENIENT).send(server.url("/ok"), b"{}", headers)
     assert caught.value.retriable is False

@@ -147,6 +147,7 @@ class Worker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[TopicPartition, int] = {}
         self._idle = asyncio.Condition()
+        self._idle_waiters = 0  # notified only while someone waits (``wait_in_flight``)
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
 
@@ -285,12 +286,16 @@ class Worker:
         def quiet() -> bool:
             return not any(self._in_flight.get(tp, 0) for tp in wanted)
 
-        async with self._idle:
-            try:
-                await asyncio.wait_for(self._idle.wait_for(quiet), within)
-            except TimeoutError:
-                return False
-        return True
+        self._idle_waiters += 1
+        try:
+            async with self._idle:
+                try:
+                    await asyncio.wait_for(self._idle.wait_for(quiet), within)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._idle_waiters -= 1
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop the trackers of partitions no longer owned (after their final commit)."""
@@ -438,8 +443,9 @@ class Worker:
             await self._handle(lane, target, entry, result)
         finally:
             self._in_flight[entry.partition] -= 1
-            async with self._idle:
-                self._idle.notify_all()
+            if self._idle_waiters:  # a revocation waits for in-flight requests
+                async with self._idle:
+                    self._idle.notify_all()
 
     def _adapt_window(self, lane: Lane, result: AttemptResult, started_at: float) -> None:
         if lane.window is None:
