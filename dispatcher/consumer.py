@@ -43,7 +43,7 @@ RETRY_DELAY_S = 0.5
 # A commit is a broker round trip taken with the loop held; polls come every few
 # milliseconds under load, so commit at most this often (a crash repeats at most this
 # much more work, which at-least-once allows).
-COMMIT_INTERVAL_S = 0.1
+COMMIT_INTERVAL_S = 0.5
 
 
 class Handler(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from prometheus_client import Gauge
 log = structlog.get_logger(__name__)
 
 POLL_INTERVAL_S = 5.0
+# How long the broker's topic list is trusted (a new mirror topic shows up within this).
+TOPICS_TTL_S = 60.0
 REQUEST_TIMEOUT_S = 5.0
 
 Partitions = Callable[[], Awaitable[Iterable[TopicPartition]]]
@@ -75,6 +78,8 @@ class OffsetReader:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers, enable_auto_commit=False
         )
+        self._names: set[str] | None = None
+        self._names_until = 0.0
 
     async def start(self) -> None:
         """Connect both clients."""
@@ -94,8 +99,17 @@ class OffsetReader:
         return self._admin
 
     async def partitions(self, topics: Callable[[str], bool]) -> set[TopicPartition]:
-        """Every partition of the topics whose name ``topics`` accepts."""
-        names = await self._consumer.topics()  # refreshes metadata
+        """Every partition of the topics whose name ``topics`` accepts.
+
+        The broker's topic list is asked again at most every ``TOPICS_TTL_S``: a full
+        metadata answer (every topic, every partition) costs the caller and the broker
+        more than the offsets themselves, and topics rarely come and go.
+        """
+        now = time.monotonic()
+        if self._names is None or now >= self._names_until:
+            self._names = await self._consumer.topics()  # refreshes metadata
+            self._names_until = now + TOPICS_TTL_S
+        names = self._names
         found = set()
         for name in names:
             if topics(name):

@@ -34,7 +34,7 @@ from dispatcher import db
 from dispatcher.attempt import AttemptResult
 from dispatcher.attempt_log import AttemptLog
 from dispatcher.broker import require_topics
-from dispatcher.consumer import Batch, GroupConsumer
+from dispatcher.consumer import COMMIT_INTERVAL_S, Batch, GroupConsumer
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.deliverer.announcer import Announcer
@@ -111,7 +111,11 @@ class Deliverer:
         metrics = self._metrics
         # Every attempt (lanes and scheduler alike) passes the one HTTP seam: measured there.
         sender = self._sender if metrics is None else MeteredSender(self._sender, metrics)
-        self._attempt_log = AttemptLog(self._pool, metrics=metrics)
+        # Written with each commit (``before_commit``) and at the same pace between them:
+        # fewer, larger batches (each costs a transaction and a health UPDATE).
+        self._attempt_log = AttemptLog(
+            self._pool, flush_interval=COMMIT_INTERVAL_S, metrics=metrics
+        )
         self._attempt_log.start()
         self._producer = Producer(settings)
         await self._producer.start()
