@@ -26,7 +26,7 @@ import asyncpg
 import structlog
 
 from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, TopicState, create_topics
+from dispatcher.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
 from dispatcher.embedded_db import EmbeddedPostgres
 from dispatcher.secrets import dev_key
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
@@ -107,6 +107,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
     env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
     env["HOOKLANE_METRICS_PORT"] = str(settings.metrics_port)
+    # The embedded broker's tuning (``embedded_settings``) reaches every child.
+    env["HOOKLANE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
+    env["HOOKLANE_FETCH_MAX_WAIT_MS"] = str(settings.fetch_max_wait_ms)
     return env
 
 
@@ -189,8 +192,11 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         broker = EmbeddedBroker()
         broker.start()
         # One node: a topic cannot have more replicas than that.
-        settings = settings.replace(
-            kafka_bootstrap_servers=broker.bootstrap_servers, kafka_replication_factor=1
+        settings = embedded_settings(
+            settings.replace(
+                kafka_bootstrap_servers=broker.bootstrap_servers, kafka_replication_factor=1
+            ),
+            os.environ,
         )
         log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
     if not settings.secret_key:

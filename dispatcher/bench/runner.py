@@ -21,6 +21,7 @@ from dispatcher.bench.options import BenchOptions, UsageError, parse_options
 from dispatcher.bench.report import format_comparison, format_table
 from dispatcher.bench.results import ScenarioResult, compare, document
 from dispatcher.bench.stack import Receiver, Stack
+from dispatcher.broker import embedded_settings
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.supervisor import child_env
 
@@ -42,6 +43,17 @@ def missing_pipeline() -> list[str]:
 def default_out(now: dt.datetime) -> Path:
     """``.bench/<UTC timestamp>.json``."""
     return BENCH_DIR / (now.strftime("%Y%m%dT%H%M%SZ") + ".json")
+
+
+def broker_info(settings: Settings) -> dict[str, Any]:
+    """The embedded broker's tuning the scenarios ran with (``embedded_settings``)."""
+    tuned = embedded_settings(settings, os.environ)
+    return {
+        "kind": "embedded tansu (memory storage)",
+        "topic_partitions": tuned.topic_partitions,
+        "deliveries_partitions": tuned.deliveries_partitions,
+        "fetch_max_wait_ms": tuned.fetch_max_wait_ms,
+    }
 
 
 def host_info() -> dict[str, Any]:
@@ -96,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started_at=started.isoformat(timespec="seconds"),
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         quick=options.quick,
-        host=host_info(),
+        host={**host_info(), "broker": broker_info(settings)},
         options=options.to_dict(),
     )
     out = options.out or default_out(started)

@@ -7,6 +7,7 @@ and deliverer as separate processes) and to tear it down again.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ import asyncpg
 
 from dispatcher import db
 from dispatcher.bench.procs import Child, cpu_seconds, memory_kb
-from dispatcher.broker import EmbeddedBroker, free_port
+from dispatcher.broker import EmbeddedBroker, embedded_settings, free_port
 from dispatcher.secrets import SecretBox, generate_secret, new_key, preview
 from dispatcher.settings import Settings
 from dispatcher.supervisor import child_env, create_kafka_topics
@@ -139,9 +140,12 @@ class Stack:
         self.stop_broker()
         self.broker = EmbeddedBroker()
         await asyncio.to_thread(self.broker.start)
-        settings = self.settings.replace(
-            kafka_bootstrap_servers=self.broker.bootstrap_servers,
-            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.{scenario}.",
+        settings = embedded_settings(
+            self.settings.replace(
+                kafka_bootstrap_servers=self.broker.bootstrap_servers,
+                topic_prefix=f"bench{uuid.uuid4().hex[:6]}.{scenario}.",
+            ),
+            os.environ,
         )
         await create_kafka_topics(settings)
         return settings
