@@ -109,6 +109,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["HOOKLANE_METRICS_PORT"] = str(settings.metrics_port)
     # The embedded broker's tuning (``embedded_settings``) reaches every child.
     env["HOOKLANE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
+    env["HOOKLANE_DELIVERIES_PARTITIONS"] = str(settings.deliveries_partitions)
     env["HOOKLANE_FETCH_MAX_WAIT_MS"] = str(settings.fetch_max_wait_ms)
     return env
 
