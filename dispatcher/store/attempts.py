@@ -311,8 +311,10 @@ async def purge(executor: Executor, retention_days: int) -> int:
     """Delete attempts older than ``retention_days``, in bounded batches; returns how many."""
     return await delete_in_batches(
         executor,
-        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
-        " WHERE attempted_at < now() - make_interval(days => $1) LIMIT $2)",
+        # By ctid, as events.purge: ``id IN (subquery)`` planned as a hash semi join
+        # over a sequential scan of the whole table (177 ms per batch on 1M rows).
+        "DELETE FROM attempts WHERE ctid = ANY(ARRAY(SELECT ctid FROM attempts"
+        " WHERE attempted_at < now() - make_interval(days => $1) LIMIT $2))",
         retention_days,
         batch=PURGE_BATCH,
     )
