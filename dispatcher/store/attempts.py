@@ -211,6 +211,14 @@ async def write_batch(conn: Connection, results: Sequence[AttemptResult]) -> Non
     if not results:
         return
     async with conn.transaction():
+        # Asynchronous commit for this transaction only: COMMIT does not wait for the WAL
+        # flush (the walwriter flushes within 3 x wal_writer_delay, 600 ms by default).
+        # Only a crash of the Postgres server (not of a client, nor a network failure)
+        # can lose those last committed batches: attempt rows and health updates,
+        # never torn, never the deliveries (their offsets live in Kafka). The log is
+        # already best-effort (a kill -9 of the deliverer loses its unflushed rows, a
+        # long outage drops the oldest): docs/SECURITY.md, "Known gaps".
+        await conn.execute("SET LOCAL synchronous_commit = off")
         await conn.copy_records_to_table(
             "attempts", records=[to_record(r) for r in results], columns=COLUMNS
         )
