@@ -4,7 +4,10 @@
 single ``UPDATE`` of the webhooks' health columns (``last_success_at``,
 ``last_failure_at``, ``consecutive_failures``, ``failing_since``); the health update
 lives here, beside the COPY, because both must commit together. Test attempts are
-logged but do not change a webhook's health. Reads are scoped by tenant.
+logged but do not change a webhook's health. A healthy webhook's ``last_success_at``
+is kept to within ``LAST_SUCCESS_RESOLUTION`` (1 s): the batches in between leave its
+row alone. The transaction commits asynchronously (see ``write_batch``). Reads are
+scoped by tenant.
 ``dispatcher.attempt_log`` batches results in memory and calls ``write_batch``.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
@@ -59,7 +62,15 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::int[],
             $5::timestamptz[], $6::bool[])
     AS h(webhook_id, last_success_at, last_failure_at, failures, first_failure_at, succeeded)
 WHERE w.id = h.webhook_id
+  -- A healthy webhook that only succeeded again is left alone unless its
+  -- last_success_at is more than LAST_SUCCESS_RESOLUTION behind: no new row version,
+  -- no trigger, no WAL for the common case of every batch (see _update_health).
+  AND NOT (h.succeeded AND h.failures = 0 AND h.last_failure_at IS NULL
+           AND w.consecutive_failures = 0 AND w.failing_since IS NULL
+           AND COALESCE(w.last_success_at >= h.last_success_at - $7::interval, false))
 """
+# How far a healthy webhook's last_success_at may lag its newest success (see above).
+LAST_SUCCESS_RESOLUTION = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +204,11 @@ def health_changes(results: Iterable[AttemptResult]) -> list[HealthChange]:
 
 
 async def _update_health(conn: Connection, changes: Sequence[HealthChange]) -> None:
+    # Most batches are successes of webhooks that are healthy already: the UPDATE's
+    # WHERE makes them no-ops in Postgres (the row is read, not rewritten), except for
+    # moving last_success_at forward once it lags by LAST_SUCCESS_RESOLUTION. The
+    # decision is Postgres's, not a cache here: another deliverer may have written a
+    # failure streak for the webhook since (partitions move between deliverers).
     if not changes:
         return
     await conn.execute(
@@ -203,6 +219,7 @@ async def _update_health(conn: Connection, changes: Sequence[HealthChange]) -> N
         [c.failures for c in changes],
         [c.first_failure_at for c in changes],
         [c.succeeded for c in changes],
+        LAST_SUCCESS_RESOLUTION,
     )
 
 
