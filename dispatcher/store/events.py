@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 # Level 1: nearly the ratio of level 6 on small JSON objects at a fraction of the CPU.
 COMPRESSION_LEVEL = 1
+# zlib's memLevel (hash table of 2**(MEM_LEVEL + 7) entries, default 8). For ~1 KB of
+# JSON the default's cost is mostly clearing its 64 KB table on every call: 4 compresses
+# 1 KB in 3.6-9 us instead of 11.5-20 us (60 KB: 42 instead of 53 us), same ratio, same
+# zlib format (``unpack`` and rows written before read the same). The window stays 32 KB:
+# a smaller one loses the ratio on large repetitive payloads (60 KB: 4.9 KB, not 1.3 KB).
+MEM_LEVEL = 4
 PURGE_BATCH = 5000
 
 # One statement per router poll. A conflicting row is taken over (and the event routed)
@@ -65,7 +71,8 @@ RETURNING true
 
 def pack(data: dict[str, Any]) -> bytes:
     """The stored form of an event's ``data``."""
-    return zlib.compress(orjson.dumps(data), COMPRESSION_LEVEL)
+    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, MEM_LEVEL)
+    return compressor.compress(orjson.dumps(data)) + compressor.flush()
 
 
 def unpack(payload: bytes) -> dict[str, Any]:
