@@ -4,7 +4,9 @@
 or refused the same way whichever path it takes. Validators are compiled once per
 topic and schema (``ValidatorCache``: a changed schema is a new fingerprint, so it is
 compiled again); ``CatalogSchemas`` keeps the router's copy of the catalog's schemas
-fresh by reloading them every ``REFRESH_S`` seconds (one small query, not per event).
+fresh by reloading them every ``REFRESH_S`` seconds (one small query, not per event),
+and tries each event first with ``quick_check`` (a plain-Python proof of validity for
+the keywords topic schemas use), so jsonschema runs only on what it cannot prove.
 
 ``compile_schema`` and ``problems`` are also what the API validates request bodies with.
 """

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from dispatcher import topic_schemas
@@ -16,10 +18,6 @@ MIGRATIONS = Path(topic_schemas.__file__).parent / "migrations"
 
 def seeded_schemas() -> list[dict[str, Any]]:
     """The catalog's seeded topic schemas (the JSON literals of the migrations)."""
-    import re
-
-    import orjson
-
     found = []
     for path in sorted(MIGRATIONS.glob("*.sql")):
         for literal in re.findall(r"'(\{\"type\": \"object\".*?\})'\)", path.read_text()):
@@ -80,6 +78,7 @@ def test_a_proof_of_validity_is_never_wrong(schema: dict[str, Any]) -> None:
 
 
 def test_the_default_schema_accepts_every_object() -> None:
+    """{"type": "object"}, the catalog's default, proves every event's data without jsonschema."""
     check = quick_check({"type": "object"})
     assert check is not None
     assert all(check(data) for data in instances())
@@ -97,6 +96,7 @@ def test_the_default_schema_accepts_every_object() -> None:
     ],
 )
 def test_anything_else_is_left_to_jsonschema(schema: dict[str, Any]) -> None:
+    """A keyword outside the covered set (or an unknown draft) means no quick check."""
     assert quick_check(schema) is None
 
 
