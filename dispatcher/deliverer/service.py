@@ -282,7 +282,9 @@ class Deliverer:
     async def before_commit(self) -> bool:
         """Write the attempts of the deliveries behind the positions first.
 
-        So a crash after the commit cannot lose attempt-log rows of committed deliveries.
+        So a deliverer crash after the commit cannot lose attempt-log rows of committed
+        deliveries (the batches commit asynchronously in Postgres: a crash of the Postgres
+        server itself may lose its last fraction of a second, see docs/SECURITY.md).
         """
         if self._attempt_log is None:
             return True
