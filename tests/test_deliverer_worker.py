@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 
 from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.target_cache import TargetCache
-from dispatcher.deliverer.worker import Worker
+from dispatcher.deliverer.worker import STUCK_AFTER_S, STUCK_RECOUNT_S, Worker
 from dispatcher.errors import BlockedDestination
 from dispatcher.events import DeliveryTask, Event
 from dispatcher.retry_override import RetryOverride
@@ -567,3 +567,31 @@ async def test_an_idle_rate_limited_lane_is_kept_until_its_bucket_is_full(
         await wait_until(lambda: h.worker.outstanding == 0, within=5)
         await wait_until(lambda: "w" not in h.worker.lanes, within=5)
     assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]
+
+
+async def test_deliveries_behind_a_stuck_request_are_counted_apart(settings: Settings) -> None:
+    """``stuck_pending``: what waits behind a request in flight for STUCK_AFTER_S or more
+    (a hanging endpoint), not what waits behind a quick one or in an idle lane."""
+    now = [1000.0]
+    release = asyncio.Event()
+
+    async def answer(url: str, _event: str) -> int:
+        if url.endswith("/hang"):
+            await release.wait()
+        return 200
+
+    targets: dict[str, WebhookTarget | None] = {"hang": _target("hang"), "ok": _target("ok")}
+    async with harness(settings, targets, FakeSender(answer=answer), clock=lambda: now[0]) as h:
+        for n in range(40):
+            h.submit("hang", f"h{n}")
+        for n in range(10):
+            h.submit("ok", f"o{n}")
+        await wait_until(lambda: len(h.sender.delivered_to(_url("ok"))) == 10, within=10)
+        assert h.worker.stuck_pending() == 0  # in flight, but not for long yet
+        now[0] += STUCK_AFTER_S + STUCK_RECOUNT_S
+        assert h.worker.stuck_pending() == 39  # the 40th is the request in flight
+        release.set()
+        await wait_until(lambda: len(h.sender.delivered_to(_url("hang"))) == 40, within=10)
+        now[0] += STUCK_RECOUNT_S
+        assert h.worker.stuck_pending() == 0
+        assert h.sender.delivered_to(_url("hang")) == [f"h{n}" for n in range(40)]

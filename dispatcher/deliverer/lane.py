@@ -50,6 +50,7 @@ class Lane:
 
     __slots__ = (
         "bucket",
+        "busy_since",
         "checked",
         "failing_since",
         "failures",
@@ -71,6 +72,8 @@ class Lane:
         self.partition = partition
         self.pending: deque[Pending] = deque()
         self.in_flight = 0
+        # When ``in_flight`` last went from 0 to 1 (the worker's clock).
+        self.busy_since = 0.0
         # Concurrent requests allowed while healthy: 1 for ordered webhooks.
         self.limit = 1
         self.failures = 0

@@ -61,6 +61,8 @@ GROUP_ID = "hooklane-deliverer"
 MAX_POLL_RECORDS = 500
 # Unfinished deliveries above which fetching pauses; it resumes below half of it.
 MAX_BUFFERED = 5000
+# Deliveries behind stuck requests kept beyond the buffer, in buffers (see ``outstanding``).
+STUCK_ALLOWANCE = 3
 
 
 class Deliverer:
@@ -254,8 +256,17 @@ class Deliverer:
 
     @property
     def outstanding(self) -> int:
-        """Deliveries taken and not finished yet."""
-        return self.worker.outstanding if self.worker is not None else 0
+        """Deliveries taken and not finished yet, as backpressure counts them.
+
+        Those queued behind a request stuck in flight (``Worker.stuck_pending``) do not
+        count, up to ``STUCK_ALLOWANCE`` buffers' worth: a hanging endpoint cannot park
+        until its request times out, and must not pause fetching for everybody else
+        meanwhile (memory stays bounded by ``1 + STUCK_ALLOWANCE`` buffers).
+        """
+        if self.worker is None:
+            return 0
+        stuck = min(self.worker.stuck_pending(), STUCK_ALLOWANCE * self._max_buffered)
+        return self.worker.outstanding - stuck
 
     async def take(self, batch: Batch) -> bool:
         """Hand every task of ``batch`` to its lane; invalid ones go to the dead letters."""

@@ -71,6 +71,9 @@ SLOW_ANSWER_FRACTION = 0.5
 FORGET_MARGIN_S = 0.01
 # The adaptive window is written to the webhook row at most this often per webhook.
 REPORT_WINDOW_EVERY_S = 2.0
+# A lane whose request has been in flight this long is stuck (see ``stuck_pending``).
+STUCK_AFTER_S = 1.0
+STUCK_RECOUNT_S = 0.25
 
 
 def internal_failure(
@@ -150,6 +153,8 @@ class Worker:
         self._idle_waiters = 0  # notified only while someone waits (``wait_in_flight``)
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
+        self._stuck = 0
+        self._stuck_counted_at = float("-inf")
 
     # -- intake ---------------------------------------------------------------------
 
@@ -302,6 +307,23 @@ class Worker:
         for tp in partitions:
             self.trackers.pop(tp, None)
 
+    def stuck_pending(self) -> int:
+        """Deliveries queued behind a request in flight for ``STUCK_AFTER_S`` or more.
+
+        Recounted at most every ``STUCK_RECOUNT_S`` (a scan of the lanes): the
+        deliverer's backpressure leaves them out, so endpoints that hang until the
+        delivery timeout cannot fill the shared buffer and stall everybody else.
+        """
+        now = self._clock()
+        if now - self._stuck_counted_at >= STUCK_RECOUNT_S or now < self._stuck_counted_at:
+            self._stuck_counted_at = now
+            self._stuck = sum(
+                len(lane.pending)
+                for lane in self.lanes.values()
+                if lane.in_flight and now - lane.busy_since >= STUCK_AFTER_S
+            )
+        return self._stuck
+
     def lane_counts(self) -> LaneCounts:
         """This worker's lanes by state now (the ``lanes`` gauge samples it)."""
         return count_lanes(self.lanes.values(), self._clock())
@@ -408,6 +430,8 @@ class Worker:
             self._slots.release()
             return
         entry = lane.take()
+        if lane.in_flight == 1:
+            lane.busy_since = self._clock()
         self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
         self._start_task(self._deliver(lane, target, entry))
         self._schedule(lane)  # back of the queue: round-robin
