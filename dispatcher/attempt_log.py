@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import deque
 
 import asyncpg
@@ -21,7 +20,7 @@ import structlog
 
 from dispatcher.attempt import AttemptResult
 from dispatcher.metrics import DelivererMetrics
-from dispatcher.store.attempts import write_batch
+from dispatcher.store.attempts import webhook_uuid, write_batch
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +61,7 @@ class AttemptLog:
     def record(self, result: AttemptResult) -> None:
         """Queue ``result`` for the next batch; never blocks."""
         try:
-            uuid.UUID(result.webhook_id)
+            webhook_uuid(result.webhook_id)
         except ValueError:
             log.error("attempt_log.invalid_webhook_id", webhook_id=result.webhook_id)
             return

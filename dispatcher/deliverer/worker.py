@@ -437,17 +437,9 @@ class Worker:
         self._schedule(lane)  # back of the queue: round-robin
 
     def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._tasks.add(asyncio.create_task(self._tracked(coroutine)))
-
-    async def _tracked(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        # Leaves ``_tasks`` itself: a done callback would be one more loop callback
-        # per delivery.
-        try:
-            await coroutine
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- outcomes -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
@@ -158,10 +159,16 @@ def parse_headers_text(text: str | None) -> Headers | None:
     return tuple(pairs)
 
 
+@lru_cache(maxsize=65536)
+def webhook_uuid(webhook_id: str) -> uuid.UUID:
+    """``webhook_id`` parsed (ValueError if it is not a UUID); cached, ids repeat."""
+    return uuid.UUID(webhook_id)
+
+
 def to_record(result: AttemptResult) -> tuple[Any, ...]:
     """The ``attempts`` row of ``result``, in ``COLUMNS`` order."""
     return (
-        uuid.UUID(result.webhook_id),
+        webhook_uuid(result.webhook_id),
         result.tenant_id,
         result.event_id,
         result.topic,
