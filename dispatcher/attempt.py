@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dispatcher.errors import DeliveryError
 from dispatcher.events import DeliveryTask, delivery_body
@@ -80,10 +81,8 @@ async def attempt_delivery(
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
     headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
-    started = time.perf_counter()
-    try:
-        response = await sender.send(target.url, body, headers)
-    except DeliveryError as exc:
+
+    def result(duration_ms: float, **outcome: Any) -> AttemptResult:
         return AttemptResult(
             target.id,
             target.tenant_id,
@@ -91,27 +90,29 @@ async def attempt_delivery(
             event.topic,
             attempt,
             attempted_at,
+            duration_ms,
+            test=task.kind == "test",
+            **outcome,
+        )
+
+    started = time.perf_counter()
+    try:
+        response = await sender.send(target.url, body, headers)
+    except DeliveryError as exc:
+        return result(
             (time.perf_counter() - started) * 1000,
             error=str(exc) or exc.error_class,
             error_class=exc.error_class,
             retriable=exc.retriable,
-            test=task.kind == "test",
         )
     duration_ms = (time.perf_counter() - started) * 1000
     ok = 200 <= response.status < 300
-    return AttemptResult(
-        target.id,
-        target.tenant_id,
-        event.id,
-        event.topic,
-        attempt,
-        attempted_at,
+    return result(
         duration_ms,
         status_code=response.status,
         retry_after=response.retry_after,
         error=None if ok else f"HTTP {response.status}",
         error_class=None if ok else "HTTPStatus",
         response_body=response.body[:MAX_RECORDED_BODY].decode("utf-8", "replace"),
-        test=task.kind == "test",
         response_headers=response.headers,
     )
