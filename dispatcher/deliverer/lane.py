@@ -72,7 +72,8 @@ class Lane:
         self.partition = partition
         self.pending: deque[Pending] = deque()
         self.in_flight = 0
-        # When ``in_flight`` last went from 0 to 1 (the worker's clock).
+        # When the lane last started a request (the worker's clock): with requests in
+        # flight and none started for long, the lane is stuck on them.
         self.busy_since = 0.0
         # Concurrent requests allowed while healthy: 1 for ordered webhooks.
         self.limit = 1

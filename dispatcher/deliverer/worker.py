@@ -71,7 +71,7 @@ SLOW_ANSWER_FRACTION = 0.5
 FORGET_MARGIN_S = 0.01
 # The adaptive window is written to the webhook row at most this often per webhook.
 REPORT_WINDOW_EVERY_S = 2.0
-# A lane whose request has been in flight this long is stuck (see ``stuck_pending``).
+# A lane with requests in flight that started none for this long is stuck (``stuck_pending``).
 STUCK_AFTER_S = 1.0
 STUCK_RECOUNT_S = 0.25
 
@@ -308,7 +308,9 @@ class Worker:
             self.trackers.pop(tp, None)
 
     def stuck_pending(self) -> int:
-        """Deliveries queued behind a request in flight for ``STUCK_AFTER_S`` or more.
+        """Deliveries queued in lanes that have requests in flight but started none for
+        ``STUCK_AFTER_S`` or more (an ordered lane's one request hangs; an unordered
+        lane's whole window does).
 
         Recounted at most every ``STUCK_RECOUNT_S`` (a scan of the lanes): the
         deliverer's backpressure leaves them out, so endpoints that hang until the
@@ -430,8 +432,7 @@ class Worker:
             self._slots.release()
             return
         entry = lane.take()
-        if lane.in_flight == 1:
-            lane.busy_since = self._clock()
+        lane.busy_since = self._clock()
         self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
         self._start_task(self._deliver(lane, target, entry))
         self._schedule(lane)  # back of the queue: round-robin
