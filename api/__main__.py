@@ -37,6 +37,7 @@ def main() -> int:
         ops = ProcessOps(settings, "api")
         app = create_app(settings, ops.families)
         loop = event_loop.new_loop(settings.event_loop)
+        event_loop.tune_gc()
     except (SettingsError, db.DatabaseError, ValueError, OSError) as exc:
         print(f"hooklane api: {exc}", file=sys.stderr)
         return 1

@@ -142,12 +142,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _need_broker(settings)
         from dispatcher.operations import run_router
 
+        event_loop.tune_gc()
         event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
         from dispatcher.operations import run_deliverer
 
+        event_loop.tune_gc()
         event_loop.run(run_deliverer(settings), settings.event_loop)
         return 0
     if command == "migrate":

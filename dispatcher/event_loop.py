@@ -10,6 +10,7 @@ api|router|deliverer|up`` and the ``python -m`` forms) runs through ``run`` or
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +18,12 @@ from dispatcher.settings import SettingsError
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# CPython collects its youngest generation every 700 allocations. A delivery allocates
+# dozens of short-lived objects (its task, futures, dicts, the result), so the default
+# runs a collection every few deliveries that finds almost nothing: ~5 µs a delivery
+# in the worker's hot path. Cycles still die young, only after 50,000 allocations.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def loop_factory(choice: str) -> LoopFactory:
@@ -40,6 +47,13 @@ def loop_factory(choice: str) -> LoopFactory:
 def new_loop(choice: str) -> asyncio.AbstractEventLoop:
     """A fresh loop of the chosen kind (for ``aiohttp.web.run_app(loop=...)``)."""
     return loop_factory(choice)()
+
+
+def tune_gc() -> None:
+    """For a long-running process: freeze what start-up allocated (imports, settings)
+    out of the collector's view and collect the young generation less often."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:

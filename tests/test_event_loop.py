@@ -49,3 +49,21 @@ def test_an_unknown_loop_is_a_settings_error() -> None:
     """A loop name the factory does not know is refused with the setting's name."""
     with pytest.raises(SettingsError, match="HOOKLANE_EVENT_LOOP"):
         loop_factory("trio")
+
+
+def test_tune_gc_freezes_start_up_and_raises_the_young_threshold() -> None:
+    """Long-running processes collect the young generation every 50,000 allocations, with
+    what start-up allocated frozen out of the collector's view."""
+    import gc
+
+    from dispatcher.event_loop import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
