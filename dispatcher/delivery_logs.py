@@ -67,7 +67,6 @@ class DeliveryLog:
         """The line of one attempt; ``action`` is what the policy does next (``retry``...)."""
         ids = (result.event_id, result.webhook_id, result.tenant_id, result.attempt)
         if result.success:
-            if self._sample > 0.0:  # else nothing is kept: skip building the line
-                self.success(*ids, status=result.status_code, duration_ms=result.duration_ms)
+            self.success(*ids, status=result.status_code, duration_ms=result.duration_ms)
         else:
             self.failure(*ids, status=result.status_code, error=result.error, action=action)
