@@ -25,7 +25,17 @@ log = structlog.get_logger(__name__)
 
 # Errors after which Postgres may answer again (it restarted, a connection dropped, a
 # statement failed): callers log them and retry later instead of crashing.
-TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: a pooled connection whose backend was terminated while idle
+# (the FATAL message read, the socket's close not yet) refuses its next statement with
+# "cannot switch to state 12; another operation (2) is in progress" (MagicStack/asyncpg
+# #1069, #784); the pool replaces that connection. Uncaught, it ended the router's
+# consumer loop (the process exits) or the deliverer's dispatch loop.
+TRANSIENT_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @contextlib.asynccontextmanager

@@ -93,11 +93,16 @@ def kill_repeatedly(
 
 
 def restart_database(
-    settings: Settings, outages: int, down_s: float, rng: random.Random
+    settings: Settings,
+    outages: int,
+    down_s: float,
+    rng: random.Random,
+    between: tuple[float, float] = (2.0, 4.0),
 ) -> Disruption:
     """Simulate Postgres restarts of THIS test's database only: refuse new connections,
-    terminate every backend, stay down ``down_s`` seconds, then accept connections again.
-    (The machine's Postgres is shared, so the server itself is never restarted.)"""
+    terminate every backend, stay down ``down_s`` seconds, then accept connections again;
+    ``between`` bounds the seconds up before each outage. (The machine's Postgres is
+    shared, so the server itself is never restarted.)"""
 
     async def disrupt(stack: Stack) -> list[float]:
         ends = []
@@ -107,7 +112,7 @@ def restart_database(
         conn = await asyncpg.connect(maintenance)
         try:
             for _ in range(outages):
-                await asyncio.sleep(rng.uniform(2.0, 4.0))
+                await asyncio.sleep(rng.uniform(*between))
                 await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
                 try:
                     await conn.fetchval(

@@ -61,15 +61,27 @@ async def test_kill_repeatedly(
     )
 
 
-async def test_database_restarts(chaos_settings: Settings, tmp_path: Path) -> None:
-    """Postgres drops every connection and refuses new ones for 5 s, twice: processes
-    recover by themselves and nothing is lost."""
+@pytest.mark.parametrize(
+    ("outages", "down_s", "between"),
+    [(2, 5.0, (2.0, 4.0)), (25, 0.3, (0.1, 0.6))],
+    ids=["down-5s-x2", "flapping"],
+)
+async def test_database_restarts(
+    chaos_settings: Settings,
+    tmp_path: Path,
+    outages: int,
+    down_s: float,
+    between: tuple[float, float],
+) -> None:
+    """Postgres drops every connection and refuses new ones for ``down_s``, ``outages``
+    times (flapping: many short outages, so connections die while idle in the pools and
+    mid-statement): processes recover by themselves and nothing is lost."""
     seed, rng = seeded()
     await run_scenario(
-        f"postgres down 5 s x2 (seed {seed})",
+        f"postgres down {down_s:g} s x{outages} (seed {seed})",
         chaos_settings,
         tmp_path,
-        restart_database(chaos_settings, 2, 5.0, rng),
+        restart_database(chaos_settings, outages, down_s, rng, between),
         events=EVENTS,
         rate=RATE,
     )
