@@ -183,8 +183,9 @@ async def run_scenario(
         )
     RESULTS.append(outcome)
     print(f"\n{table([outcome])}\n(logs: {logs})")
+    # A process that died is named first: its death explains lost deliveries.
+    assert all(alive.values()), f"a process died and was not restarted: {alive} (logs in {logs})"
     assert outcome.lost == 0, f"{outcome.lost} deliveries lost (logs in {logs})"
     if ordered:
         assert outcome.order_violations == 0, f"order violated (logs in {logs})"
-    assert all(alive.values()), f"a process died and was not restarted: {alive}"
     return outcome
