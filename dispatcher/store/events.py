@@ -1,6 +1,6 @@
 """The ``events`` table: every routed event, for idempotent ingest and replay.
 
-A row per ``(tenant_id, event_id)`` with the event's ``data`` (zlib-compressed JSON),
+A row per ``(tenant_id, event_id)`` with the event's ``data`` (compressed JSON, see ``pack``),
 where it was read from (``source``: ``"<kafka topic>:<partition>:<offset>"``, or NULL
 while ``POST /events`` has claimed the id and no router has routed it yet), when it
 was routed and a sequence number (original order). Rows are purged by age
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import lz4.block
 import orjson
 
 from dispatcher.db import delete_in_batches
@@ -23,17 +24,12 @@ from dispatcher.events import Event
 if TYPE_CHECKING:
     from dispatcher.db import Executor
 
-# Level 1: nearly the ratio of level 6 on small JSON objects at a fraction of the CPU.
-COMPRESSION_LEVEL = 1
-# zlib's memLevel (hash table of 2**(MEM_LEVEL + 7) entries, default 8) and a window
-# just large enough for the payload: the ~256 KB of state zlib's defaults allocate per
-# call (and the allocator's grow/trim of it) cost more than compressing ~1 KB of JSON.
-# A window of at least the payload (plus deflate's 262-byte lookahead) finds every match
-# the 32 KB one would, so the ratio is the same; so is the format (a zlib stream whose
-# header names its window: ``unpack`` and rows written before are unchanged).
-MEM_LEVEL = 4
-_MIN_WBITS = 10
-_LOOKAHEAD = 262
+# The stored form: one marker byte, then LZ4's block format with the size in front.
+# LZ4 compresses ~1 KB of JSON in 0.3-1.2 us where zlib's fastest level took 3.8-9.4
+# (the largest single cost of routing an event), at a ratio of 0.67 instead of 0.49 on
+# varied JSON (about the same on repetitive JSON). The marker cannot start a zlib
+# stream (whose first byte is 0x?8), so rows written before (zlib) still unpack.
+LZ4_MARKER = b"\x04"
 PURGE_BATCH = 5000
 
 # One statement per router poll. A conflicting row is taken over (and the event routed)
@@ -73,16 +69,19 @@ RETURNING true
 
 
 def pack(data: dict[str, Any]) -> bytes:
-    """The stored form of an event's ``data``."""
-    raw = orjson.dumps(data)
-    wbits = min(zlib.MAX_WBITS, max(_MIN_WBITS, (len(raw) + _LOOKAHEAD).bit_length()))
-    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, wbits, MEM_LEVEL)
-    return compressor.compress(raw) + compressor.flush()
+    """The stored form of an event's ``data`` (see ``LZ4_MARKER``)."""
+    compressed: bytes = lz4.block.compress(orjson.dumps(data))
+    return LZ4_MARKER + compressed
 
 
 def unpack(payload: bytes) -> dict[str, Any]:
-    """The ``data`` object back from its stored form."""
-    data: dict[str, Any] = orjson.loads(zlib.decompress(payload))
+    """The ``data`` object back from its stored form (LZ4, or zlib for older rows)."""
+    raw: bytes
+    if payload[:1] == LZ4_MARKER:
+        raw = lz4.block.decompress(payload[1:])
+    else:
+        raw = zlib.decompress(payload)
+    data: dict[str, Any] = orjson.loads(raw)
     return data
 
 
