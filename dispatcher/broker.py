@@ -4,6 +4,8 @@
 subprocess on a loopback port with memory storage; used by ``hooklane up`` when
 ``HOOKLANE_KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the test fixtures. It has no
 idempotent producer and no transactions, so Hooklane relies on plain at-least-once.
+On Linux it dies with the thread that started it, even when that process is SIGKILLed
+(``dispatcher.parent_death``): its memory storage is of no use to anyone else.
 
 Topics: only ``hooklane migrate``, ``hooklane topics ensure`` and ``hooklane up``
 create the internal topics (``create_topics``), with ``HOOKLANE_KAFKA_REPLICATION_FACTOR``
@@ -27,6 +29,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from dispatcher.parent_death import die_with_parent
 from dispatcher.settings import PREFIX, Settings
 
 log = structlog.get_logger(__name__)
@@ -107,23 +110,30 @@ class EmbeddedBroker:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections.
+
+        Call it from a thread that outlives the broker: on Linux the broker is killed
+        when the calling thread ends (``dispatcher.parent_death``).
+        """
         url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            die_with_parent(
+                [
+                    tansu_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ]
+            ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal is handled by our supervisor
+            # Ctrl-C in a terminal is for our supervisor; die_with_parent covers its death.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

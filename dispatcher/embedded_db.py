@@ -14,6 +14,16 @@ killed with -9 leaves untrue: the server would outlive the stack. It is stopped 
 signalling the postmaster (fast shutdown). One ``hooklane up`` at a time owns a data
 directory (a flock on ``.hooklane/pgdata.lock``), so a second one cannot adopt the
 server and stop it under the first.
+
+Unlike the broker and the stack's children, the server is not given a parent-death
+signal (``dispatcher.parent_death``), and outlives a ``hooklane up`` killed with -9. It
+could not be: the library runs ``pg_ctl start``, which forks the postmaster and exits
+once it is up, and the signal is not inherited across fork. Nor should it: a SIGKILLed
+postmaster loses no committed data (WAL replay at the next start), but its backends
+and background workers run on for a moment, attached to its shared memory, and a new
+postmaster refuses the data directory until they are gone, so a prompt restart would
+fail. The surviving server is adopted by the next ``hooklane up``, which stops it with
+a fast shutdown when it ends.
 """
 
 from __future__ import annotations

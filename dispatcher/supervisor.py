@@ -7,6 +7,11 @@ the API, router and deliverer as child processes, restarting any that dies (the 
 grows with quick deaths and resets once a child ran ``HEALTHY_AFTER_S``). Without
 ``HOOKLANE_SECRET_KEY`` it uses a development key kept in ``.hooklane/secret.key`` and
 hands it to the children explicitly. SIGINT/SIGTERM stop everything, children first.
+
+If the supervisor is SIGKILLed instead, the children and the embedded broker die with it
+on Linux (``dispatcher.parent_death``), undrained as in any crash, rather than holding
+the API and metrics ports the next ``hooklane up`` binds. The embedded Postgres does not
+(see ``dispatcher.embedded_db``): the next ``hooklane up`` adopts it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import structlog
 from dispatcher import db
 from dispatcher.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
 from dispatcher.embedded_db import EmbeddedPostgres
+from dispatcher.parent_death import die_with_parent
 from dispatcher.secrets import dev_key
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
 
@@ -148,8 +154,12 @@ class Supervisor:
     async def spawn(self, child: Child) -> None:
         port = int(self.env["HOOKLANE_METRICS_PORT"]) + METRICS_PORT_OFFSETS[child.module]
         env = {**self.env, "HOOKLANE_METRICS_PORT": str(port)}
+        # Forked by the event loop's thread, the main one: the parent-death signal
+        # follows the forking thread, and this one lives as long as the supervisor.
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", child.module, env=env, start_new_session=True
+            *die_with_parent([sys.executable, "-m", child.module]),
+            env=env,
+            start_new_session=True,
         )
         child.started_at = time.monotonic()
         log.info("child.started", module=child.module, pid=child.process.pid)
