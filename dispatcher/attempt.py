@@ -15,6 +15,7 @@ from dispatcher.events import DeliveryTask, delivery_body
 from dispatcher.retry_override import RetryOverride
 from dispatcher.sender import Headers, Sender
 from dispatcher.signing import sign_headers
+from dispatcher.values import immutable
 
 MAX_RECORDED_BODY = 4096
 
@@ -43,7 +44,7 @@ class WebhookTarget:
         return self.state == "ENABLED"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AttemptResult:
     """The outcome of one attempt, as recorded in the attempt log."""
 

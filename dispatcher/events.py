@@ -16,10 +16,12 @@ Delivered body (what receivers get): Commenda's event object
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 import orjson
+
+from dispatcher.values import immutable
 
 TaskKind = Literal["event", "test", "redelivery"]
 TASK_KINDS: frozenset[str] = frozenset({"event", "test", "redelivery"})
@@ -39,7 +41,7 @@ class InvalidMessage(ValueError):
         self.category = category
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Event:
     """One platform event, as producers publish it."""
 
@@ -102,7 +104,7 @@ class Event:
         return cls.from_dict(value, expected_topic)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DeliveryTask:
     """Deliver ``event`` to webhook ``webhook_id``."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import aiohttp
@@ -29,6 +28,7 @@ from dispatcher.errors import (
 )
 from dispatcher.settings import Settings
 from dispatcher.targets import GuardedResolver, check_literal_host
+from dispatcher.values import immutable
 
 MAX_RESPONSE_BODY = 4096
 USER_AGENT = "Hooklane/0.1 (+webhooks)"
@@ -61,7 +61,7 @@ def bound_headers(pairs: Iterable[tuple[str, str]]) -> Headers:
     return tuple(kept)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Response:
     """A receiver's answer: status, the headers that matter, and a capped body."""
 
