@@ -39,6 +39,7 @@ from typing import Protocol
 from dispatcher.attempt import AttemptResult
 from dispatcher.retry_override import MAX_STEPS, RetryOverride
 from dispatcher.settings import Settings
+from dispatcher.values import immutable
 
 # Full jitter never goes below this fraction of the scheduled delay: never a 0 s retry.
 JITTER_FLOOR = 0.1
@@ -61,7 +62,7 @@ class Outcome(enum.Enum):
     DISABLE = "disable"  # the webhook is disabled; its deliveries wait in the backlog
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@immutable
 class LaneState:
     """The failure streak an attempt was made under (before its result is known)."""
 
@@ -73,7 +74,7 @@ class LaneState:
     webhook_failing_since: float | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@immutable
 class Step:
     """The next step for a delivery, and the lane's streak after the attempt."""
 
@@ -88,7 +89,7 @@ class Step:
 DELIVERED = Step(Outcome.DELIVERED)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@immutable
 class RetryPolicy:
     """The retry schedule and windows (see the module docstring)."""
 
