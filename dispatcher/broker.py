@@ -67,15 +67,19 @@ def tansu_binary() -> str:
 # fetch, on each of its polling passes, and answers a fetch naming several partitions
 # only between passes. Measured (hop = produce -> a consumer of every partition has it):
 # 104 partitions at a 10 ms wait, hop p50 5.5 ms and 0.26 core of tansu idle; 13
-# partitions at 5 ms, hop p50 2.8 ms and 0.11 core. A fanned-out event's tasks reach
-# the deliverer sooner over 4 partitions than over 16 (fewer batches to store and to
-# find: deliverer stage p50 10.3-10.8 -> 7.9 ms at 20 events/s x 50 webhooks). So a
-# stack on it (``hooklane up``, ``hooklane bench``: one node, one router, one
-# deliverer) uses these unless the environment sets them. Apache Kafka answers a
-# fetch as soon as ``fetch_min_bytes`` is there: the settings' own defaults are for it.
+# partitions at 5 ms, hop p50 2.8 ms and 0.11 core. A fetch also lists every batch a
+# partition holds, once per partition with new data (twice, to find the end), and a
+# router poll writes one batch to each partition it routes to: so a fanned-out
+# event's tasks reach the deliverer sooner in one deliveries partition than spread
+# over 4 or 16 (20 events/s x 50 webhooks: p50 11.9-12.3 ms over 4, 10.5-11.0 over
+# 1; 1,000 events/s x 100 webhooks: p50 41-42 -> 26 ms; the throughput scenario is
+# no slower). So a stack on it (``hooklane up``, ``hooklane bench``: one node, one
+# router, one deliverer) uses these unless the environment sets them; scaling out
+# deliverers needs ``HOOKLANE_DELIVERIES_PARTITIONS``. Apache Kafka answers a fetch
+# as soon as ``fetch_min_bytes`` is there: the settings' own defaults are for it.
 EMBEDDED_DEFAULTS: dict[str, int] = {
     "topic_partitions": 1,
-    "deliveries_partitions": 4,
+    "deliveries_partitions": 1,
     "fetch_max_wait_ms": 5,
 }
 
