@@ -33,23 +33,31 @@ LZ4_MARKER = b"\x04"
 PURGE_BATCH = 5000
 
 # One statement per router poll. A conflicting row is taken over (and the event routed)
-# when it is the same source position read again (a router crashed after recording but
-# before its tasks were acknowledged), a claim by POST /events (source NULL) or older
-# than the window; otherwise it is a duplicate and RETURNING leaves it out.
+# when it is the same source position read again (a router crashed, or a send failed
+# and the batch is re-read), a claim by POST /events (source NULL) or older than the
+# window; otherwise it is a duplicate, which RETURNING leaves out. One row comes back:
+# how many were routed and, only when that is not all of them, which (decoding a
+# returned row per event cost the router ~0.8 us an event, for the rare duplicate).
 _RECORD = """
-INSERT INTO events AS e (tenant_id, event_id, topic, triggered_at, payload, source)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
-ON CONFLICT (tenant_id, event_id) DO UPDATE SET
-    topic = EXCLUDED.topic,
-    triggered_at = EXCLUDED.triggered_at,
-    payload = EXCLUDED.payload,
-    routed_at = CASE WHEN e.source = EXCLUDED.source THEN e.routed_at ELSE now() END,
-    seq = CASE WHEN e.source = EXCLUDED.source THEN e.seq ELSE EXCLUDED.seq END,
-    source = EXCLUDED.source
-WHERE e.source IS NULL
-   OR e.source = EXCLUDED.source
-   OR e.routed_at < now() - make_interval(secs => $7)
-RETURNING e.tenant_id, e.event_id
+WITH routed AS (
+    INSERT INTO events AS e (tenant_id, event_id, topic, triggered_at, payload, source)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
+    ON CONFLICT (tenant_id, event_id) DO UPDATE SET
+        topic = EXCLUDED.topic,
+        triggered_at = EXCLUDED.triggered_at,
+        payload = EXCLUDED.payload,
+        routed_at = CASE WHEN e.source = EXCLUDED.source THEN e.routed_at ELSE now() END,
+        seq = CASE WHEN e.source = EXCLUDED.source THEN e.seq ELSE EXCLUDED.seq END,
+        source = EXCLUDED.source
+    WHERE e.source IS NULL
+       OR e.source = EXCLUDED.source
+       OR e.routed_at < now() - make_interval(secs => $7)
+    RETURNING e.tenant_id, e.event_id
+)
+SELECT count(*)::int AS routed,
+       CASE WHEN count(*) < $8 THEN array_agg(tenant_id) END AS tenant_ids,
+       CASE WHEN count(*) < $8 THEN array_agg(event_id) END AS event_ids
+FROM routed
 """
 
 # POST /events with an event id: claim it unless it was seen within the window.
@@ -104,7 +112,7 @@ async def record_routed(
     if not incoming:
         return set()
     events = [item.event for item in incoming]
-    rows = await executor.fetch(
+    row = await executor.fetchrow(
         _RECORD,
         [event.tenant_id for event in events],
         [event.id for event in events],
@@ -113,8 +121,12 @@ async def record_routed(
         [pack(event.data) for event in events],
         [item.source for item in incoming],
         window_s,
+        len(events),
     )
-    return {(row["tenant_id"], row["event_id"]) for row in rows}
+    assert row is not None  # an aggregate always answers one row
+    if row["routed"] == len(events):
+        return {(event.tenant_id, event.id) for event in events}
+    return set(zip(row["tenant_ids"] or (), row["event_ids"] or (), strict=True))
 
 
 async def claim(executor: Executor, event: Event, window_s: float) -> bool:
