@@ -5,8 +5,8 @@ or refused the same way whichever path it takes. Validators are compiled once pe
 topic and schema (``ValidatorCache``: a changed schema is a new fingerprint, so it is
 compiled again); ``CatalogSchemas`` keeps the router's copy of the catalog's schemas
 fresh by reloading them every ``REFRESH_S`` seconds (one small query, not per event),
-and tries each event first with ``quick_check`` (a plain-Python proof of validity for
-the keywords topic schemas use), so jsonschema runs only on what it cannot prove.
+and tries each event first with ``quick_check`` (jsonschema-rs's compiled validator as
+a proof of validity), so jsonschema runs only on what it cannot prove.
 
 ``compile_schema`` and ``problems`` are also what the API validates request bodies with.
 """
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import jsonschema.validators
+import jsonschema_rs
 import orjson
 
 from dispatcher.store.topics import topic_schemas
@@ -129,142 +130,42 @@ def describe(topic: str, found: list[dict[str, Any]]) -> str:
     return f"data does not match the schema of {topic}: {shown}{more}"
 
 
-# A proof of validity for the shapes catalog schemas use (see ``quick_check``): True
-# means jsonschema would find no problem; False only "not proven", never "invalid".
+# A proof of validity (see ``quick_check``): True means jsonschema would find no
+# problem; False only "not proven", never "invalid".
 QuickCheck = Callable[[Any], bool]
 
-# Keywords that never make an instance invalid.
-_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$comment", "x-errors"})
-_KNOWN_DRAFTS = frozenset(
-    {
-        "http://json-schema.org/draft-04/schema#",
-        "http://json-schema.org/draft-06/schema#",
-        "http://json-schema.org/draft-07/schema#",
-        "https://json-schema.org/draft/2019-09/schema",
-        "https://json-schema.org/draft/2020-12/schema",
-    }
-)
-# The types whose meaning is the same in every draft, for what orjson decodes. An
-# integral float (1.0) is an "integer" in draft 6 and later but not in draft 4: never
-# proven, left to jsonschema.
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda value: type(value) is dict,
-    "array": lambda value: type(value) is list,
-    "string": lambda value: type(value) is str,
-    "boolean": lambda value: type(value) is bool,
-    "null": lambda value: value is None,
-    "integer": lambda value: type(value) is int,
-    "number": lambda value: type(value) is int or type(value) is float,
-}
+
+def _format_check(name: str) -> Callable[[str], bool]:
+    def conforms(value: str) -> bool:
+        return FORMAT_CHECKER.conforms(value, name)
+
+    return conforms
 
 
-def _valid_date_time(value: Any) -> bool:
-    if type(value) is not str:
-        return True  # formats only constrain strings
-    try:
-        parse_datetime(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _of_type(tests: list[Callable[[Any], bool]]) -> QuickCheck:
-    return lambda value: any(test(value) for test in tests)
-
-
-def _has(names: tuple[str, ...]) -> QuickCheck:
-    return lambda value: type(value) is not dict or all(name in value for name in names)
-
-
-def _properties(properties: dict[str, QuickCheck]) -> QuickCheck:
-    def check(value: Any) -> bool:
-        if type(value) is not dict:
-            return True
-        return all(test(value[name]) for name, test in properties.items() if name in value)
-
-    return check
-
-
-def _only(known: frozenset[str]) -> QuickCheck:
-    return lambda value: type(value) is not dict or value.keys() <= known
-
-
-def _items(item: QuickCheck) -> QuickCheck:
-    return lambda value: type(value) is not list or all(map(item, value))
-
-
-def _at_least(bound: float) -> QuickCheck:
-    return lambda value: type(value) not in (int, float) or bool(value >= bound)
-
-
-def _at_most(bound: float) -> QuickCheck:
-    return lambda value: type(value) not in (int, float) or bool(value <= bound)
-
-
-def _all(checks: list[QuickCheck]) -> QuickCheck:
-    if len(checks) == 1:
-        return checks[0]
-    return lambda value: all(check(value) for check in checks)
-
-
-def _quick(schema: Any) -> QuickCheck | None:
-    """``quick_check`` of one (sub)schema; None when it uses anything else."""
-    if schema is True or schema == {}:
-        return lambda value: True
-    if not isinstance(schema, dict):
-        return None
-    checks: list[QuickCheck] = []
-    for keyword, argument in schema.items():
-        if keyword in _ANNOTATIONS or (keyword == "$schema" and argument in _KNOWN_DRAFTS):
-            continue
-        if keyword == "type":
-            names = argument if isinstance(argument, list) else [argument]
-            if not names or not all(isinstance(n, str) and n in _TYPES for n in names):
-                return None
-            checks.append(_of_type([_TYPES[name] for name in names]))
-        elif keyword == "required":
-            if not isinstance(argument, list) or not all(isinstance(n, str) for n in argument):
-                return None
-            checks.append(_has(tuple(argument)))
-        elif keyword == "properties":
-            if not isinstance(argument, dict):
-                return None
-            properties: dict[str, QuickCheck] = {}
-            for name, subschema in argument.items():
-                check = _quick(subschema)
-                if check is None:
-                    return None
-                properties[name] = check
-            checks.append(_properties(properties))
-        elif keyword == "additionalProperties" and argument is False:
-            checks.append(_only(frozenset(schema.get("properties", {}))))
-        elif keyword == "items" and isinstance(argument, dict):
-            item = _quick(argument)
-            if item is None:
-                return None
-            checks.append(_items(item))
-        elif keyword == "minimum" and type(argument) in (int, float):
-            checks.append(_at_least(argument))
-        elif keyword == "maximum" and type(argument) in (int, float):
-            checks.append(_at_most(argument))
-        elif keyword == "format" and argument == "date-time":
-            checks.append(_valid_date_time)
-        else:
-            return None
-    return _all(checks) if checks else (lambda value: True)
+# Formats are judged by the very checkers jsonschema uses here (``FORMAT_CHECKER``),
+# so the two validators never differ on one; a format jsonschema does not check is
+# not checked by either.
+_FORMATS = {name: _format_check(name) for name in FORMAT_CHECKER.checkers}
 
 
 def quick_check(schema: dict[str, Any]) -> QuickCheck | None:
     """A fast proof that an instance is valid against ``schema``, or None.
 
-    Covers what topic schemas are made of (``type``, ``properties``, ``required``,
-    ``additionalProperties: false``, ``items``, ``minimum``/``maximum``,
-    ``format: date-time``, annotations); anything else gives None. The check returns
-    True only when jsonschema would find no problem; on False the caller validates
-    with jsonschema, which words the problems (or finds none: False is "not proven").
-    ``{"type": "object"}``, the catalog's default, proves every event's ``data``.
+    jsonschema-rs (a compiled validator of every draft) answers whether an instance is
+    valid in ~0.2 us where jsonschema takes tens and a plain-Python check of the common
+    keywords took 1.9. True is only trusted as "no problem": on False the caller
+    validates with jsonschema, which words the problems (or finds none: False is "not
+    proven"). None when jsonschema-rs cannot compile the schema (e.g. an unresolvable
+    ``$ref``): jsonschema alone then decides.
     """
-    return _quick(schema)
+    try:
+        validator = jsonschema_rs.validator_for(
+            schema, formats=_FORMATS, validate_formats=True, offline=True
+        )
+    except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError):
+        return None
+    is_valid: QuickCheck = validator.is_valid
+    return is_valid
 
 
 class CatalogSchemas:
