@@ -45,6 +45,7 @@ from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
 from dispatcher.concurrency import classify
 from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
+from dispatcher.deliverer.dispatching import ReadyQueue, Slots
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
@@ -144,8 +145,8 @@ class Worker:
         self._window_timers: dict[str, asyncio.TimerHandle] = {}
         self.lanes: dict[str, Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._ready: asyncio.Queue[Lane] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._ready: ReadyQueue[Lane] = ReadyQueue()
+        self._slots = Slots(settings.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[TopicPartition, int] = {}
@@ -384,7 +385,7 @@ class Worker:
             self._wake_at(lane, lane.next_attempt_at)
             return
         lane.queued = True
-        self._ready.put_nowait(lane)
+        self._ready.put(lane)
 
     def _wake_at(self, lane: Lane, when: float) -> None:
         if lane.webhook_id in self._timers:
@@ -427,7 +428,8 @@ class Worker:
             lane.next_attempt_at = max(lane.next_attempt_at, now + wait)
             self._schedule(lane)
             return
-        await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.acquire()
         if not lane.ready(self._clock()):  # revoked or changed while waiting for a slot
             self._slots.release()
             return
