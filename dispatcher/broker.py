@@ -69,17 +69,19 @@ def tansu_binary() -> str:
 # 104 partitions at a 10 ms wait, hop p50 5.5 ms and 0.26 core of tansu idle; 13
 # partitions at 5 ms, hop p50 2.8 ms and 0.11 core. A fetch also lists every batch a
 # partition holds, once per partition with new data (twice, to find the end), and a
-# router poll writes one batch to each partition it routes to: so a fanned-out
-# event's tasks reach the deliverer sooner in one deliveries partition than spread
-# over 4 or 16 (20 events/s x 50 webhooks: p50 11.9-12.3 ms over 4, 10.5-11.0 over
-# 1; 1,000 events/s x 100 webhooks: p50 41-42 -> 26 ms; the throughput scenario is
-# no slower). So a stack on it (``hooklane up``, ``hooklane bench``: one node, one
-# router, one deliverer) uses these unless the environment sets them; scaling out
-# deliverers needs ``HOOKLANE_DELIVERIES_PARTITIONS``. Apache Kafka answers a fetch
-# as soon as ``fetch_min_bytes`` is there: the settings' own defaults are for it.
+# router poll writes one batch to each partition it routes to, so fewer deliveries
+# partitions reach the deliverer sooner; but with one, the router fell behind in the
+# last seconds of 1,000 events/s (p99 0.26-2.3 s). Measured at full size, alternating
+# runs (p50 / p99 ms): 20 events/s x 50 webhooks over 4 partitions 12.5-12.8 / 20-21,
+# over 2 11.3-12.3 / 17-20, over 1 10.8-11.5 / 16-17; 1,000 events/s x 100 webhooks
+# over 4 41-46 / 137-205, over 2 32-33 / 97-145, over 1 26-28 / 262-2,309. So a stack
+# on it (``hooklane up``, ``hooklane bench``: one node, one router, one deliverer)
+# uses these unless the environment sets them; more than two deliverers on it need
+# ``HOOKLANE_DELIVERIES_PARTITIONS``. Apache Kafka answers a fetch as soon as
+# ``fetch_min_bytes`` is there: the settings' own defaults are for it.
 EMBEDDED_DEFAULTS: dict[str, int] = {
     "topic_partitions": 1,
-    "deliveries_partitions": 1,
+    "deliveries_partitions": 2,
     "fetch_max_wait_ms": 5,
 }
 
