@@ -68,20 +68,20 @@ def tansu_binary() -> str:
 # only between passes. Measured (hop = produce -> a consumer of every partition has it):
 # 104 partitions at a 10 ms wait, hop p50 5.5 ms and 0.26 core of tansu idle; 13
 # partitions at 5 ms, hop p50 2.8 ms and 0.11 core. A fetch also lists every batch a
-# partition holds, once per partition with new data (twice, to find the end), and a
-# router poll writes one batch to each partition it routes to, so fewer deliveries
-# partitions reach the deliverer sooner; but with one, the router fell behind in the
-# last seconds of 1,000 events/s (p99 0.26-2.3 s). Measured at full size, alternating
-# runs (p50 / p99 ms): 20 events/s x 50 webhooks over 4 partitions 12.5-12.8 / 20-21,
-# over 2 11.3-12.3 / 17-20, over 1 10.8-11.5 / 16-17; 1,000 events/s x 100 webhooks
-# over 4 41-46 / 137-205, over 2 32-33 / 97-145, over 1 26-28 / 262-2,309. So a stack
-# on it (``hooklane up``, ``hooklane bench``: one node, one router, one deliverer)
-# uses these unless the environment sets them; more than two deliverers on it need
-# ``HOOKLANE_DELIVERIES_PARTITIONS``. Apache Kafka answers a fetch as soon as
-# ``fetch_min_bytes`` is there: the settings' own defaults are for it.
+# partition holds, once per partition with new data (and again per batch it returns),
+# and a router poll writes one batch to each partition it routes to. Fewer deliveries
+# partitions reach the deliverer sooner at a steady rate (20 events/s x 50 webhooks,
+# p50 / p99 ms: over 4 12.5-12.8 / 20-21, over 2 11.3-12.3 / 17-20; 1,000 events/s x
+# 100 webhooks: over 4 41-46 / 137-205, over 2 32-33 / 97-145), but a backlog is read
+# back from fewer, longer partitions at a fraction of the rate: draining 1,000,000
+# tasks ran at ~1,100 deliveries/s over 2 against ~3,700-4,350 over 4. Four keep the
+# backlog drain. So a stack on it (``hooklane up``, ``hooklane bench``: one node, one
+# router, one deliverer) uses these unless the environment sets them. Apache Kafka
+# reads by offset index and answers a fetch as soon as ``fetch_min_bytes`` is there:
+# the settings' own defaults are for it.
 EMBEDDED_DEFAULTS: dict[str, int] = {
     "topic_partitions": 1,
-    "deliveries_partitions": 2,
+    "deliveries_partitions": 4,
     "fetch_max_wait_ms": 5,
 }
 

@@ -27,7 +27,7 @@ def test_embedded_defaults_apply_only_where_the_environment_is_silent(
     settings = Settings.from_env(environ)
     tuned = embedded_settings(settings, environ)
     assert (tuned.topic_partitions, tuned.fetch_max_wait_ms) == (partitions, wait_ms)
-    assert tuned.deliveries_partitions == 2
+    assert tuned.deliveries_partitions == 4
     # Everything else is untouched.
     assert tuned.database_url == settings.database_url
     assert tuned.max_in_flight == settings.max_in_flight
@@ -47,7 +47,7 @@ def test_children_get_the_tuning_of_the_stack() -> None:
     env = child_env(tuned)
     assert env["HOOKLANE_TOPIC_PARTITIONS"] == "1"
     assert env["HOOKLANE_FETCH_MAX_WAIT_MS"] == "5"
-    assert env["HOOKLANE_DELIVERIES_PARTITIONS"] == "2"
+    assert env["HOOKLANE_DELIVERIES_PARTITIONS"] == "4"
     assert Settings.from_env(env).fetch_max_wait_ms == 5
 
 
@@ -59,4 +59,4 @@ def test_the_bench_records_the_broker_tuning(monkeypatch: pytest.MonkeyPatch) ->
     info = broker_info(Settings(fetch_max_wait_ms=7))
     assert info["topic_partitions"] == 1
     assert info["fetch_max_wait_ms"] == 7
-    assert info["deliveries_partitions"] == 2
+    assert info["deliveries_partitions"] == 4
