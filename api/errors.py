@@ -16,10 +16,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.responses import json_response
+from dispatcher import db
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1024 * 1024
+# What a 503 for an unavailable database tells clients to wait before retrying.
+RETRY_AFTER_S = 1
 
 # aiohttp's own errors, as (code, message).
 _HTTP_ERRORS: dict[int, tuple[str, str]] = {
@@ -85,6 +88,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(ApiError(exc.status, code, message, headers=headers))
     except Exception as exc:
+        if db.unavailable(exc):
+            # Postgres is away (restarting, unreachable): nothing was changed or lost,
+            # so the client is told to retry rather than shown an internal error.
+            log.warning(
+                "api.database_unavailable",
+                method=request.method,
+                path=request.path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return error_response(
+                ApiError(
+                    503,
+                    "unavailable",
+                    "the database is unavailable; retry",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                )
+            )
         # The plain traceback, not exc_info: console renderers may print frame locals,
         # and a handler's locals can hold a webhook secret.
         log.error(

@@ -38,6 +38,32 @@ TRANSIENT_ERRORS = (
 )
 
 
+# Postgres cannot be reached or dropped the connection, as opposed to a statement that
+# failed: refused or reset sockets, a connection lost mid-statement or left unusable,
+# the server starting up or shutting down, out of connections, and the 55000 a
+# database refusing connections answers (``ALLOW_CONNECTIONS false``).
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says Postgres is unavailable (retry later), not that a statement
+    is wrong. The 55000 class is matched exactly: its subclasses (a lock not available,
+    an object in use) are about a statement."""
+    return (
+        isinstance(error, _UNAVAILABLE) or type(error) is asyncpg.ObjectNotInPrerequisiteStateError
+    )
+
+
 @contextlib.asynccontextmanager
 async def try_advisory_lock(conn: Connection, key: int) -> AsyncIterator[bool]:
     """Hold session advisory lock ``key`` inside the block if it is free; yields whether.
