@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from dispatcher import db
@@ -73,3 +75,18 @@ async def test_the_api_answers_503_while_postgres_is_away(database_url: str) -> 
         await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         await admin.close()
         await db.drop_database(url)
+
+
+def test_every_route_that_reads_the_database_documents_the_503() -> None:
+    """Every operation but the static document can meet an unavailable database."""
+    spec = orjson.loads((Path(__file__).parent.parent / "schemas" / "openapi.json").read_bytes())
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict)
+        and "responses" in operation
+        and path != "/openapi.json"
+        and "503" not in operation["responses"]
+    ]
+    assert missing == []
