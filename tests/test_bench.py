@@ -608,3 +608,86 @@ def test_progress_render_and_sparse_log_output():
 def test_since_stage_matches_deliveries_to_their_event(stage, deliveries, expected):
     """Time since a stage is arrival minus the event's earliest time at that stage."""
     assert stats.since_stage(stage, deliveries) == pytest.approx(expected, abs=1e-6)
+
+
+# -- the broker floor of (3) and (6) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "floor", "met", "reachable"),
+    [
+        (12.0, 8.0, False, True),  # missed, but the broker alone allows it
+        (42.0, 41.0, False, False),  # missed, and below what the broker alone reaches
+        (9.0, 7.0, True, True),
+        (12.0, None, False, None),  # no floor measured (--no-floor)
+    ],
+)
+def test_p3_targets_carry_the_broker_floor(value, floor, met, reachable):
+    """A P3 target says what the null pipeline reached and whether the goal is within it."""
+    metrics = {"p50_ms": value}
+    if floor is not None:
+        metrics["broker_floor_p50_ms"] = floor
+    entry = evaluate(TARGETS["latency"][0], metrics)
+    assert (entry["met"], entry["floor"], entry["reachable"]) == (met, floor, reachable)
+
+
+def test_targets_without_a_floor_have_no_floor_fields():
+    """Only targets that name a floor metric report one (the schema stays as it was)."""
+    entry = evaluate(TARGETS["throughput"][0], {"ratio_to_ceiling": 1.2})
+    assert "floor" not in entry and "reachable" not in entry
+
+
+@pytest.mark.parametrize(
+    ("p50", "floor", "cell"),
+    [
+        (42.0, 41.0, "<= 10.00 MISSED (below this broker's floor)"),
+        (12.0, 8.0, "<= 10.00 MISSED"),
+        (9.0, 41.0, "<= 10.00 met"),
+    ],
+)
+def test_table_marks_a_goal_below_the_broker_floor(p50, floor, cell):
+    """The verdict says when the broker alone cannot reach the goal, and only then."""
+    doc = _doc({"latency": {"p50_ms": p50, "broker_floor_p50_ms": floor}})
+    row = next(line for line in report.format_table(doc).splitlines() if "p50 ms" in line)
+    assert row.endswith(cell)
+    assert "broker floor p50 ms" in report.format_table(doc)
+
+
+def test_no_floor_flag_is_parsed_and_recorded():
+    """--no-floor skips the null pipeline of (3) and (6), and the results say so."""
+    assert parse_options([]).floor is True
+    options = parse_options(["--no-floor"])
+    assert options.floor is False and options.to_dict()["floor"] is False
+
+
+@pytest.mark.parametrize(
+    ("webhooks", "fanout", "tenants"), [(100, 1, 100), (50, 50, 1), (10, 3, 3), (1, 5, 1)]
+)
+def test_floor_tenants_are_the_scenarios(webhooks, fanout, tenants):
+    """The null pipeline has as many tenants as the scenario: ``fanout`` webhooks each."""
+    from dispatcher.bench.floor import tenant_ids
+
+    ids = tenant_ids(webhooks, fanout)
+    assert len(ids) == tenants == len(set(ids))
+
+
+def test_floor_keys_one_per_webhook_of_the_tenant():
+    from dispatcher.bench.floor import fanout_keys
+
+    keys = fanout_keys("ten_a", 3)
+    assert keys == [b"ten_a/0", b"ten_a/1", b"ten_a/2"]
+    assert not set(keys) & set(fanout_keys("ten_b", 3))
+
+
+@pytest.mark.parametrize(
+    ("message", "tenant"),
+    [
+        (Event("e1", BENCH_TOPIC, "ten_x", 1, {"a": 1}).to_message(), "ten_x"),
+        (b'{"id":"e1"}', None),
+        (b'{"tenant_id":"', None),
+    ],
+)
+def test_floor_reads_the_tenant_of_an_event_message(message, tenant):
+    from dispatcher.bench.floor import tenant_of
+
+    assert tenant_of(message) == tenant

@@ -69,6 +69,7 @@ class BenchOptions:
     profile: Path | None = None  # py-spy flame graphs of router/deliverer in (2)
     keep: bool = False  # keep the database and the process logs
     metrics: bool = True  # False: router and deliverer without metrics (their cost)
+    floor: bool = True  # False: (3) and (6) without their broker floor (dispatcher.bench.floor)
     compare: tuple[Path, Path] | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -81,6 +82,7 @@ class BenchOptions:
             "timeout": self.timeout,
             "log_level": self.log_level,
             "metrics": self.metrics,
+            "floor": self.floor,
         }
 
 
@@ -142,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run router and deliverer without metrics, to measure what they cost",
     )
     parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip the broker floor of (3) and (6): the same shape through a null pipeline",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -171,6 +179,7 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         profile=args.profile,
         keep=args.keep,
         metrics=args.metrics,
+        floor=args.floor,
         compare=tuple(args.compare) if args.compare else None,
     )
 

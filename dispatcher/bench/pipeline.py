@@ -14,6 +14,7 @@ webhooks of earlier scenarios, on other tenants) is shared by the run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -328,6 +329,7 @@ async def run_latency(
     finally:
         await run.stop()
         stack.stop_broker()
+    floor = await _broker_floor(stack, options, name, rate_per_s, webhooks, fanout, timeout)
     summary = summarize(latencies, scale=1000.0)
     routed_summary = summarize([routed - sent for sent, routed in routed_at], scale=1000.0)
     sent_arrived = [(a - lat, a) for a, lat in zip(arrivals, latencies, strict=True)]
@@ -363,6 +365,7 @@ async def run_latency(
         "deliverer_peak_rss_mb": round(run.deliverer.peak_rss_kb / MB, 1),
         **shares,
         **idle,
+        **floor,
         # [second of publishing, deliveries, p50 s, max s]
         "timeline": timeline(
             [a - lat for a, lat in zip(arrivals, latencies, strict=True)], latencies
@@ -523,6 +526,35 @@ def _every(seconds: float, action: Callable[[], Awaitable[None]]) -> Callable[[]
         return action()
 
     return tick
+
+
+async def _broker_floor(
+    stack: Stack,
+    options: BenchOptions,
+    name: str,
+    rate_per_s: float,
+    webhooks: int,
+    fanout: int,
+    wait_s: float,
+) -> dict[str, Any]:
+    """The ``broker_floor_*`` metrics of the shape (``dispatcher.bench.floor``), on a
+    fresh broker; none with ``--no-floor``. A failure is reported, never fatal."""
+    if not options.floor:
+        return {}
+    from dispatcher.bench.floor import broker_floor
+
+    print(f"== {name}: broker floor (the same shape, no router or deliverer work)", file=sys.stderr)
+    try:
+        settings = await stack.fresh_broker(f"{name}-floor")
+        duration = options.sizes.duration
+        result = await broker_floor(
+            settings, stack.broker_cpu, rate_per_s, duration, webhooks, fanout, wait_s
+        )
+    except Exception as exc:  # the scenario's own figures stand without it
+        return {"broker_floor_error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        stack.stop_broker()
+    return result.metrics()
 
 
 def _finish(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> ScenarioResult:

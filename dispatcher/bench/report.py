@@ -17,6 +17,9 @@ _LATENCY: tuple[tuple[str, str], ...] = (
     ("deliverer_stage_p50_ms", "deliverer stage p50 ms"),
     ("deliverer_stage_p99_ms", "deliverer stage p99 ms"),
     ("missing", "missing deliveries"),
+    ("broker_floor_p50_ms", "broker floor p50 ms"),
+    ("broker_floor_p99_ms", "broker floor p99 ms"),
+    ("broker_floor_broker_core_share", "broker floor: broker share of a core"),
 )
 
 # The figures each scenario shows in the table; everything else is in the JSON.
@@ -83,6 +86,8 @@ def _target_cell(targets: list[dict[str, Any]], metric: str) -> str:
     for target in targets:
         if target["metric"] == metric:
             verdict = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
+            if target["met"] is False and target.get("reachable") is False:
+                verdict += " (below this broker's floor)"
             return f"{target['op']} {format_value(target['goal'])} {verdict}"
     return ""
 

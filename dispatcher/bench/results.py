@@ -14,7 +14,10 @@ renaming or removing one bumps ``schema_version``.
 
 Version 2 (issue 12): the targets are P1-P5 (deliveries/s >= 1.0x and CPU <= 1.0x the
 bare aiohttp client, p50/p99 for both latency shapes, the backlog at full size); the
-ceiling reports four client variants; scenario 6, ``fanout``, is new.
+ceiling reports four client variants; scenario 6, ``fanout``, is new. Since then
+(compatible): (3) and (6) report ``broker_floor_*`` metrics, and their P3 targets carry
+``floor`` (what a null pipeline reaches on the same broker) and ``reachable`` (whether
+the goal is within that floor; null without one).
 """
 
 from __future__ import annotations
@@ -30,19 +33,21 @@ STATUSES = frozenset({"ok", "skipped", "failed"})
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """A goal from the issue: ``metric op goal``."""
+    """A goal from the issue: ``metric op goal``; ``floor``: the metric of the best value
+    the broker allows at all (``dispatcher.bench.floor``), where one is measured."""
 
     name: str
     metric: str
     op: Literal["<=", ">="]
     goal: float
+    floor: str | None = None
 
 
 # The compass of the project (issues 6 and 12). Ratios are measured within one run,
 # against the bare aiohttp client on asyncio's default loop.
 _P3 = (
-    TargetSpec("P3 p50 latency (ms)", "p50_ms", "<=", 10.0),
-    TargetSpec("P3 p99 latency (ms)", "p99_ms", "<=", 50.0),
+    TargetSpec("P3 p50 latency (ms)", "p50_ms", "<=", 10.0, floor="broker_floor_p50_ms"),
+    TargetSpec("P3 p99 latency (ms)", "p99_ms", "<=", 50.0, floor="broker_floor_p99_ms"),
 )
 TARGETS: dict[str, tuple[TargetSpec, ...]] = {
     "throughput": (
@@ -65,19 +70,31 @@ TARGETS: dict[str, tuple[TargetSpec, ...]] = {
 
 
 def evaluate(spec: TargetSpec, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The target entry for ``metrics``: its value and whether the goal is met."""
+    """The target entry for ``metrics``: its value and whether the goal is met.
+
+    A target with a floor also says what the broker alone reaches (``floor``) and
+    whether the goal is within it (``reachable``; null when no floor was measured).
+    """
     value = metrics.get(spec.metric)
-    met: bool | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        met = value <= spec.goal if spec.op == "<=" else value >= spec.goal
-    return {
+    entry = {
         "name": spec.name,
         "metric": spec.metric,
         "op": spec.op,
         "goal": spec.goal,
         "value": value,
-        "met": met,
+        "met": _meets(value, spec),
     }
+    if spec.floor is not None:
+        floor = metrics.get(spec.floor)
+        entry["floor"] = floor
+        entry["reachable"] = _meets(floor, spec)
+    return entry
+
+
+def _meets(value: Any, spec: TargetSpec) -> bool | None:
+    if not _is_number(value):
+        return None
+    return bool(value <= spec.goal if spec.op == "<=" else value >= spec.goal)
 
 
 @dataclass(slots=True)

@@ -76,7 +76,11 @@ async def prepublish(
 
 
 async def paced_publish(
-    settings: Settings, tenant_ids: Sequence[str], rate: float, duration: float
+    settings: Settings,
+    tenant_ids: Sequence[str],
+    rate: float,
+    duration: float,
+    label: str = "publish",
 ) -> tuple[int, float]:
     """Publish at ``rate`` events/s for ``duration`` s; returns (events, seconds taken).
 
@@ -87,7 +91,7 @@ async def paced_publish(
 
     pad = pad_for()
     total = int(rate * duration)
-    progress = Progress("publish", total)
+    progress = Progress(label, total)
     pending: set[asyncio.Task[list[str]]] = set()
     async with Producer(settings) as producer:
         started = time.monotonic()
