@@ -1,5 +1,5 @@
-"""Children die with their parent: the embedded broker and `hooklane up`'s children are
-not left running when the process that started them is SIGKILLed (Linux)."""
+"""Children die with their parent: the embedded broker, `hooklane up`'s children and the
+bench's are not left running when the process that started them is SIGKILLed (Linux)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,23 @@ async def main():
     child = supervisor.Child("sleeper")
     await supervisor.Supervisor(env).spawn(child)
     print("child-pid", child.process.pid, flush=True)
+    await asyncio.sleep(120)
+
+event_loop.run(main(), "auto")
+"""
+
+# The bench's own spawn (router, deliverer, receiver), with a child module that only sleeps.
+BENCH_PARENT = """
+import asyncio, os, sys, tempfile
+from pathlib import Path
+from dispatcher import event_loop
+from dispatcher.bench.procs import Child
+
+async def main():
+    child = Child("sleeper", "sleeper")
+    env = {**os.environ, "PYTHONPATH": sys.argv[1]}
+    await child.start(env, Path(tempfile.mkdtemp()))
+    print("child-pid", child.pid, flush=True)
     await asyncio.sleep(120)
 
 event_loop.run(main(), "auto")
@@ -133,6 +150,13 @@ def test_supervised_child_dies_when_the_supervisor_is_killed(tmp_path: Path) -> 
     """A child started by the supervisor's spawn exits when the supervisor is SIGKILLed."""
     (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(120)\n")
     assert_dies_with_parent(SUPERVISOR_PARENT, str(tmp_path), program=sys.executable)
+
+
+@linux_only
+def test_bench_child_dies_when_the_bench_is_killed(tmp_path: Path) -> None:
+    """A router, deliverer or receiver the bench started exits when the bench is SIGKILLed."""
+    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(120)\n")
+    assert_dies_with_parent(BENCH_PARENT, str(tmp_path), program=sys.executable)
 
 
 @linux_only

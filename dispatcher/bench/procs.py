@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from dispatcher.parent_death import die_with_parent
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -85,11 +87,10 @@ class Child:
         await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
         self._log = self.log_path.open("ab")
+        # In a session of its own (Ctrl-C is for the bench, which stops it), and killed by
+        # the kernel if the bench dies without stopping it (dispatcher.parent_death).
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.module,
-            *self.args,
+            *die_with_parent([sys.executable, "-m", self.module, *self.args]),
             env={**env, **self.env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout_pipe else self._log,
