@@ -2,7 +2,10 @@
 
 The events come from the payload store (the ``events`` table: every routed event, kept
 ``HOOKLANE_ATTEMPT_RETENTION_DAYS``), delivered or not, of the webhook's tenant and
-topics (or the requested subset), in the order they were routed. They are written to
+topics (or the requested subset), in the order they were routed. Only what routing
+would send the webhook now is re-sent: events its ``filter`` matches, never an
+operational event about the webhook itself (``dispatcher.subscriptions.routes_to``).
+They are written to
 the deliveries topic as redeliveries, so the webhook's ordering, backoff and parking
 apply. A request id (``Idempotency-Key`` header or ``request_id``) makes the replay
 idempotent: a repeat answers the first ``{"queued": n}`` and queues nothing.
@@ -29,6 +32,7 @@ from dispatcher.events import DeliveryTask
 from dispatcher.producer import ProducerError
 from dispatcher.store import events as event_store
 from dispatcher.store import replays as replay_store
+from dispatcher.subscriptions import filter_of, routes_to
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +92,7 @@ async def replay(request: web.Request) -> web.Response:
     key = request_id(request, body)
     producer = producer_for(request)  # 503 before touching anything when there is no broker
     caller = tenant_id(request)
+    predicate = filter_of(webhook.id, webhook.filter)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         # A concurrent repeat waits on this row until we commit, then reads the answer.
         if key is not None:
@@ -100,7 +105,11 @@ async def replay(request: web.Request) -> web.Response:
             page, after = await event_store.events_between(
                 conn, caller, topics, since, until, after=after, limit=PAGE
             )
-            tasks = [DeliveryTask(webhook.id, event, kind="redelivery") for event in page]
+            tasks = [
+                DeliveryTask(webhook.id, event, kind="redelivery")
+                for event in page
+                if routes_to(webhook.id, predicate, event)
+            ]
             try:
                 queued += await producer.enqueue_many(tasks)
             except (ProducerError, KafkaError, TimeoutError) as exc:

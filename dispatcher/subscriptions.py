@@ -31,6 +31,7 @@ import structlog
 from dispatcher.db import TRANSIENT_ERRORS, create_pool
 from dispatcher.events import Event
 from dispatcher.filters import InvalidFilter, Predicate, compile_filter, event_view
+from dispatcher.operational import recipients
 from dispatcher.store import topics as topic_store
 from dispatcher.store import webhooks as webhook_store
 from dispatcher.store.notifications import Notifications, Subscription
@@ -120,6 +121,31 @@ class Subscriptions:
                 del self._by_key[key]
 
 
+def filter_of(webhook_id: str, spec: Any) -> Predicate | None:
+    """The compiled form of a webhook's stored filter (None: every event).
+
+    An invalid stored filter (only a write around the API can store one) matches
+    everything: deliver rather than lose.
+    """
+    if spec is None:
+        return None
+    try:
+        return compile_filter(spec)
+    except InvalidFilter as exc:
+        log.warning("subscriptions.invalid_filter", webhook_id=webhook_id, error=str(exc))
+        return None
+
+
+def routes_to(webhook_id: str, predicate: Predicate | None, event: Event) -> bool:
+    """Whether routing sends ``event`` (of the webhook's tenant and topic) to the webhook
+    whose compiled filter is ``predicate``: the filter matches, and the event is not an
+    operational event about that webhook. What a replay re-sends follows this too."""
+    view = event_view(event.topic, event.tenant_id, event.data)
+    if predicate is not None and not predicate(view):
+        return False
+    return bool(recipients(event, [webhook_id]))
+
+
 class FilterCache:
     """Compiled filters by webhook version, so a resync recompiles only what changed."""
 
@@ -132,13 +158,7 @@ class FilterCache:
         cached = self._compiled.get(webhook_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        predicate = None
-        if row["filter"] is not None:
-            try:
-                predicate = compile_filter(row["filter"])
-            except InvalidFilter as exc:
-                # Only a write around the API can store one; deliver rather than lose.
-                log.warning("subscriptions.invalid_filter", webhook_id=webhook_id, error=str(exc))
+        predicate = filter_of(webhook_id, row["filter"])
         self._compiled[webhook_id] = (version, predicate)
         return predicate
 

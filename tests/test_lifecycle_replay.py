@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from dispatcher.producer import Producer
@@ -157,6 +158,53 @@ async def test_a_replay_of_other_topics_only_sends_those(
             await deliverer.stop()
             await router.stop()
     assert rx.event_ids()[-1] == mine
+
+
+async def test_a_replay_sends_only_what_routing_would_send_the_webhook(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """The webhook's filter applies to a replay, and an operational event about the
+    webhook itself is never re-sent to it: the same events as routing sent."""
+    parked = "HOOKLANE.WEBHOOK.PARKED"
+    await ensure_mirror_topics(settings, [TOPIC, parked])
+    async with Receiver() as rx, api_client(settings) as client:
+        webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC, parked])
+        await pool.execute(
+            "UPDATE webhooks SET filter = $2 WHERE id = $1",
+            uuid.UUID(webhook.id),
+            {"$or": [{"topic": parked}, {"data.amount": {"$gte": 100}}]},
+        )
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            async with Producer(settings) as producer:
+                for amount in (50, 150, 99, 300):
+                    await producer.publish(
+                        TOPIC, {"registration_id": f"r{amount}", "amount": amount}, tenant.id
+                    )
+                about = {"backlog": 3, "failing_since": "2026-12-01T00:00:00Z"}
+                await producer.publish(parked, {**about, "webhook_id": webhook.id}, tenant.id)
+                other = await producer.publish(
+                    parked, {**about, "webhook_id": str(uuid.uuid4())}, tenant.id
+                )
+            await wait_until(lambda: len(rx.requests) == 3)
+            routed = [r.body for r in rx.requests]
+            now = datetime.now(UTC)
+            window = {
+                "since": (now - timedelta(hours=1)).isoformat(),
+                "until": (now + timedelta(hours=1)).isoformat(),
+            }
+            assert await replay(client, tenant, webhook.id, window) == (202, {"queued": 3})
+            await wait_until(lambda: len(rx.requests) == 6)
+            await asyncio.sleep(0.5)  # anything else queued would arrive meanwhile
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    assert len(rx.requests) == 6
+    assert sorted(r.body for r in rx.requests[3:]) == sorted(routed)
+    assert other in rx.event_ids()[:3]
+    amounts = [orjson.loads(body)["data"].get("amount") for body in routed]
+    assert sorted(a for a in amounts if a is not None) == [150, 300]
 
 
 @pytest.mark.parametrize(
