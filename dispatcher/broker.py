@@ -45,6 +45,40 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be located or did not come up."""
 
 
+class CodecsError(RuntimeError):
+    """This install cannot decode some Kafka compression codec; the message says which."""
+
+
+def missing_codecs() -> list[str]:
+    """The Kafka compression codecs aiokafka cannot decode here (gzip is the standard
+    library's; snappy, lz4 and zstd come from cramjam, aiokafka's codec extras)."""
+    from aiokafka import codec
+
+    available = {
+        "gzip": codec.has_gzip,
+        "snappy": codec.has_snappy,
+        "lz4": codec.has_lz4,
+        "zstd": codec.has_zstd,
+    }
+    return [name for name, has in available.items() if not has()]
+
+
+def require_codecs() -> None:
+    """Raise CodecsError unless every Kafka codec can be decoded.
+
+    A consumer cannot read past a record batch it cannot decompress: the router would
+    stop routing that partition at the first such batch a publisher sends, for every
+    tenant, so it refuses to start instead.
+    """
+    missing = missing_codecs()
+    if missing:
+        raise CodecsError(
+            f"cannot decode {', '.join(missing)}-compressed Kafka batches: aiokafka's codecs"
+            " (the cramjam package) are not installed; run `make install` or"
+            " `pip install 'aiokafka[lz4,snappy,zstd]'`"
+        )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket() as sock:

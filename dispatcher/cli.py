@@ -14,7 +14,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from dispatcher import db, event_loop
-from dispatcher.broker import TopicsError
+from dispatcher.broker import CodecsError, TopicsError
 from dispatcher.settings import PREFIX, Settings, SettingsError
 
 # Commands that encrypt or decrypt webhook secrets, or run beside ones that do: each
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a configuration problem: like a bad setting above
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (db.DatabaseError, TopicsError, KafkaError, ValueError, OSError) as exc:
+    except (db.DatabaseError, TopicsError, CodecsError, KafkaError, ValueError, OSError) as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -30,7 +30,7 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from dispatcher.broker import require_topics
+from dispatcher.broker import require_codecs, require_topics
 from dispatcher.consumer import Batch, GroupConsumer
 from dispatcher.dead_letter import send_dead_letter
 from dispatcher.events import Event, task_messages
@@ -89,8 +89,9 @@ class Router:
         return self._group.assignment if self._group is not None else set()
 
     async def start(self) -> None:
-        """Check the internal topics, load subscriptions and join the group."""
+        """Check the codecs and internal topics, load subscriptions and join the group."""
         settings = self.settings
+        require_codecs()
         await require_topics(settings)
         await self.index.start()
         await self._ingest.start()
