@@ -106,6 +106,9 @@ class Router:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_BATCH,
+            # A publisher's aborted transaction is not an event (nor are the records of
+            # one still open: they wait until it commits, as Kafka's read_committed does).
+            isolation_level="read_committed",
             commit_duration=self._metrics.commit_duration if self._metrics else None,
         )
         await self._group.start()
