@@ -35,13 +35,15 @@ from dispatcher.bench.receiver import number_after
 from dispatcher.bench.stack import BENCH_TOPIC
 from dispatcher.bench.stats import summarize
 from dispatcher.bench.workload import event_data, paced_publish
+from dispatcher.consumer import COMMIT_INTERVAL_S
+from dispatcher.router import MAX_BATCH, POLL_TIMEOUT_MS, mirror_pattern
 from dispatcher.settings import Settings
 
-# The router's consumer settings (dispatcher.router); the commit pace of both groups.
-ROUTER_POLL_MS = 200
-ROUTER_MAX_RECORDS = 1000
+# The router's own poll settings, and the pipeline's commit pace for both groups.
+ROUTER_POLL_MS = POLL_TIMEOUT_MS
+ROUTER_MAX_RECORDS = MAX_BATCH
 DELIVERER_MAX_RECORDS = 2000
-COMMIT_EVERY_S = 0.5
+COMMIT_EVERY_S = COMMIT_INTERVAL_S
 READY_TIMEOUT_S = 30.0
 
 
@@ -90,8 +92,6 @@ class NullPipeline:
     """The null router and null deliverer of ``settings``' topics (see the module)."""
 
     def __init__(self, settings: Settings, fanout: int) -> None:
-        from dispatcher.router import mirror_pattern
-
         assert settings.kafka_bootstrap_servers is not None
         self.settings = settings
         self.fanout = fanout
