@@ -9,7 +9,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import orjson
@@ -84,8 +83,11 @@ def publish_with_kafka_python(bootstrap: str, topic: str, tenant_id: str) -> lis
 
 
 @pytest.mark.parametrize(
-    "publish",
-    [publish_with_confluent, publish_with_kafka_python],
+    ("publish", "codecs"),
+    [
+        (publish_with_confluent, CONFLUENT_CODECS),
+        (publish_with_kafka_python, KAFKA_PYTHON_CODECS),
+    ],
     ids=["confluent-kafka", "kafka-python"],
 )
 async def test_events_from_other_kafka_clients_are_delivered_whatever_the_codec(
@@ -93,6 +95,7 @@ async def test_events_from_other_kafka_clients_are_delivered_whatever_the_codec(
     pool: asyncpg.Pool,
     tenant: TenantKey,
     publish: Callable[[str, str, str], list[str]],
+    codecs: tuple[str | None, ...],
 ) -> None:
     await ensure_mirror_topics(settings, [TOPIC])
     assert settings.kafka_bootstrap_servers is not None
@@ -109,12 +112,8 @@ async def test_events_from_other_kafka_clients_are_delivered_whatever_the_codec(
             await deliverer.stop()
             await router.stop()
     assert rx.event_ids() == ids
-    codecs = [request.json()["data"]["codec"] for request in rx.requests]
-    assert codecs == [str(codec) for codec in codecs_of(publish) for _ in range(2)]
-
-
-def codecs_of(publish: Callable[..., Any]) -> tuple[str | None, ...]:
-    return CONFLUENT_CODECS if publish is publish_with_confluent else KAFKA_PYTHON_CODECS
+    received = [request.json()["data"]["codec"] for request in rx.requests]
+    assert received == [str(codec) for codec in codecs for _ in range(2)]
 
 
 def test_every_kafka_codec_can_be_decoded_here() -> None:

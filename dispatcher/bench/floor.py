@@ -98,28 +98,28 @@ class NullPipeline:
         self.latencies: list[float] = []
         self.arrived = asyncio.Event()
         self.wanted = 0
-        bootstrap = settings.kafka_bootstrap_servers
-        wait = settings.fetch_max_wait_ms
-        self._routes = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=f"{settings.topic_prefix}floor-router",
-            fetch_max_wait_ms=wait,
-            max_poll_records=ROUTER_MAX_RECORDS,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=1000,
-        )
+        self._routes = self._consumer("router", ROUTER_MAX_RECORDS, metadata_max_age_ms=1000)
         self._pattern = mirror_pattern(settings.topic_prefix)
-        self._deliveries = AIOKafkaConsumer(
-            settings.deliveries_topic,
-            bootstrap_servers=bootstrap,
-            group_id=f"{settings.topic_prefix}floor-deliverer",
-            fetch_max_wait_ms=wait,
-            max_poll_records=DELIVERER_MAX_RECORDS,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._deliveries = self._consumer(
+            "deliverer", DELIVERER_MAX_RECORDS, topics=(settings.deliveries_topic,)
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _consumer(
+        self, role: str, max_records: int, topics: tuple[str, ...] = (), **options: Any
+    ) -> AIOKafkaConsumer:
+        """A consumer of group ``<prefix>floor-<role>`` with the pipeline's fetch wait."""
+        settings = self.settings
+        return AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=f"{settings.topic_prefix}floor-{role}",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_poll_records=max_records,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **options,
+        )
 
     async def start(self) -> None:
         """Join both groups and start the loops."""
