@@ -3,7 +3,9 @@
 Every ``schemas/<name>.json`` except the OpenAPI document is compiled once into a
 validator. ``read_json`` maps each way a body can be wrong to its status: too large
 413, not JSON content 415, malformed 400, against the schema 422 (with one detail
-per problem, unknown fields named).
+per problem, unknown fields named). Before the schema, every body meets the one rule
+of ``dispatcher.json_limits`` (an event's ``data``, one level below the body, nests at
+most ``MAX_DATA_DEPTH`` levels; no NUL character anywhere): 422 at the place it breaks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from api.errors import ApiError, invalid_field, validation_failed
 from api.keys import SCHEMAS
+from dispatcher.json_limits import MAX_DATA_DEPTH, json_problem
 
 # The rule the router applies to Kafka events too; re-exported for the route modules.
 from dispatcher.topic_schemas import compile_schema, parse_datetime, problems
@@ -109,6 +112,10 @@ async def read_json(request: web.Request, schema: str, *, optional: bool = False
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        # The body's fields are one level above an event's data (POST /events).
+        problem = json_problem(body, MAX_DATA_DEPTH + 1, raw)
+        if problem is not None:
+            raise invalid_field(problem.pointer, problem.reason, problem.category)
     request.app[SCHEMAS].validate(schema, body)
     assert isinstance(body, dict)  # every request schema is an object
     return body

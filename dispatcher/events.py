@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import orjson
 
+from dispatcher.json_limits import MAX_DATA_DEPTH, NUL, json_problem
 from dispatcher.values import immutable
 
 TaskKind = Literal["event", "test", "redelivery"]
@@ -66,8 +67,14 @@ class Event:
         return orjson.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, value: Any, expected_topic: str | None = None) -> Event:
-        """Validate a decoded message; InvalidMessage names what is wrong."""
+    def from_dict(
+        cls, value: Any, expected_topic: str | None = None, *, raw: bytes | None = None
+    ) -> Event:
+        """Validate a decoded message; InvalidMessage names what is wrong.
+
+        ``raw``: the bytes ``value`` was parsed from, if at hand (speeds up the
+        ``dispatcher.json_limits`` check of ``data``).
+        """
         if not isinstance(value, dict):
             raise InvalidMessage("the message is not a JSON object", "invalid_json")
         tenant_id = value.get("tenant_id")
@@ -90,6 +97,13 @@ class Event:
             raise InvalidMessage("triggered_at is missing or not unix seconds")
         if not 0 <= triggered_at < 2**63:  # else orjson cannot re-encode it: a poison pill
             raise InvalidMessage("triggered_at is out of range for unix seconds")
+        # Stored as Postgres text: a NUL cannot be (one rule with data's, json_limits).
+        for name, text in (("tenant_id", tenant_id), ("id", event_id), ("topic", topic)):
+            if NUL in text:
+                raise InvalidMessage(f"{name} holds a NUL character", "nul_character")
+        problem = json_problem(value["data"], MAX_DATA_DEPTH, raw, root="/data")
+        if problem is not None:
+            raise InvalidMessage(problem.reason, problem.category)
         return cls(event_id, topic, tenant_id, int(triggered_at), value["data"])
 
     @classmethod
@@ -101,7 +115,7 @@ class Event:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidMessage(f"the value is not valid JSON: {exc}", "invalid_json") from None
-        return cls.from_dict(value, expected_topic)
+        return cls.from_dict(value, expected_topic, raw=raw)
 
 
 @immutable
@@ -121,7 +135,7 @@ class DeliveryTask:
         return orjson.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, value: Any) -> DeliveryTask:
+    def from_dict(cls, value: Any, *, raw: bytes | None = None) -> DeliveryTask:
         """Validate a decoded task; InvalidMessage names what is wrong."""
         if not isinstance(value, dict):
             raise InvalidMessage("the task is not a JSON object", "invalid_json")
@@ -131,7 +145,7 @@ class DeliveryTask:
         kind = value.get("kind", "event")
         if kind not in TASK_KINDS:
             raise InvalidMessage(f"unknown task kind {kind!r}")
-        return cls(webhook_id, Event.from_dict(value.get("event")), kind)
+        return cls(webhook_id, Event.from_dict(value.get("event"), raw=raw), kind)
 
     @classmethod
     def from_message(cls, raw: bytes | None) -> DeliveryTask:
@@ -142,7 +156,7 @@ class DeliveryTask:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidMessage(f"the value is not valid JSON: {exc}", "invalid_json") from None
-        return cls.from_dict(value)
+        return cls.from_dict(value, raw=raw)
 
 
 def task_messages(

@@ -51,7 +51,7 @@ class Rejected:
     """A record that goes to the dead-letter topic with ``reason`` (``category``: its kind)."""
 
     reason: str
-    category: str = "unroutable"
+    category: str = "internal"
 
 
 class Duplicate:
@@ -177,8 +177,8 @@ class Ingest:
         except InvalidMessage as exc:
             return Rejected(exc.reason, exc.category)
         except Exception as exc:  # never crash on input: whatever this message does
-            log.exception("router.unroutable", topic=record.topic, offset=record.offset)
-            return Rejected(f"cannot route: {type(exc).__name__}: {exc}")
+            log.exception("router.internal_error", topic=record.topic, offset=record.offset)
+            return Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
         return event
 
     async def _purge_forever(self) -> None:

@@ -160,7 +160,7 @@ class Router:
         filtered_before = self.index.subscriptions.filtered
         try:
             records = [record for part in batch.values() for record in part]
-            verdicts = await self._ingest.admit(records)  # one Postgres round trip
+            verdicts = await self._admit(records)  # one Postgres round trip
             tasks: list[tuple[bytes, bytes]] = []
             applied: list[Verdict] = []
             for record, verdict in zip(records, verdicts, strict=True):
@@ -182,6 +182,27 @@ class Router:
         if self._metrics is not None:
             self._count(applied, self.index.subscriptions.filtered - filtered_before)
         return True
+
+    async def _admit(self, records: list[ConsumerRecord]) -> list[Verdict]:
+        """``Ingest.admit``, with no record able to stop the partition.
+
+        An unexpected exception (a bug, or input no check foresaw) is pinned on its
+        record by admitting the batch's records one at a time; the one that still fails
+        is dead-lettered as ``internal`` (traceback in the log), the others go on.
+        """
+        try:
+            return await self._ingest.admit(records)
+        except Exception as exc:
+            if len(records) > 1:
+                log.warning("router.admit_failed", error=f"{type(exc).__name__}: {exc}")
+                return [verdict for record in records for verdict in await self._admit([record])]
+            log.exception(
+                "router.internal_error",
+                topic=records[0].topic,
+                partition=records[0].partition,
+                offset=records[0].offset,
+            )
+            return [Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")]
 
     def _count(self, applied: list[Verdict], filtered: int) -> None:
         # Once the batch is acknowledged, so a batch read again is not counted twice.
@@ -227,8 +248,8 @@ class Router:
             # The event is encoded once for all its recipients.
             messages = task_messages(event, webhook_ids)
         except Exception as exc:  # never crash on input: whatever this message does
-            log.exception("router.unroutable", topic=record.topic, offset=record.offset)
-            rejected = Rejected(f"cannot route: {type(exc).__name__}: {exc}")
+            log.exception("router.internal_error", topic=record.topic, offset=record.offset)
+            rejected = Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
             return await self._dead_letter(record, rejected.reason), rejected
         tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
         return None, event

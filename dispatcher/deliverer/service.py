@@ -281,12 +281,23 @@ class Deliverer:
             for record in records:
                 try:
                     task = DeliveryTask.from_message(record.value)
-                except InvalidMessage as exc:
+                except Exception as exc:  # no record can stop the partition
+                    if isinstance(exc, InvalidMessage):
+                        reason, category = exc.reason, exc.category
+                    else:
+                        log.exception(
+                            "deliverer.internal_error",
+                            topic=record.topic,
+                            partition=record.partition,
+                            offset=record.offset,
+                        )
+                        reason = f"internal error: {type(exc).__name__}: {exc}"
+                        category = "internal"
                     # Rare: awaited inline so the offset counts as finished only once the
                     # dead letter is acknowledged (at-least-once for bad input too).
-                    await self._dead_letter(record, exc.reason)
+                    await self._dead_letter(record, reason)
                     if self._metrics is not None:
-                        self._metrics.dead_lettered(exc.category).inc()
+                        self._metrics.dead_lettered(category).inc()
                     self.worker.skip(tp, record.offset)
                     continue
                 self.worker.submit(task, tp, record.offset)
