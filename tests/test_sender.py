@@ -227,7 +227,8 @@ async def test_silence_on_a_reused_connection_is_a_timeout(
     started = time.monotonic()
     with pytest.raises(DeliveryTimeout):
         await sender.send(server.url("/silent"), b"{}", SIGNED)
-    assert 0.3 <= time.monotonic() - started < 3.0
+    # The loop's timers may fire up to its clock resolution early (seen: 0.29988 s).
+    assert 0.25 <= time.monotonic() - started < 3.0
     assert (await sender.send(server.url("/ok"), b"{}", SIGNED)).status == 200
     assert server.connections == 2
 
