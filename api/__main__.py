@@ -9,12 +9,13 @@ import structlog
 from aiohttp import web
 
 from api.app import create_app
-from api.keys import POOL
-from dispatcher import db, event_loop
+from api.app_keys import POOL
+from dispatcher.delivery.secrets import MISSING_KEY
 from dispatcher.logs import configure_logging
-from dispatcher.operations import ProcessOps
-from dispatcher.secrets import MISSING_KEY
+from dispatcher.ops.operations import ProcessOps
+from dispatcher.runtime import event_loop
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.store import db
 
 # Seconds in-flight requests (a test trigger waits for its receiver) get to finish.
 SHUTDOWN_TIMEOUT_S = 15.0

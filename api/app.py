@@ -15,17 +15,18 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import events, health, portal, replay, topics, trigger, webhooks
+from api import health, portal, replay, topics, trigger, webhooks
+from api import publish as events
+from api.app_keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
-from api.keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.metrics import metrics_middleware
 from api.validation import Schemas
-from dispatcher import db
-from dispatcher.metrics import ApiMetrics, Families, build_registry
-from dispatcher.secrets import SecretBox
-from dispatcher.sender import make_sender
+from dispatcher.delivery.http.sender import make_sender
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.ops.metrics import ApiMetrics, Families, build_registry
 from dispatcher.settings import Settings
+from dispatcher.store import db
 
 # Re-exported for route modules written elsewhere (api.attempts).
 __all__ = ["POOL", "PRODUCER", "SECRET_BOX", "SENDER", "SETTINGS", "create_app"]
@@ -51,7 +52,7 @@ async def _sender(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _producer(app: web.Application) -> AsyncIterator[None]:
-    from dispatcher.producer import Producer
+    from dispatcher.kafka.producer import Producer
 
     if not app[SETTINGS].kafka_bootstrap_servers:
         # Webhook management works without Kafka; publishing answers 503.

@@ -24,15 +24,15 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from api.app_keys import POOL
 from api.auth import tenant_id
 from api.errors import ApiError, invalid_field, not_found
-from api.events import producer_for
-from api.keys import POOL
+from api.publish import producer_for
 from api.responses import json_response
 from api.validation import page_limit, read_json
 from api.webhooks import webhook_or_404
-from dispatcher.events import DeliveryTask
-from dispatcher.producer import ProducerError
+from dispatcher.kafka.producer import ProducerError
+from dispatcher.messages.wire import DeliveryTask
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
 from dispatcher.store.attempts import Attempt, get_attempt, list_attempts

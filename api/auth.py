@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from api.app_keys import POOL, TENANT_ID
 from api.errors import ApiError
-from api.keys import POOL, TENANT_ID
 from dispatcher.store.tenants import tenant_for_api_key
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})

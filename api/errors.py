@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.responses import json_response
-from dispatcher import db
+from dispatcher.store import db
 
 log = structlog.get_logger(__name__)
 

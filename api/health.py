@@ -7,10 +7,10 @@ import asyncio
 import structlog
 from aiohttp import web
 
+from api.app_keys import POOL, SCHEMAS
 from api.errors import ApiError
-from api.keys import POOL, SCHEMAS
 from api.responses import json_response
-from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.store.db import TRANSIENT_ERRORS
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from dispatcher.metrics import ApiMetrics
+from dispatcher.ops.metrics import ApiMetrics
 
 UNMATCHED = "unmatched"
 

@@ -4,7 +4,7 @@ The events come from the payload store (the ``events`` table: every routed event
 ``HOOKLANE_ATTEMPT_RETENTION_DAYS``), delivered or not, of the webhook's tenant and
 topics (or the requested subset), in the order they were routed. Only what routing
 would send the webhook now is re-sent: events its ``filter`` matches, never an
-operational event about the webhook itself (``dispatcher.subscriptions.routes_to``).
+operational event about the webhook itself (``dispatcher.router.subscription_index.routes_to``).
 They are written to
 the deliveries topic as redeliveries, so the webhook's ordering, backoff and parking
 apply. A request id (``Idempotency-Key`` header or ``request_id``) makes the replay
@@ -21,18 +21,18 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from api.app_keys import POOL, SETTINGS
 from api.auth import tenant_id
 from api.errors import ApiError, invalid_field
-from api.events import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY, producer_for
-from api.keys import POOL, SETTINGS
+from api.publish import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY, producer_for
 from api.responses import json_response
 from api.validation import parse_datetime, read_json
 from api.webhooks import webhook_or_404
-from dispatcher.events import DeliveryTask
-from dispatcher.producer import ProducerError
+from dispatcher.kafka.producer import ProducerError
+from dispatcher.messages.wire import DeliveryTask
+from dispatcher.router.subscription_index import filter_of, routes_to
 from dispatcher.store import events as event_store
 from dispatcher.store import replays as replay_store
-from dispatcher.subscriptions import filter_of, routes_to
 
 log = structlog.get_logger(__name__)
 

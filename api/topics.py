@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.keys import POOL
+from api.app_keys import POOL
 from api.responses import json_response
 from dispatcher.store.topics import list_topics
 

@@ -14,13 +14,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from api.app_keys import POOL, SECRET_BOX, SENDER
 from api.errors import invalid_field, not_found
-from api.keys import POOL, SECRET_BOX, SENDER
 from api.responses import json_response
 from api.validation import read_json
 from api.webhooks import webhook_or_404
-from dispatcher.attempt import attempt_delivery
-from dispatcher.events import DeliveryTask, Event
+from dispatcher.delivery.attempt import attempt_delivery
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.store.attempts import record_one
 from dispatcher.store.topics import get_topic
 from dispatcher.store.webhooks import Webhook, load_target

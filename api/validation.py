@@ -4,7 +4,7 @@ Every ``schemas/<name>.json`` except the OpenAPI document is compiled once into 
 validator. ``read_json`` maps each way a body can be wrong to its status: too large
 413, not JSON content 415, malformed 400, against the schema 422 (with one detail
 per problem, unknown fields named). Before the schema, every body meets the one rule
-of ``dispatcher.json_limits`` (an event's ``data``, one level below the body, nests at
+of ``dispatcher.messages.json_limits`` (an event's ``data``, one level below the body, nests at
 most ``MAX_DATA_DEPTH`` levels; no NUL character anywhere): 422 at the place it breaks.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from api.app_keys import SCHEMAS
 from api.errors import ApiError, invalid_field, validation_failed
-from api.keys import SCHEMAS
-from dispatcher.json_limits import MAX_DATA_DEPTH, json_problem
+from dispatcher.messages.json_limits import MAX_DATA_DEPTH, json_problem
 
 # The rule the router applies to Kafka events too; re-exported for the route modules.
-from dispatcher.topic_schemas import compile_schema, parse_datetime, problems
+from dispatcher.messages.topic_schemas import compile_schema, parse_datetime, problems
 
 __all__ = ["Schemas", "compile_schema", "parse_datetime", "problems", "read_json"]
 

@@ -9,19 +9,19 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from api.app_keys import POOL, SECRET_BOX, SETTINGS
 from api.auth import tenant_id
 from api.errors import ApiError, invalid_field, not_found, validation_failed
-from api.keys import POOL, SECRET_BOX, SETTINGS
 from api.responses import decode_cursor, encode_cursor, json_response, rfc3339
 from api.validation import page_limit, read_json
-from dispatcher.filters import validate as filter_problem
-from dispatcher.retry_override import InvalidRetry, parse_retry
-from dispatcher.secrets import generate_secret
+from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
+from dispatcher.delivery.secrets import generate_secret
 from dispatcher.settings import Settings
 from dispatcher.store import webhooks as store
 from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store.topics import TOPIC_NAME, topic_names
-from dispatcher.targets import InvalidTarget, check_target_url
+from dispatcher.subscription.filters import validate as filter_problem
+from dispatcher.subscription.retry_override import InvalidRetry, parse_retry
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,10 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 
-from dispatcher import db, event_loop
-from dispatcher.broker import CodecsError, TopicsError
+from dispatcher.kafka.broker import CodecsError, TopicsError
+from dispatcher.runtime import event_loop
 from dispatcher.settings import PREFIX, Settings, SettingsError
+from dispatcher.store import db
 
 # Commands that encrypt or decrypt webhook secrets, or run beside ones that do: each
 # must be given the same HOOKLANE_SECRET_KEY (never one guessed from the directory).
@@ -121,7 +122,7 @@ def _need_broker(settings: Settings) -> str:
 
 def _need_secret_key(settings: Settings) -> None:
     if not settings.secret_key:
-        from dispatcher.secrets import MISSING_KEY
+        from dispatcher.delivery.secrets import MISSING_KEY
 
         raise SettingsError(MISSING_KEY)
 
@@ -131,7 +132,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command in NEEDS_SECRET_KEY:
         _need_secret_key(settings)
     if command == "up":
-        from dispatcher.supervisor import run_stack
+        from dispatcher.runtime.supervisor import run_stack
 
         explicit = bool(os.environ.get(PREFIX + "DATABASE_URL"))
         return event_loop.run(run_stack(settings, explicit), settings.event_loop)
@@ -140,14 +141,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "api"])
     if command == "router":
         _need_broker(settings)
-        from dispatcher.operations import run_router
+        from dispatcher.ops.operations import run_router
 
         event_loop.tune_gc()
         event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
-        from dispatcher.operations import run_deliverer
+        from dispatcher.ops.operations import run_deliverer
 
         event_loop.tune_gc()
         event_loop.run(run_deliverer(settings), settings.event_loop)
@@ -161,7 +162,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"Kafka topics: not created ({PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set)")
         return 0
     if command == "secret-key":
-        from dispatcher.secrets import new_key
+        from dispatcher.delivery.secrets import new_key
 
         print(new_key())
         return 0
@@ -205,7 +206,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher import status
+    from dispatcher.ops import status
 
     def show(current: status.Status) -> None:
         if args.json:
@@ -253,7 +254,7 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
 
 
 async def _rotate_secrets(settings: Settings) -> int:
-    from dispatcher.secrets import SecretBox
+    from dispatcher.delivery.secrets import SecretBox
     from dispatcher.store.webhooks import reencrypt_secrets
 
     box = SecretBox.from_setting(settings.secret_key)
@@ -274,7 +275,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
     finally:
         await pool.close()
     if settings.kafka_bootstrap_servers:
-        from dispatcher.broker import ensure_topics
+        from dispatcher.kafka.broker import ensure_topics
 
         await ensure_topics(
             settings.kafka_bootstrap_servers,
@@ -301,9 +302,9 @@ async def _portal_link(settings: Settings, tenant_id: str) -> tuple[str, str]:
 
 async def _ensure_topics(settings: Settings) -> None:
     """Create the missing topics, then print each one and what limits delivery capacity."""
-    from dispatcher.broker import capacity_warnings, group_members
     from dispatcher.deliverer import GROUP_ID
-    from dispatcher.supervisor import create_kafka_topics
+    from dispatcher.kafka.broker import capacity_warnings, group_members
+    from dispatcher.runtime.supervisor import create_kafka_topics
 
     assert settings.kafka_bootstrap_servers is not None
     replication = settings.kafka_replication_factor or "cluster default"
@@ -326,7 +327,7 @@ async def _ensure_topics(settings: Settings) -> None:
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> str:
-    from dispatcher.producer import Producer
+    from dispatcher.kafka.producer import Producer
 
     try:
         data = orjson.loads(args.data)

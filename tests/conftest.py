@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 
-from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, create_topics, free_port
+from dispatcher.kafka.broker import EmbeddedBroker, create_topics, free_port
 from dispatcher.settings import Settings
+from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 
 TEST_SECRET_KEY = Fernet.generate_key().decode()

@@ -39,10 +39,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dispatcher.broker import create_topics
 from dispatcher.deliverer import Deliverer
-from dispatcher.router import Router
-from dispatcher.secrets import SecretBox, generate_secret
+from dispatcher.delivery.secrets import SecretBox, generate_secret
+from dispatcher.kafka.broker import create_topics
+from dispatcher.router.router import Router
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import create_webhook as store_create_webhook
 

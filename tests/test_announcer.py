@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher import operational
-from dispatcher.attempt import AttemptResult, WebhookTarget
 from dispatcher.deliverer.announcer import Announcer
-from dispatcher.events import DeliveryTask, Event
+from dispatcher.delivery.attempt import AttemptResult, WebhookTarget
+from dispatcher.messages import operational
+from dispatcher.messages.wire import DeliveryTask, Event
 
 WEBHOOK = "3f0c7e52-8d7b-4c1e-9a57-2b1e4a6b9c10"
 TENANT = "tenant-a"

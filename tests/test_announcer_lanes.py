@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatcher import operational
-from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.announcer import Announcer
-from dispatcher.errors import BlockedDestination
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.delivery.failures import BlockedDestination
+from dispatcher.messages import operational
 from dispatcher.settings import Settings
 from tests.pipeline_helpers import wait_until
 from tests.test_announcer import Published

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import pytest
 
-from dispatcher import operational
 from dispatcher.deliverer.announcer import Announcer
+from dispatcher.messages import operational
 from dispatcher.store.webhooks import load_target
 from tests import test_scheduler as scheduler_tests
 from tests.test_announcer import Published

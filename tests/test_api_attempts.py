@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.attempt_log import AttemptLog
-from dispatcher.events import DeliveryTask
+from dispatcher.deliverer.attempt_log import AttemptLog
+from dispatcher.messages.wire import DeliveryTask
 from dispatcher.settings import Settings
 from dispatcher.store import failed_deliveries
 from dispatcher.store.attempts import record_one

@@ -1,6 +1,6 @@
 """Hostile request bodies get a 4xx with the error envelope, never a 500.
 
-Depth and NUL characters follow the one rule of ``dispatcher.json_limits`` (the same
+Depth and NUL characters follow the one rule of ``dispatcher.messages.json_limits`` (the same
 as for Kafka events); each answer names the place in the body.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dispatcher.json_limits import MAX_DATA_DEPTH
+from dispatcher.messages.json_limits import MAX_DATA_DEPTH
 from tests.test_api_support import TOPIC, Client, api_client
 from tests.test_json_limits import deep_json
 

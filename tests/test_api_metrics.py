@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from dispatcher.broker import free_port
-from dispatcher.metrics import build_registry
+from dispatcher.kafka.broker import free_port
+from dispatcher.ops.metrics import build_registry
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 

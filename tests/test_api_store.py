@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.secrets import SecretBox
 from dispatcher.store import webhooks as store
 from dispatcher.store.topics import (
     InvalidTopic,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.events import Event
+from dispatcher.messages.wire import Event
 from dispatcher.store.topics import add_topic
 from tests.test_api_support import TOPIC, Client, api_client, assert_matches
 

@@ -10,8 +10,8 @@ import asyncpg
 import orjson
 import pytest
 
-from dispatcher import db
 from dispatcher.settings import Settings
+from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from tests.conftest import TEST_SECRET_KEY
 from tests.test_api_support import api_client

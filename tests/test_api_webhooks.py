@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher.secrets import SecretBox
-from dispatcher.signing import signing_key
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.delivery.signing import signing_key
 from tests.conftest import TenantKey
 from tests.test_api_support import (
     GIVEN_SECRET,

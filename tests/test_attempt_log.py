@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher import attempt_log
-from dispatcher.attempt_log import AttemptLog
+from dispatcher.deliverer import attempt_log
+from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.store import attempts as attempt_store
 from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
 from tests.test_failure_support import eventually, make_result, make_webhook

@@ -33,7 +33,7 @@ from dispatcher.bench.stack import (
     dispatcher_env,
     webhook_url,
 )
-from dispatcher.events import Event, delivery_body
+from dispatcher.messages.wire import Event, delivery_body
 from dispatcher.settings import Settings
 
 # -- statistics -------------------------------------------------------------------------
@@ -510,7 +510,10 @@ def test_router_and_deliverer_get_their_own_metrics_port_or_run_bare(tmp_path, m
     stack = Stack(settings, tmp_path, "WARNING", metrics=metrics)
     router, deliverer, _env = stack.dispatcher(settings)
     if metrics:
-        assert (router.module, deliverer.module) == ("dispatcher.router", "dispatcher.deliverer")
+        assert (router.module, deliverer.module) == (
+            "dispatcher.router",
+            "dispatcher.deliverer",
+        )
         ports = {child.env["HOOKLANE_METRICS_PORT"] for child in (router, deliverer)}
         assert len(ports) == 2
     else:

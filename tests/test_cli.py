@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from cryptography.fernet import Fernet
 
-from dispatcher.events import Event
+from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import tenant_for_api_key
 from tests.pipeline_helpers import settings_env, wait_until

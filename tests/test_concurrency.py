@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.concurrency import AdaptiveWindow, Signal, classify
+from dispatcher.subscription.adaptive_window import AdaptiveWindow, Signal, classify
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,12 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher import db, subscriptions
-from dispatcher.events import Event
-from dispatcher.ingest import Ingest
+from dispatcher.messages.wire import Event
+from dispatcher.router import subscription_index as subscriptions
+from dispatcher.router.ingest import Ingest
+from dispatcher.router.subscription_index import WebhookChanges
 from dispatcher.settings import Settings
-from dispatcher.subscriptions import WebhookChanges
+from dispatcher.store import db
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

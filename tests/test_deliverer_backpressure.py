@@ -8,7 +8,7 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from dispatcher.deliverer import Deliverer
-from dispatcher.producer import Outgoing, Producer
+from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 
-from dispatcher.producer import Outgoing, Producer
+from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import asyncpg
 
-from dispatcher.producer import Outgoing, Producer
+from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

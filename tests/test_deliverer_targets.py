@@ -8,10 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.target_cache import TargetCache
-from dispatcher.retry_override import RetryOverride
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.delivery.secrets import SecretBox
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import (
     VersionedTarget,
@@ -19,6 +18,7 @@ from dispatcher.store.webhooks import (
     load_targets,
     update_webhook,
 )
+from dispatcher.subscription.retry_override import RetryOverride
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import create_webhook
 

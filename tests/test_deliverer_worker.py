@@ -16,14 +16,14 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from dispatcher.attempt import WebhookTarget
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import STUCK_AFTER_S, STUCK_RECOUNT_S, Worker
-from dispatcher.errors import BlockedDestination
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.retry_override import RetryOverride
-from dispatcher.sender import Response
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.delivery.failures import BlockedDestination
+from dispatcher.delivery.http.sender import Response
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
+from dispatcher.subscription.retry_override import RetryOverride
 from tests.pipeline_helpers import wait_until
 
 TP = TopicPartition("deliveries", 0)

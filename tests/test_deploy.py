@@ -241,7 +241,7 @@ def unknown_fields(value: Any, allowed: Any, path: str = "") -> list[str]:
 
 def registry_names() -> set[str]:
     """Every series name the code's full registry exports (with Prometheus suffixes)."""
-    from dispatcher.metrics import build_registry
+    from dispatcher.ops.metrics import build_registry
 
     names = set()
     for family in build_registry().registry.collect():
@@ -403,7 +403,7 @@ def config_value(name: str) -> str:
 def test_scaled_objects_track_the_real_groups_and_partition_bounds() -> None:
     """KEDA scales each Deployment on its own group, between 1 and its partition count."""
     from dispatcher.deliverer import GROUP_ID as DELIVERER_GROUP
-    from dispatcher.router import GROUP_ID as ROUTER_GROUP
+    from dispatcher.router.router import GROUP_ID as ROUTER_GROUP
 
     scaled = {
         d["spec"]["scaleTargetRef"]["name"]: d

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.embedded_db import failure_reason
+from dispatcher.runtime.embedded_db import failure_reason
 
 
 @pytest.mark.parametrize(

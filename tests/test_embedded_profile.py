@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.bench.runner import broker_info
-from dispatcher.broker import EMBEDDED_DEFAULTS, embedded_settings
+from dispatcher.kafka.broker import EMBEDDED_DEFAULTS, embedded_settings
+from dispatcher.runtime.supervisor import child_env
 from dispatcher.settings import Settings
-from dispatcher.supervisor import child_env
 
 
 @pytest.mark.parametrize(

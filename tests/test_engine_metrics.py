@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from dispatcher.events import DeliveryTask, Event, InvalidMessage
-from dispatcher.metrics import WEBHOOK_METRICS, DelivererMetrics, RouterMetrics, build_registry
-from dispatcher.ops_queries import set_webhook_gauges
-from dispatcher.producer import Producer
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.kafka.producer import Producer
+from dispatcher.messages.wire import DeliveryTask, Event, InvalidMessage
+from dispatcher.ops.backlog_gauges import set_webhook_gauges
+from dispatcher.ops.metrics import WEBHOOK_METRICS, DelivererMetrics, RouterMetrics, build_registry
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey

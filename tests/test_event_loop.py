@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from dispatcher.event_loop import loop_factory
+from dispatcher.runtime.event_loop import loop_factory
 from dispatcher.settings import SettingsError
 
 # What an entry point does: read the settings, then run its body on the chosen loop.
 PRINT_LOOP = """
 import asyncio
-from dispatcher import event_loop
+from dispatcher.runtime import event_loop
 from dispatcher.settings import Settings
 
 async def loop_class() -> str:
@@ -56,7 +56,7 @@ def test_tune_gc_freezes_start_up_and_raises_the_young_threshold() -> None:
     what start-up allocated frozen out of the collector's view."""
     import gc
 
-    from dispatcher.event_loop import GC_THRESHOLDS, tune_gc
+    from dispatcher.runtime.event_loop import GC_THRESHOLDS, tune_gc
 
     before = gc.get_threshold()
     try:

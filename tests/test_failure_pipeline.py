@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from structlog.testing import capture_logs
 
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from dispatcher.attempt import AttemptResult
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.store.webhooks import create_webhook
 from tests.conftest import TEST_SECRET_KEY
 

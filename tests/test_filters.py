@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.filters import (
+from dispatcher.subscription.filters import (
     MAX_CONDITIONS,
     MAX_DEPTH,
     InvalidFilter,

@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, ensure_topics
+from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
 from dispatcher.settings import Settings
+from dispatcher.store import db
 
 
 async def test_broker_produce_consume_commit(settings: Settings) -> None:

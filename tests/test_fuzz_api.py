@@ -27,12 +27,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from api.keys import SENDER
+from api.app_keys import SENDER
 from api.validation import Schemas
-from dispatcher import db
-from dispatcher.broker import EmbeddedBroker
-from dispatcher.sender import Response
+from dispatcher.delivery.http.sender import Response
+from dispatcher.kafka.broker import EmbeddedBroker
 from dispatcher.settings import Settings
+from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from tests.conftest import TEST_SECRET_KEY
 from tests.pipeline_helpers import ensure_mirror_topics

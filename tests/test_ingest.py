@@ -8,9 +8,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher import db
-from dispatcher.events import Event
-from dispatcher.ingest import (
+from dispatcher.messages.wire import Event
+from dispatcher.router.ingest import (
     DUPLICATE,
     Ingest,
     Rejected,
@@ -19,6 +18,7 @@ from dispatcher.ingest import (
     verdicts_after_recording,
 )
 from dispatcher.settings import Settings
+from dispatcher.store import db
 from dispatcher.store import events as event_store
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.ingest import Ingest
+from dispatcher.router.ingest import Ingest
 from dispatcher.settings import Settings
 from dispatcher.store import attempts as attempt_store
 from tests.test_failure_support import make_result, make_webhook

@@ -133,7 +133,7 @@ async def test_events_reach_only_their_tenants_webhooks(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
     """With both tenants subscribed to a topic, each event reaches only its own tenant."""
-    from dispatcher.producer import Producer
+    from dispatcher.kafka.producer import Producer
 
     await ensure_mirror_topics(settings, [TOPIC])
     async with Receiver() as rx:

@@ -1,4 +1,4 @@
-"""The one rule for JSON Hooklane accepts (``dispatcher.json_limits``): depth and NUL."""
+"""The one rule for JSON Hooklane accepts (``dispatcher.messages.json_limits``): depth and NUL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.events import DeliveryTask, Event, InvalidMessage
-from dispatcher.json_limits import MAX_DATA_DEPTH, json_problem
+from dispatcher.messages.json_limits import MAX_DATA_DEPTH, json_problem
+from dispatcher.messages.wire import DeliveryTask, Event, InvalidMessage
 
 
 def nested(depth: int, leaf: Any = 0) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateTopicsRequest, CreateTopicsRequest_v3
 
-from dispatcher.broker import (
+from dispatcher.kafka.broker import (
     TopicsError,
     capacity_warnings,
     create_topics,

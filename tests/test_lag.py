@@ -6,9 +6,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from dispatcher.broker import EmbeddedBroker, ensure_topics
-from dispatcher.lag import LagPoller, LagSummary, OffsetReader, compute_lag, summarize
-from dispatcher.metrics import build_registry
+from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
+from dispatcher.ops.lag import LagPoller, LagSummary, OffsetReader, compute_lag, summarize
+from dispatcher.ops.metrics import build_registry
 from dispatcher.settings import Settings
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)

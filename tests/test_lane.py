@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from dispatcher.concurrency import Signal
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.partitions import OffsetTracker
-from dispatcher.events import DeliveryTask, Event
+from dispatcher.messages.wire import DeliveryTask, Event
+from dispatcher.subscription.adaptive_window import Signal
 
 TP = TopicPartition("deliveries", 0)
 

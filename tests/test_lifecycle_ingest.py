@@ -13,7 +13,7 @@ from collections import Counter
 
 import asyncpg
 
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

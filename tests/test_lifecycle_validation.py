@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from dispatcher.messages.topic_schemas import ValidatorCache, describe
 from dispatcher.settings import Settings
-from dispatcher.topic_schemas import ValidatorCache, describe
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

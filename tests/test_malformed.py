@@ -1,7 +1,7 @@
 """Malformed input never stops the pipeline: bad Kafka messages go to the dead-letter topic
 with the reason, bad delivery tasks are skipped, and later good events still deliver.
 
-Messages are written raw with a plain aiokafka producer (``dispatcher.producer`` only
+Messages are written raw with a plain aiokafka producer (``dispatcher.kafka.producer`` only
 writes valid events) to the real broker; the router and deliverer run in-process.
 """
 
@@ -14,8 +14,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.attempt import AttemptResult
-from dispatcher.delivery_logs import DeliveryLog, keep_line
-from dispatcher.lane_gauges import count_lanes
-from dispatcher.loop_lag import monitor_loop_lag
-from dispatcher.metrics import (
+from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.delivery_logs import DeliveryLog, keep_line
+from dispatcher.ops.lane_gauges import count_lanes
+from dispatcher.ops.loop_lag import monitor_loop_lag
+from dispatcher.ops.metrics import (
     ROLES,
     DelivererMetrics,
     Families,
@@ -63,7 +63,7 @@ def exposed(families_text: str) -> dict[str, tuple[str, set[str]]]:
 
 def touch_everything(families: Families) -> None:
     """Create one child of every labelled metric, so labels appear in the exposition."""
-    from dispatcher.metrics import METRICS
+    from dispatcher.ops.metrics import METRICS
 
     for spec in METRICS:
         if not spec.labels or spec.name == "build_info":

@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.broker import free_port
-from dispatcher.producer import Producer
+from dispatcher.kafka.broker import free_port
+from dispatcher.kafka.producer import Producer
+from dispatcher.ops.status import FAILING_LIMIT
 from dispatcher.settings import Settings
-from dispatcher.status import FAILING_LIMIT
 from dispatcher.store.webhooks import failing_webhooks
 from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import (

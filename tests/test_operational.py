@@ -8,12 +8,12 @@ import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from dispatcher import operational
-from dispatcher.events import Event
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
+from dispatcher.messages import operational
+from dispatcher.messages.topic_schemas import ValidatorCache
+from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.topics import get_topic
-from dispatcher.topic_schemas import ValidatorCache
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

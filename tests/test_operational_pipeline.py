@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from dispatcher import operational
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
+from dispatcher.messages import operational
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

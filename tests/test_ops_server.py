@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher import db
-from dispatcher.broker import EmbeddedBroker, free_port
-from dispatcher.metrics import build_registry
-from dispatcher.ops_server import OpsServer
-from dispatcher.readiness import BrokerCheck, Check, group_member_check, postgres_check
+from dispatcher.kafka.broker import EmbeddedBroker, free_port
+from dispatcher.ops.metrics import build_registry
+from dispatcher.ops.ops_server import OpsServer
+from dispatcher.ops.readiness import BrokerCheck, Check, group_member_check, postgres_check
+from dispatcher.store import db
 
 
 class TcpProxy:

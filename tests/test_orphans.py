@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.broker import tansu_binary
-from dispatcher.parent_death import die_with_parent
+from dispatcher.kafka.broker import tansu_binary
+from dispatcher.runtime.parent_death import die_with_parent
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 
 BROKER_PARENT = """
 import time
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.kafka.broker import EmbeddedBroker
 
 broker = EmbeddedBroker()
 broker.start()
@@ -31,7 +31,8 @@ time.sleep(120)
 # `hooklane up`'s own spawn, on its own event loop, with a child module that only sleeps.
 SUPERVISOR_PARENT = """
 import asyncio, os, sys
-from dispatcher import event_loop, supervisor
+from dispatcher.runtime import event_loop
+from dispatcher.runtime import supervisor
 
 supervisor.METRICS_PORT_OFFSETS["sleeper"] = 0
 
@@ -49,7 +50,7 @@ event_loop.run(main(), "auto")
 BENCH_PARENT = """
 import asyncio, os, sys, tempfile
 from pathlib import Path
-from dispatcher import event_loop
+from dispatcher.runtime import event_loop
 from dispatcher.bench.procs import Child
 
 async def main():

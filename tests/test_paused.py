@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from dispatcher.producer import Producer
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store.webhooks import update_webhook

@@ -13,7 +13,7 @@ from collections import defaultdict
 import asyncpg
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from dispatcher.producer import Outgoing, Producer
+from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

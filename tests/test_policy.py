@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.attempt import AttemptResult
-from dispatcher.durations import parse_schedule
-from dispatcher.policy import (
+from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.policy import (
     JITTER_FLOOR,
     LaneState,
     Outcome,
@@ -25,8 +24,9 @@ from dispatcher.policy import (
     parse_retry_after,
     should_auto_disable,
 )
-from dispatcher.retry_override import MAX_STEPS, RetryOverride
+from dispatcher.durations import parse_schedule
 from dispatcher.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from dispatcher.subscription.retry_override import MAX_STEPS, RetryOverride
 
 NOW = 1_700_000_000.0
 DEFAULT = RetryPolicy.from_settings(Settings())
@@ -63,7 +63,7 @@ def result(
         duration_ms=1.0,
         status_code=status,
         retry_after=retry_after,
-        # as ``dispatcher.attempt`` reports them: an HTTP failure's error names the status
+        # as ``dispatcher.delivery.attempt`` reports them: an HTTP failure's error names the status
         error=error_class or (f"HTTP {status}" if status and not 200 <= status < 300 else None),
         error_class=error_class,
         retriable=retriable,

@@ -13,13 +13,13 @@ from yarl import URL
 
 from api.auth import is_portal_page
 from api.portal.pages import security_headers
-from dispatcher.attempt_log import AttemptLog
+from dispatcher.deliverer.attempt_log import AttemptLog
+from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from dispatcher.store import failed_deliveries
 from dispatcher.store.attempts import record_one
 from dispatcher.store.portal import hash_token
-from dispatcher.targets import InvalidTarget, check_target_url
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, portal_link, sign_in
 from tests.test_api_support import TOPIC, api_client, assert_matches, webhook_body

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from api.app import create_app
-from dispatcher.producer import Producer
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

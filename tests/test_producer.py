@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.producer import Outgoing, Producer
+from dispatcher.kafka.producer import Outgoing, Producer
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 
 TOPIC = "INCORPORATION_REQUEST.COMPLETED"
@@ -92,7 +92,7 @@ def test_caching_partitioner_matches_the_default(key: bytes, partitions: int) ->
     """The memoised partitioner picks exactly the Java-compatible default partition."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from dispatcher.producer import CachingPartitioner
+    from dispatcher.kafka.producer import CachingPartitioner
 
     all_partitions = list(range(partitions))
     cached = CachingPartitioner(max_keys=2)

@@ -14,8 +14,8 @@ import asyncpg
 import orjson
 import pytest
 
-from dispatcher import broker
-from dispatcher.router import Router
+from dispatcher.kafka import broker
+from dispatcher.router.router import Router
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

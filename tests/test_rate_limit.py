@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dispatcher.rate_limit import TokenBucket, bucket_for, rate_of, rebuilt
+from dispatcher.subscription.rate_limit import TokenBucket, bucket_for, rate_of, rebuilt
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.retry_override import (
+from dispatcher.settings import Settings
+from dispatcher.subscription.retry_override import (
     MAX_STEPS,
     InvalidRetry,
     RetryOverride,
     parse_retry,
     stored_override,
 )
-from dispatcher.settings import Settings
 
 SETTINGS = Settings(retry_schedule=(1.0, 5.0, 60.0, 3600.0), retry_window=86400.0)
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from dispatcher.router import mirror_pattern
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.router.router import mirror_pattern
+from dispatcher.router.subscription_index import Subscriptions
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
-from dispatcher.subscriptions import Subscriptions
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,
@@ -129,7 +129,7 @@ async def test_subscription_created_or_disabled_takes_effect_within_a_second(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
     """A new webhook gets the next event, and a disabled one stops, one second after the change."""
-    from dispatcher.producer import Producer
+    from dispatcher.kafka.producer import Producer
 
     await ensure_mirror_topics(settings, [TOPIC])
     box = SecretBox.from_setting(settings.secret_key)
@@ -163,7 +163,7 @@ async def test_index_resyncs_after_losing_its_listener_connection(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
     """A change made while the LISTEN connection is down is picked up once it reconnects."""
-    from dispatcher.subscriptions import SubscriptionIndex
+    from dispatcher.router.subscription_index import SubscriptionIndex
 
     index = SubscriptionIndex(settings.database_url)
     await index.start()
@@ -196,8 +196,8 @@ async def test_topic_catalog_check_learns_new_topics(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """Unknown topics are refused until added to the catalog; then accepted within the TTL."""
+    from dispatcher.router.subscription_index import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
     from dispatcher.store.topics import add_topic
-    from dispatcher.subscriptions import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
 
     index = SubscriptionIndex(settings.database_url)
     await index.start()

@@ -9,15 +9,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dispatcher.events import Event
-from dispatcher.filters import compile_filter
-from dispatcher.producer import Producer
-from dispatcher.router import Router
-from dispatcher.secrets import SecretBox, generate_secret
+from dispatcher.delivery.secrets import SecretBox, generate_secret
+from dispatcher.kafka.producer import Producer
+from dispatcher.messages.wire import Event
+from dispatcher.router.router import Router
+from dispatcher.router.subscription_index import FilterCache, Subscriptions
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import create_webhook as store_create_webhook
 from dispatcher.store.webhooks import update_webhook
-from dispatcher.subscriptions import FilterCache, Subscriptions
+from dispatcher.subscription.filters import compile_filter
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,
@@ -199,7 +199,7 @@ async def test_paused_webhooks_are_routed_and_disabled_ones_are_not(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, state: str, routed: bool
 ) -> None:
     """The index holds PAUSED webhooks (their deliveries get buffered) but not DISABLED ones."""
-    from dispatcher.subscriptions import SubscriptionIndex
+    from dispatcher.router.subscription_index import SubscriptionIndex
 
     webhook_id = await _webhook(pool, settings, tenant.id, "http://127.0.0.1:9/x", state=state)
     index = SubscriptionIndex(settings.database_url)

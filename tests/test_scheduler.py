@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher.attempt_log import AttemptLog
+from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.deliverer.scheduler import BacklogScheduler
-from dispatcher.errors import BlockedDestination
-from dispatcher.sender import AiohttpSender, Response
+from dispatcher.delivery.failures import BlockedDestination
+from dispatcher.delivery.http.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.notifications import Notifications

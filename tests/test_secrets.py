@@ -16,13 +16,13 @@ import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 
-from dispatcher import db
-from dispatcher.secrets import (
+from dispatcher.delivery.secrets import (
     SecretBox,
     SecretKeyError,
     generate_secret,
     preview,
 )
+from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from dispatcher.store.webhooks import (
     create_webhook,

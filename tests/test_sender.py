@@ -18,7 +18,7 @@ import pytest
 import uvloop
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from dispatcher.errors import (
+from dispatcher.delivery.failures import (
     BlockedDestination,
     ConnectError,
     DeliveryError,
@@ -26,8 +26,8 @@ from dispatcher.errors import (
     ProtocolError,
     TLSError,
 )
-from dispatcher.http_client import HttpSender
-from dispatcher.sender import (
+from dispatcher.delivery.http.lean import HttpSender
+from dispatcher.delivery.http.sender import (
     MAX_RESPONSE_BODY,
     MAX_RESPONSE_HEADERS,
     AiohttpSender,

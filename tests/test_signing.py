@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from dispatcher.secrets import generate_secret
-from dispatcher.signing import sign_headers, signing_key, standard_signature
+from dispatcher.delivery.secrets import generate_secret
+from dispatcher.delivery.signing import sign_headers, signing_key, standard_signature
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from dispatcher.attempt import WebhookTarget, attempt_delivery
-from dispatcher.errors import BlockedDestination
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.sender import MAX_RESPONSE_BODY, AiohttpSender
+from dispatcher.delivery.attempt import WebhookTarget, attempt_delivery
+from dispatcher.delivery.failures import BlockedDestination
+from dispatcher.delivery.http.sender import MAX_RESPONSE_BODY, AiohttpSender
+from dispatcher.delivery.http.ssrf import check_target_url
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
-from dispatcher.targets import check_target_url
 
 STRICT = Settings(allow_private_targets=False, delivery_timeout_s=5.0)
 LENIENT = Settings(allow_private_targets=True, delivery_timeout_s=5.0)

@@ -11,9 +11,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from dispatcher.broker import EmbeddedBroker, ensure_topics
+from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
+from dispatcher.ops.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
 from dispatcher.settings import Settings
-from dispatcher.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
 from dispatcher.store.backlog import BacklogStats
 from dispatcher.store.webhooks import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
@@ -207,7 +207,7 @@ async def test_status_command_shows_lag_backlog_and_failing_webhooks(
 
 async def test_status_command_fails_clearly_without_a_broker(settings: Settings) -> None:
     """An unreachable broker is a one-line error and exit code 1, not a traceback."""
-    from dispatcher.broker import free_port
+    from dispatcher.kafka.broker import free_port
 
     code, out, err = await hooklane(
         settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"), "status"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from dispatcher.producer import Outgoing, Producer
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.secrets import SecretBox
+from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from dispatcher.secrets import SecretBox, dev_key
+from dispatcher.delivery.secrets import SecretBox, dev_key
+from dispatcher.runtime.supervisor import HEALTHY_AFTER_S, child_env, restart_pause
 from dispatcher.settings import Settings
-from dispatcher.supervisor import HEALTHY_AFTER_S, child_env, restart_pause
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.errors import BlockedDestination
-from dispatcher.settings import Settings
-from dispatcher.targets import (
+from dispatcher.delivery.failures import BlockedDestination
+from dispatcher.delivery.http.ssrf import (
     GuardedResolver,
     InvalidTarget,
     IPAddress,
@@ -26,6 +25,7 @@ from dispatcher.targets import (
     looks_numeric,
     parse_cidrs,
 )
+from dispatcher.settings import Settings
 
 STRICT = Settings(allow_private_targets=False)
 LENIENT = Settings(allow_private_targets=True)

@@ -10,10 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher import topic_schemas
-from dispatcher.topic_schemas import CatalogSchemas, compile_schema, data_problems, quick_check
+from dispatcher.messages.topic_schemas import (
+    CatalogSchemas,
+    compile_schema,
+    data_problems,
+    quick_check,
+)
+from dispatcher.store import db
 
-MIGRATIONS = Path(topic_schemas.__file__).parent / "migrations"
+MIGRATIONS = Path(db.__file__).parent / "migrations"
 
 
 def seeded_schemas() -> list[dict[str, Any]]:

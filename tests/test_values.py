@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mypy import api as mypy_api
 
-from dispatcher.events import DeliveryTask, Event
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.values import immutable
 
 
@@ -33,7 +33,7 @@ def test_mypy_rejects_assigning_a_field(tmp_path: Path) -> None:
     """The immutability is the type checker's to enforce: it must refuse this."""
     source = tmp_path / "assigns.py"
     source.write_text(
-        "from dispatcher.events import Event\n"
+        "from dispatcher.messages.wire import Event\n"
         "def rename(event: Event) -> None:\n"
         "    event.topic = 'OTHER'\n"
     )

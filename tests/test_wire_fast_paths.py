@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
-from dispatcher.events import DeliveryTask, Event, TaskKind, task_messages
-from dispatcher.signing import sign_headers, signing_key
+from dispatcher.delivery.signing import sign_headers, signing_key
+from dispatcher.messages.wire import DeliveryTask, Event, TaskKind, task_messages
 
 EVENTS = [
     Event("evt_1", "REGISTRATIONS.NEW.SUCCEEDED", "tenant-a", 1700000000, {}),

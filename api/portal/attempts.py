@@ -23,8 +23,8 @@ from api.portal.pages import render
 from api.portal.webhook_page import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
-from dispatcher.events import delivery_body
-from dispatcher.sender import USER_AGENT
+from dispatcher.delivery.http.sender import USER_AGENT
+from dispatcher.messages.wire import delivery_body
 
 # What the deliverer signs with; the portal shows that they were sent, never their value.
 SIGNATURE_HEADERS = ("Commenda-X-Secret", "webhook-signature")

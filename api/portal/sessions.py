@@ -22,9 +22,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from api.app_keys import POOL, SETTINGS, TENANT_ID
 from api.auth import is_portal_page, route_path, tenant_id
 from api.errors import ApiError
-from api.keys import POOL, SETTINGS, TENANT_ID
 from api.portal.pages import (
     SESSION,
     csrf_token,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from api.keys import POOL
+from api.app_keys import POOL
 from api.portal.pages import render
 from dispatcher.store.topics import list_topics
 

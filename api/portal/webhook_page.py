@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from api.app_keys import POOL
 from api.attempts import attempts_page
-from api.keys import POOL
 from api.portal.pages import render
 from dispatcher.store import webhooks as store
 from dispatcher.store.backlog import backlog_sizes

@@ -11,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from api.app_keys import POOL, SCHEMAS
 from api.auth import tenant_id
 from api.errors import ApiError
-from api.keys import POOL, SCHEMAS
 from api.portal.pages import render, see_other
 from api.portal.webhook_page import detail_page, health
 from api.webhooks import (
@@ -24,7 +24,7 @@ from api.webhooks import (
     update_from_body,
     webhook_or_404,
 )
-from dispatcher.secrets import generate_secret
+from dispatcher.delivery.secrets import generate_secret
 from dispatcher.store import webhooks as store
 from dispatcher.store.topics import list_topics
 

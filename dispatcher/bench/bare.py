@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from dispatcher import event_loop
 from dispatcher.deliverer import Deliverer
 from dispatcher.logs import configure_logging
-from dispatcher.router import Router
-from dispatcher.service import run_until_signalled
+from dispatcher.router.router import Router
+from dispatcher.runtime import event_loop
+from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 
 

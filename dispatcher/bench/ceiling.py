@@ -26,16 +26,16 @@ from typing import Any
 
 import orjson
 
-from dispatcher import event_loop
 from dispatcher.bench.results import ScenarioResult
 from dispatcher.bench.stack import BENCH_TOPIC, Receiver, webhook_url
 from dispatcher.bench.stats import per_item_us, rate
 from dispatcher.bench.workload import event_data, pad_for
-from dispatcher.events import Event, delivery_body
-from dispatcher.secrets import generate_secret
-from dispatcher.sender import make_sender
+from dispatcher.delivery.http.sender import make_sender
+from dispatcher.delivery.secrets import generate_secret
+from dispatcher.delivery.signing import sign_headers
+from dispatcher.messages.wire import Event, delivery_body
+from dispatcher.runtime import event_loop
 from dispatcher.settings import Settings
-from dispatcher.signing import sign_headers
 
 SENDERS = ("aiohttp", "fast")
 LOOPS = ("asyncio", "uvloop")

@@ -35,8 +35,8 @@ from dispatcher.bench.receiver import number_after
 from dispatcher.bench.stack import BENCH_TOPIC
 from dispatcher.bench.stats import summarize
 from dispatcher.bench.workload import event_data, paced_publish
-from dispatcher.consumer import COMMIT_INTERVAL_S
-from dispatcher.router import MAX_BATCH, POLL_TIMEOUT_MS, mirror_pattern
+from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S
+from dispatcher.router.router import MAX_BATCH, POLL_TIMEOUT_MS, mirror_pattern
 from dispatcher.settings import Settings
 
 # The router's own poll settings, and the pipeline's commit pace for both groups.
@@ -148,7 +148,7 @@ class NullPipeline:
             self.arrived.set()
 
     async def _route_forever(self) -> None:
-        from dispatcher.producer import Producer
+        from dispatcher.kafka.producer import Producer
 
         async with Producer(self.settings) as producer:
             committed = time.monotonic()
@@ -192,7 +192,7 @@ async def _commit_now_and_then(consumer: AIOKafkaConsumer, last: float) -> float
 
 async def warm_up(pipeline: NullPipeline, settings: Settings, tenants: Sequence[str]) -> None:
     """One event through the null pipeline (both groups joined and reading); then forget it."""
-    from dispatcher.producer import Producer
+    from dispatcher.kafka.producer import Producer
 
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with Producer(settings) as producer:

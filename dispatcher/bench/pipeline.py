@@ -33,9 +33,9 @@ from dispatcher.bench.workload import (
     topic_size,
     wait_for_deliveries,
 )
-from dispatcher.broker import free_port
+from dispatcher.kafka.broker import free_port
+from dispatcher.runtime.supervisor import child_env
 from dispatcher.settings import Settings
-from dispatcher.supervisor import child_env
 
 # (5) retries quickly and parks after 5 s, so the drain starts within seconds of the
 # receiver coming back instead of waiting for the production 5-minute long retry.
@@ -133,7 +133,7 @@ class Running:
         pattern subscriptions settle in the background. One delivery that made it
         through proves the pipeline is live; the receiver then forgets it.
         """
-        from dispatcher.producer import Producer
+        from dispatcher.kafka.producer import Producer
 
         assert self.receiver is not None
         started = time.monotonic()

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from dispatcher import db
-from dispatcher.attempt import attempt_delivery
 from dispatcher.bench.stack import bench_database_url, create_webhooks
 from dispatcher.bench.stats import percentile
-from dispatcher.broker import free_port
 from dispatcher.deliverer.target_cache import TargetCache
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.secrets import SecretBox, new_key
-from dispatcher.sender import AiohttpSender
+from dispatcher.delivery.attempt import attempt_delivery
+from dispatcher.delivery.http.sender import AiohttpSender
+from dispatcher.delivery.secrets import SecretBox, new_key
+from dispatcher.kafka.broker import free_port
+from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
+from dispatcher.store import db
 
 CONCURRENCY = 32  # deliveries in flight, like busy lanes
 

@@ -21,11 +21,11 @@ from dispatcher.bench.options import BenchOptions, UsageError, parse_options
 from dispatcher.bench.report import format_comparison, format_table
 from dispatcher.bench.results import ScenarioResult, compare, document
 from dispatcher.bench.stack import Receiver, Stack
-from dispatcher.broker import embedded_settings
+from dispatcher.kafka.broker import embedded_settings
+from dispatcher.runtime.supervisor import child_env
 from dispatcher.settings import Settings, SettingsError
-from dispatcher.supervisor import child_env
 
-PIPELINE_MODULES = ("dispatcher.producer", "dispatcher.router", "dispatcher.deliverer")
+PIPELINE_MODULES = ("dispatcher.kafka.producer", "dispatcher.router", "dispatcher.deliverer")
 BENCH_DIR = Path(".bench")
 MIN_CEILING_REQUESTS = 20_000
 

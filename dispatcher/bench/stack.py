@@ -19,12 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from dispatcher import db
 from dispatcher.bench.procs import Child, cpu_seconds, memory_kb
-from dispatcher.broker import EmbeddedBroker, embedded_settings, free_port
-from dispatcher.secrets import SecretBox, generate_secret, new_key, preview
+from dispatcher.delivery.secrets import SecretBox, generate_secret, new_key, preview
+from dispatcher.kafka.broker import EmbeddedBroker, embedded_settings, free_port
+from dispatcher.runtime.supervisor import child_env, create_kafka_topics
 from dispatcher.settings import Settings
-from dispatcher.supervisor import child_env, create_kafka_topics
+from dispatcher.store import db
 
 BENCH_TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from dispatcher.bench.procs import Child
 from dispatcher.bench.progress import Progress
 from dispatcher.bench.stack import BENCH_TOPIC, Receiver
-from dispatcher.events import Event, delivery_body
+from dispatcher.messages.wire import Event, delivery_body
 from dispatcher.settings import Settings
 
 BODY_BYTES = 1024
@@ -58,7 +58,7 @@ async def prepublish(
     body_bytes: int = BODY_BYTES,
 ) -> float:
     """Publish ``events`` events round-robin over the tenants; returns seconds taken."""
-    from dispatcher.producer import Outgoing, Producer
+    from dispatcher.kafka.producer import Outgoing, Producer
 
     pad = pad_for(body_bytes)
     progress = Progress(label, events)
@@ -87,7 +87,7 @@ async def paced_publish(
     Batches are sent without waiting for the previous acknowledgement so a slow ack
     never lowers the offered rate; each event carries the time it was handed over.
     """
-    from dispatcher.producer import Outgoing, Producer
+    from dispatcher.kafka.producer import Outgoing, Producer
 
     pad = pad_for()
     total = int(rate * duration)

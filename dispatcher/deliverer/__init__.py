@@ -1,12 +1,13 @@
 """The deliverer: lanes per webhook, the backlog scheduler beside them, the process.
 
-- ``service``: the process (``Deliverer``, ``run_deliverer``);
-- ``worker`` and ``lane``: the in-memory lanes; ``parking`` and ``store``: their
+- ``deliverer``: the process (``Deliverer``, ``run_deliverer``);
+- ``worker`` and ``lane``: the in-memory lanes; ``parking`` and ``lane_store``: their
   Postgres side; ``scheduler``: the backlog scheduler serving parked lanes;
 - ``partitions``: offsets and ownership of the deliveries partitions owned now;
-- ``target_cache``: the cache of webhook targets.
+- ``target_cache``: the cache of webhook targets; ``announcer``: operational events;
+- ``attempt_log``: every attempt, written in batches.
 """
 
-from dispatcher.deliverer.service import GROUP_ID, Deliverer, run_deliverer
+from dispatcher.deliverer.deliverer import GROUP_ID, Deliverer, run_deliverer
 
 __all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]

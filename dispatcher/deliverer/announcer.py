@@ -1,4 +1,4 @@
-"""Publishing a tenant's operational events (``dispatcher.operational``) from the deliverer.
+"""Publishing a tenant's operational events (``messages.operational``) from the deliverer.
 
 When a lane or the backlog scheduler disables, parks, recovers or gives up on a
 webhook, the ``Announcer`` builds the matching ``HOOKLANE.*`` event and publishes it
@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 
 import structlog
 
-from dispatcher import operational
-from dispatcher.attempt import AttemptResult, WebhookTarget
-from dispatcher.events import DeliveryTask, Event
-from dispatcher.rate_limit import TokenBucket
+from dispatcher.delivery.attempt import AttemptResult, WebhookTarget
+from dispatcher.messages import operational
+from dispatcher.messages.wire import DeliveryTask, Event
+from dispatcher.subscription.rate_limit import TokenBucket
 
 log = structlog.get_logger(__name__)
 

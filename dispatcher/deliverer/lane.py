@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from dispatcher.concurrency import AdaptiveWindow, Signal
 from dispatcher.deliverer.partitions import OffsetTracker
-from dispatcher.events import DeliveryTask
-from dispatcher.rate_limit import TokenBucket, rebuilt
+from dispatcher.messages.wire import DeliveryTask
+from dispatcher.subscription.adaptive_window import AdaptiveWindow, Signal
+from dispatcher.subscription.rate_limit import TokenBucket, rebuilt
 
 # Additive increase of the adaptive window per round of fast answers. Each probe past a
 # receiver's capacity costs one 429/503 and halves the window: at +0.5 a receiver of

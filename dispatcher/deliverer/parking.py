@@ -26,12 +26,12 @@ from collections.abc import Callable
 
 import structlog
 
-from dispatcher.attempt import WebhookTarget
-from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
-from dispatcher.deliverer.store import DeliveryStore
-from dispatcher.metrics import DelivererMetrics
+from dispatcher.deliverer.lane_store import DeliveryStore
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.ops.metrics import DelivererMetrics
+from dispatcher.store.db import TRANSIENT_ERRORS
 
 log = structlog.get_logger(__name__)
 

@@ -5,10 +5,10 @@ ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
 ``leased_until``, renewed while working) and handles each in its own task:
 
 - retry the backlog head; on 2xx drain the backlog in order at full speed, or at the
-  webhook's ``rate_limit`` (the lanes' token bucket, ``dispatcher.rate_limit``; rows
+  webhook's ``rate_limit`` (the lanes' token bucket, ``dispatcher.subscription.rate_limit``; rows
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
   ``dispatcher.store.backlog``);
-- on failure, store the next attempt time from the long schedule (``dispatcher.policy``);
+- on failure, store the next attempt time from the long schedule (``dispatcher.delivery.policy``);
 - a delivery past its retry window (or to a blocked destination) moves to
   ``failed_deliveries`` and the next one is tried;
 - ``410 Gone``, or continuous failure for ``auto_disable_after``, disables the
@@ -32,13 +32,12 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from dispatcher.attempt import WebhookTarget, attempt_delivery
-from dispatcher.attempt_log import AttemptLog
-from dispatcher.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.deliverer.announcer import Announcer
-from dispatcher.delivery_logs import DeliveryLog
-from dispatcher.metrics import DelivererMetrics
-from dispatcher.policy import (
+from dispatcher.deliverer.attempt_log import AttemptLog
+from dispatcher.delivery.attempt import WebhookTarget, attempt_delivery
+from dispatcher.delivery.delivery_logs import DeliveryLog
+from dispatcher.delivery.http.sender import Sender
+from dispatcher.delivery.policy import (
     LaneState,
     Outcome,
     Random,
@@ -47,13 +46,14 @@ from dispatcher.policy import (
     effective_policy,
     next_step,
 )
-from dispatcher.rate_limit import TokenBucket, rebuilt
-from dispatcher.sender import Sender
+from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings
 from dispatcher.store import attempts as attempt_store
 from dispatcher.store import backlog, webhooks
 from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
+from dispatcher.store.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.store.notifications import Notifications, Subscription
+from dispatcher.subscription.rate_limit import TokenBucket, rebuilt
 
 log = structlog.get_logger(__name__)
 

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dispatcher.attempt import WebhookTarget
-from dispatcher.secrets import SecretBox
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.delivery.secrets import SecretBox
 from dispatcher.store.webhooks import VersionedTarget, load_target, load_targets
 
 if TYPE_CHECKING:
-    from dispatcher.db import Executor
+    from dispatcher.store.db import Executor
 
 Loader = Callable[[str], Awaitable[WebhookTarget | None]]
 # ids, and the versions already held -> the existing webhooks among them (see

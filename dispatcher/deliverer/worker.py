@@ -11,7 +11,7 @@ in-flight slot, so it holds none and sends nothing (no attempt is logged) while 
 waits; an unordered lane's in-flight limit is its adaptive window, fed by every answer
 and reported to Postgres at most every ``REPORT_WINDOW_EVERY_S`` while it changes.
 
-Each outcome goes through the delivery policy (``dispatcher.policy``): 2xx finishes the
+Each outcome goes through the delivery policy (``dispatcher.delivery.policy``): 2xx finishes the
 delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
 past the in-memory window, on 410 or for a DISABLED webhook the lane moves to the
 Postgres backlog, and a give-up is recorded for replay (both in ``parking``). Finished
@@ -40,25 +40,25 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
-from dispatcher import policy
-from dispatcher.attempt import AttemptResult, WebhookTarget, attempt_delivery
-from dispatcher.concurrency import classify
-from dispatcher.db import TRANSIENT_ERRORS
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.dispatching import ReadyQueue, Slots
 from dispatcher.deliverer.lane import Lane, Pending
+from dispatcher.deliverer.lane_store import DeliveryStore
 from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
 from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
-from dispatcher.deliverer.store import DeliveryStore
 from dispatcher.deliverer.target_cache import TargetCache
-from dispatcher.delivery_logs import DeliveryLog
-from dispatcher.events import DeliveryTask
-from dispatcher.lane_gauges import LaneCounts, count_lanes
-from dispatcher.metrics import DelivererMetrics
-from dispatcher.policy import Outcome
-from dispatcher.secrets import SecretKeyError
-from dispatcher.sender import Sender
+from dispatcher.delivery import policy
+from dispatcher.delivery.attempt import AttemptResult, WebhookTarget, attempt_delivery
+from dispatcher.delivery.delivery_logs import DeliveryLog
+from dispatcher.delivery.http.sender import Sender
+from dispatcher.delivery.policy import Outcome
+from dispatcher.delivery.secrets import SecretKeyError
+from dispatcher.messages.wire import DeliveryTask
+from dispatcher.ops.lane_gauges import LaneCounts, count_lanes
+from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings
+from dispatcher.store.db import TRANSIENT_ERRORS
+from dispatcher.subscription.adaptive_window import classify
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ logged but do not change a webhook's health. A healthy webhook's ``last_success_
 is kept to within ``LAST_SUCCESS_RESOLUTION`` (1 s): the batches in between leave its
 row alone. The transaction commits asynchronously (see ``write_batch``). Reads are
 scoped by tenant.
-``dispatcher.attempt_log`` batches results in memory and calls ``write_batch``.
+``dispatcher.deliverer.attempt_log`` batches results in memory and calls ``write_batch``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
-from dispatcher.attempt import AttemptResult
-from dispatcher.db import delete_in_batches
-from dispatcher.sender import Headers
+from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.http.sender import Headers
+from dispatcher.store.db import delete_in_batches
 
 if TYPE_CHECKING:
-    from dispatcher.db import Connection, Executor
+    from dispatcher.store.db import Connection, Executor
 
 Outcome = Literal["success", "failure"]
 OUTCOMES: frozenset[str] = frozenset({"success", "failure"})

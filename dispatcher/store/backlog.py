@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from dispatcher.events import DeliveryTask
+from dispatcher.messages.wire import DeliveryTask
 from dispatcher.store import failed_deliveries
 
 if TYPE_CHECKING:
-    from dispatcher.db import Connection, Executor
+    from dispatcher.store.db import Connection, Executor
 
 
 def _ts(seconds: float) -> datetime:

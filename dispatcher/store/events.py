@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import lz4.block
 import orjson
 
-from dispatcher.db import delete_in_batches
-from dispatcher.events import Event
+from dispatcher.messages.wire import Event
+from dispatcher.store.db import delete_in_batches
 
 if TYPE_CHECKING:
-    from dispatcher.db import Executor
+    from dispatcher.store.db import Executor
 
 # The stored form: one marker byte, then LZ4's block format with the size in front.
 # LZ4 compresses ~1 KB of JSON in 0.3-1.2 us where zlib's fastest level took 3.8-9.4

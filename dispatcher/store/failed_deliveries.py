@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from dispatcher.events import DeliveryTask
+from dispatcher.messages.wire import DeliveryTask
 
 if TYPE_CHECKING:
-    from dispatcher.db import Executor
+    from dispatcher.store.db import Executor
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from dispatcher.db import TRANSIENT_ERRORS
+from dispatcher.store.db import TRANSIENT_ERRORS
 from dispatcher.tasks import cancel, until_ready
 
 log = structlog.get_logger(__name__)

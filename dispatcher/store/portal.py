@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dispatcher.db import Executor
+    from dispatcher.store.db import Executor
 
 LOGIN_PATH = "/portal/login/"
 # A browser session lasts a working day; a new link starts a new one.

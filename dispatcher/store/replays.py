@@ -11,7 +11,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dispatcher.db import Connection, Executor
+    from dispatcher.store.db import Connection, Executor
 
 PURGE_BATCH = 5000
 

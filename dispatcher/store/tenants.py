@@ -8,7 +8,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dispatcher.db import Connection, Executor
+    from dispatcher.store.db import Connection, Executor
 
 KEY_PREFIX = "hl_"
 

@@ -18,7 +18,7 @@ import jsonschema.validators
 if TYPE_CHECKING:
     import asyncpg
 
-    from dispatcher.db import Executor
+    from dispatcher.store.db import Executor
 
 TOPIC_NAME = re.compile(r"^[A-Z0-9_]+(\.[A-Z0-9_]+)*$")
 MAX_TOPIC_NAME = 200

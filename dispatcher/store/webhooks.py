@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 
-from dispatcher.attempt import WebhookTarget
-from dispatcher.rate_limit import rate_of
-from dispatcher.retry_override import stored_override
-from dispatcher.secrets import SecretBox, SecretKeyError, preview
+from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.delivery.secrets import SecretBox, SecretKeyError, preview
+from dispatcher.subscription.rate_limit import rate_of
+from dispatcher.subscription.retry_override import stored_override
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from dispatcher.db import Connection, Executor
+    from dispatcher.store.db import Connection, Executor
 
 # How long a replaced secret still signs deliveries (a second signature), so
 # receivers can roll their verification key without dropping requests.
@@ -115,7 +115,7 @@ async def create_webhook(
 ) -> Webhook:
     """Insert a webhook with a new uuid4 id; the secret is stored encrypted.
 
-    ``executor`` must decode jsonb (``dispatcher.db.create_pool``) for the
+    ``executor`` must decode jsonb (``dispatcher.store.db.create_pool``) for the
     subscription fields.
     """
     row = await executor.fetchrow(
@@ -409,7 +409,7 @@ async def failing_webhooks(executor: Executor, limit: int) -> list[FailingWebhoo
     return [FailingWebhook(*row.values()) for row in rows]
 
 
-# What the router's subscription index needs of a webhook (``dispatcher.subscriptions``).
+# What the subscription index (``dispatcher.router.subscription_index``) needs of a webhook.
 # PAUSED webhooks are routed: the deliverer keeps their deliveries in the backlog.
 ROUTED_STATES = ("ENABLED", "PAUSED")
 _ROUTING = "id::text AS id, tenant_id, topics, state, filter, updated_at"

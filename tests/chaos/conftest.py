@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.kafka.broker import EmbeddedBroker
 from dispatcher.settings import Settings
 from tests.chaos.harness import RESULTS, table
 from tests.conftest import TEST_SECRET_KEY

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from dispatcher.broker import free_port
-from dispatcher.producer import Producer
+from dispatcher.kafka.broker import free_port
+from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
 from tests.pipeline_helpers import Receiver, create_webhook, ensure_mirror_topics, settings_env

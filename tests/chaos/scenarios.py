@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.kafka.broker import EmbeddedBroker
 from dispatcher.settings import Settings
 from tests.chaos.harness import (
     RESULTS,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.broker import EmbeddedBroker
+from dispatcher.kafka.broker import EmbeddedBroker
 from dispatcher.settings import Settings
 from tests.chaos.scenarios import (
     Failing,

@@ -1,0 +1,1 @@
+"""One delivery: the attempt, its policy, signing, failures, secrets and log lines."""

@@ -1,0 +1,119 @@
+"""One delivery attempt: build the Commenda body, sign it, send it, describe the outcome.
+
+Shared by the deliverer and the API's test trigger so both sign and send identically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.delivery.failures import DeliveryError
+from dispatcher.delivery.http.sender import Headers, Sender
+from dispatcher.delivery.signing import sign_headers
+from dispatcher.messages.wire import DeliveryTask, delivery_body
+from dispatcher.subscription.retry_override import RetryOverride
+from dispatcher.values import immutable
+
+MAX_RECORDED_BODY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """What the deliverer needs to know of a webhook, with its secrets decrypted."""
+
+    id: str
+    tenant_id: str
+    url: str
+    # secrets[0] signs; later entries are rotated-out secrets that are still valid.
+    secrets: tuple[str, ...]
+    api_version: str = "v1.0"
+    state: str = "ENABLED"
+    ordering: str = "ordered"
+    max_in_flight: int = 1
+    # Deliveries per second (``rate_limit``, parsed); None: unlimited.
+    rate_limit: float | None = None
+    # The ``retry`` override as stored; ``policy.effective_policy`` bounds it.
+    retry: RetryOverride = field(default_factory=RetryOverride)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether new deliveries may go out."""
+        return self.state == "ENABLED"
+
+
+@immutable
+class AttemptResult:
+    """The outcome of one attempt, as recorded in the attempt log."""
+
+    webhook_id: str
+    tenant_id: str
+    event_id: str
+    topic: str
+    attempt: int
+    attempted_at: float  # unix seconds
+    duration_ms: float
+    status_code: int | None = None
+    retry_after: str | None = None
+    error: str | None = None
+    error_class: str | None = None
+    retriable: bool = True
+    response_body: str | None = None
+    test: bool = False
+    response_headers: Headers = ()
+
+    @property
+    def success(self) -> bool:
+        """True when the receiver answered 2xx."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+async def attempt_delivery(
+    sender: Sender,
+    target: WebhookTarget,
+    task: DeliveryTask,
+    attempt: int,
+    clock: Callable[[], float] = time.time,
+) -> AttemptResult:
+    """Sign and POST ``task`` to ``target`` once; never raises for delivery failures."""
+    event = task.event
+    body = delivery_body(event, target.id, target.api_version)
+    attempted_at = clock()
+    headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
+
+    def result(duration_ms: float, **outcome: Any) -> AttemptResult:
+        return AttemptResult(
+            target.id,
+            target.tenant_id,
+            event.id,
+            event.topic,
+            attempt,
+            attempted_at,
+            duration_ms,
+            test=task.kind == "test",
+            **outcome,
+        )
+
+    started = time.perf_counter()
+    try:
+        response = await sender.send(target.url, body, headers)
+    except DeliveryError as exc:
+        return result(
+            (time.perf_counter() - started) * 1000,
+            error=str(exc) or exc.error_class,
+            error_class=exc.error_class,
+            retriable=exc.retriable,
+        )
+    duration_ms = (time.perf_counter() - started) * 1000
+    ok = 200 <= response.status < 300
+    return result(
+        duration_ms,
+        status_code=response.status,
+        retry_after=response.retry_after,
+        error=None if ok else f"HTTP {response.status}",
+        error_class=None if ok else "HTTPStatus",
+        response_body=response.body[:MAX_RECORDED_BODY].decode("utf-8", "replace"),
+        response_headers=response.headers,
+    )

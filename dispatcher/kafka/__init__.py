@@ -1,0 +1,1 @@
+"""Kafka: the embedded brokers, topics, the group consumer, the producer, dead letters."""

@@ -1,0 +1,1 @@
+"""The messages: wire formats, operational events, topic schemas and the JSON rule."""

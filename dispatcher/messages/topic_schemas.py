@@ -1,0 +1,201 @@
+"""The one validation rule for events: ``data`` against its topic's JSON Schema.
+
+``POST /events`` and the router both call ``data_problems``, so an event is accepted
+or refused the same way whichever path it takes. Validators are compiled once per
+topic and schema (``ValidatorCache``: a changed schema is a new fingerprint, so it is
+compiled again); ``CatalogSchemas`` keeps the router's copy of the catalog's schemas
+fresh by reloading them every ``REFRESH_S`` seconds (one small query, not per event),
+and tries each event first with ``quick_check`` (jsonschema-rs's compiled validator as
+a proof of validity), so jsonschema runs only on what it cannot prove.
+
+``compile_schema`` and ``problems`` are also what the API validates request bodies with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import jsonschema.validators
+import jsonschema_rs
+import orjson
+
+from dispatcher.store.topics import topic_schemas
+
+if TYPE_CHECKING:
+    from dispatcher.store.db import Executor
+
+REFRESH_S = 5.0
+# The dead-letter reason names at most this many problems (the rest are counted).
+MAX_REASONS = 5
+
+Validator = jsonschema.protocols.Validator
+
+
+def parse_datetime(value: str) -> datetime:
+    """An RFC 3339 date-time (with ``T`` and a UTC offset or ``Z``); ValueError otherwise."""
+    if "T" not in value.upper():
+        raise ValueError("expected an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
+    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("the date-time needs a UTC offset or Z")
+    return moment
+
+
+FORMAT_CHECKER = jsonschema.FormatChecker()
+
+
+@FORMAT_CHECKER.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if isinstance(value, str):
+        parse_datetime(value)
+    return True
+
+
+def _pointer(path: Iterable[str | int]) -> str:
+    return "".join(f"/{part}" for part in path)
+
+
+def problems(validator: Validator, instance: Any) -> list[dict[str, Any]]:
+    """Every reason ``instance`` fails ``validator``, as ``{path, message, keyword}``."""
+    found: list[dict[str, Any]] = []
+    for error in validator.iter_errors(instance):
+        path = _pointer(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            found += [
+                {
+                    "path": f"{path}/{name}",
+                    "message": f"unknown field {name!r}",
+                    "keyword": "additionalProperties",
+                }
+                for name in error.instance
+                if name not in known
+            ]
+            continue
+        # A schema may word its own messages: {"x-errors": {"<keyword>": "..."}}.
+        worded = error.schema.get("x-errors", {}) if isinstance(error.schema, dict) else {}
+        message = worded.get(error.validator) or error.message
+        if path:
+            message = f"{path[1:]}: {message}"
+        found.append({"path": path, "message": message, "keyword": str(error.validator)})
+    return sorted(found, key=lambda item: (item["path"], item["keyword"]))
+
+
+def compile_schema(schema: dict[str, Any]) -> Validator:
+    """A validator for ``schema`` (its declared draft), checking formats we support."""
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=FORMAT_CHECKER)
+
+
+class ValidatorCache:
+    """Compiled validators by topic, compiled again only when the topic's schema changes."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, tuple[bytes, Validator]] = {}
+
+    def validator(self, topic: str, schema: dict[str, Any]) -> Validator:
+        """The validator of ``topic``'s current ``schema``."""
+        fingerprint = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        cached = self._compiled.get(topic)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        validator = compile_schema(schema)
+        self._compiled[topic] = (fingerprint, validator)
+        return validator
+
+    def data_problems(
+        self, topic: str, schema: dict[str, Any], data: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """``data_problems`` with this cache's validator of ``topic``."""
+        return data_problems(self.validator(topic, schema), data)
+
+
+def data_problems(validator: Validator, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Why an event's ``data`` fails its topic schema; paths start with ``/data``."""
+    found = problems(validator, data)
+    for problem in found:
+        problem["path"] = "/data" + problem["path"]
+    return found
+
+
+def describe(topic: str, found: list[dict[str, Any]]) -> str:
+    """One line for the dead-letter reason: the topic and its first problems."""
+    shown = "; ".join(f"{p['path']}: {p['message']}" for p in found[:MAX_REASONS])
+    more = f" (and {len(found) - MAX_REASONS} more)" if len(found) > MAX_REASONS else ""
+    return f"data does not match the schema of {topic}: {shown}{more}"
+
+
+# A proof of validity (see ``quick_check``): True means jsonschema would find no
+# problem; False only "not proven", never "invalid".
+QuickCheck = Callable[[Any], bool]
+
+
+def _format_check(name: str) -> Callable[[str], bool]:
+    def conforms(value: str) -> bool:
+        return FORMAT_CHECKER.conforms(value, name)
+
+    return conforms
+
+
+# Formats are judged by the very checkers jsonschema uses here (``FORMAT_CHECKER``),
+# so the two validators never differ on one; a format jsonschema does not check is
+# not checked by either.
+_FORMATS = {name: _format_check(name) for name in FORMAT_CHECKER.checkers}
+
+
+def quick_check(schema: dict[str, Any]) -> QuickCheck | None:
+    """A fast proof that an instance is valid against ``schema``, or None.
+
+    jsonschema-rs (a compiled validator of every draft) answers whether an instance is
+    valid in ~0.2 us where jsonschema takes tens and a plain-Python check of the common
+    keywords took 1.9. True is only trusted as "no problem": on False the caller
+    validates with jsonschema, which words the problems (or finds none: False is "not
+    proven"). None when jsonschema-rs cannot compile the schema (e.g. an unresolvable
+    ``$ref``): jsonschema alone then decides.
+    """
+    try:
+        validator = jsonschema_rs.validator_for(
+            schema, formats=_FORMATS, validate_formats=True, offline=True
+        )
+    except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError):
+        return None
+    is_valid: QuickCheck = validator.is_valid
+    return is_valid
+
+
+class CatalogSchemas:
+    """The catalog's topic schemas for the router, reloaded every ``refresh_s`` seconds."""
+
+    def __init__(self, refresh_s: float = REFRESH_S) -> None:
+        self._refresh_s = refresh_s
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._loaded_at = float("-inf")
+        self._validators = ValidatorCache()
+        # By topic: the schema object last checked and its quick check (None: none).
+        self._quick: dict[str, tuple[dict[str, Any], QuickCheck | None]] = {}
+
+    async def refresh_if_stale(self, executor: Executor) -> None:
+        """Reload the schemas when the last load is older than ``refresh_s``."""
+        now = time.monotonic()
+        if now - self._loaded_at >= self._refresh_s:
+            self._schemas = await topic_schemas(executor)
+            self._loaded_at = now
+
+    def problems_of(self, topic: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """Why ``data`` fails ``topic``'s schema (nothing for a topic not loaded yet)."""
+        schema = self._schemas.get(topic)
+        if schema is None:
+            return []  # the router's catalog check decides about unknown topics
+        cached = self._quick.get(topic)
+        if cached is None or cached[0] is not schema:  # a reload is a new object
+            cached = (schema, quick_check(schema))
+            self._quick[topic] = cached
+        check = cached[1]
+        if check is not None and check(data):
+            return []
+        return self._validators.data_problems(topic, schema, data)

@@ -1,0 +1,1 @@
+"""Operating the processes: metrics, the ops server, readiness, lag, gauges, status."""

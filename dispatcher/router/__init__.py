@@ -1,0 +1,1 @@
+"""The router process: mirror topics in, delivery tasks out (ingest, the subscription index)."""

@@ -1,0 +1,1 @@
+"""Running processes: the supervisor, signals, parent death, the embedded Postgres, the loop."""

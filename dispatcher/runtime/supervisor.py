@@ -1,0 +1,257 @@
+"""``hooklane up``: the whole stack on embedded defaults, supervised.
+
+Starts the embedded broker (unless a Kafka cluster is configured), prepares Postgres
+(the local server, or an embedded one where none answers and no URL was set), applies
+migrations, creates the Kafka topics (replication 1 on the embedded broker), then runs
+the API, router and deliverer as child processes, restarting any that dies (the pause
+grows with quick deaths and resets once a child ran ``HEALTHY_AFTER_S``). Without
+``HOOKLANE_SECRET_KEY`` it uses a development key kept in ``.hooklane/secret.key`` and
+hands it to the children explicitly. SIGINT/SIGTERM stop everything, children first.
+
+If the supervisor is SIGKILLed instead, the children and the embedded broker die with it
+on Linux (``dispatcher.runtime.parent_death``), undrained as in any crash, rather than holding
+the API and metrics ports the next ``hooklane up`` binds. The embedded Postgres does not
+(see ``dispatcher.runtime.embedded_db``): the next ``hooklane up`` adopts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import structlog
+
+from dispatcher.delivery.secrets import dev_key
+from dispatcher.kafka.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
+from dispatcher.runtime.embedded_db import EmbeddedPostgres
+from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
+from dispatcher.store import db
+
+log = structlog.get_logger(__name__)
+
+DEV_TENANT = "ten_dev"
+CHILD_MODULES = ("api", "dispatcher.router", "dispatcher.deliverer")
+# Each child serves /metrics, /healthz, /readyz on HOOKLANE_METRICS_PORT + its offset.
+METRICS_PORT_OFFSETS = {"api": 0, "dispatcher.router": 1, "dispatcher.deliverer": 2}
+STOP_GRACE_S = 20.0
+DEV_KEY_FILE = Path(".hooklane") / "secret.key"
+# A child that ran this long was healthy: its next death restarts the backoff.
+HEALTHY_AFTER_S = 30.0
+MAX_RESTART_PAUSE_S = 30.0
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    module: str
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+async def prepare_database(
+    settings: Settings, explicit_url: bool, fallback: EmbeddedPostgres
+) -> Settings:
+    """Migrate the configured database; where none answers in dev, start ``fallback``.
+
+    Only the default URL falls back: a URL someone set is the database they mean.
+    """
+    try:
+        await db.migrate(settings.database_url)
+        return settings
+    except db.DatabaseError:
+        if explicit_url or settings.database_url != DEFAULT_DATABASE_URL:
+            raise
+    log.warning("postgres.unreachable", url=settings.database_url, fallback=str(fallback.pgdata))
+    settings = settings.replace(database_url=fallback.start())
+    await db.migrate(settings.database_url)
+    return settings
+
+
+async def create_kafka_topics(settings: Settings) -> list[TopicState]:
+    """Create the deliveries, dead-letter and mirror topics (one per catalog topic)."""
+    from dispatcher.store.topics import topic_names
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        names = await topic_names(conn)
+    finally:
+        await conn.close()
+    return await create_topics(settings, sorted(names))
+
+
+async def dev_api_key(settings: Settings) -> str:
+    """A fresh API key for the development tenant."""
+    from dispatcher.store.tenants import ensure_tenant, issue_api_key
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await ensure_tenant(conn, DEV_TENANT, "Development tenant")
+        return await issue_api_key(conn, DEV_TENANT)
+    finally:
+        await conn.close()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of child processes: ours plus the resolved endpoints."""
+    env = dict(os.environ)
+    env["HOOKLANE_DATABASE_URL"] = settings.database_url
+    env["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    if settings.kafka_replication_factor is not None:
+        env["HOOKLANE_KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
+    # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
+    env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
+    env["HOOKLANE_METRICS_PORT"] = str(settings.metrics_port)
+    # The embedded broker's tuning (``embedded_settings``) reaches every child.
+    env["HOOKLANE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
+    env["HOOKLANE_DELIVERIES_PARTITIONS"] = str(settings.deliveries_partitions)
+    env["HOOKLANE_FETCH_MAX_WAIT_MS"] = str(settings.fetch_max_wait_ms)
+    return env
+
+
+def restart_pause(restarts: int, ran_for: float) -> tuple[int, float]:
+    """The restart count after a child that ran ``ran_for`` s died, and the pause before
+    restarting it: doubling from 1 s up to MAX_RESTART_PAUSE_S, from 1 s again once it
+    had run healthily for HEALTHY_AFTER_S."""
+    restarts = 1 if ran_for >= HEALTHY_AFTER_S else restarts + 1
+    return restarts, min(MAX_RESTART_PAUSE_S, 0.5 * 2 ** min(restarts, 6))
+
+
+async def wait_healthy(url: str, within_s: float = 30.0) -> bool:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            await asyncio.sleep(0.2)
+    return False
+
+
+class Supervisor:
+    """Runs the child processes and restarts the ones that die."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children = [
+            Child(module) for module in CHILD_MODULES if importlib.util.find_spec(module)
+        ]
+        self.stopping = asyncio.Event()
+
+    async def spawn(self, child: Child) -> None:
+        port = int(self.env["HOOKLANE_METRICS_PORT"]) + METRICS_PORT_OFFSETS[child.module]
+        env = {**self.env, "HOOKLANE_METRICS_PORT": str(port)}
+        # Forked by the event loop's thread, the main one: the parent-death signal
+        # follows the forking thread, and this one lives as long as the supervisor.
+        child.process = await asyncio.create_subprocess_exec(
+            *die_with_parent([sys.executable, "-m", child.module]),
+            env=env,
+            start_new_session=True,
+        )
+        child.started_at = time.monotonic()
+        log.info("child.started", module=child.module, pid=child.process.pid)
+
+    async def watch(self, child: Child) -> None:
+        """Restart ``child`` whenever it exits, with a pause (see ``restart_pause``)."""
+        while not self.stopping.is_set():
+            await self.spawn(child)
+            assert child.process is not None
+            code = await child.process.wait()
+            if self.stopping.is_set():
+                return
+            ran_for = time.monotonic() - child.started_at
+            child.restarts, pause = restart_pause(child.restarts, ran_for)
+            log.error("child.exited", module=child.module, code=code, restart_in=pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+
+    async def stop(self) -> None:
+        """SIGTERM every child, then SIGKILL those still running after the grace."""
+        self.stopping.set()
+        running = [c.process for c in self.children if c.process and c.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(p.wait() for p in running)), timeout=STOP_GRACE_S
+            )
+        except TimeoutError:
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await asyncio.gather(*(p.wait() for p in running))
+
+
+async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
+    """The body of ``hooklane up``."""
+    broker: EmbeddedBroker | None = None
+    if settings.kafka_bootstrap_servers is None:
+        broker = EmbeddedBroker()
+        broker.start()
+        # One node: a topic cannot have more replicas than that.
+        settings = embedded_settings(
+            settings.replace(
+                kafka_bootstrap_servers=broker.bootstrap_servers, kafka_replication_factor=1
+            ),
+            os.environ,
+        )
+        log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
+    if not settings.secret_key:
+        settings = settings.replace(secret_key=dev_key(DEV_KEY_FILE))
+        log.info("secret_key.development", file=str(DEV_KEY_FILE))
+    postgres = EmbeddedPostgres()
+    supervisor: Supervisor | None = None
+    try:
+        settings = await prepare_database(settings, explicit_db_url, postgres)
+        await create_kafka_topics(settings)
+        api_key = await dev_api_key(settings)
+        supervisor = Supervisor(child_env(settings))
+        watchers = [asyncio.create_task(supervisor.watch(c)) for c in supervisor.children]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.stopping.set)
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        embedded_note = f"  (embedded, data in {postgres.pgdata})" if postgres.running else ""
+        if await wait_healthy(api_url + "/healthz"):
+            print(
+                f"\nHooklane is up.\n  API:          {api_url}\n"
+                f"  Dev API key:  {api_key}\n"
+                f"  Kafka:        {settings.kafka_bootstrap_servers}\n"
+                f"  Postgres:     {settings.database_url}{embedded_note}\n"
+                + "".join(
+                    f"  Metrics ({child.module.rsplit('.', 1)[-1]}): ".ljust(24)
+                    + f"http://{settings.metrics_host}:"
+                    + f"{settings.metrics_port + METRICS_PORT_OFFSETS[child.module]}/metrics\n"
+                    for child in supervisor.children
+                )
+                + "Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+        else:
+            log.error("api.unhealthy", url=api_url + "/healthz")
+        await supervisor.stopping.wait()
+        log.info("stack.stopping")
+        await supervisor.stop()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        return 0
+    finally:
+        if supervisor is not None and not supervisor.stopping.is_set():
+            await supervisor.stop()
+        # after the children, whose pools hold sessions on it
+        postgres.stop()
+        if broker is not None:
+            broker.stop()

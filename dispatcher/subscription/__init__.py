@@ -1,0 +1,1 @@
+"""What a subscription asks for: filters, rate limits, the adaptive window, retry overrides."""
