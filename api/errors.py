@@ -16,11 +16,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.responses import json_response
+from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.store import db
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY = 1024 * 1024
+MAX_BODY = MAX_EVENT_BYTES  # one limit end to end: what the deliveries topic carries
 # What a 503 for an unavailable database tells clients to wait before retrying.
 RETRY_AFTER_S = 1
 

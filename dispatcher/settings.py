@@ -19,6 +19,7 @@ from dispatcher.durations import parse_duration, parse_schedule
 PREFIX = "HOOKLANE_"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/hooklane"
 # Short in-memory retries (about a minute in total), then the long, parked schedule.
+DEFAULT_FETCH_MAX_WAIT_MS = 500
 DEFAULT_RETRY_SCHEDULE = "1s,2s,4s,8s,15s,30s,5m,30m,2h,5h,10h"
 
 
@@ -52,10 +53,21 @@ class Settings:
     attempt_retention_days: int = 30
     deliveries_partitions: int = 16
     topic_partitions: int = 8
-    # How long a router/deliverer fetch waits for data. Brokers that answer a waiting
-    # fetch as soon as data arrives (Apache Kafka) can afford 500; the embedded tansu
-    # answers at the deadline, so this bounds each stage's added latency.
-    fetch_max_wait_ms: int = 10
+    # How long a router/deliverer fetch waits for data. Apache Kafka answers a waiting
+    # fetch as soon as data arrives, so a long wait costs no latency, and a short one
+    # makes every idle consumer send ~100 fetches a second per broker (load, and
+    # managed services' request quotas). The embedded tansu uses 5 (EMBEDDED_DEFAULTS).
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
+    # Static group membership (group.instance.id) of a router or deliverer: a member
+    # restarted within the session timeout gets its partitions back without a
+    # group-wide rebalance. Unset: dynamic membership. deploy/ sets the pod name.
+    instance_id: str | None = None
+    # The idempotent producer (no duplicate or reordered batch on a retried send);
+    # off only for brokers without it (the embedded tansu).
+    kafka_idempotence: bool = True
+    # How long the dead-letter topic keeps what was refused (retention.ms at creation):
+    # long, so an operator can still read and republish it.
+    dead_letter_retention: float = 90 * 86400.0
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | console
     # Replication of the topics Hooklane creates; None lets the cluster decide
@@ -116,6 +128,12 @@ class Settings:
             (self.deliveries_partitions > 0, "DELIVERIES_PARTITIONS", "must be positive"),
             (self.topic_partitions > 0, "TOPIC_PARTITIONS", "must be positive"),
             (0 < self.fetch_max_wait_ms <= 10_000, "FETCH_MAX_WAIT_MS", "must be 1-10000"),
+            (self.dead_letter_retention > 0, "DEAD_LETTER_RETENTION", "must be positive"),
+            (
+                self.instance_id is None or 0 < len(self.instance_id) <= 200,
+                "INSTANCE_ID",
+                "must be 1-200 characters (or unset: dynamic membership)",
+            ),
             (bool(self.topic_prefix.strip()), "TOPIC_PREFIX", "must not be empty"),
             (
                 self.kafka_replication_factor is None or self.kafka_replication_factor > 0,
@@ -219,6 +237,8 @@ _PARSERS: dict[str, Any] = {
     "deliveries_partitions": _parse_int,
     "topic_partitions": _parse_int,
     "fetch_max_wait_ms": _parse_int,
+    "kafka_idempotence": _parse_bool,
+    "dead_letter_retention": _parse_days,
     "kafka_replication_factor": _parse_int,
     "metrics_port": _parse_int,
     "metrics_webhook_labels": _parse_bool,

@@ -1,6 +1,10 @@
-"""Shared fixtures: a real tansu broker, a real Postgres database, per-test isolation.
+"""Shared fixtures: a real Kafka broker, a real Postgres database, per-test isolation.
 
-- ``broker`` (session): the embedded tansu broker on a free loopback port.
+- ``broker`` (session): Apache Kafka (the pinned release of deploy/kafka/pom.xml, one
+  KRaft node per test worker) on free loopback ports, or the embedded tansu.
+  ``HOOKLANE_TEST_BROKER``: ``kafka`` (fail without Java 17+ and Maven: CI sets it),
+  ``tansu``, or ``auto`` (the default: Apache Kafka where Java and Maven are found,
+  else tansu, said in one line at the start).
 - ``database_url`` (session): a fresh, migrated database, dropped at the end.
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,8 +29,9 @@ import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 
-from dispatcher.kafka.broker import EmbeddedBroker, create_topics, free_port
-from dispatcher.settings import Settings
+from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
+from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, create_topics, free_port
+from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 
@@ -43,9 +50,39 @@ class TenantKey:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
+TEST_BROKER = "HOOKLANE_TEST_BROKER"
+
+
+@functools.cache
+def test_broker() -> tuple[str, str]:
+    """Which broker the suite runs on (``kafka`` or ``tansu``), and why, in one line."""
+    wanted = os.environ.get(TEST_BROKER, "auto").strip().lower() or "auto"
+    if wanted not in {"auto", "kafka", "tansu"}:
+        raise pytest.UsageError(f"{TEST_BROKER}={wanted!r}: expected kafka, tansu or auto")
+    if wanted == "tansu":
+        return "tansu", f"broker: tansu ({TEST_BROKER}=tansu)"
+    try:
+        runtime = ensure_kafka()
+    except KafkaToolMissing as exc:
+        if wanted == "kafka":
+            raise pytest.UsageError(f"{TEST_BROKER}=kafka, but {exc}") from None
+        return "tansu", f"broker: tansu, as Apache Kafka cannot run here: {exc}"
+    return "kafka", f"broker: Apache Kafka {runtime.version} ({TEST_BROKER}={wanted})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return test_broker()[1]
+
+
+def on_kafka() -> bool:
+    """Whether the suite runs on Apache Kafka (tests of its features skip on tansu)."""
+    return test_broker()[0] == "kafka"
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
+def broker() -> Iterator[LaunchedBroker]:
+    running: LaunchedBroker = ApacheKafkaBroker() if on_kafka() else EmbeddedBroker()
+    with running:
         yield running
 
 
@@ -67,7 +104,7 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
+def settings(broker: LaunchedBroker, database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
@@ -87,6 +124,10 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         validate_events=False,
         # processes a test spawns serve their ops endpoints off the developer's 9400
         metrics_port=free_port(),
+        # tansu has no idempotent producer and answers fetches best with a short wait
+        # (EMBEDDED_DEFAULTS); Apache Kafka runs on the production defaults.
+        kafka_idempotence=on_kafka(),
+        fetch_max_wait_ms=DEFAULT_FETCH_MAX_WAIT_MS if on_kafka() else 10,
     )
 
 

@@ -30,11 +30,11 @@ from api.app import create_app
 from api.app_keys import SENDER
 from api.validation import Schemas
 from dispatcher.delivery.http.sender import Response
-from dispatcher.kafka.broker import EmbeddedBroker
+from dispatcher.kafka.broker import LaunchedBroker
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, on_kafka
 from tests.pipeline_helpers import ensure_mirror_topics
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -110,7 +110,7 @@ class LiveApi:
 
 
 @pytest.fixture(scope="module")
-def live_api(broker: EmbeddedBroker, database_url: str) -> Iterator[LiveApi]:
+def live_api(broker: LaunchedBroker, database_url: str) -> Iterator[LiveApi]:
     api = LiveApi(
         Settings(
             database_url=database_url,
@@ -121,6 +121,8 @@ def live_api(broker: EmbeddedBroker, database_url: str) -> Iterator[LiveApi]:
             topic_partitions=1,
             deliveries_partitions=1,
             log_level="ERROR",
+            kafka_idempotence=on_kafka(),
+            kafka_replication_factor=1,
         )
     )
     api.start()

@@ -6,17 +6,22 @@ import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.admin import CreateTopicsRequest, CreateTopicsRequest_v3
 
 from dispatcher.kafka.broker import (
+    MAX_MESSAGE_BYTES,
     TopicsError,
     capacity_warnings,
     create_topics,
     internal_topics,
     new_topics,
     require_topics,
+    topic_configs,
 )
+from dispatcher.messages.wire import MAX_TASK_BYTES
 from dispatcher.settings import Settings
+from tests.conftest import on_kafka
 
 
 @pytest.mark.parametrize(("setting", "sent"), [(None, -1), (1, 1), (3, 3)])
@@ -81,8 +86,13 @@ async def describe(settings: Settings, names: list[str]) -> dict[str, list[int]]
 async def test_create_topics_honours_replication_on_the_broker(
     settings: Settings, replication: int
 ) -> None:
-    """The broker records the replication asked for (tansu keeps the count even on one node)."""
+    """The broker records the replication asked for (tansu keeps the count even on one node;
+    a one-node Apache Kafka refuses 3 with an error that names the setting)."""
     settings = settings.replace(kafka_replication_factor=replication)
+    if on_kafka() and replication > 1:
+        with pytest.raises(TopicsError, match="KAFKA_REPLICATION_FACTOR"):
+            await create_topics(settings, ["A.B"])
+        return
     states = await create_topics(settings, ["A.B"])
     names = [settings.deliveries_topic, settings.dead_letter_topic, settings.mirror_topic("A.B")]
     assert [s.name for s in states] == names
@@ -122,3 +132,44 @@ async def test_require_topics_refuses_missing_topics_without_creating_them(
 async def test_require_topics_reports_the_partition_count(internal_topics: Settings) -> None:
     """With the internal topics in place the check passes and returns the partitions."""
     assert await require_topics(internal_topics) == internal_topics.deliveries_partitions
+
+
+async def test_created_topics_carry_their_configs_as_the_broker_reports_them(
+    settings: Settings,
+) -> None:
+    """Size limit on every topic, retention on deliveries and dead letters (Apache Kafka)."""
+    if not on_kafka():
+        pytest.skip("tansu does not report topic configs")
+    settings = settings.replace(dead_letter_retention=12 * 86400.0, retry_window=10 * 86400.0)
+    await create_topics(settings, ["A.B"])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        mirror = settings.mirror_topic("A.B")
+        names = [settings.deliveries_topic, settings.dead_letter_topic, mirror]
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+    finally:
+        await admin.close()
+    reported = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+        for response in responses
+        for resource in response.resources
+    }
+    day_ms = 86400 * 1000
+    assert reported[settings.deliveries_topic]["retention.ms"] == str(11 * day_ms)
+    assert reported[settings.dead_letter_topic]["retention.ms"] == str(12 * day_ms)
+    assert reported[mirror]["retention.ms"] == str(7 * day_ms)  # the cluster's default
+    for name in names:
+        assert reported[name]["max.message.bytes"] == str(MAX_MESSAGE_BYTES)
+        assert int(reported[name]["max.message.bytes"]) > MAX_TASK_BYTES
+
+
+def test_min_insync_replicas_is_two_from_three_replicas(settings: Settings) -> None:
+    """An acknowledged write survives a broker's loss where there are 3 replicas or more."""
+    for replication, expected in [(None, None), (1, None), (2, None), (3, "2"), (5, "2")]:
+        configs = topic_configs(
+            settings.replace(kafka_replication_factor=replication), settings.deliveries_topic
+        )
+        assert configs.get("min.insync.replicas") == expected

@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
 from dispatcher.ops.lag import LagPoller, LagSummary, OffsetReader, compute_lag, summarize
 from dispatcher.ops.metrics import build_registry
 from dispatcher.settings import Settings
@@ -79,7 +79,7 @@ async def commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int])
 
 
 async def test_offset_reader_and_poller_on_the_real_broker(
-    broker: EmbeddedBroker, settings: Settings
+    broker: LaunchedBroker, settings: Settings
 ) -> None:
     """A group committed behind the high-water mark shows that lag, per partition."""
     topic = settings.mirror_topic("LAG.TEST")

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.kafka.broker import EmbeddedBroker, free_port
+from dispatcher.kafka.broker import LaunchedBroker, free_port
 from dispatcher.ops.metrics import build_registry
 from dispatcher.ops.ops_server import OpsServer
 from dispatcher.ops.readiness import BrokerCheck, Check, group_member_check, postgres_check
@@ -91,7 +91,7 @@ async def test_metrics_and_healthz(database_url: str) -> None:
 
 
 async def test_readyz_follows_the_database_without_restart(
-    database_url: str, broker: EmbeddedBroker
+    database_url: str, broker: LaunchedBroker
 ) -> None:
     """/readyz turns 503 naming postgres when the database goes away, and 200 when back."""
     parts = urlsplit(database_url)
@@ -163,7 +163,7 @@ async def test_group_member_check(assignment: set[str], ok: bool) -> None:
             await check()
 
 
-async def test_broker_check_caches_its_answer(broker: EmbeddedBroker) -> None:
+async def test_broker_check_caches_its_answer(broker: LaunchedBroker) -> None:
     """Within the cache window a broker failure is not re-probed (probes are not load)."""
     check = BrokerCheck(broker.bootstrap_servers, cache_s=3600)
     try:

@@ -400,8 +400,9 @@ async def test_attempt_detail_shows_request_response_and_error(settings, pool, t
     assert "busy" in response_part
 
 
-async def test_recover_since_requeues_failed_deliveries(settings, pool, tenant) -> None:
+async def test_recover_since_requeues_failed_deliveries(internal_topics, pool, tenant) -> None:
     """ "Recover since…" queues the failed deliveries again, through the REST code path."""
+    settings = internal_topics  # the deliveries topic exists (no broker auto-creates it)
     webhook_id = await make_webhook(pool, tenant.id)
     for n in range(2):
         await failed_deliveries.record_failed(

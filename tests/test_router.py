@@ -186,9 +186,26 @@ async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Setting
     from tests.pipeline_helpers import spawn
 
     await ensure_mirror_topics(settings, [TOPIC])
-    router = await spawn("dispatcher.router", settings)
-    await asyncio.sleep(3)  # let it join the group
-    assert router.process.returncode is None
+    router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
+
+    def started() -> bool:
+        return any(line.get("event") == "router.started" for line in router.logs)
+
+    await wait_until(started, 60, message="the router to start")
+    assert router.process.returncode is None, router.logs[-5:]
+    assert await router.terminate() == 0
+
+
+async def test_a_router_stopped_while_starting_exits_cleanly(settings: Settings) -> None:
+    """SIGTERM during start-up (a pod stopped early) is a clean exit, code 0."""
+    from tests.pipeline_helpers import spawn
+
+    router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
+
+    def connecting() -> bool:  # its ops endpoints are up: past imports, before the group
+        return any(line.get("event") == "ops.listening" for line in router.logs)
+
+    await wait_until(connecting, 60, message="the router's ops server")
     assert await router.terminate() == 0
 
 

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
 from dispatcher.ops.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
@@ -171,7 +171,7 @@ async def seed(pool: asyncpg.Pool, settings: Settings, tenant: TenantKey) -> str
 
 
 async def test_status_command_shows_lag_backlog_and_failing_webhooks(
-    broker: EmbeddedBroker, settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
+    broker: LaunchedBroker, settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
     """`hooklane status --json` and the text view, as real processes, on seeded state."""
     before = await pool.fetchval(

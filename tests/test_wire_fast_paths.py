@@ -18,7 +18,7 @@ EVENTS = [
         "T",
         "t\u2603",
         0,
-        {"nested": {"list": [1, 2.5, None, True]}, "emoji": "\U0001f600", "k": "\u0000"},
+        {"nested": {"list": [1, 2.5, None, True]}, "emoji": "\U0001f600", "k": "\u0001\u001f"},
     ),
     Event("x" * 200, "T", "t", 2**62, {"pad": "y" * 2000}),
 ]

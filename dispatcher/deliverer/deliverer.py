@@ -42,7 +42,7 @@ from dispatcher.delivery.http.sender import ClosableSender, Sender, make_sender
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.broker import require_topics
 from dispatcher.kafka.dead_letter import send_dead_letter
-from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsumer
+from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsumer, membership
 from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, InvalidMessage
 from dispatcher.ops.metrics import DelivererMetrics
@@ -183,6 +183,7 @@ class Deliverer:
             commit_duration=metrics.commit_duration if metrics is not None else None,
             # A revocation waits for in-flight requests (up to the delivery timeout).
             rebalance_timeout_ms=int((settings.delivery_timeout_s + 10) * 1000),
+            **membership(settings),
         )
         await self._group.start()
         log.info("deliverer.started", topic=settings.deliveries_topic)

@@ -24,11 +24,13 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol, Self
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from dispatcher.messages.wire import MAX_TASK_BYTES
 from dispatcher.runtime.parent_death import die_with_parent
 from dispatcher.settings import PREFIX, Settings
 
@@ -36,6 +38,10 @@ log = structlog.get_logger(__name__)
 
 # Dead letters are rare and read by operators: one partition keeps them in one order.
 DEAD_LETTER_PARTITIONS = 1
+# The largest record batch (``max.message.bytes`` of the topics Hooklane creates) and
+# produce request: one task of the largest event fits, with room to spare (aiokafka's
+# default request size, 1 MiB, is also its cap on one record).
+MAX_MESSAGE_BYTES = MAX_TASK_BYTES + 64 * 1024
 # CreateTopics' "use the broker's default.replication.factor" (KIP-464; Kafka >= 2.4
 # resolves it whatever the request version, and tansu accepts it).
 CLUSTER_DEFAULT_REPLICATION = -1
@@ -113,10 +119,12 @@ def tansu_binary() -> str:
 # router, one deliverer) uses these unless the environment sets them. Apache Kafka
 # reads by offset index and answers a fetch as soon as ``fetch_min_bytes`` is there:
 # the settings' own defaults are for it.
-EMBEDDED_DEFAULTS: dict[str, int] = {
+EMBEDDED_DEFAULTS: dict[str, int | bool] = {
     "topic_partitions": 1,
     "deliveries_partitions": 4,
     "fetch_max_wait_ms": 5,
+    # tansu answers InitProducerId with an unknown error: no idempotent producer.
+    "kafka_idempotence": False,
 }
 
 
@@ -129,6 +137,34 @@ def embedded_settings(settings: Settings, environ: Mapping[str, str]) -> Setting
         if f"{PREFIX}{name.upper()}" not in environ
     }
     return settings.replace(**changes) if changes else settings
+
+
+class LaunchedBroker(Protocol):
+    """A broker Hooklane starts itself: tansu (``EmbeddedBroker``) or Apache Kafka
+    (``dispatcher.kafka.apache.ApacheKafkaBroker``), for ``hooklane up`` and the tests."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self, timeout: float = ...) -> None: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class EmbeddedBroker:
@@ -239,6 +275,29 @@ class TopicState:
     created: bool = False  # created by this call
 
 
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """The configs Hooklane creates topic ``name`` with (deliveries, dead letter, mirror).
+
+    - ``max.message.bytes``: a record batch holding the largest event (or its task)
+      fits (``MAX_EVENT_BYTES``; the broker's default is ~1 MB, a few bytes short);
+    - deliveries: kept past the retry window (a lagging deliverer still finds them);
+    - dead letter: kept ``HOOKLANE_DEAD_LETTER_RETENTION`` (90 days by default), not
+      the cluster's default (7 days on Apache Kafka): what was refused stays readable;
+    - ``min.insync.replicas=2`` where there are 3 replicas or more, so an acknowledged
+      write survives the loss of a broker (the cluster's default otherwise).
+    """
+    configs = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    if name == settings.deliveries_topic:
+        keep_s = max(7 * 86400.0, settings.retry_window + 86400.0)
+        configs["retention.ms"] = str(int(keep_s * 1000))
+    elif name == settings.dead_letter_topic:
+        configs["retention.ms"] = str(int(settings.dead_letter_retention * 1000))
+    replication = settings.kafka_replication_factor
+    if replication is not None and replication >= 3:
+        configs["min.insync.replicas"] = "2"
+    return configs
+
+
 def internal_topics(settings: Settings) -> dict[str, int]:
     """The internal topics and their partition counts: deliveries and dead-letter."""
     return {
@@ -247,16 +306,30 @@ def internal_topics(settings: Settings) -> dict[str, int]:
     }
 
 
-def new_topics(topics: Mapping[str, int], replication_factor: int | None) -> list[NewTopic]:
+def new_topics(
+    topics: Mapping[str, int],
+    replication_factor: int | None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[NewTopic]:
     """The CreateTopics entries for ``topics``; None replication asks for the cluster's."""
+    configs = configs or {}
     if replication_factor is None:
         # aiokafka's NewTopic only accepts -1 together with an assignment; an empty
         # one sends none, so the broker places replicas with its default factor.
         return [
-            NewTopic(name, partitions, CLUSTER_DEFAULT_REPLICATION, replica_assignments={})
+            NewTopic(
+                name,
+                partitions,
+                CLUSTER_DEFAULT_REPLICATION,
+                replica_assignments={},
+                topic_configs=dict(configs.get(name, {})),
+            )
             for name, partitions in topics.items()
         ]
-    return [NewTopic(name, partitions, replication_factor) for name, partitions in topics.items()]
+    return [
+        NewTopic(name, partitions, replication_factor, topic_configs=dict(configs.get(name, {})))
+        for name, partitions in topics.items()
+    ]
 
 
 @asynccontextmanager
@@ -283,7 +356,10 @@ async def _describe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[st
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Mapping[str, int], replication_factor: int | None = None
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    replication_factor: int | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create each topic with its partition count unless it exists; the names created.
 
@@ -295,7 +371,7 @@ async def ensure_topics(
         wanted = {name: n for name, n in topics.items() if name not in existing}
         if not wanted:
             return []
-        response = await admin.create_topics(new_topics(wanted, replication_factor))
+        response = await admin.create_topics(new_topics(wanted, replication_factor, configs))
     created = []
     for name, code, *rest in response.topic_errors:
         if code == TopicAlreadyExistsError.errno:
@@ -319,7 +395,10 @@ async def create_topics(settings: Settings, mirror_topics: Iterable[str] = ()) -
         wanted[settings.mirror_topic(topic)] = settings.topic_partitions
     created = set(
         await ensure_topics(
-            settings.kafka_bootstrap_servers, wanted, settings.kafka_replication_factor
+            settings.kafka_bootstrap_servers,
+            wanted,
+            settings.kafka_replication_factor,
+            {name: topic_configs(settings, name) for name in wanted},
         )
     )
     async with _admin(settings.kafka_bootstrap_servers) as admin:

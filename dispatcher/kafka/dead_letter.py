@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 log = structlog.get_logger(__name__)
 
@@ -25,9 +26,19 @@ def dead_letter_headers(record: Any, reason: str) -> list[tuple[str, bytes]]:
 
 
 async def send_dead_letter(
-    producer: AIOKafkaProducer, topic: str, record: ConsumerRecord, reason: str
+    producer: AIOKafkaProducer,
+    topic: str,
+    record: ConsumerRecord,
+    reason: str,
+    *,
+    omit_value: bool = False,
 ) -> asyncio.Future[Any]:
-    """Queue ``record`` for dead-letter ``topic``; await the returned future for the ack."""
+    """Queue ``record`` for dead-letter ``topic``; await the returned future for the ack.
+
+    ``omit_value``: write the headers without the value (``hooklane-value-omitted``),
+    for a value the dead-letter topic refuses as too large. A send refused before it
+    is queued (aiokafka checks the size itself) comes back as the future's exception.
+    """
     log.warning(
         "dead_letter",
         reason=reason,
@@ -35,10 +46,16 @@ async def send_dead_letter(
         partition=record.partition,
         offset=record.offset,
     )
-    future: asyncio.Future[Any] = await producer.send(
-        topic,
-        record.value if record.value is not None else b"",
-        key=record.key,
-        headers=dead_letter_headers(record, reason),
-    )
+    headers = dead_letter_headers(record, reason)
+    value = record.value if record.value is not None else b""
+    if omit_value:
+        headers.append(("hooklane-value-omitted", str(len(value)).encode()))
+        value = b""
+    try:
+        future: asyncio.Future[Any] = await producer.send(
+            topic, value, key=record.key, headers=headers
+        )
+    except KafkaError as exc:
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(exc)
     return future

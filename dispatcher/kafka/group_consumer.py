@@ -35,6 +35,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
+from dispatcher.settings import Settings
+
 log = structlog.get_logger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord]]
@@ -73,6 +75,27 @@ class Handler(Protocol):
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the bookkeeping of ``partitions`` after their final commit."""
         ...
+
+
+# A static member (HOOKLANE_INSTANCE_ID) keeps its partitions while it restarts, so its
+# session outlasts a restart; a dynamic one is given up on sooner (its partitions move).
+STATIC_SESSION_TIMEOUT_MS = 30_000
+DYNAMIC_SESSION_TIMEOUT_MS = 10_000
+
+
+def membership(settings: Settings) -> dict[str, Any]:
+    """The group-membership options of a router or deliverer consumer (DESIGN.md §10).
+
+    With ``HOOKLANE_INSTANCE_ID`` the member is static (``group.instance.id``): it sends
+    no LeaveGroup when it stops, and coming back within the session timeout it gets
+    the same partitions without a rebalance of the whole group.
+    """
+    if settings.instance_id:
+        return {
+            "group_instance_id": settings.instance_id,
+            "session_timeout_ms": STATIC_SESSION_TIMEOUT_MS,
+        }
+    return {"session_timeout_ms": DYNAMIC_SESSION_TIMEOUT_MS}
 
 
 class GroupConsumer:

@@ -11,9 +11,11 @@ the broker acknowledged it. ``publish_many`` sends a batch without waiting for e
 acknowledgement in turn (throughput). ``enqueue`` writes a delivery task straight to
 the deliveries topic (test triggers, redeliveries).
 
-The embedded broker has no idempotent producer, so the producer uses ``acks="all"``
-without idempotence: a retried send may duplicate a message, which at-least-once
-delivery allows (duplicates carry the same event id).
+The producer is idempotent (``acks="all"``; ``HOOKLANE_KAFKA_IDEMPOTENCE``, on by
+default): a batch retried after a lost acknowledgement is written once and in order.
+The embedded tansu lacks it, so ``hooklane up`` on tansu turns it off; a retried send
+may then duplicate a message, which at-least-once delivery allows (duplicates carry
+the same event id).
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from dispatcher.kafka.broker import ensure_topics
+from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, ensure_topics
 from dispatcher.messages.wire import DeliveryTask, Event
-from dispatcher.settings import Settings
+from dispatcher.settings import PREFIX, Settings
+
+log = structlog.get_logger(__name__)
 
 # A few milliseconds of linger batch concurrent sends without adding visible latency.
 LINGER_MS = 0
@@ -116,20 +122,55 @@ class Producer:
         self._topic_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Connect to the broker."""
+        """Connect to the broker (idempotent where the broker allows it)."""
         if self._kafka is not None:
             return
-        kafka = AIOKafkaProducer(
+        idempotent = self._settings.kafka_idempotence
+        kafka = self._client(idempotent)
+        try:
+            await kafka.start()
+        except KafkaConnectionError:
+            await kafka.stop()
+            raise
+        except KafkaError as exc:
+            await kafka.stop()
+            if not idempotent:
+                raise
+            # A broker without the idempotent producer (tansu answers InitProducerId with
+            # an unknown error; older clusters may lack the IdempotentWrite permission).
+            log.warning(
+                "producer.idempotence_unavailable",
+                error=repr(exc),
+                hint=f"set {PREFIX}KAFKA_IDEMPOTENCE=false for this broker",
+            )
+            kafka = self._client(idempotent=False)
+            await kafka.start()
+        self._kafka = kafka
+
+    async def restart(self) -> None:
+        """Replace the client (a new producer id and sequence numbers).
+
+        An idempotent producer whose batch the broker refused for good cannot write to
+        that partition again: the next batch's sequence number leaves a gap, which the
+        broker answers with OutOfOrderSequenceNumber for ever. Call it with nothing in
+        flight.
+        """
+        kafka, self._kafka = self._kafka, None
+        if kafka is not None:
+            await kafka.stop()
+        await self.start()
+
+    def _client(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
-            enable_idempotence=False,
+            enable_idempotence=idempotent,
+            max_request_size=MAX_MESSAGE_BYTES,
             linger_ms=self._linger_ms,
             request_timeout_ms=30_000,
             max_batch_size=MAX_BATCH_BYTES,
             partitioner=self._partitioner,
         )
-        await kafka.start()
-        self._kafka = kafka
 
     async def stop(self) -> None:
         """Flush pending messages and disconnect."""
@@ -230,7 +271,14 @@ class Producer:
     async def send_keyed(
         self, topic: str, messages: Sequence[tuple[bytes, bytes]]
     ) -> list[asyncio.Future[Any]]:
-        """Queue ``(key, value)`` messages for ``topic``; await the futures for the acks.
+        """Queue ``(key, value)`` messages for ``topic``; await the futures for the acks."""
+        return [future for future, _ in await self.send_tracked(topic, messages)]
+
+    async def send_tracked(
+        self, topic: str, messages: Sequence[tuple[bytes, bytes]], *, alone: bool = False
+    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
+        """Queue ``(key, value)`` messages for ``topic``: per record batch, its future
+        and the indexes in ``messages`` it carries (``alone``: one message per batch).
 
         The partition of each key is the one ``send(key=...)`` picks (murmur2, cached),
         and each partition's messages go out in order as whole record batches: no
@@ -241,19 +289,24 @@ class Producer:
         kafka = self.kafka
         partitions = sorted(await kafka.partitions_for(topic))
         count = len(partitions)
-        grouped: dict[int, list[tuple[bytes, bytes]]] = {}
-        for key, value in messages:
+        grouped: dict[int, list[int]] = {}
+        for index, (key, _) in enumerate(messages):
             partition = partitions[self._partitioner.hash_of(key) % count]
-            grouped.setdefault(partition, []).append((key, value))
-        batches = {partition: _batches(kafka, part) for partition, part in grouped.items()}
+            grouped.setdefault(partition, []).append(index)
+        batches = {
+            partition: _batches(kafka, messages, indexes, alone=alone)
+            for partition, indexes in grouped.items()
+        }
         # Submit round-robin across partitions: aiokafka takes one batch per partition
         # per produce request, so the first request carries a batch of every partition.
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for turn in range(max(len(built) for built in batches.values())):
             for partition, built in batches.items():
                 if turn < len(built):
-                    futures.append(await kafka.send_batch(built[turn], topic, partition=partition))
-        return futures
+                    batch, carried = built[turn]
+                    future = await kafka.send_batch(batch, topic, partition=partition)
+                    sent.append((future, carried))
+        return sent
 
     async def _send_event(self, event: Event, key: str | None) -> asyncio.Future[Any]:
         topic = self._settings.mirror_topic(event.topic)
@@ -265,13 +318,24 @@ class Producer:
         return future
 
 
-def _batches(kafka: AIOKafkaProducer, messages: Sequence[tuple[bytes, bytes]]) -> list[Any]:
-    """``messages`` in closed record batches of at most ``MAX_BATCH_BYTES`` each, in order."""
-    batches = [kafka.create_batch()]
-    for key, value in messages:
-        if batches[-1].append(timestamp=None, key=key, value=value) is None:
-            batches.append(kafka.create_batch())  # full; a fresh batch takes any one message
-            batches[-1].append(timestamp=None, key=key, value=value)
-    for batch in batches:
+def _batches(
+    kafka: AIOKafkaProducer,
+    messages: Sequence[tuple[bytes, bytes]],
+    indexes: Sequence[int],
+    *,
+    alone: bool = False,
+) -> list[tuple[Any, list[int]]]:
+    """``messages[indexes]`` in closed record batches of at most ``MAX_BATCH_BYTES`` each
+    (``alone``: one message each), in order, with the indexes each batch carries."""
+    batches: list[tuple[Any, list[int]]] = [(kafka.create_batch(), [])]
+    for index in indexes:
+        key, value = messages[index]
+        batch, carried = batches[-1]
+        if (alone and carried) or batch.append(timestamp=None, key=key, value=value) is None:
+            batch, carried = kafka.create_batch(), []  # a fresh batch takes any one message
+            batches.append((batch, carried))
+            batch.append(timestamp=None, key=key, value=value)
+        carried.append(index)
+    for batch, _ in batches:
         batch.close()  # else ``send()`` could append to it after submission
     return batches

@@ -27,6 +27,12 @@ from dispatcher.values import immutable
 TaskKind = Literal["event", "test", "redelivery"]
 TASK_KINDS: frozenset[str] = frozenset({"event", "test", "redelivery"})
 MAX_ID_LENGTH = 200
+# The largest event Hooklane carries: a Kafka record's value or a POST /events body
+# (the API's limit). A delivery task carries its event re-encoded (never longer than
+# the record) plus the webhook id and kind; the deliveries topic is created with
+# ``max.message.bytes`` for it (``dispatcher.kafka.broker.topic_configs``).
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_TASK_BYTES = MAX_EVENT_BYTES + 1024
 
 
 class InvalidMessage(ValueError):
@@ -111,6 +117,11 @@ class Event:
         """Decode and validate a Kafka message value."""
         if raw is None:
             raise InvalidMessage("the message has no value", "invalid_json")
+        if len(raw) > MAX_EVENT_BYTES:
+            raise InvalidMessage(
+                f"the event is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} Hooklane carries",
+                "too_large",
+            )
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

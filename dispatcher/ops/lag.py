@@ -78,8 +78,8 @@ class OffsetReader:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers, enable_auto_commit=False
         )
-        self._names: set[str] | None = None
-        self._names_until = 0.0
+        self._layout: dict[str, list[int]] | None = None
+        self._layout_until = 0.0
 
     async def start(self) -> None:
         """Connect both clients."""
@@ -106,16 +106,21 @@ class OffsetReader:
         more than the offsets themselves, and topics rarely come and go.
         """
         now = time.monotonic()
-        if self._names is None or now >= self._names_until:
-            self._names = await self._consumer.topics()  # refreshes metadata
-            self._names_until = now + TOPICS_TTL_S
-        names = self._names
-        found = set()
-        for name in names:
-            if topics(name):
-                for partition in self._consumer.partitions_for_topic(name) or ():
-                    found.add(TopicPartition(name, partition))
-        return found
+        if self._layout is None or now >= self._layout_until:
+            # The metadata of every topic, kept here: the consumer's own cluster view
+            # holds only the topics it tracks (on Apache Kafka, none).
+            self._layout = {
+                topic["topic"]: [p["partition"] for p in topic["partitions"]]
+                for topic in await self._admin.describe_topics()
+                if topic["error_code"] == 0
+            }
+            self._layout_until = now + TOPICS_TTL_S
+        return {
+            TopicPartition(name, partition)
+            for name, partitions in self._layout.items()
+            if topics(name)
+            for partition in partitions
+        }
 
     async def lag(
         self, group: str, partitions: Iterable[TopicPartition]

@@ -40,7 +40,7 @@ from dispatcher.ops.metrics import (
 )
 from dispatcher.ops.ops_server import OpsServer
 from dispatcher.ops.readiness import BrokerCheck, Check, group_member_check, postgres_check
-from dispatcher.runtime.signals import run_until_signalled
+from dispatcher.runtime.signals import run_until_signalled, stop_signals
 from dispatcher.settings import Settings
 from dispatcher.store import backlog as backlog_store
 from dispatcher.store import db
@@ -149,9 +149,16 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 async def run_router(settings: Settings) -> None:
     """``hooklane router``: route until SIGINT/SIGTERM, observable on the metrics port."""
-    from dispatcher.router.router import GROUP_ID, Router, mirror_pattern
+    from dispatcher.router.router import mirror_pattern
 
     mirror = re.compile(mirror_pattern(settings.topic_prefix))
+    with stop_signals() as stopping:
+        await _run_router(settings, mirror, stopping)
+
+
+async def _run_router(settings: Settings, mirror: re.Pattern[str], stopping: asyncio.Event) -> None:
+    from dispatcher.router.router import GROUP_ID, Router
+
     async with ProcessOps(settings, "router") as ops:
         await ops.add_infrastructure_checks()
         reader = await ops.offset_reader()
@@ -164,11 +171,16 @@ async def run_router(settings: Settings) -> None:
         ops.spawn(LagPoller(reader, gauge, GROUP_ID, partitions).run())
         router = Router(settings, metrics=RouterMetrics(ops.families, GROUP_ID))
         ops.checks["consumer_group"] = group_member_check(GROUP_ID, lambda: router.assignment)
-        await run_until_signalled(router)
+        await run_until_signalled(router, stopping)
 
 
 async def run_deliverer(settings: Settings) -> None:
     """``hooklane deliverer``: deliver until SIGINT/SIGTERM, observable on the metrics port."""
+    with stop_signals() as stopping:
+        await _run_deliverer(settings, stopping)
+
+
+async def _run_deliverer(settings: Settings, stopping: asyncio.Event) -> None:
     from dispatcher.deliverer import GROUP_ID, Deliverer
 
     async with ProcessOps(settings, "deliverer") as ops:
@@ -212,4 +224,4 @@ async def run_deliverer(settings: Settings) -> None:
             return worker.lane_counts() if worker is not None else LaneCounts()
 
         ops.spawn(sample_lanes(lane_counts, metrics))
-        await run_until_signalled(deliverer)
+        await run_until_signalled(deliverer, stopping)

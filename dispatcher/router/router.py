@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from dispatcher.kafka.broker import require_codecs, require_topics
-from dispatcher.kafka.dead_letter import send_dead_letter
-from dispatcher.kafka.group_consumer import Batch, GroupConsumer
+from dispatcher.kafka.group_consumer import Batch, GroupConsumer, membership
 from dispatcher.kafka.producer import Producer
+from dispatcher.kafka.reliable_send import Stopped, send_all, send_dead_letters
 from dispatcher.messages.operational import recipients
-from dispatcher.messages.wire import Event, task_messages
+from dispatcher.messages.wire import MAX_TASK_BYTES, Event, task_messages
 from dispatcher.ops.metrics import RouterMetrics
 from dispatcher.router.ingest import Ingest, Rejected, Verdict
 from dispatcher.router.subscription_index import SubscriptionIndex
@@ -110,6 +109,7 @@ class Router:
             # one still open: they wait until it commits, as Kafka's read_committed does).
             isolation_level="read_committed",
             commit_duration=self._metrics.commit_duration if self._metrics else None,
+            **membership(settings),
         )
         await self._group.start()
         log.info("router.started", prefix=settings.topic_prefix)
@@ -156,26 +156,33 @@ class Router:
 
     async def take(self, batch: Batch) -> bool:
         """Route every record of ``batch`` and wait for every acknowledgement."""
-        futures: list[asyncio.Future[Any]] = []
         filtered_before = self.index.subscriptions.filtered
+        records = [record for part in batch.values() for record in part]
+        verdicts = await self._admit(records)  # one Postgres round trip
+        tasks: list[tuple[bytes, bytes]] = []
+        owners: list[int] = []  # the index in ``records`` of each task's record
+        applied = [
+            self._route(index, record, verdict, tasks, owners)
+            for index, (record, verdict) in enumerate(zip(records, verdicts, strict=True))
+        ]
         try:
-            records = [record for part in batch.values() for record in part]
-            verdicts = await self._admit(records)  # one Postgres round trip
-            tasks: list[tuple[bytes, bytes]] = []
-            applied: list[Verdict] = []
-            for record, verdict in zip(records, verdicts, strict=True):
-                dead_letter, outcome = await self._route(record, verdict, tasks)
-                if dead_letter is not None:
-                    futures.append(dead_letter)
-                applied.append(outcome)
             # Tasks keep record order per webhook: one partition per key, batches in order.
-            futures.extend(await self._producer.send_keyed(self.settings.deliveries_topic, tasks))
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
+            refused = await send_all(
+                self._producer, self.settings.deliveries_topic, tasks, owners, self._stopping
+            )
+            for index, reason in refused.items():
+                applied[index] = Rejected(reason, "produce_refused")
+            letters = [
+                (records[index], verdict.reason)
+                for index, verdict in enumerate(applied)
+                if isinstance(verdict, Rejected)
+            ]
+            await send_dead_letters(
+                self._producer.kafka, self.settings.dead_letter_topic, letters, self._stopping
+            )
+        except (KafkaError, Stopped) as exc:
             # Nothing of this batch is committed: it is read again from the commit.
-            log.warning("router.produce_failed", error=str(exc))
-            for future in futures:
-                future.cancel()
+            log.warning("router.produce_failed", error=repr(exc))
             return False
         for tp, part in batch.items():
             self._positions[tp] = part[-1].offset + 1
@@ -232,15 +239,18 @@ class Router:
         for tp in partitions:
             self._positions.pop(tp, None)
 
-    async def _route(
-        self, record: ConsumerRecord, verdict: Verdict, tasks: list[tuple[bytes, bytes]]
-    ) -> tuple[asyncio.Future[Any] | None, Verdict]:
-        """Append ``(key, task)`` per recipient to ``tasks`` (a dead letter is sent now);
-        returns that dead letter's send and what was done with ``record``."""
-        if isinstance(verdict, Rejected):
-            return await self._dead_letter(record, verdict.reason), verdict
+    def _route(
+        self,
+        index: int,
+        record: ConsumerRecord,
+        verdict: Verdict,
+        tasks: list[tuple[bytes, bytes]],
+        owners: list[int],
+    ) -> Verdict:
+        """Append ``(key, task)`` per recipient of record ``index`` to ``tasks`` (and
+        ``index`` to ``owners``); returns what is done with the record."""
         if not isinstance(verdict, Event):
-            return None, verdict  # a duplicate: routed already within the dedup window
+            return verdict  # Rejected (dead-lettered), or a duplicate routed already
         event = verdict
         try:
             # recipients(): an operational event never goes to the webhook it is about.
@@ -249,15 +259,16 @@ class Router:
             messages = task_messages(event, webhook_ids)
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.internal_error", topic=record.topic, offset=record.offset)
-            rejected = Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
-            return await self._dead_letter(record, rejected.reason), rejected
+            return Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        if messages and len(messages[0]) > MAX_TASK_BYTES:
+            return Rejected(
+                f"the delivery task would be {len(messages[0])} bytes,"
+                f" more than the {MAX_TASK_BYTES} the deliveries topic carries",
+                "too_large",
+            )
         tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
-        return None, event
-
-    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
-        return await send_dead_letter(
-            self._producer.kafka, self.settings.dead_letter_topic, record, reason
-        )
+        owners.extend([index] * len(messages))
+        return event
 
 
 async def run_router(settings: Settings) -> None:

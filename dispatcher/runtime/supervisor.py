@@ -117,6 +117,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["HOOKLANE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
     env["HOOKLANE_DELIVERIES_PARTITIONS"] = str(settings.deliveries_partitions)
     env["HOOKLANE_FETCH_MAX_WAIT_MS"] = str(settings.fetch_max_wait_ms)
+    env["HOOKLANE_KAFKA_IDEMPOTENCE"] = "true" if settings.kafka_idempotence else "false"
     return env
 
 

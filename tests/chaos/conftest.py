@@ -8,21 +8,23 @@ from typing import Any
 
 import pytest
 
-from dispatcher.kafka.broker import EmbeddedBroker
-from dispatcher.settings import Settings
+from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker
+from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from tests.chaos.harness import RESULTS, table
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, on_kafka
 
 
 @pytest.fixture
-def chaos_broker() -> Iterator[EmbeddedBroker]:
-    """A fresh tansu broker for one scenario: freezing it disturbs nobody else."""
-    with EmbeddedBroker() as running:
+def chaos_broker() -> Iterator[LaunchedBroker]:
+    """A fresh broker for one scenario (the suite's kind): freezing it disturbs nobody."""
+    running: LaunchedBroker = ApacheKafkaBroker() if on_kafka() else EmbeddedBroker()
+    with running:
         yield running
 
 
 @pytest.fixture
-def chaos_settings(chaos_broker: EmbeddedBroker, database_url: str) -> Settings:
+def chaos_settings(chaos_broker: LaunchedBroker, database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         kafka_bootstrap_servers=chaos_broker.bootstrap_servers,
@@ -36,6 +38,8 @@ def chaos_settings(chaos_broker: EmbeddedBroker, database_url: str) -> Settings:
         topic_partitions=4,
         log_format="json",
         log_level="INFO",
+        kafka_idempotence=on_kafka(),
+        fetch_max_wait_ms=DEFAULT_FETCH_MAX_WAIT_MS if on_kafka() else 10,
     )
 
 

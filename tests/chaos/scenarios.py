@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dispatcher.kafka.broker import EmbeddedBroker
+from dispatcher.kafka.broker import LaunchedBroker
 from dispatcher.settings import Settings
 from tests.chaos.harness import (
     RESULTS,
@@ -131,7 +131,7 @@ def restart_database(
     return disrupt
 
 
-def freeze_broker(broker: EmbeddedBroker, frozen_s: float, rng: random.Random) -> Disruption:
+def freeze_broker(broker: LaunchedBroker, frozen_s: float, rng: random.Random) -> Disruption:
     """SIGSTOP the broker for ``frozen_s`` seconds at a random moment, then SIGCONT."""
 
     async def disrupt(stack: Stack) -> list[float]:

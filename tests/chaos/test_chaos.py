@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.kafka.broker import EmbeddedBroker
+from dispatcher.kafka.broker import LaunchedBroker
 from dispatcher.settings import Settings
 from tests.chaos.scenarios import (
     Failing,
@@ -88,7 +88,7 @@ async def test_database_restarts(
 
 
 async def test_broker_freeze(
-    chaos_broker: EmbeddedBroker, chaos_settings: Settings, tmp_path: Path
+    chaos_broker: LaunchedBroker, chaos_settings: Settings, tmp_path: Path
 ) -> None:
     """The broker is SIGSTOPped for 10 s then SIGCONTed: processes recover by themselves
     and nothing is lost."""
