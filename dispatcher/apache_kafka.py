@@ -182,7 +182,7 @@ class KafkaRuntime:
     java: str
     jars: tuple[Path, ...]
     home: Path  # .kafka/<version>
-    java_version: str = ""  # java -version's output
+    java_version: str  # java -version's output
 
     @property
     def classpath(self) -> str:
@@ -318,12 +318,17 @@ def class_archive(runtime: KafkaRuntime, timeout: float = 120.0) -> Path | None:
     (``-XX:ArchiveClassesAtExit``); a JVM started with ``-XX:SharedArchiveFile`` maps them
     instead of loading, verifying and linking them from the jars again. A training run (one
     node started and cleanly stopped, about 5 s) writes it on first use; a process that
-    finds another one training goes on without it. The JVM checks the archive against its
-    own build and the classpath and ignores one that does not match.
+    finds another one training goes on without it, and a failed training is not retried
+    for this java and these jars (``<archive>.failed`` says why; delete it to retry). The
+    JVM checks the archive against its own build and the classpath and ignores one that
+    does not match.
     """
     archive = runtime.class_archive
+    failed = archive.with_suffix(".failed")
     if archive.is_file():
         return archive
+    if failed.is_file():
+        return None
     archive.parent.mkdir(parents=True, exist_ok=True)
     with archive.with_suffix(".lock").open("a") as lock:
         try:
@@ -332,6 +337,8 @@ def class_archive(runtime: KafkaRuntime, timeout: float = 120.0) -> Path | None:
             return None
         if archive.is_file():
             return archive
+        if failed.is_file():
+            return None
         staging = archive.with_name(f"{archive.stem}.{os.getpid()}.tmp")
         staging.unlink(missing_ok=True)
         trainer = ApacheKafkaBroker(
@@ -342,14 +349,16 @@ def class_archive(runtime: KafkaRuntime, timeout: float = 120.0) -> Path | None:
         try:
             trainer.start(timeout)  # stops the node if it fails
         except BrokerError as exc:
+            error: str | None = str(exc)
+        else:
+            # a clean exit writes the archive; a node killed at the timeout may leave half
+            exited = trainer._stop(timeout)
+            written = staging.is_file() and staging.stat().st_size > 0
+            error = None if exited and written else "the training node wrote no archive"
+        if error is not None:
             staging.unlink(missing_ok=True)
-            log.warning("kafka.class_archive.failed", error=str(exc))
-            return None
-        # a clean exit writes the archive; a node killed at the timeout may leave half
-        exited = trainer._stop(timeout)
-        if not exited or not staging.is_file() or staging.stat().st_size == 0:
-            staging.unlink(missing_ok=True)
-            log.warning("kafka.class_archive.failed", error="the training node wrote no archive")
+            failed.write_text(error + "\n")
+            log.warning("kafka.class_archive.failed", error=error, marker=str(failed))
             return None
         staging.replace(archive)
         log.info(

@@ -7,6 +7,7 @@ three nodes. Everything skips, with the reason, only where java >= 17 or mvn is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import subprocess
@@ -15,17 +16,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
 from dispatcher.apache_kafka import (
     ApacheKafkaBroker,
     KafkaRuntime,
     KafkaToolMissing,
+    Listener,
     class_archive,
     ensure_kafka,
     java_major,
@@ -49,9 +52,27 @@ def runtime() -> KafkaRuntime:
         pytest.skip(str(exc))
 
 
+# A SCRAM user, added when the storage is formatted, for the SASL listener beside PLAINTEXT:
+# the hooks (listeners, properties, format_args) that security tests build on.
+SCRAM_USER, SCRAM_PASSWORD = "alice", "alice-secret"
+
+
 @pytest.fixture(scope="module")
 def kafka(runtime: KafkaRuntime) -> Iterator[ApacheKafkaBroker]:
-    with ApacheKafkaBroker() as broker:
+    broker = ApacheKafkaBroker(
+        listeners=[Listener("SASL", "SASL_PLAINTEXT")],
+        properties={
+            "listener.name.sasl.sasl.enabled.mechanisms": "SCRAM-SHA-256",
+            "listener.name.sasl.scram-sha-256.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+        },
+        format_args=[
+            "--add-scram",
+            f"SCRAM-SHA-256=[name={SCRAM_USER},password={SCRAM_PASSWORD}]",
+        ],
+    )
+    with broker:
         yield broker
 
 
@@ -178,6 +199,19 @@ def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_
     assert sorted(Path(jar).name for jar in jars) == sorted(jar.name for jar in runtime.jars)
 
 
+def test_a_failed_class_archive_training_is_not_retried(
+    runtime: KafkaRuntime, tmp_path: Path
+) -> None:
+    elsewhere = dataclasses.replace(runtime, home=tmp_path)
+    assert elsewhere.class_archive.parent == tmp_path / "cds"
+    failed = elsewhere.class_archive.with_suffix(".failed")
+    failed.parent.mkdir()
+    failed.write_text("the training node wrote no archive\n")
+    started = time.monotonic()
+    assert class_archive(elsewhere) is None
+    assert time.monotonic() - started < 0.5
+
+
 # -- one node --------------------------------------------------------------------------
 
 
@@ -213,6 +247,33 @@ async def test_produce_and_consume(kafka: ApacheKafkaBroker, admin: AIOKafkaAdmi
         await producer.stop()
     values = await consume(kafka.bootstrap_servers, topic, 20)
     assert sorted(values) == sorted(f"m{i}".encode() for i in range(20))
+
+
+async def test_an_extra_sasl_listener_authenticates_scram_users(
+    kafka: ApacheKafkaBroker, admin: AIOKafkaAdminClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = await new_topic(admin)
+    sasl = kafka.bootstrap("SASL")
+    assert sasl != kafka.bootstrap_servers
+    options: dict[str, Any] = {
+        "bootstrap_servers": sasl,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": SCRAM_USER,
+    }
+    producer = AIOKafkaProducer(**options, sasl_plain_password=SCRAM_PASSWORD)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"over sasl")
+    finally:
+        await producer.stop()
+    assert await consume(kafka.bootstrap_servers, topic, 1) == [b"over sasl"]
+
+    wrong = AIOKafkaProducer(**options, sasl_plain_password="wrong")
+    with pytest.raises(KafkaConnectionError):
+        await wrong.start()
+    await wrong.stop()
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in caplog.text
 
 
 async def test_idempotent_producer(kafka: ApacheKafkaBroker, admin: AIOKafkaAdminClient) -> None:
@@ -334,14 +395,20 @@ async def isr_sizes(bootstrap: str, topic: str) -> list[int]:
     return [len(partition["isr"]) for partition in described["partitions"]]
 
 
-async def create_replicated_topic(bootstrap: str, topic: str) -> None:
+async def create_replicated_topic(bootstrap: str, topic: str) -> str:
+    """Create ``topic`` with the cluster's defaults; its ``min.insync.replicas``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        # the cluster's defaults: replication 3, min.insync.replicas 2
         await admin.create_topics([NewTopic(topic, 2, -1, replica_assignments={})])
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+        )
     finally:
         await admin.close()
+    [(_error, _message, _type, _name, [entry])] = response.resources
+    value: str = entry[1]
+    return value
 
 
 async def produce_all(bootstrap: str, topic: str, value: bytes) -> None:
@@ -354,22 +421,26 @@ async def produce_all(bootstrap: str, topic: str, value: bytes) -> None:
         await producer.stop()
 
 
-def wait_full_isr(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+def wait_full_isr(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while (sizes := asyncio.run(isr_sizes(bootstrap, topic))) != [3, 3]:
         assert time.monotonic() < deadline, sizes
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(300)  # three JVMs on two shared cores: a minute when the machine is busy
 def test_three_nodes_survive_a_stopped_and_a_killed_node(runtime: KafkaRuntime) -> None:
     # Synchronous: the nodes die with the thread that starts them, so this one does.
-    with ApacheKafkaBroker(nodes=3) as cluster:
+    cluster = ApacheKafkaBroker(nodes=3)
+    cluster.start(timeout=120)
+    try:
         print(f"three nodes: start {cluster.start_seconds:.2f}s")
         assert all(cluster.pids)
         for index in range(3):
             assert metadata_brokers("127.0.0.1", cluster.node_port(index)) == {1, 2, 3}
         bootstrap, topic = cluster.bootstrap_servers, f"t-{uuid.uuid4().hex[:10]}"
-        asyncio.run(create_replicated_topic(bootstrap, topic))
+        # the cluster's defaults: replication 3 (the ISRs below), min.insync.replicas 2
+        assert asyncio.run(create_replicated_topic(bootstrap, topic)) == "2"
         wait_full_isr(bootstrap, topic)
         asyncio.run(produce_all(bootstrap, topic, b"all-up"))
 
@@ -389,5 +460,7 @@ def test_three_nodes_survive_a_stopped_and_a_killed_node(runtime: KafkaRuntime) 
         )
         values = asyncio.run(consume(bootstrap, topic, 6))
         assert sorted(values) == sorted([b"all-up", b"one-stopped", b"one-killed"] * 2)
+    finally:
+        cluster.stop()
     assert cluster.directory is None
     assert cluster.pids == [None, None, None]
