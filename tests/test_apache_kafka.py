@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,12 +119,7 @@ def test_pom_pins_one_kafka_4_release() -> None:
     version = kafka_version(kafka_pom())
     assert kafka_pom() == REPO / "deploy" / "kafka" / "pom.xml"
     assert version.split(".")[0] == "4", version
-    assert (REPO / ".kafka").is_relative_to(REPO)
-    ignored = subprocess.run(
-        ["git", "-C", str(REPO), "check-ignore", "-q", f".kafka/{version}/lib/x.jar"],
-        check=False,
-    )
-    assert ignored.returncode == 0, ".kafka/ must be git-ignored"
+    assert ".kafka/" in (REPO / ".gitignore").read_text().splitlines()
 
 
 def test_java_versions_are_read_from_both_formats() -> None:
@@ -169,9 +165,12 @@ def test_cached_resolution_is_fast(runtime: KafkaRuntime) -> None:
 def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_path: Path) -> None:
     # A mvn on PATH that counts its runs: three processes resolve into an empty cache
     # at once; one runs Maven, the others wait on the lock and read its marker.
+    try:
+        real = require_mvn()
+    except KafkaToolMissing as exc:
+        pytest.skip(str(exc))
     shim, runs = tmp_path / "bin", tmp_path / "runs"
     shim.mkdir()
-    real = require_mvn()
     (shim / "mvn").write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{real}" "$@"\n')
     (shim / "mvn").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
@@ -343,6 +342,51 @@ async def test_topics_are_not_auto_created(
     finally:
         await producer.stop()
     assert topic not in await admin.list_topics()
+
+
+ORPHANING_PARENT = """
+import time
+from dispatcher.apache_kafka import ApacheKafkaBroker
+
+broker = ApacheKafkaBroker()
+broker.start()
+print("node", broker.pid, broker.directory, flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_node_dies_with_a_sigkilled_parent(runtime: KafkaRuntime) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        line = ""
+        while not line.startswith("node "):  # after structlog's lines
+            line = parent.stdout.readline()
+            assert line, "the parent exited"
+        _, pid_text, directory = line.split()
+        pid = int(pid_text)
+        assert alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    try:
+        deadline = time.monotonic() + 15
+        while alive(pid):
+            assert time.monotonic() < deadline, "the Kafka node outlived its parent"
+            time.sleep(0.05)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # what a SIGKILLed parent leaves
 
 
 def test_freeze_and_thaw(kafka: ApacheKafkaBroker) -> None:
