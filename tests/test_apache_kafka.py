@@ -7,7 +7,9 @@ three nodes. Everything skips, with the reason, only where java >= 17 or mvn is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,17 +17,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
 from dispatcher.kafka.apache import (
     ApacheKafkaBroker,
     KafkaRuntime,
     KafkaToolMissing,
+    Listener,
+    class_archive,
     ensure_kafka,
     java_major,
     kafka_pom,
@@ -48,9 +53,27 @@ def runtime() -> KafkaRuntime:
         pytest.skip(str(exc))
 
 
+# A SCRAM user, added when the storage is formatted, for the SASL listener beside PLAINTEXT:
+# the hooks (listeners, properties, format_args) that security tests build on.
+SCRAM_USER, SCRAM_PASSWORD = "alice", "alice-secret"
+
+
 @pytest.fixture(scope="module")
 def kafka(runtime: KafkaRuntime) -> Iterator[ApacheKafkaBroker]:
-    with ApacheKafkaBroker() as broker:
+    broker = ApacheKafkaBroker(
+        listeners=[Listener("SASL", "SASL_PLAINTEXT")],
+        properties={
+            "listener.name.sasl.sasl.enabled.mechanisms": "SCRAM-SHA-256",
+            "listener.name.sasl.scram-sha-256.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+        },
+        format_args=[
+            "--add-scram",
+            f"SCRAM-SHA-256=[name={SCRAM_USER},password={SCRAM_PASSWORD}]",
+        ],
+    )
+    with broker:
         yield broker
 
 
@@ -96,12 +119,7 @@ def test_pom_pins_one_kafka_4_release() -> None:
     version = kafka_version(kafka_pom())
     assert kafka_pom() == REPO / "deploy" / "kafka" / "pom.xml"
     assert version.split(".")[0] == "4", version
-    assert (REPO / ".kafka").is_relative_to(REPO)
-    ignored = subprocess.run(
-        ["git", "-C", str(REPO), "check-ignore", "-q", f".kafka/{version}/lib/x.jar"],
-        check=False,
-    )
-    assert ignored.returncode == 0, ".kafka/ must be git-ignored"
+    assert ".kafka/" in (REPO / ".gitignore").read_text().splitlines()
 
 
 def test_java_versions_are_read_from_both_formats() -> None:
@@ -147,9 +165,12 @@ def test_cached_resolution_is_fast(runtime: KafkaRuntime) -> None:
 def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_path: Path) -> None:
     # A mvn on PATH that counts its runs: three processes resolve into an empty cache
     # at once; one runs Maven, the others wait on the lock and read its marker.
+    try:
+        real = require_mvn()
+    except KafkaToolMissing as exc:
+        pytest.skip(str(exc))
     shim, runs = tmp_path / "bin", tmp_path / "runs"
     shim.mkdir()
-    real = require_mvn()
     (shim / "mvn").write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{real}" "$@"\n')
     (shim / "mvn").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
@@ -177,10 +198,25 @@ def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_
     assert sorted(Path(jar).name for jar in jars) == sorted(jar.name for jar in runtime.jars)
 
 
+def test_a_failed_class_archive_training_is_not_retried(
+    runtime: KafkaRuntime, tmp_path: Path
+) -> None:
+    elsewhere = dataclasses.replace(runtime, home=tmp_path)
+    assert elsewhere.class_archive.parent == tmp_path / "cds"
+    failed = elsewhere.class_archive.with_suffix(".failed")
+    failed.parent.mkdir()
+    failed.write_text("the training node wrote no archive\n")
+    started = time.monotonic()
+    assert class_archive(elsewhere) is None
+    assert time.monotonic() - started < 0.5
+
+
 # -- one node --------------------------------------------------------------------------
 
 
-def test_single_node_reports_itself_and_its_resources(kafka: ApacheKafkaBroker) -> None:
+def test_single_node_reports_itself_and_its_resources(
+    kafka: ApacheKafkaBroker, runtime: KafkaRuntime
+) -> None:
     assert kafka.pid is not None
     assert kafka.start_seconds is not None and kafka.start_seconds < 60
     assert metadata_brokers("127.0.0.1", kafka.port) == {1}
@@ -188,6 +224,10 @@ def test_single_node_reports_itself_and_its_resources(kafka: ApacheKafkaBroker) 
     assert rss is not None and rss < 700 * 2**20  # -Xmx512m and the JVM's own
     log_path = kafka.log_path()
     assert log_path is not None and log_path.parent.is_dir()
+    # the class-data-sharing archive of a trained node is made once and mapped
+    archive = class_archive(runtime)
+    assert archive is not None and archive == runtime.class_archive
+    assert str(archive) in Path(f"/proc/{kafka.pid}/maps").read_text()
     print(
         f"single node: start {kafka.start_seconds:.2f}s (format {kafka.format_seconds:.2f}s),"
         f" RSS {rss / 2**20:.0f} MiB"
@@ -206,6 +246,33 @@ async def test_produce_and_consume(kafka: ApacheKafkaBroker, admin: AIOKafkaAdmi
         await producer.stop()
     values = await consume(kafka.bootstrap_servers, topic, 20)
     assert sorted(values) == sorted(f"m{i}".encode() for i in range(20))
+
+
+async def test_an_extra_sasl_listener_authenticates_scram_users(
+    kafka: ApacheKafkaBroker, admin: AIOKafkaAdminClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = await new_topic(admin)
+    sasl = kafka.bootstrap("SASL")
+    assert sasl != kafka.bootstrap_servers
+    options: dict[str, Any] = {
+        "bootstrap_servers": sasl,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": SCRAM_USER,
+    }
+    producer = AIOKafkaProducer(**options, sasl_plain_password=SCRAM_PASSWORD)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"over sasl")
+    finally:
+        await producer.stop()
+    assert await consume(kafka.bootstrap_servers, topic, 1) == [b"over sasl"]
+
+    wrong = AIOKafkaProducer(**options, sasl_plain_password="wrong")
+    with pytest.raises(KafkaConnectionError):
+        await wrong.start()
+    await wrong.stop()
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in caplog.text
 
 
 async def test_idempotent_producer(kafka: ApacheKafkaBroker, admin: AIOKafkaAdminClient) -> None:
@@ -241,14 +308,13 @@ async def test_aborted_transactions_are_invisible_to_read_committed(
             await producer.send(topic, b"committed-2")
     finally:
         await producer.stop()
-    committed = await consume(
-        kafka.bootstrap_servers, topic, 3, within=3.0, isolation_level="read_committed"
-    )
-    assert committed == [b"committed-1", b"committed-2"]
     everything = await consume(
         kafka.bootstrap_servers, topic, 3, isolation_level="read_uncommitted"
     )
     assert everything == [b"committed-1", b"aborted", b"committed-2"]
+    # committed-2 follows the aborted record: reading it means having skipped that one
+    committed = await consume(kafka.bootstrap_servers, topic, 2, isolation_level="read_committed")
+    assert committed == [b"committed-1", b"committed-2"]
 
 
 async def test_topic_configs_are_described_back(admin: AIOKafkaAdminClient) -> None:
@@ -278,14 +344,62 @@ async def test_topics_are_not_auto_created(
     assert topic not in await admin.list_topics()
 
 
+ORPHANING_PARENT = """
+import time
+from dispatcher.kafka.apache import ApacheKafkaBroker
+
+broker = ApacheKafkaBroker()
+broker.start()
+print("node", broker.pid, broker.directory, flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_node_dies_with_a_sigkilled_parent(runtime: KafkaRuntime) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        line = ""
+        while not line.startswith("node "):  # after structlog's lines
+            line = parent.stdout.readline()
+            assert line, "the parent exited"
+        _, pid_text, directory = line.split()
+        pid = int(pid_text)
+        assert alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    try:
+        deadline = time.monotonic() + 15
+        while alive(pid):
+            assert time.monotonic() < deadline, "the Kafka node outlived its parent"
+            time.sleep(0.05)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # what a SIGKILLed parent leaves
+
+
 def test_freeze_and_thaw(kafka: ApacheKafkaBroker) -> None:
     kafka.freeze()
     try:
-        with pytest.raises(OSError):
+        assert kafka.frozen()
+        with pytest.raises(OSError):  # TimeoutError: the kernel accepts, nobody answers
             metadata_brokers("127.0.0.1", kafka.port, timeout=0.5)
+        assert kafka.frozen(), "something else sent the node SIGCONT"
     finally:
         kafka.thaw()
     assert metadata_brokers("127.0.0.1", kafka.port, timeout=5.0) == {1}
+    assert not kafka.frozen()
 
 
 def test_a_bad_config_fails_the_format_with_its_cause(runtime: KafkaRuntime) -> None:
@@ -325,14 +439,20 @@ async def isr_sizes(bootstrap: str, topic: str) -> list[int]:
     return [len(partition["isr"]) for partition in described["partitions"]]
 
 
-async def create_replicated_topic(bootstrap: str, topic: str) -> None:
+async def create_replicated_topic(bootstrap: str, topic: str) -> str:
+    """Create ``topic`` with the cluster's defaults; its ``min.insync.replicas``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        # the cluster's defaults: replication 3, min.insync.replicas 2
         await admin.create_topics([NewTopic(topic, 2, -1, replica_assignments={})])
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+        )
     finally:
         await admin.close()
+    [(_error, _message, _type, _name, [entry])] = response.resources
+    value: str = entry[1]
+    return value
 
 
 async def produce_all(bootstrap: str, topic: str, value: bytes) -> None:
@@ -345,22 +465,26 @@ async def produce_all(bootstrap: str, topic: str, value: bytes) -> None:
         await producer.stop()
 
 
-def wait_full_isr(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+def wait_full_isr(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while (sizes := asyncio.run(isr_sizes(bootstrap, topic))) != [3, 3]:
         assert time.monotonic() < deadline, sizes
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(300)  # three JVMs on two shared cores: a minute when the machine is busy
 def test_three_nodes_survive_a_stopped_and_a_killed_node(runtime: KafkaRuntime) -> None:
     # Synchronous: the nodes die with the thread that starts them, so this one does.
-    with ApacheKafkaBroker(nodes=3) as cluster:
+    cluster = ApacheKafkaBroker(nodes=3)
+    cluster.start(timeout=120)
+    try:
         print(f"three nodes: start {cluster.start_seconds:.2f}s")
         assert all(cluster.pids)
         for index in range(3):
             assert metadata_brokers("127.0.0.1", cluster.node_port(index)) == {1, 2, 3}
         bootstrap, topic = cluster.bootstrap_servers, f"t-{uuid.uuid4().hex[:10]}"
-        asyncio.run(create_replicated_topic(bootstrap, topic))
+        # the cluster's defaults: replication 3 (the ISRs below), min.insync.replicas 2
+        assert asyncio.run(create_replicated_topic(bootstrap, topic)) == "2"
         wait_full_isr(bootstrap, topic)
         asyncio.run(produce_all(bootstrap, topic, b"all-up"))
 
@@ -380,5 +504,7 @@ def test_three_nodes_survive_a_stopped_and_a_killed_node(runtime: KafkaRuntime) 
         )
         values = asyncio.run(consume(bootstrap, topic, 6))
         assert sorted(values) == sorted([b"all-up", b"one-stopped", b"one-killed"] * 2)
+    finally:
+        cluster.stop()
     assert cluster.directory is None
     assert cluster.pids == [None, None, None]
