@@ -1,1 +1,1 @@
-"""Operating the processes: metrics, the ops server, readiness, lag, gauges, status."""
+"""Observing the processes: metrics, the ops server, readiness, lag, loop lag, gauges."""

@@ -1,1 +1,1 @@
-"""Running processes: the supervisor, signals, parent death, the embedded Postgres, the loop."""
+"""Running processes: the supervisor, signals, the ops side of a process, status, the loop."""
