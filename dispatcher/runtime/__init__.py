@@ -1,1 +1,2 @@
-"""Running processes: the supervisor, signals, the ops side of a process, status, the loop."""
+"""Running processes: the supervisor, signals, each process's ops side, status, the
+embedded Postgres, the event loop."""
