@@ -46,12 +46,12 @@ from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsu
 from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, InvalidMessage
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.router.subscription_index import WebhookChanges
 from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.db import TRANSIENT_ERRORS
 from dispatcher.store.notifications import Notifications
+from dispatcher.store.webhook_changes import WebhookChanges
 
 __all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
 
