@@ -37,8 +37,9 @@ from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.http.metered import MeteredSender
-from dispatcher.delivery.http.sender import ClosableSender, Sender, make_sender
+from dispatcher.delivery.http.sender import ClosableSender, Sender
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.broker import require_topics
 from dispatcher.kafka.dead_letter import send_dead_letter
