@@ -47,14 +47,13 @@ from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsu
 from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, InvalidMessage
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.db import TRANSIENT_ERRORS
 from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhook_changes import WebhookChanges
 
-__all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
+__all__ = ["GROUP_ID", "Deliverer"]
 
 log = structlog.get_logger(__name__)
 
@@ -345,8 +344,3 @@ class Deliverer:
             self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )
         await ack
-
-
-async def run_deliverer(settings: Settings) -> None:
-    """Run a deliverer until SIGINT or SIGTERM (``hooklane deliverer``)."""
-    await run_until_signalled(Deliverer(settings))

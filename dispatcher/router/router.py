@@ -39,7 +39,6 @@ from dispatcher.messages.wire import Event, task_messages
 from dispatcher.ops.metrics import RouterMetrics
 from dispatcher.router.ingest import Ingest, Rejected, Verdict
 from dispatcher.router.subscription_index import SubscriptionIndex
-from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -258,8 +257,3 @@ class Router:
         return await send_dead_letter(
             self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )
-
-
-async def run_router(settings: Settings) -> None:
-    """Run a router until SIGINT or SIGTERM (``hooklane router``)."""
-    await run_until_signalled(Router(settings))
