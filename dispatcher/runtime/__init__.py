@@ -1,2 +1,2 @@
-"""Running processes: the supervisor, signals, each process's ops side, status, the
-embedded Postgres, the event loop."""
+"""Running processes: the supervisor, signals, each process's ops side (with its Postgres
+gauges), status, the embedded Postgres, the event loop."""
