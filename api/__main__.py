@@ -12,8 +12,8 @@ from api.app import create_app
 from api.app_keys import POOL
 from dispatcher.delivery.secrets import MISSING_KEY
 from dispatcher.logs import configure_logging
-from dispatcher.ops.operations import ProcessOps
 from dispatcher.runtime import event_loop
+from dispatcher.runtime.operations import ProcessOps
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.store import db
 

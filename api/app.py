@@ -21,8 +21,8 @@ from api.app_keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
 from api.metrics import metrics_middleware
-from api.validation import Schemas
-from dispatcher.delivery.http.sender import make_sender
+from api.schemas import Schemas
+from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.ops.metrics import ApiMetrics, Families, build_registry
 from dispatcher.settings import Settings

@@ -11,7 +11,7 @@ from dispatcher.delivery.secrets import SecretBox
 from dispatcher.settings import Settings
 
 if TYPE_CHECKING:
-    from api.validation import Schemas
+    from api.schemas import Schemas
     from dispatcher.delivery.http.sender import Sender
     from dispatcher.kafka.producer import Producer
 

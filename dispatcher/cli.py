@@ -141,14 +141,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "api"])
     if command == "router":
         _need_broker(settings)
-        from dispatcher.ops.operations import run_router
+        from dispatcher.runtime.operations import run_router
 
         event_loop.tune_gc()
         event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
-        from dispatcher.ops.operations import run_deliverer
+        from dispatcher.runtime.operations import run_deliverer
 
         event_loop.tune_gc()
         event_loop.run(run_deliverer(settings), settings.event_loop)
@@ -206,7 +206,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.ops import status
+    from dispatcher.runtime import status
 
     def show(current: status.Status) -> None:
         if args.json:

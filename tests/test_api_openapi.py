@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 
 from api.app import create_app
 from api.auth import is_portal_page
-from api.validation import SCHEMA_DIR, Schemas
+from api.schemas import SCHEMA_DIR, Schemas
 from dispatcher.settings import Settings
 from dispatcher.store.attempts import Attempt
 

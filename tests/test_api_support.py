@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from api.validation import Schemas
+from api.schemas import Schemas
 from dispatcher.settings import Settings
 
 # The client type of the tests (TestClient is generic in request and app types).

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from api.validation import SCHEMA_DIR
+from api.schemas import SCHEMA_DIR
 from tests.conftest import TenantKey
 from tests.test_api_support import (
     GIVEN_SECRET,

@@ -8,7 +8,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from api.responses import decode_cursor, encode_cursor, rfc3339
-from api.validation import Schemas, compile_schema, parse_datetime, problems
+from api.schemas import Schemas
+from api.validation import compile_schema, parse_datetime, problems
 from tests.test_api_support import Client, api_client
 
 

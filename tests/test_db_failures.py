@@ -17,11 +17,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from dispatcher.messages.wire import Event
-from dispatcher.router import subscription_index as subscriptions
 from dispatcher.router.ingest import Ingest
-from dispatcher.router.subscription_index import WebhookChanges
 from dispatcher.settings import Settings
-from dispatcher.store import db
+from dispatcher.store import db, webhook_changes
+from dispatcher.store.webhook_changes import WebhookChanges
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -118,7 +117,7 @@ async def test_webhook_changes_resync_again_after_a_failed_one(
     error: BaseException, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resync that meets a vanished Postgres is retried; the follower does not die."""
-    monkeypatch.setattr(subscriptions, "RECONNECT_DELAY_S", 0.01)
+    monkeypatch.setattr(webhook_changes, "RECONNECT_DELAY_S", 0.01)
     attempts = 0
 
     async def on_resync() -> None:

@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, Event, InvalidMessage
-from dispatcher.ops.backlog_gauges import set_webhook_gauges
 from dispatcher.ops.metrics import WEBHOOK_METRICS, DelivererMetrics, RouterMetrics, build_registry
+from dispatcher.runtime.backlog_gauges import set_webhook_gauges
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from api.app_keys import SENDER
-from api.validation import Schemas
+from api.schemas import Schemas
 from dispatcher.delivery.http.sender import Response
 from dispatcher.kafka.broker import LaunchedBroker
 from dispatcher.settings import Settings

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dispatcher.router.subscription_index import CHANNEL, WebhookChanges
 from dispatcher.settings import Settings
 from dispatcher.store.notifications import Notifications, backoff_delays
+from dispatcher.store.webhook_changes import CHANNEL, WebhookChanges
 from tests.pipeline_helpers import start_deliverer
 from tests.test_failure_support import eventually
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.kafka.broker import free_port
 from dispatcher.kafka.producer import Producer
-from dispatcher.ops.status import FAILING_LIMIT
+from dispatcher.runtime.status import FAILING_LIMIT
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import failing_webhooks
 from tests.conftest import TenantKey, migrated_database

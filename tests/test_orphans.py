@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.kafka.broker import tansu_binary
-from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.parent_death import die_with_parent
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 

@@ -26,6 +26,7 @@ from dispatcher.delivery.failures import (
     ProtocolError,
     TLSError,
 )
+from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import (
     MAX_RESPONSE_BODY,
@@ -33,7 +34,6 @@ from dispatcher.delivery.http.sender import (
     AiohttpSender,
     ClosableSender,
     bound_headers,
-    make_sender,
 )
 from dispatcher.settings import Settings, SettingsError
 from tests.sender_helpers import Certificates, ScriptedServer, make_certificates, start_server

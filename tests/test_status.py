@@ -12,7 +12,14 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
-from dispatcher.ops.status import GroupStatus, Member, Status, parse_groups, render_text, to_json
+from dispatcher.runtime.status import (
+    GroupStatus,
+    Member,
+    Status,
+    parse_groups,
+    render_text,
+    to_json,
+)
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
 from dispatcher.store.webhooks import FailingWebhook

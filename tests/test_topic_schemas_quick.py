@@ -10,12 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.messages.topic_schemas import (
-    CatalogSchemas,
-    compile_schema,
-    data_problems,
-    quick_check,
-)
+from dispatcher.messages.topic_schemas import compile_schema, data_problems, quick_check
+from dispatcher.router.catalog_schemas import CatalogSchemas
 from dispatcher.store import db
 
 MIGRATIONS = Path(db.__file__).parent / "migrations"

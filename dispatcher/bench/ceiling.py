@@ -30,7 +30,7 @@ from dispatcher.bench.results import ScenarioResult
 from dispatcher.bench.stack import BENCH_TOPIC, Receiver, webhook_url
 from dispatcher.bench.stats import per_item_us, rate
 from dispatcher.bench.workload import event_data, pad_for
-from dispatcher.delivery.http.sender import make_sender
+from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.secrets import generate_secret
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.messages.wire import Event, delivery_body

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.parent_death import die_with_parent
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -88,7 +88,7 @@ class Child:
         self.log_path = log_dir / f"{self.name}.log"
         self._log = self.log_path.open("ab")
         # In a session of its own (Ctrl-C is for the bench, which stops it), and killed by
-        # the kernel if the bench dies without stopping it (dispatcher.runtime.parent_death).
+        # the kernel if the bench dies without stopping it (dispatcher.parent_death).
         self.process = await asyncio.create_subprocess_exec(
             *die_with_parent([sys.executable, "-m", self.module, *self.args]),
             env={**env, **self.env},

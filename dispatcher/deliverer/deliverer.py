@@ -37,8 +37,9 @@ from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
 from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.http.metered import MeteredSender
-from dispatcher.delivery.http.sender import ClosableSender, Sender, make_sender
+from dispatcher.delivery.http.sender import ClosableSender, Sender
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.broker import require_topics
 from dispatcher.kafka.dead_letter import send_dead_letter
@@ -46,14 +47,13 @@ from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsu
 from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, InvalidMessage
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.router.subscription_index import WebhookChanges
-from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.db import TRANSIENT_ERRORS
 from dispatcher.store.notifications import Notifications
+from dispatcher.store.webhook_changes import WebhookChanges
 
-__all__ = ["GROUP_ID", "Deliverer", "run_deliverer"]
+__all__ = ["GROUP_ID", "Deliverer"]
 
 log = structlog.get_logger(__name__)
 
@@ -345,8 +345,3 @@ class Deliverer:
             self._producer.kafka, self.settings.dead_letter_topic, record, reason
         )
         await ack
-
-
-async def run_deliverer(settings: Settings) -> None:
-    """Run a deliverer until SIGINT or SIGTERM (``hooklane deliverer``)."""
-    await run_until_signalled(Deliverer(settings))

@@ -15,7 +15,7 @@ when its parent is SIGKILLed: then it stays behind, under 1 MB on disk). One nod
 everywhere. Three nodes: a static quorum of all three, replication 3 and
 ``min.insync.replicas`` 2, and ``stop_node``/``kill_node``/``start_node`` for chaos. As in
 production, topics are not auto-created. A node dies with the thread that started it
-(``dispatcher.runtime.parent_death``), as tansu does.
+(``dispatcher.parent_death``), as tansu does.
 
 Start-up, measured on 2 cores (Java 17, Kafka 4.4.0, ``START_JVM_OPTIONS``): a node costs
 about 1.9 CPU seconds until it answers metadata with the class-data-sharing archive
@@ -52,7 +52,7 @@ from types import TracebackType
 import structlog
 
 from dispatcher.kafka.broker import BrokerError, free_port
-from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.parent_death import die_with_parent
 
 log = structlog.get_logger(__name__)
 
@@ -699,7 +699,7 @@ class ApacheKafkaBroker:
 
         The first call on a machine resolves the jars first (``ensure_kafka``), which
         ``timeout`` does not cover. Call it from a thread that outlives the broker: on
-        Linux the nodes are killed when the calling thread ends (``runtime.parent_death``).
+        Linux the nodes are killed when the calling thread ends (``dispatcher.parent_death``).
         """
         if self._directory is not None:
             raise BrokerError("this ApacheKafkaBroker is already started")

@@ -5,7 +5,7 @@ subprocess on a loopback port with memory storage; used by ``hooklane up`` when
 ``HOOKLANE_KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the test fixtures. It has no
 idempotent producer and no transactions, so Hooklane relies on plain at-least-once.
 On Linux it dies with the thread that started it, even when that process is SIGKILLed
-(``dispatcher.runtime.parent_death``): its memory storage is of no use to anyone else.
+(``dispatcher.parent_death``): its memory storage is of no use to anyone else.
 
 Topics: only ``hooklane migrate``, ``hooklane topics ensure`` and ``hooklane up``
 create the internal topics (``create_topics``), with ``HOOKLANE_KAFKA_REPLICATION_FACTOR``
@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from dispatcher.messages.wire import MAX_TASK_BYTES
-from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.parent_death import die_with_parent
 from dispatcher.settings import PREFIX, Settings
 
 log = structlog.get_logger(__name__)
@@ -189,7 +189,7 @@ class EmbeddedBroker:
         """Start the broker and wait until it accepts connections.
 
         Call it from a thread that outlives the broker: on Linux the broker is killed
-        when the calling thread ends (``dispatcher.runtime.parent_death``).
+        when the calling thread ends (``dispatcher.parent_death``).
         """
         url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(

@@ -1,1 +1,2 @@
-"""The router process: mirror topics in, delivery tasks out (ingest, the subscription index)."""
+"""The router process: mirror topics in, delivery tasks out (ingest, the subscription index,
+the catalog's topic schemas)."""

@@ -28,8 +28,9 @@ from typing import Any
 import asyncpg
 import structlog
 
-from dispatcher.messages.topic_schemas import CatalogSchemas, describe
+from dispatcher.messages.topic_schemas import describe
 from dispatcher.messages.wire import Event, InvalidMessage
+from dispatcher.router.catalog_schemas import CatalogSchemas
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store import events as event_store

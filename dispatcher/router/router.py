@@ -38,7 +38,6 @@ from dispatcher.messages.wire import MAX_TASK_BYTES, Event, task_messages
 from dispatcher.ops.metrics import RouterMetrics
 from dispatcher.router.ingest import Ingest, Rejected, Verdict
 from dispatcher.router.subscription_index import SubscriptionIndex
-from dispatcher.runtime.signals import run_until_signalled
 from dispatcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -269,8 +268,3 @@ class Router:
         tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
         owners.extend([index] * len(messages))
         return event
-
-
-async def run_router(settings: Settings) -> None:
-    """Run a router until SIGINT or SIGTERM (``hooklane router``)."""
-    await run_until_signalled(Router(settings))

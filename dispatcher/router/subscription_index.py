@@ -6,23 +6,21 @@ deliveries are buffered by the deliverer, in order); DISABLED ones get nothing.
 A webhook's payload filter (``dispatcher.subscription.filters``) is compiled once per webhook
 version (its ``updated_at``) when it is loaded, never per event; ``matching(event)``
 applies it. ``SubscriptionIndex`` loads every routed webhook once,
-then follows ``WebhookChanges``: the ``hooklane_webhooks`` Postgres channel (a trigger
-on ``webhooks`` notifies the id of every inserted, updated or deleted row), heard on
-the process's one listen connection (``dispatcher.store.notifications``), reloads
-just that row, and a periodic full resync (also after a lost listener connection)
-repairs anything a missed notification left stale.
+then follows ``WebhookChanges`` (``dispatcher.store.webhook_changes``): the
+``hooklane_webhooks`` Postgres channel (a trigger on ``webhooks`` notifies the id of
+every inserted, updated or deleted row), heard on the process's one listen connection
+(``dispatcher.store.notifications``), reloads just that row, and a periodic full resync
+(also after a lost listener connection) repairs anything a missed notification left
+stale.
 
 The index also knows the topic catalog (``topic_known``): loaded with every resync,
 a topic it has not seen is looked up once (and again after ``UNKNOWN_TOPIC_TTL_S``).
-
-``WebhookChanges`` is reusable: the deliverer's target cache follows the same channel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -33,16 +31,12 @@ from dispatcher.messages.wire import Event
 from dispatcher.store import topics as topic_store
 from dispatcher.store import webhooks as webhook_store
 from dispatcher.store.db import TRANSIENT_ERRORS, create_pool
-from dispatcher.store.notifications import Notifications, Subscription
+from dispatcher.store.notifications import Notifications
+from dispatcher.store.webhook_changes import RESYNC_INTERVAL_S, WebhookChanges
 from dispatcher.store.webhooks import ROUTED_STATES
 from dispatcher.subscription.filters import InvalidFilter, Predicate, compile_filter, event_view
-from dispatcher.tasks import cancel, until_ready
 
 log = structlog.get_logger(__name__)
-
-CHANNEL = "hooklane_webhooks"
-RESYNC_INTERVAL_S = 30.0
-RECONNECT_DELAY_S = 1.0
 
 # An unknown topic is looked up again after this long (it may have just been added).
 UNKNOWN_TOPIC_TTL_S = 1.0
@@ -171,79 +165,6 @@ class FilterCache:
     def forget(self, webhook_id: str) -> None:
         """Forget one webhook's filter."""
         self._compiled.pop(webhook_id, None)
-
-
-ChangeCallback = Callable[[str], Awaitable[None]]
-_RESYNC = object()
-ResyncCallback = Callable[[], Awaitable[None]]
-
-
-class WebhookChanges:
-    """Follows ``hooklane_webhooks`` through the process's ``Notifications``.
-
-    ``on_change(webhook_id)`` runs for each notification, one at a time and in arrival
-    order (so a slow reload never overtakes a newer one). ``on_resync()`` runs once
-    listening (the first time and after every reconnect of the listen connection, so
-    nothing changed while it was down goes unseen) and every ``resync_interval`` seconds.
-    """
-
-    def __init__(
-        self,
-        notifications: Notifications,
-        on_change: ChangeCallback,
-        on_resync: ResyncCallback,
-        resync_interval: float = RESYNC_INTERVAL_S,
-    ) -> None:
-        self._notifications = notifications
-        self._on_change = on_change
-        self._on_resync = on_resync
-        self._resync_interval = resync_interval
-        # A webhook id, or _RESYNC after a (re)connect.
-        self._queue: asyncio.Queue[str | object] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._subscription: Subscription | None = None
-        self._ready = asyncio.Event()
-
-    async def start(self) -> None:
-        """Start following; returns after the first successful resync."""
-        self._subscription = await self._notifications.subscribe(
-            [CHANNEL],
-            lambda _channel, payload: self._queue.put_nowait(payload),
-            lambda: self._queue.put_nowait(_RESYNC),
-        )
-        self._task = asyncio.create_task(self._run(), name="webhook-changes")
-        await until_ready(self._task, self._ready)
-
-    async def stop(self) -> None:
-        """Stop following changes."""
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            await self._notifications.unsubscribe(subscription)
-        task, self._task = self._task, None
-        await cancel(task)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loaded = False  # changes before the first load are in it
-        next_resync: float | None = None  # None: wait for the first (re)connect
-        while True:
-            timeout = None if next_resync is None else max(0.0, next_resync - loop.time())
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                item = _RESYNC
-            try:
-                if item is _RESYNC:
-                    await self._on_resync()
-                    loaded = True
-                    self._ready.set()
-                    next_resync = loop.time() + self._resync_interval
-                elif loaded:
-                    await self._on_change(str(item))
-            except TRANSIENT_ERRORS as exc:
-                # Postgres went away mid-load: whatever was missed, a resync soon repairs.
-                log.warning("webhook_changes.reload_failed", error=str(exc))
-                next_resync = loop.time() + RECONNECT_DELAY_S
 
 
 class SubscriptionIndex:

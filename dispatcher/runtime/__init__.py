@@ -1,1 +1,2 @@
-"""Running processes: the supervisor, signals, parent death, the embedded Postgres, the loop."""
+"""Running processes: the supervisor, signals, each process's ops side (with its Postgres
+gauges), status, the embedded Postgres, the event loop."""

@@ -16,7 +16,7 @@ directory (a flock on ``.hooklane/pgdata.lock``), so a second one cannot adopt t
 server and stop it under the first.
 
 Unlike the broker and the stack's children, the server is not given a parent-death
-signal (``dispatcher.runtime.parent_death``), and outlives a ``hooklane up`` killed with -9. It
+signal (``dispatcher.parent_death``), and outlives a ``hooklane up`` killed with -9. It
 could not be: the library runs ``pg_ctl start``, which forks the postmaster and exits
 once it is up, and the signal is not inherited across fork. Nor should it: a SIGKILLed
 postmaster loses no committed data (WAL replay at the next start), but its backends

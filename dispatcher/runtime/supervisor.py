@@ -9,7 +9,7 @@ grows with quick deaths and resets once a child ran ``HEALTHY_AFTER_S``). Withou
 hands it to the children explicitly. SIGINT/SIGTERM stop everything, children first.
 
 If the supervisor is SIGKILLed instead, the children and the embedded broker die with it
-on Linux (``dispatcher.runtime.parent_death``), undrained as in any crash, rather than holding
+on Linux (``dispatcher.parent_death``), undrained as in any crash, rather than holding
 the API and metrics ports the next ``hooklane up`` binds. The embedded Postgres does not
 (see ``dispatcher.runtime.embedded_db``): the next ``hooklane up`` adopts it.
 """
@@ -32,8 +32,8 @@ import structlog
 
 from dispatcher.delivery.secrets import dev_key
 from dispatcher.kafka.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
+from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
-from dispatcher.runtime.parent_death import die_with_parent
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
 from dispatcher.store import db
 

@@ -1,1 +1,2 @@
-"""HTTP for deliveries: the ``Sender`` seam, the lean and metered senders, the SSRF rules."""
+"""HTTP for deliveries: the ``Sender`` seam, the lean and metered senders, the factory
+choosing one, the SSRF rules."""

@@ -1,8 +1,9 @@
 """The one narrow seam for HTTP: ``Sender.send(url, body, headers) -> Response``.
 
 The deliverer and the API's test trigger both use it; tests can swap it.
-``make_sender(settings)`` builds the production one ``HOOKLANE_SENDER`` names: the lean
-``dispatcher.delivery.http.lean.HttpSender`` (default) or ``AiohttpSender``. Both keep
+``make_sender(settings)`` (``dispatcher.delivery.http.factory``) builds the production
+one ``HOOKLANE_SENDER`` names: the lean ``dispatcher.delivery.http.lean.HttpSender``
+(default) or ``AiohttpSender`` (here). Both keep
 keep-alive pools per host and a DNS cache, verify TLS, guard connects against SSRF,
 follow no redirects and read at most ``MAX_RESPONSE_BODY`` bytes; the same sender suite
 (tests/test_sender.py) runs against both.
@@ -87,15 +88,6 @@ class ClosableSender(Sender, Protocol):
     """A production sender: it owns connections, so its owner closes it."""
 
     async def close(self) -> None: ...
-
-
-def make_sender(settings: Settings) -> ClosableSender:
-    """The sender ``HOOKLANE_SENDER`` names. Call inside a running loop."""
-    if settings.sender == "aiohttp":
-        return AiohttpSender(settings)
-    from dispatcher.delivery.http.lean import HttpSender  # it imports Response from here
-
-    return HttpSender(settings)
 
 
 class AiohttpSender:

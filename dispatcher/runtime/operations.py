@@ -22,11 +22,6 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
-from dispatcher.ops.backlog_gauges import (
-    refresh_periodically,
-    set_backlog_gauges,
-    set_webhook_gauges,
-)
 from dispatcher.ops.lag import LagPoller, OffsetReader
 from dispatcher.ops.lane_gauges import LaneCounts, owned_parked, sample_lanes
 from dispatcher.ops.loop_lag import monitor_loop_lag
@@ -40,6 +35,11 @@ from dispatcher.ops.metrics import (
 )
 from dispatcher.ops.ops_server import OpsServer
 from dispatcher.ops.readiness import BrokerCheck, Check, group_member_check, postgres_check
+from dispatcher.runtime.backlog_gauges import (
+    refresh_periodically,
+    set_backlog_gauges,
+    set_webhook_gauges,
+)
 from dispatcher.runtime.signals import run_until_signalled, stop_signals
 from dispatcher.settings import Settings
 from dispatcher.store import backlog as backlog_store
