@@ -5,7 +5,10 @@
   ``HOOKLANE_TEST_BROKER``: ``kafka`` (fail without Java 17+ and Maven: CI sets it),
   ``tansu``, or ``auto`` (the default: Apache Kafka where Java and Maven are found,
   else tansu, said in one line at the start).
-- ``database_url`` (session): a fresh, migrated database, dropped at the end.
+- ``database_url`` (session): a fresh, migrated database, dropped at the end, on the
+  Postgres at 127.0.0.1:5432, or, where none answers (a newcomer's fresh machine), on
+  an embedded Postgres per test worker as ``make run`` uses (``.hooklane/test-pgdata-*``;
+  ``HOOKLANE_TEST_POSTGRES=embedded`` forces it).
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
   a short retry schedule; Kafka events are not validated against topic schemas.
@@ -21,9 +24,11 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -31,6 +36,7 @@ from cryptography.fernet import Fernet
 
 from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, create_topics, free_port
+from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
@@ -70,8 +76,11 @@ def test_broker() -> tuple[str, str]:
     return "kafka", f"broker: Apache Kafka {runtime.version} ({TEST_BROKER}={wanted})"
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return test_broker()[1]
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [test_broker()[1]]
+    if not _answers(LOCAL_POSTGRES) or os.environ.get(TEST_POSTGRES):
+        lines.append("postgres: embedded where none answers at 127.0.0.1:5432 (per worker)")
+    return lines
 
 
 def on_kafka() -> bool:
@@ -86,10 +95,45 @@ def broker() -> Iterator[LaunchedBroker]:
         yield running
 
 
+LOCAL_POSTGRES = ("127.0.0.1", 5432)
+TEST_POSTGRES = "HOOKLANE_TEST_POSTGRES"
+_embedded: list[EmbeddedPostgres] = []
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(address, timeout=1):
+        return True
+    return False
+
+
+@functools.cache
+def postgres() -> tuple[str, str]:
+    """The URL of a database ``{name}`` on the tests' Postgres, and a line saying which."""
+    forced = os.environ.get(TEST_POSTGRES, "").strip().lower() == "embedded"
+    if not forced and _answers(LOCAL_POSTGRES):
+        return "postgresql://postgres@127.0.0.1:5432/{name}", "postgres: 127.0.0.1:5432"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    server = EmbeddedPostgres(Path(".hooklane") / f"test-pgdata-{worker}")
+    url = server.start()  # postgresql://postgres:@/hooklane?host=<dir>
+    _embedded.append(server)
+    why = f"{TEST_POSTGRES}=embedded" if forced else "no Postgres answers at 127.0.0.1:5432"
+    return url.replace("/hooklane?", "/{name}?", 1), f"postgres: embedded ({why})"
+
+
+def database_url_for(name: str) -> str:
+    """The URL of database ``name`` on the tests' Postgres (created by ``db.migrate``)."""
+    return postgres()[0].format(name=name)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _embedded:
+        _embedded.pop().stop()
+
+
 @contextlib.contextmanager
 def migrated_database(name: str = "test") -> Iterator[str]:
     """A fresh, migrated database ``hooklane_<name>_<random>``, dropped afterwards."""
-    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_{name}_{uuid.uuid4().hex[:10]}"
+    url = database_url_for(f"hooklane_{name}_{uuid.uuid4().hex[:10]}")
     asyncio.run(db.migrate(url))
     try:
         yield url

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
 from dispatcher.settings import Settings
 from dispatcher.store import db
+from tests.conftest import database_url_for
 
 
 async def test_broker_produce_consume_commit(settings: Settings) -> None:
@@ -99,7 +100,7 @@ async def test_migrations_are_idempotent(database_url: str) -> None:
 
 async def test_migrate_creates_missing_database() -> None:
     """migrate creates the database named in the URL when it does not exist."""
-    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_new_{uuid.uuid4().hex[:8]}"
+    url = database_url_for(f"hooklane_new_{uuid.uuid4().hex[:8]}")
     try:
         applied = await db.migrate(url)
         assert applied and applied[0] == "001_initial.sql"

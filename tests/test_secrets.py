@@ -30,7 +30,7 @@ from dispatcher.store.webhooks import (
     reencrypt_secrets,
     update_webhook,
 )
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, database_url_for
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -112,7 +112,7 @@ async def test_stored_secret_is_ciphertext(pool: asyncpg.Pool, tenant) -> None:
 
 @pytest.fixture
 async def rotation_db() -> AsyncIterator[str]:
-    url = f"postgresql://postgres@127.0.0.1:5432/hooklane_rot_{uuid.uuid4().hex[:10]}"
+    url = database_url_for(f"hooklane_rot_{uuid.uuid4().hex[:10]}")
     await db.migrate(url)
     yield url
     await db.drop_database(url)
