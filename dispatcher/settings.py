@@ -65,6 +65,8 @@ class Settings:
     # The idempotent producer (no duplicate or reordered batch on a retried send);
     # off only for brokers without it (the embedded tansu).
     kafka_idempotence: bool = True
+    # What ``hooklane up`` starts when no bootstrap servers are set: tansu or kafka.
+    embedded_broker: str = "tansu"
     # How long the dead-letter topic keeps what was refused (retention.ms at creation):
     # long, so an operator can still read and republish it.
     dead_letter_retention: float = 90 * 86400.0
@@ -146,6 +148,11 @@ class Settings:
                 "must be auto, uvloop or asyncio",
             ),
             (self.sender in {"fast", "aiohttp"}, "SENDER", "must be fast or aiohttp"),
+            (
+                self.embedded_broker in {"tansu", "kafka"},
+                "EMBEDDED_BROKER",
+                "must be tansu or kafka",
+            ),
             (0 < self.metrics_port < 65536, "METRICS_PORT", "must be a TCP port (1-65535)"),
             (0.0 <= self.log_sample <= 1.0, "LOG_SAMPLE", "must be between 0 and 1"),
             (self.portal_link_ttl > 0, "PORTAL_LINK_TTL", "must be positive"),

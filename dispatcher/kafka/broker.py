@@ -126,15 +126,23 @@ EMBEDDED_DEFAULTS: dict[str, int | bool] = {
     # tansu answers InitProducerId with an unknown error: no idempotent producer.
     "kafka_idempotence": False,
 }
+# One Apache Kafka node answers fetches as data arrives: the settings' own defaults,
+# with the partition counts of a one-router, one-deliverer stack.
+EMBEDDED_KAFKA_DEFAULTS: dict[str, int | bool] = {
+    "topic_partitions": 1,
+    "deliveries_partitions": 4,
+}
 
 
-def embedded_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
-    """``settings`` for a stack on the embedded broker: ``EMBEDDED_DEFAULTS`` where
+def embedded_settings(
+    settings: Settings, environ: Mapping[str, str], broker: str = "tansu"
+) -> Settings:
+    """``settings`` for a stack on an embedded ``broker`` (tansu or kafka): its defaults
+    (``EMBEDDED_DEFAULTS``; for Apache Kafka only the partition counts) where
     ``environ`` sets nothing."""
+    defaults = EMBEDDED_DEFAULTS if broker == "tansu" else EMBEDDED_KAFKA_DEFAULTS
     changes = {
-        name: value
-        for name, value in EMBEDDED_DEFAULTS.items()
-        if f"{PREFIX}{name.upper()}" not in environ
+        name: value for name, value in defaults.items() if f"{PREFIX}{name.upper()}" not in environ
     }
     return settings.replace(**changes) if changes else settings
 

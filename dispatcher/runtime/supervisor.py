@@ -31,7 +31,14 @@ import asyncpg
 import structlog
 
 from dispatcher.delivery.secrets import dev_key
-from dispatcher.kafka.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
+from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.broker import (
+    EmbeddedBroker,
+    LaunchedBroker,
+    TopicState,
+    create_topics,
+    embedded_settings,
+)
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
@@ -199,9 +206,10 @@ class Supervisor:
 
 async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
     """The body of ``hooklane up``."""
-    broker: EmbeddedBroker | None = None
+    broker: LaunchedBroker | None = None
     if settings.kafka_bootstrap_servers is None:
-        broker = EmbeddedBroker()
+        kind = settings.embedded_broker
+        broker = ApacheKafkaBroker() if kind == "kafka" else EmbeddedBroker()
         broker.start()
         # One node: a topic cannot have more replicas than that.
         settings = embedded_settings(
@@ -209,8 +217,11 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
                 kafka_bootstrap_servers=broker.bootstrap_servers, kafka_replication_factor=1
             ),
             os.environ,
+            kind,
         )
-        log.info("broker.embedded", bootstrap_servers=broker.bootstrap_servers, pid=broker.pid)
+        log.info(
+            "broker.embedded", kind=kind, bootstrap_servers=broker.bootstrap_servers, pid=broker.pid
+        )
     if not settings.secret_key:
         settings = settings.replace(secret_key=dev_key(DEV_KEY_FILE))
         log.info("secret_key.development", file=str(DEV_KEY_FILE))
