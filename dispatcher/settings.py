@@ -65,6 +65,11 @@ class Settings:
     # The idempotent producer (no duplicate or reordered batch on a retried send);
     # off only for brokers without it (the embedded tansu).
     kafka_idempotence: bool = True
+    # Compression of what Hooklane produces (delivery tasks, dead letters, events it
+    # publishes): none, gzip, snappy, lz4 or zstd. Measured on ~800-byte tasks: zstd
+    # makes them 72% smaller for ~2.6 us more CPU per delivery (encode and decode,
+    # about 3% of the pipeline's cost), so it pays where bytes are billed or scarce.
+    kafka_compression: str = "none"
     # What ``hooklane up`` starts when no bootstrap servers are set: tansu or kafka.
     embedded_broker: str = "tansu"
     # How long the dead-letter topic keeps what was refused (retention.ms at creation):
@@ -148,6 +153,11 @@ class Settings:
                 "must be auto, uvloop or asyncio",
             ),
             (self.sender in {"fast", "aiohttp"}, "SENDER", "must be fast or aiohttp"),
+            (
+                self.kafka_compression in {"none", "gzip", "snappy", "lz4", "zstd"},
+                "KAFKA_COMPRESSION",
+                "must be none, gzip, snappy, lz4 or zstd",
+            ),
             (
                 self.embedded_broker in {"tansu", "kafka"},
                 "EMBEDDED_BROKER",

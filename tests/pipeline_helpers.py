@@ -275,6 +275,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TOPIC_PARTITIONS": settings.topic_partitions,
         "FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
         "KAFKA_IDEMPOTENCE": "true" if settings.kafka_idempotence else "false",
+        "KAFKA_COMPRESSION": settings.kafka_compression,
         "INSTANCE_ID": settings.instance_id or "",
         "DEAD_LETTER_RETENTION": f"{settings.dead_letter_retention}s",
         "KAFKA_REPLICATION_FACTOR": settings.kafka_replication_factor or "",

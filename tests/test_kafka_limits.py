@@ -156,3 +156,17 @@ async def test_aborted_transactions_are_never_delivered_committed_ones_are(
             await router.stop()
             await deliverer.stop()
     assert rx.event_ids() == [committed["id"], later["id"]]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+async def test_compressed_tasks_are_delivered(
+    settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, codec: str
+) -> None:
+    """HOOKLANE_KAFKA_COMPRESSION: the router writes compressed tasks the deliverer reads."""
+    settings = settings.replace(kafka_compression=codec)
+    await ensure_mirror_topics(settings, [TOPIC])
+    values = [event(tenant.id) for _ in range(5)]
+    wanted = {value["id"] for value in values}
+    received, alive = await deliver(settings, pool, tenant, values, wanted)
+    assert alive
+    assert received == dict.fromkeys(wanted, 1)

@@ -161,11 +161,13 @@ class Producer:
         await self.start()
 
     def _client(self, idempotent: bool) -> AIOKafkaProducer:
+        compression = self._settings.kafka_compression
         return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
             enable_idempotence=idempotent,
             max_request_size=MAX_MESSAGE_BYTES,
+            compression_type=None if compression == "none" else compression,
             linger_ms=self._linger_ms,
             request_timeout_ms=30_000,
             max_batch_size=MAX_BATCH_BYTES,
