@@ -37,6 +37,8 @@ class WebhookTarget:
     rate_limit: float | None = None
     # The ``retry`` override as stored; ``policy.effective_policy`` bounds it.
     retry: RetryOverride = field(default_factory=RetryOverride)
+    # The webhook's own request headers (DESIGN.md §11), sent with every attempt.
+    headers: Headers = ()
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +84,8 @@ async def attempt_delivery(
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
     headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
+    if target.headers:
+        headers = {**dict(target.headers), **headers}
 
     def result(duration_ms: float, **outcome: Any) -> AttemptResult:
         return AttemptResult(
