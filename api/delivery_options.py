@@ -1,37 +1,74 @@
 """The delivery options of a webhook (DESIGN.md §11) at the API: checks and reads.
 
-``checked_options`` applies the rules a JSON Schema cannot express and returns what
-the store takes (``dispatcher.store.delivery_options.OPTIONS``); ``options_json``
-is what every read shows (never a secret member).
+``checked_options`` applies the rules a JSON Schema cannot express and returns the
+changes the store takes (``dispatcher.store.delivery_options.OPTIONS``, and the
+``secret`` when a ``v1a`` key pair is made); ``options_json`` is what every read
+shows (never a secret member).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from api.errors import validation_failed
+from api.errors import invalid_field, validation_failed
+from dispatcher.delivery.asymmetric import generate_key_pair
 from dispatcher.delivery.custom_headers import header_problems
 from dispatcher.store import webhooks as store
 
 
 def checked_options(body: dict[str, Any], current: store.Webhook | None) -> dict[str, Any]:
-    """The options in a schema-valid create or update ``body``, checked; else a 422.
+    """The option changes of a schema-valid create or update ``body``; else a 422.
 
     ``current`` is the webhook being updated (None on create): an update is checked
-    against the options it keeps.
+    against the options it keeps. ``rotate_signing_key`` is consumed here.
     """
-    found: list[dict[str, Any]] = []
     has_auth = False  # until step 4
     headers = body.get("headers")
     if headers is None and "headers" not in body and current is not None:
         headers = current.headers  # kept: still checked against a new auth
-    for name, message in header_problems(headers or {}, has_auth=has_auth):
-        found.append({"path": f"/headers/{name}", "message": message, "keyword": "headers"})
+    found = [
+        {"path": f"/headers/{name}", "message": message, "keyword": "headers"}
+        for name, message in header_problems(headers or {}, has_auth=has_auth)
+    ]
     if found:
         raise validation_failed(found)
-    return {name: body[name] for name in ("headers",) if name in body}
+    changes = {name: body[name] for name in ("headers",) if name in body}
+    return changes | _signing_changes(body, current)
+
+
+def _signing_changes(body: dict[str, Any], current: store.Webhook | None) -> dict[str, Any]:
+    """A new key pair when a webhook becomes (or rotates as) ``v1a``; the secret rules."""
+    was = current.signature_scheme if current is not None else None
+    scheme = body.get("signature_scheme", was or "v1")
+    rotate = body.get("rotate_signing_key", False)
+    if scheme == "v1a":
+        if "secret" in body:
+            raise invalid_field(
+                "/secret", "a v1a webhook has no shared secret: omit secret", "signature_scheme"
+            )
+        if was == "v1a" and not rotate:
+            return {}
+        private, public = generate_key_pair()
+        return {"signature_scheme": "v1a", "public_key": public, "secret": private}
+    if rotate:
+        raise invalid_field(
+            "/rotate_signing_key",
+            "rotate_signing_key is for v1a webhooks: give a v1 webhook a new secret instead",
+            "signature_scheme",
+        )
+    if was == "v1a":
+        if "secret" not in body:
+            raise invalid_field(
+                "/secret", "a webhook moving to v1 needs its new shared secret", "required"
+            )
+        return {"signature_scheme": "v1", "public_key": None}
+    return {}
 
 
 def options_json(webhook: store.Webhook) -> dict[str, Any]:
     """The options as reads show them."""
-    return {"headers": webhook.headers or {}}
+    return {
+        "headers": webhook.headers or {},
+        "signature_scheme": webhook.signature_scheme,
+        "public_key": webhook.public_key,
+    }

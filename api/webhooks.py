@@ -167,7 +167,7 @@ async def create_from_body(
     if ordering == "unordered":
         max_in_flight = body.get("max_in_flight", settings.max_in_flight_per_webhook)
         _check_in_flight(max_in_flight, settings)
-    secret = body.get("secret")
+    secret = delivery_options.pop("secret", body.get("secret"))  # a v1a private key
     generated = secret is None
     if secret is None:
         secret = generate_secret()
@@ -262,6 +262,7 @@ async def update_from_body(
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
     changes = dict(body) | checked_options(body, current)
+    changes.pop("rotate_signing_key", None)
     ordering = body.get("ordering", current.ordering)
     if ordering == "ordered":
         if body.get("max_in_flight", 1) != 1:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.delivery.asymmetric import sign_v1a_headers
 from dispatcher.delivery.failures import DeliveryError
 from dispatcher.delivery.http.sender import Headers, Sender
 from dispatcher.delivery.signing import sign_headers
@@ -39,6 +40,8 @@ class WebhookTarget:
     retry: RetryOverride = field(default_factory=RetryOverride)
     # The webhook's own request headers (DESIGN.md §11), sent with every attempt.
     headers: Headers = ()
+    # A ``v1a`` (Ed25519) key is among ``secrets``: signed by ``sign_v1a_headers``.
+    asymmetric: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -83,7 +86,8 @@ async def attempt_delivery(
     event = task.event
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
-    headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
+    sign = sign_v1a_headers if target.asymmetric else sign_headers
+    headers = sign(target.secrets, event.id, int(attempted_at), body)
     if target.headers:
         headers = {**dict(target.headers), **headers}
 

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     import asyncpg
 
 # Options a create or a partial update may carry (API names).
-OPTIONS = frozenset({"headers"})
+OPTIONS = frozenset({"headers", "signature_scheme", "public_key"})
 # What reads show (``Webhook`` fields) and what the deliverer needs (``WebhookTarget``).
-READ_COLUMNS = "headers"
+READ_COLUMNS = "headers, signature_scheme, public_key"
 TARGET_COLUMNS = "headers"
 # Encrypted columns beside the secret's, re-encrypted by ``hooklane rotate-secrets``.
 ENCRYPTED: tuple[str, ...] = ()
@@ -30,6 +30,9 @@ def option_values(box: SecretBox, options: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "headers" in options:
         values["headers"] = options["headers"] or None
+    for plain in ("signature_scheme", "public_key"):
+        if plain in options:
+            values[plain] = options[plain]
     return values
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 
+from dispatcher.delivery.asymmetric import is_signing_key
 from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError, preview
 from dispatcher.store import delivery_options as options
@@ -84,6 +85,8 @@ class Webhook:
     concurrency: int | None = None
     # Delivery options (DESIGN.md §11), as reads show them.
     headers: dict[str, str] | None = None
+    signature_scheme: str = "v1"
+    public_key: str | None = None  # whpk_…, for v1a
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
@@ -204,7 +207,7 @@ async def update_webhook(
     """Apply a partial update; None when the tenant has no such webhook.
 
     ``changes`` holds UPDATABLE columns, checked ``options.OPTIONS`` and optionally
-    ``secret`` (with ``secret_preview`` to show instead of its end). A new secret keeps
+    ``secret`` (a ``v1a`` webhook's is its ``whsk_`` private key). A new secret keeps
     the old one valid as ``previous_secret`` for ROTATION_GRACE. Setting ``state``
     to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED or PAUSED,
     its failure streak (so a re-enabled endpoint is not disabled again at once, and
@@ -213,7 +216,7 @@ async def update_webhook(
     key = _uuid(webhook_id)
     if key is None:
         return None
-    unknown = set(changes) - UPDATABLE - options.OPTIONS - {"secret", "secret_preview"}
+    unknown = set(changes) - UPDATABLE - options.OPTIONS - {"secret"}
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
     args: list[Any] = [key, tenant_id]
@@ -233,7 +236,7 @@ async def update_webhook(
         ]
     if "secret" in changes:
         secret: str = changes["secret"]
-        args += [box.encrypt(secret), changes.get("secret_preview", preview(secret))]
+        args += [box.encrypt(secret), preview(secret)]
         # Right-hand sides see the row's old values: the old secret becomes previous.
         assignments += [
             "previous_secret_ciphertext = secret_ciphertext",
@@ -295,6 +298,7 @@ def _target(row: asyncpg.Record, box: SecretBox) -> WebhookTarget:
         max_in_flight=row["max_in_flight"],
         rate_limit=rate_of(row["rate_limit"]),
         retry=stored_override(row["retry"]),
+        asymmetric=any(map(is_signing_key, secrets)),
         **options.target_options(row, box),
     )
 
