@@ -8,10 +8,12 @@ shows (never a secret member).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from api.errors import invalid_field, validation_failed
 from dispatcher.delivery.asymmetric import generate_key_pair
+from dispatcher.delivery.client_certificate import InvalidCertificate, check_client_certificate
 from dispatcher.delivery.custom_headers import header_problems
 from dispatcher.store import webhooks as store
 
@@ -33,7 +35,20 @@ def checked_options(body: dict[str, Any], current: store.Webhook | None) -> dict
     if found:
         raise validation_failed(found)
     changes = {name: body[name] for name in ("headers",) if name in body}
+    if "tls_client_certificate" in body:
+        changes["tls_client_certificate"] = _checked_certificate(body["tls_client_certificate"])
     return changes | _signing_changes(body, current)
+
+
+def _checked_certificate(pair: dict[str, str] | None) -> Any:
+    if pair is None:
+        return None
+    try:
+        return check_client_certificate(pair["certificate"], pair["private_key"], datetime.now(UTC))
+    except InvalidCertificate as exc:
+        raise invalid_field(
+            "/tls_client_certificate", f"tls_client_certificate: {exc}", "certificate"
+        ) from None
 
 
 def _signing_changes(body: dict[str, Any], current: store.Webhook | None) -> dict[str, Any]:
@@ -71,4 +86,5 @@ def options_json(webhook: store.Webhook) -> dict[str, Any]:
         "headers": webhook.headers or {},
         "signature_scheme": webhook.signature_scheme,
         "public_key": webhook.public_key,
+        "tls_client_certificate": webhook.tls_client_certificate,
     }

@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dispatcher.delivery.asymmetric import sign_v1a_headers
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import DeliveryError
-from dispatcher.delivery.http.sender import Headers, Sender
+from dispatcher.delivery.http.sender import CertificateSender, Headers, Sender
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.messages.wire import DeliveryTask, delivery_body
 from dispatcher.subscription.retry_override import RetryOverride
@@ -42,6 +43,8 @@ class WebhookTarget:
     headers: Headers = ()
     # A ``v1a`` (Ed25519) key is among ``secrets``: signed by ``sign_v1a_headers``.
     asymmetric: bool = False
+    # Presented in the TLS handshake of every attempt (``tls_client_certificate``).
+    client_certificate: ClientCertificate | None = None
 
     @property
     def enabled(self) -> bool:
@@ -106,7 +109,12 @@ async def attempt_delivery(
 
     started = time.perf_counter()
     try:
-        response = await sender.send(target.url, body, headers)
+        if target.client_certificate is None:
+            response = await sender.send(target.url, body, headers)
+        else:
+            response = await cast(CertificateSender, sender).send(
+                target.url, body, headers, target.client_certificate
+            )
     except DeliveryError as exc:
         return result(
             (time.perf_counter() - started) * 1000,

@@ -11,18 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.secrets import SecretBox
 
 if TYPE_CHECKING:
     import asyncpg
 
 # Options a create or a partial update may carry (API names).
-OPTIONS = frozenset({"headers", "signature_scheme", "public_key"})
+OPTIONS = frozenset({"headers", "signature_scheme", "public_key", "tls_client_certificate"})
 # What reads show (``Webhook`` fields) and what the deliverer needs (``WebhookTarget``).
-READ_COLUMNS = "headers, signature_scheme, public_key"
-TARGET_COLUMNS = "headers"
+READ_COLUMNS = "headers, signature_scheme, public_key, tls_client_certificate"
+TARGET_COLUMNS = "headers, tls_client_certificate, tls_client_ciphertext"
 # Encrypted columns beside the secret's, re-encrypted by ``hooklane rotate-secrets``.
-ENCRYPTED: tuple[str, ...] = ()
+ENCRYPTED: tuple[str, ...] = ("tls_client_ciphertext",)
 
 
 def option_values(box: SecretBox, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,10 +34,21 @@ def option_values(box: SecretBox, options: Mapping[str, Any]) -> dict[str, Any]:
     for plain in ("signature_scheme", "public_key"):
         if plain in options:
             values[plain] = options[plain]
+    if "tls_client_certificate" in options:
+        certificate: ClientCertificate | None = options["tls_client_certificate"]
+        values["tls_client_certificate"] = certificate and certificate.summary()
+        values["tls_client_ciphertext"] = certificate and box.encrypt(certificate.bundle())
     return values
 
 
 def target_options(row: asyncpg.Record, box: SecretBox) -> dict[str, Any]:
     """The ``WebhookTarget`` keyword arguments of a row's options, secrets decrypted."""
     headers = row["headers"]
-    return {"headers": tuple(headers.items()) if headers else ()}
+    certificate = None
+    if row["tls_client_ciphertext"] is not None:
+        bundle = box.decrypt(row["tls_client_ciphertext"])
+        certificate = ClientCertificate.from_bundle(bundle, row["tls_client_certificate"])
+    return {
+        "headers": tuple(headers.items()) if headers else (),
+        "client_certificate": certificate,
+    }

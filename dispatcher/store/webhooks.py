@@ -87,6 +87,7 @@ class Webhook:
     headers: dict[str, str] | None = None
     signature_scheme: str = "v1"
     public_key: str | None = None  # whpk_…, for v1a
+    tls_client_certificate: dict[str, str] | None = None  # subject, not_after, fingerprint
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:

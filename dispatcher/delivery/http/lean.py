@@ -36,8 +36,8 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import cast
 
@@ -46,6 +46,7 @@ from aiohttp import DefaultResolver
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import (
     BlockedDestination,
     ConnectError,
@@ -54,6 +55,7 @@ from dispatcher.delivery.failures import (
     ProtocolError,
     TLSError,
 )
+from dispatcher.delivery.http.client_tls import ClientContexts
 from dispatcher.delivery.http.sender import (
     MAX_RESPONSE_BODY,
     MAX_RESPONSE_HEADERS,
@@ -81,13 +83,15 @@ SWEEP_S = 0.05
 class Target:
     """A parsed webhook URL with the constant part of its request head."""
 
-    key: tuple[str, str, int]  # the pool: (scheme, host, port)
+    # The pool: (scheme, host, port), plus the client certificate's fingerprint.
+    key: tuple[str | int, ...]
     host: str  # IDNA-encoded name or IP literal without brackets
     port: int
     tls: bool
     literal: bool  # a canonical IP literal: connect to it without resolving
     numeric: bool  # looks like an IP to some parser: check_literal_host judges it
     head: bytes  # request line, Host, User-Agent, Content-Type
+    client: ClientCertificate | None = None  # presented in the TLS handshake
 
 
 @lru_cache(maxsize=4096)
@@ -119,6 +123,12 @@ def parse_target(url: str) -> Target:
     if any(char in path or char in shown for char in (*_HEADER_BREAKS, " ")):
         raise BlockedDestination("invalid URL: whitespace or control characters")
     return Target((scheme, host, port), host, port, scheme == "https", literal, numeric, head)
+
+
+@lru_cache(maxsize=1024)
+def presenting(target: Target, certificate: ClientCertificate) -> Target:
+    """``target`` with its own pool, whose connections present ``certificate``."""
+    return replace(target, key=(*target.key, certificate.fingerprint_sha256), client=certificate)
 
 
 def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -188,7 +198,7 @@ class _Stale(ConnectError):
 class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; ``request()`` sends and reads one exchange."""
 
-    def __init__(self, key: tuple[str, str, int]) -> None:
+    def __init__(self, key: tuple[str | int, ...]) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -327,8 +337,9 @@ class HttpSender:
     """The lean production sender (``HOOKLANE_SENDER=fast``). ``close()`` when done.
 
     Same constructor seams as ``AiohttpSender``: ``resolver`` (an aiohttp resolver,
-    wrapped by the SSRF guard unless private targets are allowed) and ``ssl_context``
-    (default: ``ssl.create_default_context()``, verifying).
+    wrapped by the SSRF guard unless private targets are allowed), ``ssl_context``
+    (default: ``tls_factory()``) and ``tls_factory`` (makes verifying contexts, also
+    those presenting client certificates; default ``ssl.create_default_context``).
     """
 
     def __init__(
@@ -337,6 +348,7 @@ class HttpSender:
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int = MAX_IDLE,
+        tls_factory: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._settings = settings
         self._timeout = settings.delivery_timeout_s
@@ -347,16 +359,26 @@ class HttpSender:
             if settings.allow_private_targets
             else GuardedResolver(settings.allowed_target_cidrs, inner=inner)
         )
-        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        tls_factory = tls_factory or ssl.create_default_context
+        self._ssl = ssl_context if ssl_context is not None else tls_factory()
+        self._client_contexts = ClientContexts(tls_factory)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._max_idle = max_idle
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str | int, ...], list[Connection]] = {}
         self._idle_count = 0
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response:
         """POST ``body`` to ``url``; redirects are answers, not followed."""
         target = parse_target(url)
+        if client_certificate is not None:
+            target = presenting(target, client_certificate)
         if target.numeric:
             check_literal_host(target.host, self._settings)
         data = request_bytes(target, body, headers)
@@ -402,7 +424,7 @@ class HttpSender:
         self._release(connection)
         return response
 
-    def _checkout(self, key: tuple[str, str, int]) -> Connection | None:
+    def _checkout(self, key: tuple[str | int, ...]) -> Connection | None:
         idle = self._idle.get(key)
         deadline = time.monotonic() - KEEPALIVE_S
         while idle:
@@ -450,7 +472,7 @@ class HttpSender:
                     lambda: Connection(target.key),
                     address,
                     target.port,
-                    ssl=self._ssl if target.tls else None,
+                    ssl=self._context(target) if target.tls else None,
                     server_hostname=target.host if target.tls else None,
                 )
             except ssl.SSLError as exc:
@@ -460,6 +482,9 @@ class HttpSender:
                 continue
             return connection
         raise ConnectError(f"cannot connect to {target.host}:{target.port} ({'; '.join(failures)})")
+
+    def _context(self, target: Target) -> ssl.SSLContext:
+        return self._ssl if target.client is None else self._client_contexts.get(target.client)
 
     async def _resolve(self, target: Target) -> list[str]:
         """Checked addresses of the target's host (cached like aiohttp's DNS cache)."""

@@ -11,13 +11,14 @@ follow no redirects and read at most ``MAX_RESPONSE_BODY`` bytes; the same sende
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import (
     BlockedDestination,
     ConnectError,
@@ -26,6 +27,7 @@ from dispatcher.delivery.failures import (
     ProtocolError,
     TLSError,
 )
+from dispatcher.delivery.http.client_tls import ClientContexts
 from dispatcher.delivery.http.ssrf import GuardedResolver, check_literal_host
 from dispatcher.settings import Settings
 from dispatcher.values import immutable
@@ -82,8 +84,20 @@ class Sender(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
 
 
+class CertificateSender(Sender, Protocol):
+    """A sender that can present a client certificate in the TLS handshake."""
+
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response: ...
+
+
 @runtime_checkable
-class ClosableSender(Sender, Protocol):
+class ClosableSender(CertificateSender, Protocol):
     """A production sender: it owns connections, so its owner closes it."""
 
     async def close(self) -> None: ...
@@ -106,7 +120,8 @@ class AiohttpSender:
     default when None) and IP-literal hosts are checked before the request, so a
     forbidden address raises ``BlockedDestination`` and no byte is sent to it. A given
     ``connector`` must bring its own resolver: the guard wraps the default connector's.
-    ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA).
+    ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA);
+    ``tls_factory`` makes it, and the contexts presenting client certificates.
     """
 
     def __init__(
@@ -115,8 +130,13 @@ class AiohttpSender:
         connector: aiohttp.BaseConnector | None = None,
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        tls_factory: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._settings = settings
+        tls_factory = tls_factory or ssl.create_default_context
+        self._client_contexts = ClientContexts(tls_factory)
+        if ssl_context is None and tls_factory is not ssl.create_default_context:
+            ssl_context = tls_factory()
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
         if not settings.allow_private_targets:
             resolver = GuardedResolver(settings.allowed_target_cidrs, inner=resolver)
@@ -136,12 +156,20 @@ class AiohttpSender:
             raise_for_status=False,
         )
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response:
         """POST ``body`` to ``url``; redirects are answers, not followed."""
+        # aiohttp pools connections per SSL context, so each certificate has its own.
+        tls = True if client_certificate is None else self._client_contexts.get(client_certificate)
         try:
             check_literal_host(URL(url).raw_host or "", self._settings)
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False, ssl=tls
             ) as response:
                 content = await response.content.read(MAX_RESPONSE_BODY)
                 return Response(
