@@ -15,16 +15,24 @@ from api.errors import invalid_field, validation_failed
 from dispatcher.delivery.asymmetric import generate_key_pair
 from dispatcher.delivery.client_certificate import InvalidCertificate, check_client_certificate
 from dispatcher.delivery.custom_headers import header_problems
+from dispatcher.delivery.endpoint_auth import SECRET_MEMBERS, auth_from
+from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
+from dispatcher.settings import Settings
 from dispatcher.store import webhooks as store
 
 
-def checked_options(body: dict[str, Any], current: store.Webhook | None) -> dict[str, Any]:
+async def checked_options(
+    body: dict[str, Any], current: store.Webhook | None, settings: Settings
+) -> dict[str, Any]:
     """The option changes of a schema-valid create or update ``body``; else a 422.
 
     ``current`` is the webhook being updated (None on create): an update is checked
     against the options it keeps. ``rotate_signing_key`` is consumed here.
     """
-    has_auth = False  # until step 4
+    auth = body.get("auth")
+    has_auth = auth is not None or (
+        "auth" not in body and current is not None and bool(current.auth)
+    )
     headers = body.get("headers")
     if headers is None and "headers" not in body and current is not None:
         headers = current.headers  # kept: still checked against a new auth
@@ -32,9 +40,20 @@ def checked_options(body: dict[str, Any], current: store.Webhook | None) -> dict
         {"path": f"/headers/{name}", "message": message, "keyword": "headers"}
         for name, message in header_problems(headers or {}, has_auth=has_auth)
     ]
+    if auth is not None and auth["type"] == "oauth2_client_credentials":
+        try:
+            await check_target_url(auth["token_url"], settings)
+        except InvalidTarget as exc:
+            found.append(
+                {"path": "/auth/token_url", "message": f"token_url: {exc}", "keyword": "target"}
+            )
     if found:
         raise validation_failed(found)
     changes = {name: body[name] for name in ("headers",) if name in body}
+    if "auth" in body:
+        changes["auth"] = (
+            None if auth is None else auth_from(auth, auth[SECRET_MEMBERS[auth["type"]]])
+        )
     if "tls_client_certificate" in body:
         changes["tls_client_certificate"] = _checked_certificate(body["tls_client_certificate"])
     return changes | _signing_changes(body, current)
@@ -87,4 +106,5 @@ def options_json(webhook: store.Webhook) -> dict[str, Any]:
         "signature_scheme": webhook.signature_scheme,
         "public_key": webhook.public_key,
         "tls_client_certificate": webhook.tls_client_certificate,
+        "auth": webhook.auth,
     }

@@ -161,7 +161,7 @@ async def create_from_body(
     """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
-    delivery_options = checked_options(body, None)
+    delivery_options = await checked_options(body, None, settings)
     ordering = body.get("ordering", "ordered")
     max_in_flight = 1
     if ordering == "unordered":
@@ -261,7 +261,7 @@ async def update_from_body(
     """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
-    changes = dict(body) | checked_options(body, current)
+    changes = dict(body) | await checked_options(body, current, settings)
     changes.pop("rotate_signing_key", None)
     ordering = body.get("ordering", current.ordering)
     if ordering == "ordered":

@@ -12,8 +12,9 @@ from typing import Any, cast
 
 from dispatcher.delivery.asymmetric import sign_v1a_headers
 from dispatcher.delivery.client_certificate import ClientCertificate
+from dispatcher.delivery.endpoint_auth import EndpointAuth, OAuth2ClientCredentials, authorization
 from dispatcher.delivery.failures import DeliveryError
-from dispatcher.delivery.http.sender import CertificateSender, Headers, Sender
+from dispatcher.delivery.http.sender import CertificateSender, Headers, Response, Sender
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.messages.wire import DeliveryTask, delivery_body
 from dispatcher.subscription.retry_override import RetryOverride
@@ -43,6 +44,8 @@ class WebhookTarget:
     headers: Headers = ()
     # A ``v1a`` (Ed25519) key is among ``secrets``: signed by ``sign_v1a_headers``.
     asymmetric: bool = False
+    # Sets ``Authorization`` (``auth``); an OAuth token is cached in it.
+    auth: EndpointAuth | None = None
     # Presented in the TLS handshake of every attempt (``tls_client_certificate``).
     client_certificate: ClientCertificate | None = None
 
@@ -50,6 +53,35 @@ class WebhookTarget:
     def enabled(self) -> bool:
         """Whether new deliveries may go out."""
         return self.state == "ENABLED"
+
+
+async def _send(
+    sender: Sender, target: WebhookTarget, body: bytes, headers: dict[str, str]
+) -> Response:
+    if target.client_certificate is None:
+        return await sender.send(target.url, body, headers)
+    return await cast(CertificateSender, sender).send(
+        target.url, body, headers, target.client_certificate
+    )
+
+
+async def _send_authorized(
+    sender: Sender,
+    target: WebhookTarget,
+    body: bytes,
+    headers: dict[str, str],
+    clock: Callable[[], float],
+) -> Response:
+    """Send with the target's ``Authorization``; an OAuth token refused with 401 is
+    replaced, and the request sent again, once."""
+    assert target.auth is not None
+    headers["Authorization"] = await authorization(sender, target.auth, clock)
+    response = await _send(sender, target, body, headers)
+    if response.status == 401 and isinstance(target.auth, OAuth2ClientCredentials):
+        refused = headers["Authorization"]
+        headers["Authorization"] = await authorization(sender, target.auth, clock, refused)
+        response = await _send(sender, target, body, headers)
+    return response
 
 
 @immutable
@@ -109,12 +141,10 @@ async def attempt_delivery(
 
     started = time.perf_counter()
     try:
-        if target.client_certificate is None:
-            response = await sender.send(target.url, body, headers)
+        if target.auth is None:
+            response = await _send(sender, target, body, headers)
         else:
-            response = await cast(CertificateSender, sender).send(
-                target.url, body, headers, target.client_certificate
-            )
+            response = await _send_authorized(sender, target, body, headers, clock)
     except DeliveryError as exc:
         return result(
             (time.perf_counter() - started) * 1000,

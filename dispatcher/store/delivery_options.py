@@ -12,18 +12,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.delivery.client_certificate import ClientCertificate
+from dispatcher.delivery.endpoint_auth import EndpointAuth, auth_from
 from dispatcher.delivery.secrets import SecretBox
 
 if TYPE_CHECKING:
     import asyncpg
 
 # Options a create or a partial update may carry (API names).
-OPTIONS = frozenset({"headers", "signature_scheme", "public_key", "tls_client_certificate"})
+OPTIONS = frozenset({"headers", "signature_scheme", "public_key", "tls_client_certificate", "auth"})
 # What reads show (``Webhook`` fields) and what the deliverer needs (``WebhookTarget``).
-READ_COLUMNS = "headers, signature_scheme, public_key, tls_client_certificate"
-TARGET_COLUMNS = "headers, tls_client_certificate, tls_client_ciphertext"
+READ_COLUMNS = "headers, signature_scheme, public_key, tls_client_certificate, auth"
+TARGET_COLUMNS = "headers, tls_client_certificate, tls_client_ciphertext, auth, auth_ciphertext"
 # Encrypted columns beside the secret's, re-encrypted by ``hooklane rotate-secrets``.
-ENCRYPTED: tuple[str, ...] = ("tls_client_ciphertext",)
+ENCRYPTED = ("tls_client_ciphertext", "auth_ciphertext")
 
 
 def option_values(box: SecretBox, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,6 +39,10 @@ def option_values(box: SecretBox, options: Mapping[str, Any]) -> dict[str, Any]:
         certificate: ClientCertificate | None = options["tls_client_certificate"]
         values["tls_client_certificate"] = certificate and certificate.summary()
         values["tls_client_ciphertext"] = certificate and box.encrypt(certificate.bundle())
+    if "auth" in options:
+        auth: EndpointAuth | None = options["auth"]
+        values["auth"] = auth and auth.shown()
+        values["auth_ciphertext"] = auth and box.encrypt(auth.secret)
     return values
 
 
@@ -48,7 +53,11 @@ def target_options(row: asyncpg.Record, box: SecretBox) -> dict[str, Any]:
     if row["tls_client_ciphertext"] is not None:
         bundle = box.decrypt(row["tls_client_ciphertext"])
         certificate = ClientCertificate.from_bundle(bundle, row["tls_client_certificate"])
+    auth = None
+    if row["auth_ciphertext"] is not None:
+        auth = auth_from(row["auth"], box.decrypt(row["auth_ciphertext"]))
     return {
         "headers": tuple(headers.items()) if headers else (),
         "client_certificate": certificate,
+        "auth": auth,
     }

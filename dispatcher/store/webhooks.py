@@ -88,6 +88,7 @@ class Webhook:
     signature_scheme: str = "v1"
     public_key: str | None = None  # whpk_…, for v1a
     tls_client_certificate: dict[str, str] | None = None  # subject, not_after, fingerprint
+    auth: dict[str, str] | None = None  # without its secret member
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:

@@ -139,9 +139,10 @@ def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> by
         for name, value in headers.items():
             if any(char in f"{name}: {value}" for char in _HEADER_BREAKS):
                 raise BlockedDestination(f"invalid header {name!r}: contains CR, LF or NUL")
-    return b"".join(
-        (target.head, text.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body)
-    )
+    head = target.head
+    if "Content-Type" in headers:  # an OAuth token request's form, not a delivery
+        head = head.replace(b"Content-Type: application/json\r\n", b"")
+    return b"".join((head, text.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
 class _Deadlines:
