@@ -19,7 +19,10 @@ What it guarantees, like ``AiohttpSender`` (the same sender suite runs against b
 - one deadline (``delivery_timeout_s``) over pool wait, DNS, connect, TLS, send and
   receive (a reused connection's exchange is timed by one sweeping timer per sender,
   ``_Deadlines``, so it may fire up to ``SWEEP_S`` late);
-- failures mapped to the ``DeliveryError`` tree.
+- failures mapped to the ``DeliveryError`` tree;
+- with ``egress_proxy`` set, every connection is a CONNECT tunnel through the proxy
+  (``tunnel.open_tunnel``): the sender never resolves or reaches a target itself, the
+  proxy does (and must enforce the SSRF policy; IP literals are still checked here).
 
 A reused keep-alive connection may have been closed by the receiver just as the
 request went out. Such a request is retried once, on a new connection, only when the
@@ -37,18 +40,14 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import cast
 
 import httptools
 from aiohttp import DefaultResolver
 from aiohttp.abc import AbstractResolver
-from yarl import URL
 
 from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import (
-    BlockedDestination,
     ConnectError,
     DeliveryError,
     DeliveryTimeout,
@@ -59,90 +58,19 @@ from dispatcher.delivery.http.client_tls import ClientContexts
 from dispatcher.delivery.http.sender import (
     MAX_RESPONSE_BODY,
     MAX_RESPONSE_HEADERS,
-    USER_AGENT,
     Response,
     bound_headers,
 )
-from dispatcher.delivery.http.ssrf import (
-    GuardedResolver,
-    check_literal_host,
-    literal_ip,
-    looks_numeric,
-)
-from dispatcher.settings import Settings
+from dispatcher.delivery.http.ssrf import GuardedResolver, check_literal_host
+from dispatcher.delivery.http.target import Target, parse_target, presenting, request_bytes
+from dispatcher.delivery.http.tunnel import open_tunnel
+from dispatcher.settings import Settings, proxy_address
 
 KEEPALIVE_S = 30.0  # as AiohttpSender's keepalive_timeout
 DNS_TTL_S = 300.0  # as AiohttpSender's ttl_dns_cache
 MAX_IDLE = 256
-_HEADER_BREAKS = ("\r", "\n", "\0")
 # At most this late (or a twentieth of the timeout) a keep-alive exchange times out.
 SWEEP_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A parsed webhook URL with the constant part of its request head."""
-
-    # The pool: (scheme, host, port), plus the client certificate's fingerprint.
-    key: tuple[str | int, ...]
-    host: str  # IDNA-encoded name or IP literal without brackets
-    port: int
-    tls: bool
-    literal: bool  # a canonical IP literal: connect to it without resolving
-    numeric: bool  # looks like an IP to some parser: check_literal_host judges it
-    head: bytes  # request line, Host, User-Agent, Content-Type
-    client: ClientCertificate | None = None  # presented in the TLS handshake
-
-
-@lru_cache(maxsize=4096)
-def parse_target(url: str) -> Target:
-    """``url`` parsed once (the deliverer posts to the same URLs again and again)."""
-    try:
-        parsed = URL(url)
-        scheme, raw_host, port = parsed.scheme.lower(), parsed.raw_host, parsed.port
-    except ValueError as exc:
-        raise BlockedDestination(f"invalid URL: {exc}") from exc
-    if scheme not in {"http", "https"} or not raw_host or port is None:
-        raise BlockedDestination(f"invalid URL: {url!r} is not an absolute http(s) URL")
-    if parsed.raw_user is not None or parsed.raw_password is not None:
-        raise BlockedDestination("invalid URL: credentials are not sent")
-    host = raw_host.strip("[]")
-    literal = literal_ip(host) is not None
-    numeric = looks_numeric(host)
-    shown = f"[{host}]" if ":" in host else host
-    if parsed.explicit_port is not None and port != (443 if scheme == "https" else 80):
-        shown = f"{shown}:{port}"
-    path = parsed.raw_path_qs or "/"
-    try:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Content-Type: application/json\r\n"
-        ).encode("ascii")
-    except UnicodeEncodeError as exc:  # yarl percent-encodes; this is a last guard
-        raise BlockedDestination(f"invalid URL: {exc}") from exc
-    if any(char in path or char in shown for char in (*_HEADER_BREAKS, " ")):
-        raise BlockedDestination("invalid URL: whitespace or control characters")
-    return Target((scheme, host, port), host, port, scheme == "https", literal, numeric, head)
-
-
-@lru_cache(maxsize=1024)
-def presenting(target: Target, certificate: ClientCertificate) -> Target:
-    """``target`` with its own pool, whose connections present ``certificate``."""
-    return replace(target, key=(*target.key, certificate.fingerprint_sha256), client=certificate)
-
-
-def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
-    """The whole request; BlockedDestination for a header that would split it."""
-    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-    # One check of the joined headers: exactly one CR and one LF per header, no NUL.
-    if text.count("\r") != len(headers) or text.count("\n") != len(headers) or "\0" in text:
-        for name, value in headers.items():
-            if any(char in f"{name}: {value}" for char in _HEADER_BREAKS):
-                raise BlockedDestination(f"invalid header {name!r}: contains CR, LF or NUL")
-    head = target.head
-    if "Content-Type" in headers:  # an OAuth token request's form, not a delivery
-        head = head.replace(b"Content-Type: application/json\r\n", b"")
-    return b"".join((head, text.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body))
 
 
 class _Deadlines:
@@ -360,6 +288,9 @@ class HttpSender:
             if settings.allow_private_targets
             else GuardedResolver(settings.allowed_target_cidrs, inner=inner)
         )
+        self._proxy = (
+            None if settings.egress_proxy is None else proxy_address(settings.egress_proxy)
+        )
         tls_factory = tls_factory or ssl.create_default_context
         self._ssl = ssl_context if ssl_context is not None else tls_factory()
         self._client_contexts = ClientContexts(tls_factory)
@@ -464,8 +395,25 @@ class HttpSender:
         self._idle_count = len(keep)
 
     async def _connect(self, target: Target) -> Connection:
-        addresses = [target.host] if target.literal else await self._resolve(target)
         loop = asyncio.get_running_loop()
+        tls = self._context(target) if target.tls else None
+        if self._proxy is not None:
+            sock = await open_tunnel(self._proxy, target.host, target.port)
+            try:
+                _, tunneled = await loop.create_connection(
+                    lambda: Connection(target.key),
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=target.host if tls else None,
+                )
+            except ssl.SSLError as exc:
+                sock.close()
+                raise TLSError(str(exc) or "TLS failure") from exc
+            except OSError as exc:
+                sock.close()
+                raise ConnectError(f"through the egress proxy: {exc.strerror or exc}") from exc
+            return tunneled
+        addresses = [target.host] if target.literal else await self._resolve(target)
         failures: list[str] = []
         for address in addresses:
             try:
@@ -473,8 +421,8 @@ class HttpSender:
                     lambda: Connection(target.key),
                     address,
                     target.port,
-                    ssl=self._context(target) if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
+                    ssl=tls,
+                    server_hostname=target.host if tls else None,
                 )
             except ssl.SSLError as exc:
                 raise TLSError(str(exc) or "TLS failure") from exc

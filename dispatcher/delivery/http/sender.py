@@ -118,7 +118,9 @@ class AiohttpSender:
     Unless ``allow_private_targets`` is on, the connect-time SSRF guard is active: every
     DNS answer goes through ``GuardedResolver`` (wrapping ``resolver``, aiohttp's
     default when None) and IP-literal hosts are checked before the request, so a
-    forbidden address raises ``BlockedDestination`` and no byte is sent to it. A given
+    forbidden address raises ``BlockedDestination`` and no byte is sent to it. With
+    ``egress_proxy`` set, every request goes through that proxy (CONNECT for https),
+    which resolves targets: IP literals are still checked here, names by the proxy. A given
     ``connector`` must bring its own resolver: the guard wraps the default connector's.
     ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA);
     ``tls_factory`` makes it, and the contexts presenting client certificates.
@@ -138,7 +140,10 @@ class AiohttpSender:
         if ssl_context is None and tls_factory is not ssl.create_default_context:
             ssl_context = tls_factory()
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
-        if not settings.allow_private_targets:
+        # Through an egress proxy the resolver only ever sees the proxy's own name (often
+        # a private address); the proxy resolves targets and enforces the policy.
+        self._proxy = settings.egress_proxy
+        if not settings.allow_private_targets and self._proxy is None:
             resolver = GuardedResolver(settings.allowed_target_cidrs, inner=resolver)
         self._session = aiohttp.ClientSession(
             connector=connector
@@ -169,7 +174,7 @@ class AiohttpSender:
         try:
             check_literal_host(URL(url).raw_host or "", self._settings)
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False, ssl=tls
+                url, data=body, headers=headers, allow_redirects=False, ssl=tls, proxy=self._proxy
             ) as response:
                 content = await response.content.read(MAX_RESPONSE_BODY)
                 return Response(
