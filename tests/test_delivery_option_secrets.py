@@ -208,8 +208,8 @@ async def test_no_option_secret_in_reads_logs_metrics_or_plaintext_rows(
     for needle in needles:
         for name, text in logs_by_name.items():
             assert needle not in text, f"{name} contains a secret"
-        for body in bodies:
-            assert needle.encode() not in body, "an API response holds a secret"
+        for answer in bodies:
+            assert needle.encode() not in answer, "an API response holds a secret"
         for text in metrics:
             assert needle not in text, "a metric holds a secret"
         for record in [*stored, *attempts]:
