@@ -264,6 +264,7 @@ def test_defaults_are_the_issue_sizes():
         "isolation",
         "backlog",
         "fanout",
+        "options",
     )
     assert options.out is None and not options.quick
 
