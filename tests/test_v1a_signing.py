@@ -174,3 +174,24 @@ async def test_switching_to_v1a_keeps_the_v1_signature_for_the_overlap(client, t
     v1 = sign_headers([secret], headers["webhook-id"], int(headers["webhook-timestamp"]), body)
     assert v1["webhook-signature"] in headers["webhook-signature"].split(" ")
     assert verifies(whpk, headers, body)
+
+
+async def test_the_portal_shows_the_public_key_and_rotates_the_pair(settings, tenant) -> None:
+    """The webhook page shows whpk_ (never a secret); Rotate makes a new pair, shown there."""
+    from tests.portal_helpers import portal_client, sign_in
+
+    async with portal_client(settings) as client:
+        csrf = await sign_in(client, tenant)
+        body = webhook_body("https://example.com/a", signature_scheme="v1a", headers={"X-A": "b"})
+        created = await (await client.post("/webhooks", json=body, headers=tenant.headers)).json()
+        page = await (await client.get(f"/portal/webhooks/{created['id']}")).text()
+        assert created["public_key"] in page
+        assert "X-A: b" in page
+        rotated = await client.post(
+            f"/portal/webhooks/{created['id']}/rotate", data={"csrf_token": csrf}
+        )
+        assert rotated.status == 200
+        read = await (await client.get(f"/webhooks/{created['id']}", headers=tenant.headers)).json()
+        assert read["public_key"] != created["public_key"]
+        assert read["public_key"] in await rotated.text()
+        assert "whsk_" not in await rotated.text()
