@@ -141,10 +141,12 @@ async def attempt_delivery(
 
     started = time.perf_counter()
     try:
-        if target.auth is None:
-            response = await _send(sender, target, body, headers)
-        else:
+        if target.auth is not None:
             response = await _send_authorized(sender, target, body, headers, clock)
+        elif target.client_certificate is None:  # the common case: no extra await layer
+            response = await sender.send(target.url, body, headers)
+        else:
+            response = await _send(sender, target, body, headers)
     except DeliveryError as exc:
         return result(
             (time.perf_counter() - started) * 1000,
