@@ -27,7 +27,8 @@ async def checked_options(
     """The option changes of a schema-valid create or update ``body``; else a 422.
 
     ``current`` is the webhook being updated (None on create): an update is checked
-    against the options it keeps. ``rotate_signing_key`` is consumed here.
+    against the options it keeps. ``rotate_signing_key`` is read here; the caller
+    leaves it out of the store changes.
     """
     auth = body.get("auth")
     has_auth = auth is not None or (
