@@ -295,7 +295,7 @@ def test_parse_scenarios(text, expected):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--scenarios", "7"],
+        ["--scenarios", "8"],
         ["--scenarios", ","],
         ["--events", "0"],
         ["--events", "many"],
