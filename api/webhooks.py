@@ -11,6 +11,7 @@ from aiohttp import web
 
 from api.app_keys import POOL, SECRET_BOX, SETTINGS
 from api.auth import tenant_id
+from api.delivery_options import checked_options, options_json
 from api.errors import ApiError, invalid_field, not_found, validation_failed
 from api.responses import decode_cursor, encode_cursor, json_response, rfc3339
 from api.validation import page_limit, read_json
@@ -51,6 +52,7 @@ def webhook_json(webhook: store.Webhook, backlog: int = 0) -> dict[str, Any]:
         # The same count as ``backlog``: buffered while PAUSED, parked while failing.
         "buffered": backlog,
         "concurrency": concurrency(webhook),
+        **options_json(webhook),
         "created_at": rfc3339(webhook.created_at),
         "updated_at": rfc3339(webhook.updated_at),
     }
@@ -159,12 +161,13 @@ async def create_from_body(
     """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
+    delivery_options = await checked_options(body, None, settings)
     ordering = body.get("ordering", "ordered")
     max_in_flight = 1
     if ordering == "unordered":
         max_in_flight = body.get("max_in_flight", settings.max_in_flight_per_webhook)
         _check_in_flight(max_in_flight, settings)
-    secret = body.get("secret")
+    secret = delivery_options.pop("secret", body.get("secret"))  # a v1a private key
     generated = secret is None
     if secret is None:
         secret = generate_secret()
@@ -183,6 +186,7 @@ async def create_from_body(
         filter=body.get("filter"),
         rate_limit=body.get("rate_limit"),
         retry=body.get("retry"),
+        delivery_options=delivery_options,
     )
     log.info("webhook.created", webhook_id=webhook.id, tenant_id=webhook.tenant_id)
     return webhook, secret if generated else None
@@ -257,7 +261,8 @@ async def update_from_body(
     """
     settings = request.app[SETTINGS]
     await _check_url_and_topics(request, body)
-    changes = dict(body)
+    changes = dict(body) | await checked_options(body, current, settings)
+    changes.pop("rotate_signing_key", None)
     ordering = body.get("ordering", current.ordering)
     if ordering == "ordered":
         if body.get("max_in_flight", 1) != 1:

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("secret-key", help="print a new key for HOOKLANE_SECRET_KEY")
     sub.add_parser(
         "rotate-secrets",
-        help="re-encrypt every webhook secret under the first key of HOOKLANE_SECRET_KEY",
+        help="re-encrypt every webhook secret (and TLS client key and auth secret)"
+        " under the first key of HOOKLANE_SECRET_KEY",
     )
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(

@@ -94,6 +94,9 @@ class Settings:
     pause_max_backlog: int = 1_000_000
     dedup_window: float = 86400.0
     validate_events: bool = True
+    # http://host:port of an HTTP proxy every delivery and token request leaves through
+    # (CONNECT, also for http:// targets); None: straight out.
+    egress_proxy: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -179,6 +182,8 @@ class Settings:
                 "must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
             ),
         ]
+        if self.egress_proxy is not None:
+            proxy_address(self.egress_proxy)
         for ok, name, problem in checks:
             if not ok:
                 raise SettingsError(f"{PREFIX}{name}: {problem}")
@@ -196,6 +201,24 @@ class Settings:
     def mirror_topic(self, topic: str) -> str:
         """The Kafka topic that mirrors webhook topic ``topic``."""
         return f"{self.topic_prefix}{topic}"
+
+
+def proxy_address(url: str) -> tuple[str, int]:
+    """The (host, port) of an ``EGRESS_PROXY`` URL; SettingsError unless http://host:port."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        parts.scheme != "http"
+        or not parts.hostname
+        or port is None
+        or parts.username is not None
+        or parts.path not in {"", "/"}
+    ):
+        raise SettingsError(f"{PREFIX}EGRESS_PROXY={url!r}: expected http://host:port")
+    return parts.hostname, port
 
 
 def _parse_str(raw: str) -> str:

@@ -122,6 +122,9 @@ async def set_state(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     """POST /portal/webhooks/{id}/rotate: a new generated secret, shown this once."""
     current = await webhook_or_404(request)
+    if current.signature_scheme == "v1a":  # a new key pair: nothing secret to show
+        webhook = await update_from_body(request, current, {"rotate_signing_key": True})
+        return await detail_page(request, webhook, rotated=True)
     secret = generate_secret()
     webhook = await update_from_body(request, current, {"secret": secret})
     return await detail_page(request, webhook, secret=secret, rotated=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 SCHEMA_VERSION = 2
-SCENARIOS = ("ceiling", "throughput", "latency", "isolation", "backlog", "fanout")
+SCENARIOS = ("ceiling", "throughput", "latency", "isolation", "backlog", "fanout", "options")
 Status = Literal["ok", "skipped", "failed"]
 STATUSES = frozenset({"ok", "skipped", "failed"})
 

@@ -35,6 +35,10 @@ def ceiling_requests(events: int) -> int:
     return max(events, MIN_CEILING_REQUESTS)
 
 
+# Scenarios that need no router or deliverer.
+IN_PROCESS = frozenset({"ceiling", "options"})
+
+
 def missing_pipeline() -> list[str]:
     """The pipeline modules that are not importable in this tree."""
     return [name for name in PIPELINE_MODULES if importlib.util.find_spec(name) is None]
@@ -169,7 +173,7 @@ async def run_all(
         await stack.open()
         for name in options.scenarios:
             print(f"\n== {name}", file=sys.stderr)
-            if name != "ceiling" and absent:
+            if name not in IN_PROCESS and absent:
                 results[name] = ScenarioResult.skipped(
                     name, f"the pipeline is not in this tree yet ({', '.join(absent)} missing)"
                 )
@@ -177,6 +181,8 @@ async def run_all(
             runner: Scenario
             if name == "ceiling":
                 runner = lambda: _ceiling(stack, ceiling_requests(sizes.events), sizes.webhooks)  # noqa: E731
+            elif name == "options":
+                runner = lambda: _options(options.quick)  # noqa: E731
             else:
                 runner = pipeline.scenario(name, stack, options, results)
             results[name] = await _guarded(name, runner)
@@ -189,6 +195,12 @@ async def _guarded(name: str, runner: Scenario) -> ScenarioResult:
         return await runner()
     except Exception as exc:  # one broken scenario must not hide the others' figures
         return ScenarioResult.failed(name, f"{type(exc).__name__}: {exc}")
+
+
+async def _options(quick: bool) -> ScenarioResult:
+    from dispatcher.bench.delivery_options import run_options
+
+    return await run_options(quick)
 
 
 async def _ceiling(stack: Stack, requests: int, concurrency: int) -> ScenarioResult:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from dispatcher.delivery.asymmetric import sign_v1a_headers
+from dispatcher.delivery.client_certificate import ClientCertificate
+from dispatcher.delivery.endpoint_auth import EndpointAuth, OAuth2ClientCredentials, authorization
 from dispatcher.delivery.failures import DeliveryError
-from dispatcher.delivery.http.sender import Headers, Sender
+from dispatcher.delivery.http.sender import CertificateSender, Headers, Response, Sender
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.messages.wire import DeliveryTask, delivery_body
 from dispatcher.subscription.retry_override import RetryOverride
@@ -37,11 +40,48 @@ class WebhookTarget:
     rate_limit: float | None = None
     # The ``retry`` override as stored; ``policy.effective_policy`` bounds it.
     retry: RetryOverride = field(default_factory=RetryOverride)
+    # The webhook's own request headers (DESIGN.md §11), sent with every attempt.
+    headers: Headers = ()
+    # A ``v1a`` (Ed25519) key is among ``secrets``: signed by ``sign_v1a_headers``.
+    asymmetric: bool = False
+    # Sets ``Authorization`` (``auth``); an OAuth token is cached in it.
+    auth: EndpointAuth | None = None
+    # Presented in the TLS handshake of every attempt (``tls_client_certificate``).
+    client_certificate: ClientCertificate | None = None
 
     @property
     def enabled(self) -> bool:
         """Whether new deliveries may go out."""
         return self.state == "ENABLED"
+
+
+async def _send(
+    sender: Sender, target: WebhookTarget, body: bytes, headers: dict[str, str]
+) -> Response:
+    if target.client_certificate is None:
+        return await sender.send(target.url, body, headers)
+    return await cast(CertificateSender, sender).send(
+        target.url, body, headers, target.client_certificate
+    )
+
+
+async def _send_authorized(
+    sender: Sender,
+    target: WebhookTarget,
+    body: bytes,
+    headers: dict[str, str],
+    clock: Callable[[], float],
+) -> Response:
+    """Send with the target's ``Authorization``; an OAuth token refused with 401 is
+    replaced, and the request sent again, once."""
+    assert target.auth is not None
+    headers["Authorization"] = await authorization(sender, target.auth, clock)
+    response = await _send(sender, target, body, headers)
+    if response.status == 401 and isinstance(target.auth, OAuth2ClientCredentials):
+        refused = headers["Authorization"]
+        headers["Authorization"] = await authorization(sender, target.auth, clock, refused)
+        response = await _send(sender, target, body, headers)
+    return response
 
 
 @immutable
@@ -81,7 +121,10 @@ async def attempt_delivery(
     event = task.event
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
-    headers = sign_headers(target.secrets, event.id, int(attempted_at), body)
+    sign = sign_v1a_headers if target.asymmetric else sign_headers
+    headers = sign(target.secrets, event.id, int(attempted_at), body)
+    if target.headers:
+        headers = {**dict(target.headers), **headers}
 
     def result(duration_ms: float, **outcome: Any) -> AttemptResult:
         return AttemptResult(
@@ -98,7 +141,12 @@ async def attempt_delivery(
 
     started = time.perf_counter()
     try:
-        response = await sender.send(target.url, body, headers)
+        if target.auth is not None:
+            response = await _send_authorized(sender, target, body, headers, clock)
+        elif target.client_certificate is None:  # the common case: no extra await layer
+            response = await sender.send(target.url, body, headers)
+        else:
+            response = await _send(sender, target, body, headers)
     except DeliveryError as exc:
         return result(
             (time.perf_counter() - started) * 1000,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from dispatcher.delivery.asymmetric import is_signing_key, public_key
 from dispatcher.delivery.signing import WHSEC_PREFIX
 
 MISSING_KEY = (
@@ -39,8 +40,11 @@ def generate_secret() -> str:
 
 
 def preview(secret: str) -> str:
-    """What may be shown of a secret after creation: its last four characters."""
-    return "…" + secret[-4:]
+    """What may be shown of a secret after creation: its last four characters.
+
+    Of a ``v1a`` private key, nothing: the last characters of its public key.
+    """
+    return "…" + (public_key(secret) if is_signing_key(secret) else secret)[-4:]
 
 
 class SecretBox:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 
+from dispatcher.delivery.asymmetric import is_signing_key
 from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError, preview
+from dispatcher.store import delivery_options as options
 from dispatcher.subscription.rate_limit import rate_of
 from dispatcher.subscription.retry_override import stored_override
 
@@ -33,7 +35,8 @@ ROTATION_GRACE = "24 hours"
 _COLUMNS = (
     "id::text AS id, tenant_id, url, name, topics, state, api_version, ordering,"
     " max_in_flight, secret_preview, disabled_reason, last_success_at, last_failure_at,"
-    " consecutive_failures, created_at, updated_at, filter, rate_limit, retry, concurrency"
+    " consecutive_failures, created_at, updated_at, filter, rate_limit, retry, concurrency, "
+    + options.READ_COLUMNS
 )
 # Plain columns a partial update may set (``secret`` is handled separately).
 UPDATABLE = frozenset(
@@ -80,6 +83,12 @@ class Webhook:
     # The adaptive window of an unordered webhook as its deliverer last reported it
     # (None: not reported yet).
     concurrency: int | None = None
+    # Delivery options (DESIGN.md §11), as reads show them.
+    headers: dict[str, str] | None = None
+    signature_scheme: str = "v1"
+    public_key: str | None = None  # whpk_…, for v1a
+    tls_client_certificate: dict[str, str] | None = None  # subject, not_after, fingerprint
+    auth: dict[str, str] | None = None  # without its secret member
 
 
 def _webhook(row: asyncpg.Record) -> Webhook:
@@ -112,16 +121,20 @@ async def create_webhook(
     filter: Mapping[str, Any] | None = None,
     rate_limit: Mapping[str, int] | None = None,
     retry: Mapping[str, str] | None = None,
+    delivery_options: Mapping[str, Any] | None = None,
 ) -> Webhook:
     """Insert a webhook with a new uuid4 id; the secret is stored encrypted.
 
     ``executor`` must decode jsonb (``dispatcher.store.db.create_pool``) for the
-    subscription fields.
+    subscription fields. ``delivery_options`` holds checked ``options.OPTIONS``.
     """
+    extra = options.option_values(box, delivery_options or {})
+    columns = "".join(f", {column}" for column in extra)
+    places = "".join(f", ${index}" for index in range(15, 15 + len(extra)))
     row = await executor.fetchrow(
         "INSERT INTO webhooks (id, tenant_id, url, name, topics, state, api_version, ordering,"
-        " max_in_flight, secret_ciphertext, secret_preview, filter, rate_limit, retry)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        f" max_in_flight, secret_ciphertext, secret_preview, filter, rate_limit, retry{columns})"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14{places})"
         f" RETURNING {_COLUMNS}",
         uuid.uuid4(),
         tenant_id,
@@ -137,6 +150,7 @@ async def create_webhook(
         filter,
         rate_limit,
         retry,
+        *extra.values(),
     )
     assert row is not None
     return _webhook(row)
@@ -194,7 +208,8 @@ async def update_webhook(
 ) -> Webhook | None:
     """Apply a partial update; None when the tenant has no such webhook.
 
-    ``changes`` holds UPDATABLE columns and optionally ``secret``. A new secret keeps
+    ``changes`` holds UPDATABLE columns, checked ``options.OPTIONS`` and optionally
+    ``secret`` (a ``v1a`` webhook's is its ``whsk_`` private key). A new secret keeps
     the old one valid as ``previous_secret`` for ROTATION_GRACE. Setting ``state``
     to ENABLED clears ``disabled_reason`` and, when the webhook was DISABLED or PAUSED,
     its failure streak (so a re-enabled endpoint is not disabled again at once, and
@@ -203,13 +218,14 @@ async def update_webhook(
     key = _uuid(webhook_id)
     if key is None:
         return None
-    unknown = set(changes) - UPDATABLE - {"secret"}
+    unknown = set(changes) - UPDATABLE - options.OPTIONS - {"secret"}
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
     args: list[Any] = [key, tenant_id]
     assignments = ["updated_at = now()"]
-    for column in sorted(set(changes) & UPDATABLE):
-        value = changes[column]
+    columns = {column: changes[column] for column in sorted(set(changes) & UPDATABLE)}
+    columns |= options.option_values(box, changes)
+    for column, value in columns.items():
         args.append(list(value) if column == "topics" else value)
         assignments.append(f"{column} = ${len(args)}")
     if changes.get("state") == "ENABLED":
@@ -260,7 +276,7 @@ async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> We
         return None
     row = await executor.fetchrow(
         "SELECT id::text AS id, tenant_id, url, api_version, state, ordering, max_in_flight,"
-        " rate_limit, retry, secret_ciphertext,"
+        f" rate_limit, retry, secret_ciphertext, {options.TARGET_COLUMNS},"
         " CASE WHEN previous_secret_expires_at > now() THEN previous_secret_ciphertext END"
         " AS previous_secret_ciphertext"
         " FROM webhooks WHERE id = $1",
@@ -284,6 +300,8 @@ def _target(row: asyncpg.Record, box: SecretBox) -> WebhookTarget:
         max_in_flight=row["max_in_flight"],
         rate_limit=rate_of(row["rate_limit"]),
         retry=stored_override(row["retry"]),
+        asymmetric=any(map(is_signing_key, secrets)),
+        **options.target_options(row, box),
     )
 
 
@@ -316,7 +334,7 @@ DECRYPT_SLICE = 50
 _LOAD_TARGETS = """
 SELECT w.id::text AS id, r.version, r.version IS NOT DISTINCT FROM k.known AS unchanged,
        w.tenant_id, w.url, w.api_version, w.state, w.ordering, w.max_in_flight,
-       w.rate_limit, w.retry, w.secret_ciphertext,
+       w.rate_limit, w.retry, w.secret_ciphertext, {options},
        CASE WHEN r.previous_active THEN w.previous_secret_ciphertext END
            AS previous_secret_ciphertext
 FROM unnest($1::uuid[], $2::text[]) AS k(id, known)
@@ -328,7 +346,7 @@ CROSS JOIN LATERAL (
     SELECT w.xmin::text || CASE WHEN p.previous_active THEN '+' ELSE '' END AS version,
            p.previous_active
 ) AS r
-"""
+""".format(options=", ".join(f"w.{c.strip()}" for c in options.TARGET_COLUMNS.split(",")))
 
 
 async def load_targets(
@@ -430,10 +448,14 @@ async def routing_row(executor: Executor, webhook_id: str) -> asyncpg.Record | N
     return await executor.fetchrow(f"SELECT {_ROUTING} FROM webhooks WHERE id = $1", key)
 
 
+ENCRYPTED = ("secret_ciphertext", "previous_secret_ciphertext", *options.ENCRYPTED)
+_REENCRYPTED = ", ".join(f"{column} = ${index}" for index, column in enumerate(ENCRYPTED, 2))
+
+
 async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 500) -> int:
     """Re-encrypt every stored webhook secret under ``box``'s first key; the count.
 
-    Covers ``secret_ciphertext`` and ``previous_secret_ciphertext``. Works in batches,
+    Covers ``ENCRYPTED`` (the secrets and the delivery options' secrets). Works in batches,
     each its own transaction with the rows locked, so it is safe while the API runs
     and may simply be run again after an interruption. A secret that no key opens
     stops it with SecretKeyError naming the webhook (batches before it stay done).
@@ -443,7 +465,7 @@ async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 
     while True:
         async with conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, secret_ciphertext, previous_secret_ciphertext FROM webhooks"
+                f"SELECT id, {', '.join(ENCRYPTED)} FROM webhooks"
                 " WHERE $1::uuid IS NULL OR id > $1::uuid"
                 " ORDER BY id LIMIT $2 FOR UPDATE",
                 last_id,
@@ -451,21 +473,14 @@ async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 
             )
             for row in rows:
                 try:
-                    current = box.rotate(row["secret_ciphertext"])
-                    previous = row["previous_secret_ciphertext"]
-                    if previous is not None:
-                        previous = box.rotate(previous)
+                    rotated_row = [row[c] and box.rotate(row[c]) for c in ENCRYPTED]
                 except InvalidToken:
                     raise SecretKeyError(
                         f"webhook {row['id']}: its secret cannot be decrypted with any key"
                         " of HOOKLANE_SECRET_KEY (was an old key dropped too early?)"
                     ) from None
                 await conn.execute(
-                    "UPDATE webhooks SET secret_ciphertext = $2, previous_secret_ciphertext = $3"
-                    " WHERE id = $1",
-                    row["id"],
-                    current,
-                    previous,
+                    f"UPDATE webhooks SET {_REENCRYPTED} WHERE id = $1", row["id"], *rotated_row
                 )
                 rotated += 1
         if len(rows) < batch_size:

@@ -19,7 +19,10 @@ What it guarantees, like ``AiohttpSender`` (the same sender suite runs against b
 - one deadline (``delivery_timeout_s``) over pool wait, DNS, connect, TLS, send and
   receive (a reused connection's exchange is timed by one sweeping timer per sender,
   ``_Deadlines``, so it may fire up to ``SWEEP_S`` late);
-- failures mapped to the ``DeliveryError`` tree.
+- failures mapped to the ``DeliveryError`` tree;
+- with ``egress_proxy`` set, every connection is a CONNECT tunnel through the proxy
+  (``tunnel.open_tunnel``): the sender never resolves or reaches a target itself, the
+  proxy does (and must enforce the SSRF policy; IP literals are still checked here).
 
 A reused keep-alive connection may have been closed by the receiver just as the
 request went out. Such a request is retried once, on a new connection, only when the
@@ -36,102 +39,38 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import httptools
 from aiohttp import DefaultResolver
 from aiohttp.abc import AbstractResolver
-from yarl import URL
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import (
-    BlockedDestination,
     ConnectError,
     DeliveryError,
     DeliveryTimeout,
     ProtocolError,
     TLSError,
 )
+from dispatcher.delivery.http.client_tls import ClientContexts
 from dispatcher.delivery.http.sender import (
     MAX_RESPONSE_BODY,
     MAX_RESPONSE_HEADERS,
-    USER_AGENT,
     Response,
     bound_headers,
 )
-from dispatcher.delivery.http.ssrf import (
-    GuardedResolver,
-    check_literal_host,
-    literal_ip,
-    looks_numeric,
-)
-from dispatcher.settings import Settings
+from dispatcher.delivery.http.ssrf import GuardedResolver, check_literal_host
+from dispatcher.delivery.http.target import Target, parse_target, presenting, request_bytes
+from dispatcher.delivery.http.tunnel import open_tunnel
+from dispatcher.settings import Settings, proxy_address
 
 KEEPALIVE_S = 30.0  # as AiohttpSender's keepalive_timeout
 DNS_TTL_S = 300.0  # as AiohttpSender's ttl_dns_cache
 MAX_IDLE = 256
-_HEADER_BREAKS = ("\r", "\n", "\0")
 # At most this late (or a twentieth of the timeout) a keep-alive exchange times out.
 SWEEP_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A parsed webhook URL with the constant part of its request head."""
-
-    key: tuple[str, str, int]  # the pool: (scheme, host, port)
-    host: str  # IDNA-encoded name or IP literal without brackets
-    port: int
-    tls: bool
-    literal: bool  # a canonical IP literal: connect to it without resolving
-    numeric: bool  # looks like an IP to some parser: check_literal_host judges it
-    head: bytes  # request line, Host, User-Agent, Content-Type
-
-
-@lru_cache(maxsize=4096)
-def parse_target(url: str) -> Target:
-    """``url`` parsed once (the deliverer posts to the same URLs again and again)."""
-    try:
-        parsed = URL(url)
-        scheme, raw_host, port = parsed.scheme.lower(), parsed.raw_host, parsed.port
-    except ValueError as exc:
-        raise BlockedDestination(f"invalid URL: {exc}") from exc
-    if scheme not in {"http", "https"} or not raw_host or port is None:
-        raise BlockedDestination(f"invalid URL: {url!r} is not an absolute http(s) URL")
-    if parsed.raw_user is not None or parsed.raw_password is not None:
-        raise BlockedDestination("invalid URL: credentials are not sent")
-    host = raw_host.strip("[]")
-    literal = literal_ip(host) is not None
-    numeric = looks_numeric(host)
-    shown = f"[{host}]" if ":" in host else host
-    if parsed.explicit_port is not None and port != (443 if scheme == "https" else 80):
-        shown = f"{shown}:{port}"
-    path = parsed.raw_path_qs or "/"
-    try:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Content-Type: application/json\r\n"
-        ).encode("ascii")
-    except UnicodeEncodeError as exc:  # yarl percent-encodes; this is a last guard
-        raise BlockedDestination(f"invalid URL: {exc}") from exc
-    if any(char in path or char in shown for char in (*_HEADER_BREAKS, " ")):
-        raise BlockedDestination("invalid URL: whitespace or control characters")
-    return Target((scheme, host, port), host, port, scheme == "https", literal, numeric, head)
-
-
-def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
-    """The whole request; BlockedDestination for a header that would split it."""
-    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-    # One check of the joined headers: exactly one CR and one LF per header, no NUL.
-    if text.count("\r") != len(headers) or text.count("\n") != len(headers) or "\0" in text:
-        for name, value in headers.items():
-            if any(char in f"{name}: {value}" for char in _HEADER_BREAKS):
-                raise BlockedDestination(f"invalid header {name!r}: contains CR, LF or NUL")
-    return b"".join(
-        (target.head, text.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body)
-    )
 
 
 class _Deadlines:
@@ -188,7 +127,7 @@ class _Stale(ConnectError):
 class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; ``request()`` sends and reads one exchange."""
 
-    def __init__(self, key: tuple[str, str, int]) -> None:
+    def __init__(self, key: tuple[str | int, ...]) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -327,8 +266,9 @@ class HttpSender:
     """The lean production sender (``HOOKLANE_SENDER=fast``). ``close()`` when done.
 
     Same constructor seams as ``AiohttpSender``: ``resolver`` (an aiohttp resolver,
-    wrapped by the SSRF guard unless private targets are allowed) and ``ssl_context``
-    (default: ``ssl.create_default_context()``, verifying).
+    wrapped by the SSRF guard unless private targets are allowed), ``ssl_context``
+    (default: ``tls_factory()``) and ``tls_factory`` (makes verifying contexts, also
+    those presenting client certificates; default ``ssl.create_default_context``).
     """
 
     def __init__(
@@ -337,6 +277,7 @@ class HttpSender:
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int = MAX_IDLE,
+        tls_factory: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._settings = settings
         self._timeout = settings.delivery_timeout_s
@@ -347,16 +288,29 @@ class HttpSender:
             if settings.allow_private_targets
             else GuardedResolver(settings.allowed_target_cidrs, inner=inner)
         )
-        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._proxy = (
+            None if settings.egress_proxy is None else proxy_address(settings.egress_proxy)
+        )
+        tls_factory = tls_factory or ssl.create_default_context
+        self._ssl = ssl_context if ssl_context is not None else tls_factory()
+        self._client_contexts = ClientContexts(tls_factory)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._max_idle = max_idle
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str | int, ...], list[Connection]] = {}
         self._idle_count = 0
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response:
         """POST ``body`` to ``url``; redirects are answers, not followed."""
         target = parse_target(url)
+        if client_certificate is not None:
+            target = presenting(target, client_certificate)
         if target.numeric:
             check_literal_host(target.host, self._settings)
         data = request_bytes(target, body, headers)
@@ -402,7 +356,7 @@ class HttpSender:
         self._release(connection)
         return response
 
-    def _checkout(self, key: tuple[str, str, int]) -> Connection | None:
+    def _checkout(self, key: tuple[str | int, ...]) -> Connection | None:
         idle = self._idle.get(key)
         deadline = time.monotonic() - KEEPALIVE_S
         while idle:
@@ -441,8 +395,25 @@ class HttpSender:
         self._idle_count = len(keep)
 
     async def _connect(self, target: Target) -> Connection:
-        addresses = [target.host] if target.literal else await self._resolve(target)
         loop = asyncio.get_running_loop()
+        tls = self._context(target) if target.tls else None
+        if self._proxy is not None:
+            sock = await open_tunnel(self._proxy, target.host, target.port)
+            try:
+                _, tunneled = await loop.create_connection(
+                    lambda: Connection(target.key),
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=target.host if tls else None,
+                )
+            except ssl.SSLError as exc:
+                sock.close()
+                raise TLSError(str(exc) or "TLS failure") from exc
+            except OSError as exc:
+                sock.close()
+                raise ConnectError(f"through the egress proxy: {exc.strerror or exc}") from exc
+            return tunneled
+        addresses = [target.host] if target.literal else await self._resolve(target)
         failures: list[str] = []
         for address in addresses:
             try:
@@ -450,8 +421,8 @@ class HttpSender:
                     lambda: Connection(target.key),
                     address,
                     target.port,
-                    ssl=self._ssl if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
+                    ssl=tls,
+                    server_hostname=target.host if tls else None,
                 )
             except ssl.SSLError as exc:
                 raise TLSError(str(exc) or "TLS failure") from exc
@@ -460,6 +431,9 @@ class HttpSender:
                 continue
             return connection
         raise ConnectError(f"cannot connect to {target.host}:{target.port} ({'; '.join(failures)})")
+
+    def _context(self, target: Target) -> ssl.SSLContext:
+        return self._ssl if target.client is None else self._client_contexts.get(target.client)
 
     async def _resolve(self, target: Target) -> list[str]:
         """Checked addresses of the target's host (cached like aiohttp's DNS cache)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import cast
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import BlockedDestination, DeliveryError, DeliveryTimeout
-from dispatcher.delivery.http.sender import Response, Sender
+from dispatcher.delivery.http.sender import CertificateSender, Response, Sender
 from dispatcher.ops.metrics import DelivererMetrics
 
 
@@ -24,13 +26,23 @@ class MeteredSender:
         self.inner = inner
         self._metrics = metrics
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response:
         """Send through ``inner``, recording outcome, duration and in-flight."""
         metrics = self._metrics
         metrics.requests_in_flight += 1
         started = time.perf_counter()
         try:
-            response = await self.inner.send(url, body, headers)
+            if client_certificate is None:
+                response = await self.inner.send(url, body, headers)
+            else:
+                inner = cast(CertificateSender, self.inner)
+                response = await inner.send(url, body, headers, client_certificate)
         except DeliveryError as exc:
             metrics.duration_failure.observe(time.perf_counter() - started)
             if isinstance(exc, DeliveryTimeout):

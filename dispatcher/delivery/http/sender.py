@@ -12,13 +12,14 @@ follow no redirects and read at most ``MAX_RESPONSE_BODY`` bytes; the same sende
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from dispatcher.delivery.client_certificate import ClientCertificate
 from dispatcher.delivery.failures import (
     BlockedDestination,
     ConnectError,
@@ -27,6 +28,7 @@ from dispatcher.delivery.failures import (
     ProtocolError,
     TLSError,
 )
+from dispatcher.delivery.http.client_tls import ClientContexts
 from dispatcher.delivery.http.ssrf import GuardedResolver, check_literal_host
 from dispatcher.settings import Settings
 from dispatcher.values import immutable
@@ -83,8 +85,20 @@ class Sender(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
 
 
+class CertificateSender(Sender, Protocol):
+    """A sender that can present a client certificate in the TLS handshake."""
+
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response: ...
+
+
 @runtime_checkable
-class ClosableSender(Sender, Protocol):
+class ClosableSender(CertificateSender, Protocol):
     """A production sender: it owns connections, so its owner closes it."""
 
     async def close(self) -> None: ...
@@ -96,9 +110,12 @@ class AiohttpSender:
     Unless ``allow_private_targets`` is on, the connect-time SSRF guard is active: every
     DNS answer goes through ``GuardedResolver`` (wrapping ``resolver``, aiohttp's
     default when None) and IP-literal hosts are checked before the request, so a
-    forbidden address raises ``BlockedDestination`` and no byte is sent to it. A given
+    forbidden address raises ``BlockedDestination`` and no byte is sent to it. With
+    ``egress_proxy`` set, every request goes through that proxy (CONNECT for https),
+    which resolves targets: IP literals are still checked here, names by the proxy. A given
     ``connector`` must bring its own resolver: the guard wraps the default connector's.
-    ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA).
+    ``ssl_context`` replaces aiohttp's verifying default (e.g. a private CA);
+    ``tls_factory`` makes it, and the contexts presenting client certificates.
     """
 
     def __init__(
@@ -107,10 +124,18 @@ class AiohttpSender:
         connector: aiohttp.BaseConnector | None = None,
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        tls_factory: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._settings = settings
+        tls_factory = tls_factory or ssl.create_default_context
+        self._client_contexts = ClientContexts(tls_factory)
+        if ssl_context is None and tls_factory is not ssl.create_default_context:
+            ssl_context = tls_factory()
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
-        if not settings.allow_private_targets:
+        # Through an egress proxy the resolver only ever sees the proxy's own name (often
+        # a private address); the proxy resolves targets and enforces the policy.
+        self._proxy = settings.egress_proxy
+        if not settings.allow_private_targets and self._proxy is None:
             resolver = GuardedResolver(settings.allowed_target_cidrs, inner=resolver)
         self._session = aiohttp.ClientSession(
             connector=connector
@@ -128,12 +153,20 @@ class AiohttpSender:
             raise_for_status=False,
         )
 
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_certificate: ClientCertificate | None = None,
+    ) -> Response:
         """POST ``body`` to ``url``; redirects are answers, not followed."""
+        # aiohttp pools connections per SSL context, so each certificate has its own.
+        tls = True if client_certificate is None else self._client_contexts.get(client_certificate)
         try:
             check_literal_host(URL(url).raw_host or "", self._settings)
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False, ssl=tls, proxy=self._proxy
             ) as response:
                 content = await response.content.read(MAX_RESPONSE_BODY)
                 return Response(
