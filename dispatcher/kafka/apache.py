@@ -47,11 +47,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 
-from dispatcher.kafka.broker import BrokerError, free_port
+from dispatcher.kafka.broker import BrokerError, StartedWhileEntered, free_port
 from dispatcher.parent_death import die_with_parent
 
 log = structlog.get_logger(__name__)
@@ -525,7 +524,7 @@ def _rss_bytes(pid: int) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(StartedWhileEntered):
     """Apache Kafka in KRaft combined mode, ``nodes`` JVMs; a context manager or start()/stop().
 
     ``properties`` (every node) and ``node_properties(index)`` (one node) override the
@@ -937,15 +936,3 @@ class ApacheKafkaBroker:
     def _pids_of(self, index: int | None) -> list[int]:
         nodes = self._nodes if index is None else [self._nodes[index]]
         return [node.process.pid for node in nodes if node.running and node.process]
-
-    def __enter__(self) -> ApacheKafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -175,7 +175,29 @@ class LaunchedBroker(Protocol):
     ) -> None: ...
 
 
-class EmbeddedBroker:
+class StartedWhileEntered:
+    """``start()`` on entering a ``with`` block, ``stop()`` on leaving it."""
+
+    def start(self, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(StartedWhileEntered):
     """A tansu broker subprocess; use as a context manager or call start()/stop()."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
@@ -252,18 +274,6 @@ class EmbeddedBroker:
         """SIGCONT the broker (chaos tests)."""
         if self._process is not None:
             os.kill(self._process.pid, signal.SIGCONT)
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- topics ----------------------------------------------------------------------------
