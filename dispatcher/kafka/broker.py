@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from dispatcher.runtime.parent_death import die_with_parent
+from dispatcher.server_env import server_environment
 from dispatcher.settings import PREFIX, Settings
 
 log = structlog.get_logger(__name__)
@@ -172,6 +173,8 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Not the user's OTEL_* (dispatcher.server_env): tansu reads them itself.
+            env=server_environment(os.environ),
             # Ctrl-C in a terminal is for our supervisor; die_with_parent covers its death.
             start_new_session=True,
         )
