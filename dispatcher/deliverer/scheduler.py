@@ -315,7 +315,12 @@ class BacklogScheduler:
         """
         webhook_id = target.id
         result = await attempt_delivery(
-            self._sender, target, entry.task, entry.attempts + 1, self._clock
+            self._sender,
+            target,
+            entry.task,
+            entry.attempts + 1,
+            self._clock,
+            parked_since=entry.enqueued_at,
         )
         self._attempt_log.record(result)
         now = self._clock()

@@ -11,6 +11,11 @@ the broker acknowledged it. ``publish_many`` sends a batch without waiting for e
 acknowledgement in turn (throughput). ``enqueue`` writes a delivery task straight to
 the deliveries topic (test triggers, redeliveries).
 
+Each event carries its W3C trace context in the record's ``traceparent``/``tracestate``
+headers: the event's own (``trace=``), else the caller's current OpenTelemetry span when
+it has one (an instrumented platform service); with neither, no header, and the router
+starts a fresh trace for the event.
+
 The embedded broker has no idempotent producer, so the producer uses ``acks="all"``
 without idempotence: a retried send may duplicate a message, which at-least-once
 delivery allows (duplicates carry the same event id).
@@ -28,8 +33,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from opentelemetry import trace as otel_trace
 
 from dispatcher.kafka.broker import ensure_topics
+from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 
@@ -89,7 +96,11 @@ class Outgoing:
 
 
 def build_event(
-    topic: str, data: dict[str, Any], tenant_id: str, event_id: str | None = None
+    topic: str,
+    data: dict[str, Any],
+    tenant_id: str,
+    event_id: str | None = None,
+    trace: TraceContext | None = None,
 ) -> Event:
     """The event message for ``data``: a fresh uuid4 id and the current unix time."""
     return Event(
@@ -98,7 +109,25 @@ def build_event(
         tenant_id=tenant_id,
         triggered_at=int(time.time()),
         data=data,
+        trace=trace,
     )
+
+
+def current_trace() -> TraceContext | None:
+    """The caller's current OpenTelemetry span as a W3C context, if it has a valid one."""
+    found = otel_trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return None
+    state = found.trace_state.to_header() if found.trace_state else ""
+    return TraceContext(
+        f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}", state
+    )
+
+
+def trace_headers(event: Event) -> list[tuple[str, bytes]] | None:
+    """The Kafka headers of ``event``'s trace (see the module docstring), or None."""
+    trace = event.trace or current_trace()
+    return trace.kafka_headers() if trace is not None else None
 
 
 class Producer:
@@ -179,9 +208,10 @@ class Producer:
         tenant_id: str,
         key: str | None = None,
         event_id: str | None = None,
+        trace: TraceContext | None = None,
     ) -> str:
         """Publish one event and wait for the broker's acknowledgement; returns its id."""
-        event = build_event(topic, data, tenant_id, event_id)
+        event = build_event(topic, data, tenant_id, event_id, trace)
         await self.publish_event(event, key)
         return event.id
 
@@ -260,7 +290,7 @@ class Producer:
         await self.ensure_topic(topic)
         ordering_key = (key or event.tenant_id).encode()
         future: asyncio.Future[Any] = await self.kafka.send(
-            topic, event.to_message(), key=ordering_key
+            topic, event.to_message(), key=ordering_key, headers=trace_headers(event)
         )
         return future
 

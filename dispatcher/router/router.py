@@ -77,7 +77,9 @@ class Router:
         self._group_id = group_id
         self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._producer = Producer(settings)
-        self._ingest = Ingest(settings, self.index.topic_known)
+        self._ingest = Ingest(settings, self.index.topic_known, group_id)
+        # Recipients per event (by id()) of the batch being routed, while exporting spans.
+        self._recipients: dict[int, int] = {}
         self._group: GroupConsumer | None = None
         self._stopping = asyncio.Event()
         # Per partition, the offset after the last batch routed and acknowledged.
@@ -176,7 +178,11 @@ class Router:
             log.warning("router.produce_failed", error=str(exc))
             for future in futures:
                 future.cancel()
+            if self._ingest.spans:
+                self._end_spans(f"produce failed: {exc}")
             return False
+        if self._ingest.spans:
+            self._end_spans(None)
         for tp, part in batch.items():
             self._positions[tp] = part[-1].offset + 1
         if self._metrics is not None:
@@ -203,6 +209,10 @@ class Router:
                 offset=records[0].offset,
             )
             return [Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")]
+
+    def _end_spans(self, failed: str | None) -> None:
+        recipients, self._recipients = self._recipients, {}
+        self._ingest.end_spans(recipients, failed)
 
     def _count(self, applied: list[Verdict], filtered: int) -> None:
         # Once the batch is acknowledged, so a batch read again is not counted twice.
@@ -252,6 +262,8 @@ class Router:
             rejected = Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
             return await self._dead_letter(record, rejected.reason), rejected
         tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
+        if self._ingest.spans:
+            self._recipients[id(event)] = len(webhook_ids)
         return None, event
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> asyncio.Future[Any]:
