@@ -102,8 +102,6 @@ async def attempt_delivery(
     if tracer is None:
         sent = trace_context.for_attempt(trace)
     else:
-        if parked_since is not None:
-            tracing.drained(tracer, trace, target.id, event.id, parked_since, attempted_at)
         span = tracing.start_deliver(
             tracer, trace, target.url, target.id, event.id, attempt, task.kind
         )
@@ -127,6 +125,8 @@ async def attempt_delivery(
         )
         if span is not None:
             tracing.end_deliver(span, attempted, parked_since)
+            if parked_since is not None and attempted.success:
+                tracing.drained(tracing.ACTIVE, trace, attempted, parked_since)
         return attempted
 
     started = time.perf_counter()

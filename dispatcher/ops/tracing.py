@@ -300,23 +300,21 @@ def parked(
 
 
 def drained(
-    tracer: trace.Tracer,
-    context: TraceContext | None,
-    webhook_id: str,
-    event_id: str,
-    parked_at: float,
-    drained_at: float,
+    tracer: trace.Tracer | None, context: TraceContext, result: AttemptResult, parked_at: float
 ) -> None:
-    """``hooklane.parked``: a span over the time a delivery waited in the backlog."""
-    start, end = int(parked_at * 1e9), int(drained_at * 1e9)
+    """``hooklane.parked``: a span over the time a delivery waited in the backlog, from
+    its parking to the attempt that drained it."""
+    if tracer is None:
+        return
+    start, end = int(parked_at * 1e9), max(int(parked_at * 1e9), int(result.attempted_at * 1e9))
     span = _start(
         tracer,
         "hooklane.parked",
         context,
         SpanKind.INTERNAL,
-        {"hooklane.webhook_id": webhook_id, "hooklane.event_id": event_id},
+        {"hooklane.webhook_id": result.webhook_id, "hooklane.event_id": result.event_id},
         start_time=start,
     )
     span.add_event("hooklane.parked", timestamp=start)
-    span.add_event("hooklane.drained", timestamp=max(start, end))
-    span.end(end_time=max(start, end))
+    span.add_event("hooklane.drained", timestamp=end)
+    span.end(end_time=end)
