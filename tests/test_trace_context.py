@@ -133,3 +133,22 @@ def test_task_carries_the_trace_and_old_tasks_still_decode() -> None:
     junk = orjson.dumps({**value, "traceparent": "junk", "tracestate": 5})
     assert DeliveryTask.from_message(junk).event.trace is None
     assert DeliveryTask.from_dict(task.to_dict()).event.trace == event.trace
+
+
+def test_the_producer_writes_the_events_trace_or_the_callers_current_span() -> None:
+    """Producer headers: the event's own trace first, else an instrumented caller's span."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from dispatcher.kafka.producer import current_trace, trace_headers
+
+    event = Event("e", "T", "t", 1)
+    assert current_trace() is None and trace_headers(event) is None
+    span = TracerProvider().get_tracer("caller").start_span("publish")
+    with trace.use_span(span, end_on_exit=True):
+        found = current_trace()
+        assert found is not None
+        assert found.span_id == f"{span.get_span_context().span_id:016x}"
+        assert trace_headers(event) == found.kafka_headers()
+        own = Event("e", "T", "t", 1, trace=TraceContext(PARENT))
+        assert trace_headers(own) == [("traceparent", PARENT.encode())]

@@ -23,6 +23,7 @@ TRACESTATE = "tracestate"
 # code does not know is read as version 00 when it has the 00 fields (and propagated
 # as 00); version ff is invalid; version 00 has nothing after the flags.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_CANONICAL = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # Propagators may drop a tracestate over 512 characters; its values are printable ASCII.
@@ -75,7 +76,25 @@ def parse(traceparent: str | None, tracestate: str | None = None) -> TraceContex
     An invalid ``tracestate`` is dropped (the trace still continues), as the
     specification asks of a receiver.
     """
-    if traceparent is None or len(traceparent) > 512:
+    if traceparent is None:
+        return None
+    # The form Hooklane itself writes (every delivery task): one regex, no rebuild.
+    if len(traceparent) == 55 and _CANONICAL.fullmatch(traceparent):
+        parent: str | None = traceparent
+    else:
+        parent = _normalised(traceparent)
+    if parent is None or parent[3:35] == _ZERO_TRACE or parent[36:52] == _ZERO_SPAN:
+        return None
+    if not tracestate:
+        return TraceContext(parent)
+    state = tracestate.strip()
+    if len(state) > MAX_TRACESTATE or not _TRACESTATE_CHARS.fullmatch(state):
+        state = ""
+    return TraceContext(parent, state)
+
+
+def _normalised(traceparent: str) -> str | None:
+    if len(traceparent) > 512:
         return None
     match = _TRACEPARENT.fullmatch(traceparent.strip())
     if match is None:
@@ -83,12 +102,7 @@ def parse(traceparent: str | None, tracestate: str | None = None) -> TraceContex
     version, trace_id, span_id, flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest is not None):
         return None
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    state = (tracestate or "").strip()
-    if len(state) > MAX_TRACESTATE or not _TRACESTATE_CHARS.fullmatch(state):
-        state = ""
-    return TraceContext(f"00-{trace_id}-{span_id}-{flags}", state)
+    return f"00-{trace_id}-{span_id}-{flags}"
 
 
 def from_http(headers: Mapping[str, str]) -> TraceContext | None:
