@@ -126,7 +126,7 @@ async def attempt_delivery(
         if span is not None:
             tracing.end_deliver(span, attempted, parked_since)
             if parked_since is not None and attempted.success:
-                tracing.drained(tracing.ACTIVE, trace, attempted, parked_since)
+                tracing.drained(tracer, trace, attempted, parked_since)
         return attempted
 
     started = time.perf_counter()
