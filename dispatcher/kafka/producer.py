@@ -24,6 +24,7 @@ delivery allows (duplicates carry the same event id).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-from opentelemetry import trace as otel_trace
 
 from dispatcher.kafka.broker import ensure_topics
 from dispatcher.messages.trace_context import TraceContext
@@ -115,6 +115,9 @@ def build_event(
 
 def current_trace() -> TraceContext | None:
     """The caller's current OpenTelemetry span as a W3C context, if it has a valid one."""
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is None:  # never imported: the caller is not instrumented
+        return None
     found = otel_trace.get_current_span().get_span_context()
     if not found.is_valid:
         return None

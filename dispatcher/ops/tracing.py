@@ -12,7 +12,7 @@ Spans are batched and sent from the SDK's own thread, never on the event loop.
 
 Otherwise ``ACTIVE`` stays None and nothing here runs: the hot paths test
 ``tracing.ACTIVE is None`` and only propagate the W3C context
-(``dispatcher.messages.trace_context``).
+(``dispatcher.messages.trace_context``); not even the OpenTelemetry API is imported.
 
 Spans: ``hooklane.ingest`` (``POST /events``, PRODUCER), ``hooklane.route`` (one per
 event in the router, CONSUMER), ``hooklane.deliver`` (one per attempt, CLIENT: the
@@ -27,22 +27,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from opentelemetry import trace
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    TraceState,
-)
 
 from dispatcher.messages.trace_context import TraceContext
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
 
     from dispatcher.delivery.attempt import AttemptResult
     from dispatcher.messages.wire import Event
@@ -50,8 +40,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # The tracer while exporting; None: no span is ever created (the default).
-ACTIVE: trace.Tracer | None = None
-_provider: Any = None  # opentelemetry.sdk.trace.TracerProvider while configured
+ACTIVE: Tracer | None = None
+_provider: Any = None  # opentelemetry.sdk.TracerProvider while configured
 
 INSTRUMENTATION = "hooklane"
 
@@ -119,6 +109,9 @@ def flush_tracing() -> None:
 def _parent(context: TraceContext | None) -> Context | None:
     if context is None:
         return None
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
     state = TraceState.from_header([context.tracestate]) if context.tracestate else None
     remote = SpanContext(
         int(context.trace_id, 16),
@@ -140,28 +133,40 @@ def context_of(span: Span) -> TraceContext:
 
 
 def _start(
-    tracer: trace.Tracer,
+    tracer: Tracer,
     name: str,
     parent: TraceContext | None,
-    kind: SpanKind,
+    kind: str,
     attributes: dict[str, Any],
     start_time: int | None = None,
 ) -> Span:
+    from opentelemetry.trace import SpanKind
+
     return tracer.start_span(
-        name, context=_parent(parent), kind=kind, attributes=attributes, start_time=start_time
+        name,
+        context=_parent(parent),
+        kind=SpanKind[kind],
+        attributes=attributes,
+        start_time=start_time,
     )
+
+
+def _failed(span: Span, description: str | None = None) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, description))
 
 
 # -- the spans ----------------------------------------------------------------------
 
 
-def start_ingest(tracer: trace.Tracer, parent: TraceContext | None) -> Span:
+def start_ingest(tracer: Tracer, parent: TraceContext | None) -> Span:
     """``hooklane.ingest``: ``POST /events`` publishing one event to its Kafka topic."""
     return _start(
         tracer,
         "hooklane.ingest",
         parent,
-        SpanKind.PRODUCER,
+        "PRODUCER",
         {
             "messaging.system": "kafka",
             "messaging.operation.type": "send",
@@ -189,19 +194,19 @@ def end_ingest(span: Span, status: int) -> None:
     """End an ingest span with the API's answer."""
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
+        _failed(span)
     span.end()
 
 
 def start_route(
-    tracer: trace.Tracer, parent: TraceContext | None, event: Event, record: Any, group: str
+    tracer: Tracer, parent: TraceContext | None, event: Event, record: Any, group: str
 ) -> Span:
     """``hooklane.route``: the router processing one event read from Kafka."""
     return _start(
         tracer,
         "hooklane.route",
         parent,
-        SpanKind.CONSUMER,
+        "CONSUMER",
         {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -222,12 +227,12 @@ def end_route(span: Span, webhooks: int, failed: str | None = None) -> None:
     """End a route span once its delivery tasks are acknowledged (``failed``: why not)."""
     span.set_attribute("hooklane.webhooks", webhooks)
     if failed is not None:
-        span.set_status(Status(StatusCode.ERROR, failed))
+        _failed(span, failed)
     span.end()
 
 
 def start_deliver(
-    tracer: trace.Tracer,
+    tracer: Tracer,
     parent: TraceContext,
     url: str,
     webhook_id: str,
@@ -243,7 +248,7 @@ def start_deliver(
         tracer,
         "hooklane.deliver",
         parent,
-        SpanKind.CLIENT,
+        "CLIENT",
         {
             "http.request.method": "POST",
             "url.full": f"{parts.scheme}://{parts.hostname}:{port}{parts.path}",
@@ -278,21 +283,19 @@ def end_deliver(span: Span, result: AttemptResult, parked_since: float | None = 
         span.set_attribute("http.response.status_code", result.status_code)
     if outcome != "success":
         span.set_attribute("error.type", str(result.status_code or result.error_class))
-        span.set_status(Status(StatusCode.ERROR, result.error))
+        _failed(span, result.error)
     if parked_since is not None:
         span.set_attribute("hooklane.parked_s", round(result.attempted_at - parked_since, 3))
     span.end()
 
 
-def parked(
-    tracer: trace.Tracer, context: TraceContext | None, webhook_id: str, event_id: str
-) -> None:
+def parked(tracer: Tracer, context: TraceContext | None, webhook_id: str, event_id: str) -> None:
     """``hooklane.park``: the moment a delivery moved to the Postgres backlog."""
     span = _start(
         tracer,
         "hooklane.park",
         context,
-        SpanKind.INTERNAL,
+        "INTERNAL",
         {"hooklane.webhook_id": webhook_id, "hooklane.event_id": event_id},
     )
     span.add_event("hooklane.parked")
@@ -300,7 +303,7 @@ def parked(
 
 
 def drained(
-    tracer: trace.Tracer | None, context: TraceContext, result: AttemptResult, parked_at: float
+    tracer: Tracer | None, context: TraceContext, result: AttemptResult, parked_at: float
 ) -> None:
     """``hooklane.parked``: a span over the time a delivery waited in the backlog, from
     its parking to the attempt that drained it."""
@@ -311,7 +314,7 @@ def drained(
         tracer,
         "hooklane.parked",
         context,
-        SpanKind.INTERNAL,
+        "INTERNAL",
         {"hooklane.webhook_id": result.webhook_id, "hooklane.event_id": result.event_id},
         start_time=start,
     )
