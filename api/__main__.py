@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from api.app import create_app
 from api.app_keys import POOL
 from dispatcher.delivery.secrets import MISSING_KEY
 from dispatcher.logs import configure_logging
+from dispatcher.ops.tracing import configure_tracing
 from dispatcher.runtime import event_loop
 from dispatcher.runtime.operations import ProcessOps
 from dispatcher.settings import Settings, SettingsError
@@ -32,6 +34,7 @@ def main() -> int:
         print(f"hooklane api: {MISSING_KEY}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    configure_tracing("api", os.environ)
     log = structlog.get_logger("api")
     try:
         event_loop.run(db.migrate(settings.database_url), settings.event_loop)

@@ -134,7 +134,13 @@ async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> 
             {"event_id": attempt.event_id},
         )
     await _enqueue(request, _redelivery(task))
-    log.info("redelivery.queued", webhook_id=webhook.id, event_id=attempt.event_id)
+    trace = task.event.trace
+    log.info(
+        "redelivery.queued",
+        webhook_id=webhook.id,
+        event_id=attempt.event_id,
+        trace_id=trace.trace_id if trace else None,
+    )
     return attempt.event_id
 
 

@@ -6,11 +6,17 @@ repeat within ``HOOKLANE_DEDUP_WINDOW`` answers ``200`` with the id instead of `
 A repeat that arrives before any router routed the first publish publishes again
 (the first may have been lost with a crashed API process); the router routes the id
 once either way, since it takes over the API's claim only once.
+
+A ``traceparent`` (and ``tracestate``) request header is the event's trace: it rides to
+the router in the Kafka record's headers. When spans are exported, the call is the
+``hooklane.ingest`` span (its parent: the request's context) and the record carries
+that span's context instead (``dispatcher.ops.tracing``).
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -22,10 +28,16 @@ from api.errors import ApiError, invalid_field, validation_failed
 from api.responses import json_response
 from api.validation import read_json
 from dispatcher.kafka.producer import Producer, ProducerError, build_event
+from dispatcher.messages import trace_context
 from dispatcher.messages.operational import is_operational
 from dispatcher.messages.topic_schemas import ValidatorCache
+from dispatcher.messages.trace_context import TraceContext
+from dispatcher.ops import tracing
 from dispatcher.store import events as event_store
 from dispatcher.store.topics import get_topic
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +78,26 @@ async def publish(request: web.Request) -> web.Response:
 
     A repeat of an event id seen within the dedup window → 200 ``{id}``.
     """
+    incoming = trace_context.from_http(request.headers)
+    tracer = tracing.ACTIVE
+    if tracer is None:
+        return await _publish(request, incoming, None)
+    span = tracing.start_ingest(tracer, incoming)
+    status = 500
+    try:
+        response = await _publish(request, tracing.context_of(span), span)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        raise
+    finally:
+        tracing.end_ingest(span, status)
+
+
+async def _publish(
+    request: web.Request, trace: TraceContext | None, span: Span | None
+) -> web.Response:
     body = await read_json(request, "event_publish")
     caller = tenant_id(request)
     if body.get("tenant_id", caller) != caller:
@@ -85,7 +117,9 @@ async def publish(request: web.Request) -> web.Response:
     if found:
         raise validation_failed(found, f"data does not match the schema of {topic.name}")
     producer = producer_for(request)
-    event = build_event(topic.name, body["data"], caller, event_id)
+    event = build_event(topic.name, body["data"], caller, event_id, trace)
+    if span is not None:
+        tracing.describe_ingest(span, request.app[SETTINGS].mirror_topic(topic.name), event)
     status = 202
     if event_id is not None:
         window = request.app[SETTINGS].dedup_window
@@ -96,7 +130,13 @@ async def publish(request: web.Request) -> web.Response:
     try:
         await producer.publish_event(event, key=body.get("key"))
     except (ProducerError, KafkaError, TimeoutError) as exc:
-        log.warning("event.publish_failed", topic=topic.name, tenant_id=caller, error=str(exc))
+        log.warning(
+            "event.publish_failed",
+            topic=topic.name,
+            tenant_id=caller,
+            error=str(exc),
+            trace_id=trace.trace_id if trace else None,
+        )
         if event_id is not None and status == 202:
             await event_store.release_claim(pool, caller, event.id)
         raise ApiError(503, "unavailable", "the event could not be published; retry") from None

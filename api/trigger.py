@@ -3,6 +3,7 @@
 Uses the deliverer's own signer and HTTP client (``attempt_delivery`` with the
 shared sender), so a passing test means real deliveries will verify too. The attempt
 is recorded in the attempt log with ``test = true``; DISABLED webhooks can be tested.
+The test event's trace is the request's ``traceparent`` when it has one, else a new one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from api.responses import json_response
 from api.validation import read_json
 from api.webhooks import webhook_or_404
 from dispatcher.delivery.attempt import attempt_delivery
+from dispatcher.messages import trace_context
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.store.attempts import record_one
 from dispatcher.store.topics import get_topic
@@ -52,7 +54,8 @@ async def send_test_event(
     target = await load_target(pool, request.app[SECRET_BOX], webhook.id)
     if target is None:  # deleted meanwhile
         raise not_found()
-    event = Event(str(uuid.uuid4()), topic, webhook.tenant_id, int(time.time()), data)
+    trace = trace_context.from_http(request.headers) or trace_context.fresh()
+    event = Event(str(uuid.uuid4()), topic, webhook.tenant_id, int(time.time()), data, trace)
     task = DeliveryTask(webhook.id, event, kind="test")
     result = await attempt_delivery(request.app[SENDER], target, task, attempt=1)
     await record_one(pool, result)
@@ -63,6 +66,7 @@ async def send_test_event(
         event_id=event.id,
         status_code=result.status_code,
         error=result.error,
+        trace_id=trace.trace_id,
     )
     return {
         "event_id": event.id,

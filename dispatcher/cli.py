@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--tenant", required=True)
     publish.add_argument("--data", default="{}", help="the event's data as JSON")
     publish.add_argument("--key", help="ordering key (default: the tenant id)")
+    publish.add_argument("--traceparent", help="W3C traceparent to continue (default: a new trace)")
 
     bench = sub.add_parser("bench", help="run the benchmark suite", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -142,15 +143,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "api"])
     if command == "router":
         _need_broker(settings)
+        from dispatcher.ops.tracing import configure_tracing
         from dispatcher.runtime.operations import run_router
 
+        configure_tracing("router", os.environ)
         event_loop.tune_gc()
         event_loop.run(run_router(settings), settings.event_loop)
         return 0
     if command == "deliverer":
         _need_broker(settings)
+        from dispatcher.ops.tracing import configure_tracing
         from dispatcher.runtime.operations import run_deliverer
 
+        configure_tracing("deliverer", os.environ)
         event_loop.tune_gc()
         event_loop.run(run_deliverer(settings), settings.event_loop)
         return 0
@@ -329,6 +334,7 @@ async def _ensure_topics(settings: Settings) -> None:
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> str:
     from dispatcher.kafka.producer import Producer
+    from dispatcher.messages import trace_context
 
     try:
         data = orjson.loads(args.data)
@@ -336,8 +342,18 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> str:
         raise ValueError(f"--data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("--data must be a JSON object")
+    trace = trace_context.fresh()
+    if args.traceparent is not None:
+        given = trace_context.parse(args.traceparent)
+        if given is None:
+            raise ValueError(
+                "--traceparent is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+            )
+        trace = given
     async with Producer(settings) as producer:
-        return await producer.publish(args.topic, data, tenant_id=args.tenant, key=args.key)
+        return await producer.publish(
+            args.topic, data, tenant_id=args.tenant, key=args.key, trace=trace
+        )
 
 
 if __name__ == "__main__":

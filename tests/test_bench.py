@@ -695,3 +695,21 @@ def test_floor_reads_the_tenant_of_an_event_message(message, tenant):
     from dispatcher.bench.floor import tenant_of
 
     assert tenant_of(message) == tenant
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4999"])
+def test_spans_are_exported_by_the_children_only_with_tracing(tmp_path, monkeypatch, endpoint):
+    """A developer's OTEL_* never reaches router and deliverer; --tracing exports every
+    span to the bench's loopback sink (sampling 1.0)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:5432/b")
+    stack = Stack(settings, tmp_path, "WARNING", tracing_endpoint=endpoint)
+    _router, _deliverer, env = stack.dispatcher(settings)
+    otel = {name: value for name, value in env.items() if name.startswith("OTEL_")}
+    if endpoint is None:
+        assert otel == {}
+    else:
+        assert otel == {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
+    assert parse_options(["--tracing"]).to_dict()["tracing"] is True
+    assert parse_options([]).tracing is False

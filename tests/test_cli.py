@@ -90,8 +90,17 @@ async def test_topics_add_rejects_a_bad_schema_in_one_line(
 async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Settings) -> None:
     """`publish` sends the documented event message, keyed by the tenant, and prints its id."""
     topic = "REGISTRATIONS.NEW.SUCCEEDED"
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     code, out, err = await hooklane(
-        settings, "publish", topic, "--tenant", "ten_cli", "--data", '{"registration_id": "r1"}'
+        settings,
+        "publish",
+        topic,
+        "--tenant",
+        "ten_cli",
+        "--data",
+        '{"registration_id": "r1"}',
+        "--traceparent",
+        parent,
     )
     assert code == 0, err
     event_id = out.strip()
@@ -120,6 +129,8 @@ async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Se
         {"registration_id": "r1"},
     )
     assert seen[0].key == b"ten_cli"
+    # The trace rides in the record's headers, as an instrumented producer writes it.
+    assert dict(seen[0].headers)["traceparent"] == parent.encode()
 
 
 async def test_publish_rejects_data_that_is_not_an_object(settings: Settings) -> None:
@@ -127,6 +138,15 @@ async def test_publish_rejects_data_that_is_not_an_object(settings: Settings) ->
     code, _, err = await hooklane(settings, "publish", "A.B", "--tenant", "t", "--data", "[1]")
     assert code == 1
     assert "JSON object" in err
+
+
+async def test_publish_rejects_a_traceparent_that_is_not_one(settings: Settings) -> None:
+    """`publish --traceparent` must be a W3C traceparent: one line, exit 1, nothing sent."""
+    code, _, err = await hooklane(
+        settings, "publish", "A.B", "--tenant", "t", "--traceparent", "00-nope"
+    )
+    assert code == 1
+    assert "W3C traceparent" in err
 
 
 async def test_migrate_and_secret_key(settings: Settings) -> None:

@@ -63,6 +63,7 @@ class GonePool:
 class Record:
     def __init__(self, value: bytes, offset: int) -> None:
         self.topic, self.partition, self.offset, self.value = f"p.{TOPIC}", 0, offset, value
+        self.headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @pytest.mark.parametrize("error", GONE, ids=IDS)

@@ -154,6 +154,7 @@ class Record:
 
     def __init__(self, value: bytes, offset: int) -> None:
         self.topic, self.partition, self.offset, self.value = f"p.{TOPIC}", 0, offset, value
+        self.headers: tuple[tuple[str, bytes], ...] = ()
 
 
 async def test_without_its_table_the_router_routes_every_valid_event(database_url):

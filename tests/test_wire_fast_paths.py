@@ -9,7 +9,10 @@ import hmac
 import pytest
 
 from dispatcher.delivery.signing import sign_headers, signing_key
+from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event, TaskKind, task_messages
+
+TRACED = TraceContext("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 'a=1,b="\\x"')
 
 EVENTS = [
     Event("evt_1", "REGISTRATIONS.NEW.SUCCEEDED", "tenant-a", 1700000000, {}),
@@ -21,6 +24,8 @@ EVENTS = [
         {"nested": {"list": [1, 2.5, None, True]}, "emoji": "\U0001f600", "k": "\u0001\u001f"},
     ),
     Event("x" * 200, "T", "t", 2**62, {"pad": "y" * 2000}),
+    Event("evt_t", "T", "t", 1, {"a": 1}, TraceContext(TRACED.traceparent)),
+    Event("evt_s", "T", "t", 1, {"a": 1}, TRACED),
 ]
 
 
@@ -32,6 +37,7 @@ def test_task_messages_match_encoding_each_task(event: Event, kind: TaskKind) ->
     expected = [DeliveryTask(w, event, kind).to_message() for w in webhook_ids]
     assert task_messages(event, webhook_ids, kind) == expected
     assert [DeliveryTask.from_message(m).webhook_id for m in expected] == webhook_ids
+    assert [DeliveryTask.from_message(m).event.trace for m in expected] == [event.trace] * 3
 
 
 def _reference(secret: str, msg_id: str, timestamp: int, body: bytes) -> tuple[str, str]:

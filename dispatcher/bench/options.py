@@ -70,6 +70,7 @@ class BenchOptions:
     keep: bool = False  # keep the database and the process logs
     metrics: bool = True  # False: router and deliverer without metrics (their cost)
     floor: bool = True  # False: (3) and (6) without their broker floor (dispatcher.bench.floor)
+    tracing: bool = False  # True: spans exported (sampling 1.0) to a loopback OTLP sink
     compare: tuple[Path, Path] | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -83,6 +84,7 @@ class BenchOptions:
             "log_level": self.log_level,
             "metrics": self.metrics,
             "floor": self.floor,
+            "tracing": self.tracing,
         }
 
 
@@ -150,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the broker floor of (3) and (6): the same shape through a null pipeline",
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="export every span (sampling 1.0) to a loopback OTLP sink, to measure its cost",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -180,6 +187,7 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         keep=args.keep,
         metrics=args.metrics,
         floor=args.floor,
+        tracing=args.tracing,
         compare=tuple(args.compare) if args.compare else None,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from dispatcher.bench.options import BenchOptions, UsageError, parse_options
+from dispatcher.bench.otlp_sink import OtlpSink
 from dispatcher.bench.report import format_comparison, format_table
 from dispatcher.bench.results import ScenarioResult, compare, document
 from dispatcher.bench.stack import Receiver, Stack
@@ -163,7 +164,16 @@ async def run_all(
     log_dir = (options.out.parent if options.out else BENCH_DIR) / (
         "logs-" + started.strftime("%Y%m%dT%H%M%SZ")
     )
-    stack = Stack(settings, log_dir, options.log_level, metrics=options.metrics)
+    sink = OtlpSink() if options.tracing else None
+    if sink is not None:
+        await sink.start()
+    stack = Stack(
+        settings,
+        log_dir,
+        options.log_level,
+        metrics=options.metrics,
+        tracing_endpoint=sink.endpoint if sink else None,
+    )
     absent = missing_pipeline()
     # SIGTERM stops the run like Ctrl-C does: cancelled, every process stopped.
     main_task = asyncio.current_task()
@@ -188,6 +198,12 @@ async def run_all(
             results[name] = await _guarded(name, runner)
     finally:
         await stack.close(keep_database=options.keep)
+        if sink is not None:
+            await sink.stop()
+            print(
+                f"\nspans exported: {sink.requests} OTLP requests, {sink.bytes:,} bytes",
+                file=sys.stderr,
+            )
 
 
 async def _guarded(name: str, runner: Scenario) -> ScenarioResult:

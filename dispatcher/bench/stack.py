@@ -40,11 +40,20 @@ def webhook_url(port: int, mode: str, index: int | str) -> str:
     return f"http://127.0.0.1:{port}/{mode}/w{index}"
 
 
+def tracing_env(endpoint: str) -> dict[str, str]:
+    """What ``--tracing`` adds: every span exported to ``endpoint`` by the default batcher."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
+
+
 def dispatcher_env(
     base: Mapping[str, str], settings: Settings, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of router and deliverer: ``base`` plus the bench's settings."""
-    env = dict(base)
+    """The environment of router and deliverer: ``base`` plus the bench's settings.
+
+    The caller's ``OTEL_*`` variables are left out: spans are exported only with
+    ``--tracing`` (``tracing_env``), so a developer's collector never skews a run.
+    """
+    env = {name: value for name, value in base.items() if not name.startswith("OTEL_")}
     env.update(
         {
             "HOOKLANE_DATABASE_URL": settings.database_url,
@@ -107,7 +116,14 @@ async def create_webhooks(
 class Stack:
     """A fresh database and secret key for the run; a fresh broker per scenario."""
 
-    def __init__(self, base: Settings, log_dir: Path, log_level: str, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        base: Settings,
+        log_dir: Path,
+        log_level: str,
+        metrics: bool = True,
+        tracing_endpoint: str | None = None,
+    ) -> None:
         stamp = time.strftime("%Y%m%d_%H%M%S") + "_" + uuid.uuid4().hex[:4]
         self.settings = base.replace(
             database_url=bench_database_url(base.database_url, stamp),
@@ -117,6 +133,7 @@ class Stack:
         )
         self.log_dir = log_dir
         self.metrics = metrics  # False: router and deliverer run without metrics
+        self.tracing_endpoint = tracing_endpoint  # set: they export spans there
         self.box = SecretBox.from_setting(self.settings.secret_key)
         self.pool: asyncpg.Pool | None = None
         self.broker: EmbeddedBroker | None = None
@@ -187,6 +204,8 @@ class Stack:
         (``dispatcher.bench.bare``): what observability costs is the difference.
         """
         env = dispatcher_env(child_env(settings), settings, overrides)
+        if self.tracing_endpoint is not None:
+            env.update(tracing_env(self.tracing_endpoint))
         children = []
         for name in ("router", "deliverer"):
             port = {"HOOKLANE_METRICS_PORT": str(free_port())}

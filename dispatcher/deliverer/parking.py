@@ -10,6 +10,10 @@
   unparked the webhook, and the lane delivers from memory again.
 - ``give_up``: a delivery that will never succeed is recorded for replay.
 
+When spans are exported, each delivery moved to the backlog gets a ``hooklane.park``
+span in its event's trace (``dispatcher.ops.tracing``; the drain attempt later shows
+the time parked).
+
 Each of these is announced to the tenant's other webhooks (``Announcer``): a give-up
 (GAVE_UP), a disabling (DISABLED) and a new parking episode of a failing lane (PARKED;
 not for a DISABLED webhook, whose DISABLED said it, nor for appends to a backlog).
@@ -30,6 +34,7 @@ from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.lane import Lane, Pending
 from dispatcher.deliverer.lane_store import DeliveryStore
 from dispatcher.delivery.attempt import WebhookTarget
+from dispatcher.ops import tracing
 from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.store.db import TRANSIENT_ERRORS
 
@@ -159,6 +164,7 @@ class Parking:
                 self._announcer.parked(lane.webhook_id, len(entries), failing_since)
             if self._metrics is not None:
                 self._metrics.parked.inc(len(entries))
+            _trace_parked(lane.webhook_id, entries)
             for entry in entries:
                 self._finish(entry)
             lane.recovered()
@@ -185,6 +191,7 @@ class Parking:
                     break
                 if self._metrics is not None:
                     self._metrics.parked.inc(len(batch))
+                _trace_parked(lane.webhook_id, batch)
                 stored = {id(entry) for entry in batch}
                 # Entries revoked meanwhile were dropped (and counted) already.
                 for entry in lane.drop(lambda entry: id(entry) in stored):  # noqa: B023
@@ -198,3 +205,11 @@ class Parking:
             asyncio.get_running_loop().call_later(STORE_RETRY_S, self._settle, lane)
         else:
             self._settle(lane)
+
+
+def _trace_parked(webhook_id: str, entries: list[Pending]) -> None:
+    tracer = tracing.ACTIVE
+    if tracer is not None:
+        for entry in entries:
+            event = entry.task.event
+            tracing.parked(tracer, event.trace, webhook_id, event.id)

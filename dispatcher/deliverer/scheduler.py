@@ -315,7 +315,12 @@ class BacklogScheduler:
         """
         webhook_id = target.id
         result = await attempt_delivery(
-            self._sender, target, entry.task, entry.attempts + 1, self._clock
+            self._sender,
+            target,
+            entry.task,
+            entry.attempts + 1,
+            self._clock,
+            parked_since=entry.enqueued_at,
         )
         self._attempt_log.record(result)
         now = self._clock()
@@ -342,7 +347,12 @@ class BacklogScheduler:
             await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
             if self._metrics is not None:
                 self._metrics.gave_up.inc()
-            log.info("scheduler.gave_up", webhook_id=webhook_id, event_id=result.event_id)
+            log.info(
+                "scheduler.gave_up",
+                webhook_id=webhook_id,
+                event_id=result.event_id,
+                trace_id=result.trace_id,
+            )
             self._announcer.gave_up(webhook_id, entry.task, entry.attempts + 1, step.reason)
         else:  # RETRY or PARK: parked already, both wait for the next slot
             assert step.next_attempt_at is not None

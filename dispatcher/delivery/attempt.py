@@ -1,6 +1,9 @@
 """One delivery attempt: build the Commenda body, sign it, send it, describe the outcome.
 
 Shared by the deliverer and the API's test trigger so both sign and send identically.
+Every attempt carries the event's W3C trace (``traceparent``, and ``tracestate`` when
+there is one) with a parent id of its own: the ``hooklane.deliver`` span's when spans
+are exported (``dispatcher.ops.tracing``), a fresh one otherwise.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from dispatcher.delivery.asymmetric import sign_v1a_headers
 from dispatcher.delivery.client_certificate import ClientCertificate
@@ -16,9 +19,14 @@ from dispatcher.delivery.endpoint_auth import EndpointAuth, OAuth2ClientCredenti
 from dispatcher.delivery.failures import DeliveryError
 from dispatcher.delivery.http.sender import CertificateSender, Headers, Response, Sender
 from dispatcher.delivery.signing import sign_headers
+from dispatcher.messages import trace_context
 from dispatcher.messages.wire import DeliveryTask, delivery_body
+from dispatcher.ops import tracing
 from dispatcher.subscription.retry_override import RetryOverride
 from dispatcher.values import immutable
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 MAX_RECORDED_BODY = 4096
 
@@ -103,6 +111,7 @@ class AttemptResult:
     response_body: str | None = None
     test: bool = False
     response_headers: Headers = ()
+    trace_id: str | None = None  # the event's trace, for log lines
 
     @property
     def success(self) -> bool:
@@ -116,8 +125,13 @@ async def attempt_delivery(
     task: DeliveryTask,
     attempt: int,
     clock: Callable[[], float] = time.time,
+    *,
+    parked_since: float | None = None,
 ) -> AttemptResult:
-    """Sign and POST ``task`` to ``target`` once; never raises for delivery failures."""
+    """Sign and POST ``task`` to ``target`` once; never raises for delivery failures.
+
+    ``parked_since``: when the delivery was parked, for a backlog drain's span.
+    """
     event = task.event
     body = delivery_body(event, target.id, target.api_version)
     attempted_at = clock()
@@ -125,9 +139,22 @@ async def attempt_delivery(
     headers = sign(target.secrets, event.id, int(attempted_at), body)
     if target.headers:
         headers = {**dict(target.headers), **headers}
+    trace = event.trace or trace_context.derived(event.tenant_id, event.id)
+    tracer = tracing.ACTIVE
+    span: Span | None = None
+    if tracer is None:
+        sent = trace_context.for_attempt(trace)
+    else:
+        span = tracing.start_deliver(
+            tracer, trace, target.url, target.id, event.id, attempt, task.kind
+        )
+        sent = tracing.context_of(span)
+    headers[trace_context.TRACEPARENT] = sent.traceparent
+    if sent.tracestate:
+        headers[trace_context.TRACESTATE] = sent.tracestate
 
     def result(duration_ms: float, **outcome: Any) -> AttemptResult:
-        return AttemptResult(
+        attempted = AttemptResult(
             target.id,
             target.tenant_id,
             event.id,
@@ -136,8 +163,14 @@ async def attempt_delivery(
             attempted_at,
             duration_ms,
             test=task.kind == "test",
+            trace_id=trace.trace_id,
             **outcome,
         )
+        if span is not None:
+            tracing.end_deliver(span, attempted, parked_since)
+            if parked_since is not None and attempted.success:
+                tracing.drained(tracer, trace, attempted, parked_since)
+        return attempted
 
     started = time.perf_counter()
     try:
@@ -154,6 +187,10 @@ async def attempt_delivery(
             error_class=exc.error_class,
             retriable=exc.retriable,
         )
+    except BaseException:  # cancelled (shutdown) or a bug: the caller records it
+        if span is not None:
+            span.end()
+        raise
     duration_ms = (time.perf_counter() - started) * 1000
     ok = 200 <= response.status < 300
     return result(

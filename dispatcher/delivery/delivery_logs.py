@@ -1,4 +1,5 @@
-"""Delivery log lines that correlate: every line carries event, webhook, tenant, attempt.
+"""Delivery log lines that correlate: every line carries event, webhook, tenant, attempt
+and the event's ``trace_id`` (W3C; the one receivers get in ``traceparent``).
 
 Success lines are sampled (``HOOKLANE_LOG_SAMPLE``: the fraction kept) so they do not
 drown the logs at thousands of deliveries a second; failures are always logged.
@@ -46,7 +47,8 @@ class DeliveryLog:
     def success(
         self, event_id: str, webhook_id: str, tenant_id: str, attempt: int, **extra: Any
     ) -> None:
-        """A delivered attempt: logged for the sampled fraction only."""
+        """A delivered attempt: logged for the sampled fraction only (``extra``: more
+        fields, such as ``trace_id``)."""
         # Asked first: at thousands a second, building a line nobody keeps costs.
         if keep_line(self._sample, self._rng) and self._log.is_enabled_for(logging.INFO):
             self._log.info(
@@ -67,6 +69,17 @@ class DeliveryLog:
         """The line of one attempt; ``action`` is what the policy does next (``retry``...)."""
         ids = (result.event_id, result.webhook_id, result.tenant_id, result.attempt)
         if result.success:
-            self.success(*ids, status=result.status_code, duration_ms=result.duration_ms)
+            self.success(
+                *ids,
+                status=result.status_code,
+                duration_ms=result.duration_ms,
+                trace_id=result.trace_id,
+            )
         else:
-            self.failure(*ids, status=result.status_code, error=result.error, action=action)
+            self.failure(
+                *ids,
+                status=result.status_code,
+                error=result.error,
+                action=action,
+                trace_id=result.trace_id,
+            )

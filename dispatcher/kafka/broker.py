@@ -32,6 +32,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from dispatcher.messages.wire import MAX_TASK_BYTES
 from dispatcher.parent_death import die_with_parent
+from dispatcher.server_env import server_environment
 from dispatcher.settings import PREFIX, Settings
 
 log = structlog.get_logger(__name__)
@@ -238,6 +239,8 @@ class EmbeddedBroker(StartedWhileEntered):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Not the user's OTEL_* (dispatcher.server_env): tansu reads them itself.
+            env=server_environment(os.environ),
             # Ctrl-C in a terminal is for our supervisor; die_with_parent covers its death.
             start_new_session=True,
         )

@@ -11,6 +11,11 @@ the broker acknowledged it. ``publish_many`` sends a batch without waiting for e
 acknowledgement in turn (throughput). ``enqueue`` writes a delivery task straight to
 the deliveries topic (test triggers, redeliveries).
 
+Each event carries its W3C trace context in the record's ``traceparent``/``tracestate``
+headers: the event's own (``trace=``), else the caller's current OpenTelemetry span when
+it has one (an instrumented platform service); with neither, no header, and the router
+starts a fresh trace for the event.
+
 The producer is idempotent (``acks="all"``; ``HOOKLANE_KAFKA_IDEMPOTENCE``, on by
 default): a batch retried after a lost acknowledgement is written once and in order.
 The embedded tansu lacks it, so ``hooklane up`` on tansu turns it off; a retried send
@@ -21,6 +26,7 @@ the same event id).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -34,6 +40,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, ensure_topics
+from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import PREFIX, Settings
 
@@ -95,7 +102,11 @@ class Outgoing:
 
 
 def build_event(
-    topic: str, data: dict[str, Any], tenant_id: str, event_id: str | None = None
+    topic: str,
+    data: dict[str, Any],
+    tenant_id: str,
+    event_id: str | None = None,
+    trace: TraceContext | None = None,
 ) -> Event:
     """The event message for ``data``: a fresh uuid4 id and the current unix time."""
     return Event(
@@ -104,7 +115,28 @@ def build_event(
         tenant_id=tenant_id,
         triggered_at=int(time.time()),
         data=data,
+        trace=trace,
     )
+
+
+def current_trace() -> TraceContext | None:
+    """The caller's current OpenTelemetry span as a W3C context, if it has a valid one."""
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is None:  # never imported: the caller is not instrumented
+        return None
+    found = otel_trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return None
+    state = found.trace_state.to_header() if found.trace_state else ""
+    return TraceContext(
+        f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}", state
+    )
+
+
+def trace_headers(event: Event) -> list[tuple[str, bytes]] | None:
+    """The Kafka headers of ``event``'s trace (see the module docstring), or None."""
+    trace = event.trace or current_trace()
+    return trace.kafka_headers() if trace is not None else None
 
 
 class Producer:
@@ -222,9 +254,10 @@ class Producer:
         tenant_id: str,
         key: str | None = None,
         event_id: str | None = None,
+        trace: TraceContext | None = None,
     ) -> str:
         """Publish one event and wait for the broker's acknowledgement; returns its id."""
-        event = build_event(topic, data, tenant_id, event_id)
+        event = build_event(topic, data, tenant_id, event_id, trace)
         await self.publish_event(event, key)
         return event.id
 
@@ -315,7 +348,7 @@ class Producer:
         await self.ensure_topic(topic)
         ordering_key = (key or event.tenant_id).encode()
         future: asyncio.Future[Any] = await self.kafka.send(
-            topic, event.to_message(), key=ordering_key
+            topic, event.to_message(), key=ordering_key, headers=trace_headers(event)
         )
         return future
 

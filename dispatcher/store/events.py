@@ -3,7 +3,8 @@
 A row per ``(tenant_id, event_id)`` with the event's ``data`` (compressed JSON, see ``pack``),
 where it was read from (``source``: ``"<kafka topic>:<partition>:<offset>"``, or NULL
 while ``POST /events`` has claimed the id and no router has routed it yet), when it
-was routed and a sequence number (original order). Rows are purged by age
+was routed, a sequence number (original order) and its W3C trace context
+(``traceparent``, ``tracestate``: replays keep the event's trace). Rows are purged by age
 (``purge``), after the longer of the dedup window and the attempt retention.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import lz4.block
 import orjson
 
+from dispatcher.messages import trace_context
 from dispatcher.messages.wire import Event
 from dispatcher.store.db import delete_in_batches
 
@@ -40,12 +42,16 @@ PURGE_BATCH = 5000
 # returned row per event cost the router ~0.8 us an event, for the rare duplicate).
 _RECORD = """
 WITH routed AS (
-    INSERT INTO events AS e (tenant_id, event_id, topic, triggered_at, payload, source)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
+    INSERT INTO events AS e
+        (tenant_id, event_id, topic, triggered_at, payload, source, traceparent, tracestate)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[],
+                         $6::text[], $9::text[], $10::text[])
     ON CONFLICT (tenant_id, event_id) DO UPDATE SET
         topic = EXCLUDED.topic,
         triggered_at = EXCLUDED.triggered_at,
         payload = EXCLUDED.payload,
+        traceparent = EXCLUDED.traceparent,
+        tracestate = EXCLUDED.tracestate,
         routed_at = CASE WHEN e.source = EXCLUDED.source THEN e.routed_at ELSE now() END,
         seq = CASE WHEN e.source = EXCLUDED.source THEN e.seq ELSE EXCLUDED.seq END,
         source = EXCLUDED.source
@@ -122,6 +128,8 @@ async def record_routed(
         [item.source for item in incoming],
         window_s,
         len(events),
+        [event.trace.traceparent if event.trace else None for event in events],
+        [event.trace.tracestate or None if event.trace else None for event in events],
     )
     assert row is not None  # an aggregate always answers one row
     if row["routed"] == len(events):
@@ -164,14 +172,19 @@ async def is_routed(executor: Executor, tenant_id: str, event_id: str) -> bool:
 
 def _event(tenant_id: str, row: Any) -> Event:
     return Event(
-        row["event_id"], row["topic"], tenant_id, row["triggered_at"], unpack(row["payload"])
+        row["event_id"],
+        row["topic"],
+        tenant_id,
+        row["triggered_at"],
+        unpack(row["payload"]),
+        trace_context.parse(row["traceparent"], row["tracestate"]),
     )
 
 
 async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event | None:
     """The stored event ``event_id`` of ``tenant_id``, or None."""
     row = await executor.fetchrow(
-        "SELECT event_id, topic, triggered_at, payload FROM events"
+        "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate FROM events"
         " WHERE tenant_id = $1 AND event_id = $2",
         tenant_id,
         event_id,
@@ -202,7 +215,8 @@ async def events_between(
     Returns a page and the position to pass as ``after`` for the next one (None: done).
     """
     rows = await executor.fetch(
-        "SELECT event_id, topic, triggered_at, payload, routed_at, seq FROM events"
+        "SELECT event_id, topic, triggered_at, payload, routed_at, seq, traceparent, tracestate"
+        " FROM events"
         " WHERE tenant_id = $1 AND topic = ANY($2::text[]) AND source IS NOT NULL"
         " AND routed_at >= $3 AND routed_at < $4 AND (routed_at, seq) > ($5, $6)"
         " ORDER BY routed_at, seq LIMIT $7",
