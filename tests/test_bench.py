@@ -264,6 +264,7 @@ def test_defaults_are_the_issue_sizes():
         "isolation",
         "backlog",
         "fanout",
+        "filters",
     )
     assert options.out is None and not options.quick
 
@@ -294,7 +295,7 @@ def test_parse_scenarios(text, expected):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--scenarios", "7"],
+        ["--scenarios", "8"],
         ["--scenarios", ","],
         ["--events", "0"],
         ["--events", "many"],
