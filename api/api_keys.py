@@ -8,6 +8,7 @@ can always make a new one with ``hooklane keys create``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -21,6 +22,9 @@ from api.validation import read_json
 from dispatcher.store import tenants as store
 
 log = structlog.get_logger(__name__)
+
+# What ``dispatcher.store.tenants`` issues; anything else is no key of anybody's.
+KEY_ID = re.compile(r"^key_[0-9a-f]{32}$")
 
 
 def api_key_json(key: store.ApiKey) -> dict[str, Any]:
@@ -52,6 +56,8 @@ async def create(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     """DELETE /api-keys/{id} → 204: revoked at once, with its portal sessions and links."""
     wanted = request.match_info["id"]
+    if not KEY_ID.match(wanted):
+        raise not_found("API key")
     async with request.app[POOL].acquire() as conn:
         found = await store.revoke_api_key(conn, wanted, tenant_id(request))
     if not found:

@@ -128,7 +128,21 @@ async def _authenticate(request: web.Request) -> web.Response | None:
             return error_page(
                 request, 403, "The form was refused (missing or stale CSRF token). Reload the page."
             )
+        # The JSON rule of dispatcher.messages.json_limits, for every portal form at once:
+        # Postgres text cannot hold a NUL, and no field has a use for one.
+        field = next((name for name, value in form.items() if _has_nul(name, value)), None)
+        if field is not None:
+            return error_page(
+                request, 422, f"The field {field.replace(NUL, '')!r} holds a NUL character."
+            )
     return None
+
+
+NUL = "\x00"
+
+
+def _has_nul(name: str, value: object) -> bool:
+    return NUL in name or (isinstance(value, str) and NUL in value)
 
 
 @web.middleware
