@@ -35,6 +35,7 @@ from api.portal.pages import (
     static,
 )
 from api.responses import json_response, rfc3339
+from dispatcher.messages.json_limits import NUL
 from dispatcher.store import portal as store
 
 log = structlog.get_logger(__name__)
@@ -136,9 +137,6 @@ async def _authenticate(request: web.Request) -> web.Response | None:
                 request, 422, f"The field {field.replace(NUL, '')!r} holds a NUL character."
             )
     return None
-
-
-NUL = "\x00"
 
 
 def _has_nul(name: str, value: object) -> bool:

@@ -34,6 +34,7 @@ def nodes(value: Any) -> int:
 
 
 def comparable(value: Any) -> bool:
+    """A string, or a number that is not a boolean: what ``$gt`` and friends compare."""
     return isinstance(value, str) or (
         isinstance(value, int | float) and not isinstance(value, bool)
     )
