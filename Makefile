@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test` (each with its own broker and database); 0 = serial
 TEST_WORKERS ?= 3
 
-.PHONY: install run test lint format mypy bench bench-quick chaos screenshots clean
+.PHONY: install run test lint format mypy bench bench-quick chaos fuzz screenshots clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ bench-quick: install
 
 chaos: install
 	$(BIN)/python -m pytest -q -m chaos -p no:cacheprovider -o addopts="" -s tests/chaos
+
+# The property-based fuzz tests with thousands of examples each (`make test` runs 100).
+FUZZ_TESTS := tests/test_fuzz_router.py tests/test_fuzz_bodies.py tests/test_filter_cost.py
+fuzz: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=3600 --hypothesis-profile=fuzz --hypothesis-show-statistics $(FUZZ_TESTS)
 
 # Refresh docs/portal/*.png from the portal's browser tests (plain `make test` leaves them).
 screenshots: install

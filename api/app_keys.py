@@ -24,3 +24,5 @@ SCHEMAS: web.AppKey[Schemas] = web.AppKey("schemas")
 
 # Set by the auth middleware on every authenticated request.
 TENANT_ID = web.RequestKey("tenant_id", str)
+# The id of the API key that authenticated the request (unset on portal pages).
+API_KEY_ID = web.RequestKey("api_key_id", str)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.app_keys import POOL, TENANT_ID
+from api.app_keys import API_KEY_ID, POOL, TENANT_ID
 from api.errors import ApiError
-from dispatcher.store.tenants import tenant_for_api_key
+from dispatcher.store.tenants import caller_for_api_key
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hooklane"'}
@@ -60,13 +60,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "send your API key as `Authorization: Bearer <key>`",
             headers=_CHALLENGE,
         )
-    tenant_id = await tenant_for_api_key(request.app[POOL], api_key)
-    if tenant_id is None:
+    caller = await caller_for_api_key(request.app[POOL], api_key)
+    if caller is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key", headers=_CHALLENGE)
-    request[TENANT_ID] = tenant_id
+    request[TENANT_ID] = caller.tenant_id
+    request[API_KEY_ID] = caller.api_key_id
     return await handler(request)
 
 
 def tenant_id(request: web.Request) -> str:
     """The authenticated tenant of ``request``."""
     return request[TENANT_ID]
+
+
+def api_key_id(request: web.Request) -> str:
+    """The id of the API key that authenticated ``request`` (API routes only)."""
+    return request[API_KEY_ID]

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -88,6 +89,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(ApiError(exc.status, code, message, headers=headers))
+    except asyncpg.CharacterNotInRepertoireError:
+        # The last line of defence: input checks refuse NUL where they know a value
+        # reaches Postgres (json_limits, the portal's forms); one they missed is still
+        # the client's mistake, not ours.
+        log.warning("api.nul_character_reached_the_database", method=request.method)
+        return error_response(
+            ApiError(400, "invalid_character", "the request holds a NUL character")
+        )
     except Exception as exc:
         if db.unavailable(exc):
             # Postgres is away (restarting, unreachable): nothing was changed or lost,

@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = tenants.add_parser("create", help="create a tenant and print its API key")
     create.add_argument("name")
 
+    keys = sub.add_parser("keys", help="list, create and revoke API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    keys.add_parser("list", help="a tenant's API keys (never the keys)").add_argument("tenant")
+    create_key = keys.add_parser("create", help="create an API key and print it (once)")
+    create_key.add_argument("tenant")
+    create_key.add_argument("--name", default="", help="what the key is for")
+    revoke_key = keys.add_parser(
+        "revoke", help="revoke a key with its portal sessions and unused portal links"
+    )
+    revoke_key.add_argument("key_id", help="the key's id (key_...)")
+
     topics = sub.add_parser("topics", help="manage the topic catalog").add_subparsers(
         dest="topics_command", required=True, metavar="ACTION"
     )
@@ -182,6 +194,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"tenant:  {tenant_id}\napi key: {api_key}\n(the key is shown only once)")
         return 0
+    if command == "keys":
+        return event_loop.run(_keys(settings, args), settings.event_loop)
     if command == "topics" and args.topics_command == "ensure":
         _need_broker(settings)
         event_loop.run(_ensure_topics(settings), settings.event_loop)
@@ -257,6 +271,29 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
         return await create_tenant(conn, name)
     finally:
         await conn.close()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.store import tenants
+
+    await db.migrate(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.keys_command == "create":
+            key, secret = await tenants.create_api_key(conn, args.tenant, args.name)
+            print(f"id:      {key.id}\napi key: {secret}\n(the key is shown only once)")
+        elif args.keys_command == "revoke":
+            if not await tenants.revoke_api_key(conn, args.key_id):
+                raise ValueError(f"no API key {args.key_id!r}")
+            print(f"revoked {args.key_id} (and its portal sessions and links)")
+        else:
+            for key in await tenants.list_api_keys(conn, args.tenant):
+                when = key.revoked_at.isoformat() if key.revoked_at else "live"
+                used = key.last_used_at.isoformat() if key.last_used_at else "never used"
+                print(f"{key.id}  {key.prefix}…  {key.name or '-'}  {used}  {when}")
+    finally:
+        await conn.close()
+    return 0
 
 
 async def _rotate_secrets(settings: Settings) -> int:

@@ -16,6 +16,10 @@
   created as ``hooklane migrate`` does (routers and deliverers refuse to start without).
 - ``pool`` (per test): an asyncpg pool on the test database.
 - ``tenant`` / ``other_tenant`` (per test): a new tenant and its API key.
+
+Hypothesis profiles: ``hooklane`` (loaded by default: ``make test``) keeps each property
+test at a bounded 100 examples with no per-example deadline (the machine is shared);
+``fuzz`` (``make fuzz``: ``--hypothesis-profile=fuzz``) runs thousands.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import settings as hypothesis_settings
 
 from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, create_topics, free_port
@@ -42,6 +47,11 @@ from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 
 TEST_SECRET_KEY = Fernet.generate_key().decode()
+
+hypothesis_settings.register_profile("hooklane", max_examples=100, deadline=None)
+hypothesis_settings.register_profile("fuzz", max_examples=3000, deadline=None)
+# `--hypothesis-profile=fuzz` is applied after this module is imported, so it wins.
+hypothesis_settings.load_profile("hooklane")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ def test_request_bodies_reference_the_validated_schemas():
             "event_publish.json",
             "recover.json",
             "replay.json",
+            "api_key_create.json",
         ]
     )
     for name in files:

@@ -265,6 +265,7 @@ def test_defaults_are_the_issue_sizes():
         "backlog",
         "fanout",
         "options",
+        "filters",
     )
     assert options.out is None and not options.quick
 
@@ -295,7 +296,7 @@ def test_parse_scenarios(text, expected):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--scenarios", "8"],
+        ["--scenarios", "9"],
         ["--scenarios", ","],
         ["--events", "0"],
         ["--events", "many"],

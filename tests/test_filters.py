@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dispatcher.subscription.filters import (
@@ -159,6 +159,7 @@ JSON_VALUES = st.recursive(
 @given(JSON_VALUES)
 def test_eq_and_ne_are_complements(value: Any) -> None:
     """For any stored value, exactly one of $eq and $ne holds for the same operand."""
+    assume(validate({"data.v": value}) is None)  # at most MAX_COMPOSITE_NODES values
     event = event_view("T", "t", {"v": value})
     eq = compile_filter({"data.v": {"$eq": value}})(event)
     ne = compile_filter({"data.v": {"$ne": value}})(event)

@@ -45,14 +45,17 @@ def id_routes(app: Any) -> list[tuple[str, str]]:
     return sorted(set(routes), key=lambda r: (r[0] == "DELETE", r[1], r[0]))
 
 
-def fill(template: str, ids: dict[str, str]) -> str:
+def fill(template: str, ids: dict[str, str], key_id: str) -> str:
+    """``template`` with A's ids: its API key's under /api-keys, else its webhook's."""
+    if template.startswith("/api-keys/"):
+        ids = {**ids, "id": key_id}
     return PLACEHOLDER.sub(lambda m: ids[m.group(1)], template)
 
 
 async def test_every_id_route_hides_other_tenants_resources(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
-    """Tenant B gets 404 for tenant A's webhook and attempt ids; A's data is untouched."""
+    """Tenant B gets 404 for tenant A's webhook, attempt and API key ids; A's data is untouched."""
     async with receiver() as recv, api_client(settings) as client:
         created = await client.post(
             "/webhooks", json=webhook_body(recv.url), headers=tenant.headers
@@ -68,6 +71,9 @@ async def test_every_id_route_hides_other_tenants_resources(
         )
         assert attempt_id is not None
         delivered_before = len(recv.requests)
+        # A spare key of A's, so the owner's control below revokes that one, not its own.
+        spare = await client.post("/api-keys", json={"name": "spare"}, headers=tenant.headers)
+        key_a = (await spare.json())["id"]
         ids = {"id": webhook_a["id"], "attempt_id": attempt_id}
         routes = id_routes(client.app)
         assert ("GET", "/webhooks/{id}") in routes
@@ -76,7 +82,7 @@ async def test_every_id_route_hides_other_tenants_resources(
         for method, template in routes:
             response = await client.request(
                 method,
-                fill(template, ids),
+                fill(template, ids, key_a),
                 json=BODIES.get(template, {}) if method == "POST" else None,
                 headers=other_tenant.headers,
             )
@@ -99,12 +105,14 @@ async def test_every_id_route_hides_other_tenants_resources(
         assert unchanged["state"] == "ENABLED"
         assert unchanged["updated_at"] == webhook_a["updated_at"]
         assert len(recv.requests) == delivered_before
+        keys = (await (await client.get("/api-keys", headers=tenant.headers)).json())["data"]
+        assert [k["revoked_at"] for k in keys if k["id"] == key_a] == [None]
 
         # Control: the owner reaches every one of these routes (so B's 404s meant "not yours").
         for method, template in routes:
             response = await client.request(
                 method,
-                fill(template, ids),
+                fill(template, ids, key_a),
                 json=BODIES.get(template, {}) if method == "POST" else None,
                 headers=tenant.headers,
             )

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.app_keys import POOL, SETTINGS, TENANT_ID
-from api.auth import is_portal_page, route_path, tenant_id
+from api.auth import api_key_id, is_portal_page, route_path, tenant_id
 from api.errors import ApiError
 from api.portal.pages import (
     SESSION,
@@ -35,6 +35,7 @@ from api.portal.pages import (
     static,
 )
 from api.responses import json_response, rfc3339
+from dispatcher.messages.json_limits import NUL
 from dispatcher.store import portal as store
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,7 @@ async def create(request: web.Request) -> web.Response:
         tenant_id(request),
         request.app[SETTINGS].portal_link_ttl,
         base_url(request),
+        api_key_id=api_key_id(request),  # revoking the key ends the link and its session
     )
     log.info("portal.link_created", tenant_id=tenant_id(request))  # never the token
     return json_response({"url": link.url, "expires_at": rfc3339(link.expires_at)}, status=201)
@@ -73,16 +75,17 @@ async def create(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     """GET /portal/login/{token}: use the link up, set the session cookie, land."""
     pool = request.app[POOL]
-    tenant = await store.redeem_link(pool, request.match_info["token"])
-    if tenant is None:
+    grant = await store.redeem_link(pool, request.match_info["token"])
+    if grant is None:
         log.info("portal.link_refused")
         return error_page(
             request,
             403,
-            "This portal link is expired or was already used. Ask for a new link.",
+            "This portal link is expired or was already used, or its API key was revoked."
+            " Ask for a new link.",
         )
-    session = await store.create_session(pool, tenant)
-    log.info("portal.signed_in", tenant_id=tenant)
+    session = await store.create_session(pool, grant)
+    log.info("portal.signed_in", tenant_id=grant.tenant_id)
     response = render(request, "login.html", {"landing": LANDING})
     response.set_cookie(
         COOKIE,
@@ -126,7 +129,18 @@ async def _authenticate(request: web.Request) -> web.Response | None:
             return error_page(
                 request, 403, "The form was refused (missing or stale CSRF token). Reload the page."
             )
+        # The JSON rule of dispatcher.messages.json_limits, for every portal form at once:
+        # Postgres text cannot hold a NUL, and no field has a use for one.
+        field = next((name for name, value in form.items() if _has_nul(name, value)), None)
+        if field is not None:
+            return error_page(
+                request, 422, f"The field {field.replace(NUL, '')!r} holds a NUL character."
+            )
     return None
+
+
+def _has_nul(name: str, value: object) -> bool:
+    return NUL in name or (isinstance(value, str) and NUL in value)
 
 
 @web.middleware

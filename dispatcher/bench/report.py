@@ -57,6 +57,11 @@ HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
         ("healthy_p99_s", "healthy p99 completion s"),
         ("p99_ratio_to_throughput", "p99 ratio to throughput"),
     ),
+    "filters": (
+        ("worst_us_per_event", "worst-case filter µs/event"),
+        ("issue_example_us_per_event", "issue 28 example µs/event"),
+        ("plain_us_per_event", "one-condition filter µs/event"),
+    ),
     "backlog": (
         ("deliverer_peak_rss_mb", "deliverer peak RSS MB"),
         ("drain_per_s", "drain deliveries/s"),

@@ -17,7 +17,8 @@ bare aiohttp client, p50/p99 for both latency shapes, the backlog at full size);
 ceiling reports four client variants; scenario 6, ``fanout``, is new. Since then
 (compatible): (3) and (6) report ``broker_floor_*`` metrics, and their P3 targets carry
 ``floor`` (what a null pipeline reaches on the same broker) and ``reachable`` (whether
-the goal is within that floor; null without one).
+the goal is within that floor; null without one). Scenario 7, ``filters``
+(issue 28), times the worst-case filter evaluation per event, in process.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 SCHEMA_VERSION = 2
-SCENARIOS = ("ceiling", "throughput", "latency", "isolation", "backlog", "fanout", "options")
+SCENARIOS = (
+    "ceiling",
+    "throughput",
+    "latency",
+    "isolation",
+    "backlog",
+    "fanout",
+    "options",
+    "filters",
+)
 Status = Literal["ok", "skipped", "failed"]
 STATUSES = frozenset({"ok", "skipped", "failed"})
 

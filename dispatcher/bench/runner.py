@@ -37,7 +37,7 @@ def ceiling_requests(events: int) -> int:
 
 
 # Scenarios that need no router or deliverer.
-IN_PROCESS = frozenset({"ceiling", "options"})
+IN_PROCESS = frozenset({"ceiling", "options", "filters"})
 
 
 def missing_pipeline() -> list[str]:
@@ -193,6 +193,10 @@ async def run_all(
                 runner = lambda: _ceiling(stack, ceiling_requests(sizes.events), sizes.webhooks)  # noqa: E731
             elif name == "options":
                 runner = lambda: _options(options.quick)  # noqa: E731
+            elif name == "filters":  # in process: no pipeline, no broker
+                from dispatcher.bench.filter_cost import run_filter_cost
+
+                runner = _in_thread(run_filter_cost)
             else:
                 runner = pipeline.scenario(name, stack, options, results)
             results[name] = await _guarded(name, runner)
@@ -204,6 +208,11 @@ async def run_all(
                 f"\nspans exported: {sink.requests} OTLP requests, {sink.bytes:,} bytes",
                 file=sys.stderr,
             )
+
+
+def _in_thread(measure: Callable[[], ScenarioResult]) -> Scenario:
+    """A CPU-bound scenario as a coroutine function, off the event loop."""
+    return lambda: asyncio.to_thread(measure)
 
 
 async def _guarded(name: str, runner: Scenario) -> ScenarioResult:

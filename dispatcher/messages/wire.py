@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -185,8 +185,10 @@ class DeliveryTask:
         if not isinstance(webhook_id, str) or not webhook_id:
             raise InvalidMessage("webhook_id is missing")
         kind = value.get("kind", "event")
-        if kind not in TASK_KINDS:
-            raise InvalidMessage(f"unknown task kind {kind!r}")
+        if not isinstance(kind, str) or kind not in TASK_KINDS:  # a list is unhashable
+            shown = repr(kind)[:50] if isinstance(kind, str) else f"of type {type(kind).__name__}"
+            raise InvalidMessage(f"unknown task kind {shown}")
+        kind = cast(TaskKind, kind)
         trace = None
         traceparent = value.get("traceparent")
         if isinstance(traceparent, str):

@@ -3,6 +3,11 @@
 A link token is exchanged once (``redeem_link`` is one conditional UPDATE, so two
 concurrent exchanges cannot both win) for a session token, which the browser keeps in
 a cookie. Tokens carry 256 random bits, so a fast hash is enough for their stored form.
+
+A link made with an API key remembers the key, and so does the session it opens:
+revoking the key deletes both (``dispatcher.store.tenants.revoke_api_key``), and every
+lookup here also refuses a revoked key's link or session, so one redeemed while the
+key was being revoked dies with it too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ if TYPE_CHECKING:
 LOGIN_PATH = "/portal/login/"
 # A browser session lasts a working day; a new link starts a new one.
 SESSION_TTL_S = 8 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a redeemed link or a live session opens: a tenant, through an API key or not."""
+
+    tenant_id: str
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +53,15 @@ def new_token() -> str:
 
 
 async def create_link(
-    executor: Executor, tenant_id: str, ttl_s: float, base_url: str
+    executor: Executor,
+    tenant_id: str,
+    ttl_s: float,
+    base_url: str,
+    api_key_id: str | None = None,
 ) -> PortalLink:
     """A one-time link for ``tenant_id`` valid ``ttl_s`` seconds, under ``base_url``.
+
+    ``api_key_id`` is the key that asked for it (None for the operator's CLI).
 
     Raises ValueError for an unknown tenant (the foreign key refuses it).
     """
@@ -52,45 +71,56 @@ async def create_link(
     token = new_token()
     try:
         expires_at = await executor.fetchval(
-            "INSERT INTO portal_links (token_hash, tenant_id, expires_at)"
-            " VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING expires_at",
+            "INSERT INTO portal_links (token_hash, tenant_id, expires_at, api_key_id)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3), $4) RETURNING expires_at",
             hash_token(token),
             tenant_id,
             ttl_s,
+            api_key_id,
         )
     except asyncpg.ForeignKeyViolationError:
         raise ValueError(f"no tenant {tenant_id!r}") from None
     return PortalLink(base_url.rstrip("/") + LOGIN_PATH + token, expires_at)
 
 
-async def redeem_link(executor: Executor, token: str) -> str | None:
-    """Use link ``token`` up: its tenant, or None when unknown, expired or already used."""
-    tenant_id: str | None = await executor.fetchval(
+# A link or session made with a key that has since been revoked opens nothing.
+_KEY_LIVE = (
+    "NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = {table}.api_key_id"
+    " AND k.revoked_at IS NOT NULL)"
+)
+
+
+async def redeem_link(executor: Executor, token: str) -> Grant | None:
+    """Use link ``token`` up: what it opens, or None when unknown, expired, used or revoked."""
+    row = await executor.fetchrow(
         "UPDATE portal_links SET used_at = now()"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()"
-        " RETURNING tenant_id",
+        f" AND {_KEY_LIVE.format(table='portal_links')}"
+        " RETURNING tenant_id, api_key_id",
         hash_token(token),
     )
-    return tenant_id
+    return None if row is None else Grant(row["tenant_id"], row["api_key_id"])
 
 
-async def create_session(executor: Executor, tenant_id: str) -> str:
-    """A new session token for ``tenant_id`` (valid SESSION_TTL_S); only its hash is kept."""
+async def create_session(executor: Executor, grant: Grant) -> str:
+    """A new session token for ``grant`` (valid SESSION_TTL_S); only its hash is kept."""
     token = new_token()
     await executor.execute(
-        "INSERT INTO portal_sessions (token_hash, tenant_id, expires_at)"
-        " VALUES ($1, $2, now() + make_interval(secs => $3))",
+        "INSERT INTO portal_sessions (token_hash, tenant_id, expires_at, api_key_id)"
+        " VALUES ($1, $2, now() + make_interval(secs => $3), $4)",
         hash_token(token),
-        tenant_id,
+        grant.tenant_id,
         SESSION_TTL_S,
+        grant.api_key_id,
     )
     return token
 
 
 async def session_tenant(executor: Executor, token: str) -> str | None:
-    """The tenant of a live session ``token``, or None."""
+    """The tenant of a live session ``token`` (its key, if any, not revoked), or None."""
     tenant_id: str | None = await executor.fetchval(
-        "SELECT tenant_id FROM portal_sessions WHERE token_hash = $1 AND expires_at > now()",
+        "SELECT tenant_id FROM portal_sessions WHERE token_hash = $1 AND expires_at > now()"
+        f" AND {_KEY_LIVE.format(table='portal_sessions')}",
         hash_token(token),
     )
     return tenant_id

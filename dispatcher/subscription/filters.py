@@ -20,29 +20,67 @@ A filter is a JSON object of conditions on the event's ``topic``, ``tenant_id`` 
 
 ``validate`` finds the first problem (with its JSON pointer) so the API can answer
 422; ``compile_filter`` turns a valid filter into a closure once per webhook version,
-so no path is parsed per event. Filters are bounded (``MAX_DEPTH``, ``MAX_BYTES``,
-``MAX_CONDITIONS``) so one tenant's filter cannot slow the router for everybody.
+so no path is parsed per event.
+
+The work per event is bounded, whatever the filter and the event, so one tenant's
+filter cannot slow the router for everybody:
+
+- A condition looks at no more than ``MAX_SCAN`` values of the event: the values its
+  path reaches (stepping into arrays) and, for element-wise matching, their elements,
+  in document order. Values past the first ``MAX_SCAN`` are not looked at.
+- ``$eq``/``$ne``/``$in``/``$nin`` are one hash lookup per value looked at, whatever the
+  number of choices: scalars by value, arrays and objects (each at most
+  ``MAX_COMPOSITE_NODES`` values, else refused) by a canonical key built only for an
+  event value of a choice's shape, and never beyond the largest choice's size.
+- Each condition has a cost, ``MAX_SCAN`` times the values it may touch per value it
+  looks at (``condition_cost``); a filter's total is at most ``MAX_COST``, checked when
+  it is created. With ``MAX_CONDITIONS`` and ``MAX_DEPTH`` this bounds an event's
+  filter evaluation to ``MAX_COST`` value visits (``dispatcher/bench/filter_cost.py``
+  measures the worst case).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from dispatcher.subscription.filter_match import (
+    COMPOSITE_WEIGHT,
+    MAX_COMPOSITE_NODES,
+    MAX_SCAN,
+    Predicate,
+    comparable,
+    compile_spec,
+    event_view,
+    json_equal,
+    nodes,
+)
+
+__all__ = [
+    "MAX_COMPOSITE_NODES",
+    "MAX_SCAN",
+    "FilterProblem",
+    "InvalidFilter",
+    "Predicate",
+    "compile_filter",
+    "event_view",
+    "json_equal",
+    "validate",
+]
+
 MAX_DEPTH = 8
 MAX_BYTES = 4096
 MAX_CONDITIONS = 64
+# Per event, a filter visits at most this many values: a filter of MAX_CONDITIONS
+# conditions on scalars fits; arrays and objects compared whole spend the rest.
+MAX_COST = MAX_CONDITIONS * 3 * MAX_SCAN
 ROOTS = frozenset({"topic", "tenant_id", "data"})
 COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 FIELD_OPERATORS = frozenset({"$eq", "$ne", *COMPARISONS, "$in", "$nin", "$exists", "$not"})
 LOGICAL = frozenset({"$and", "$or", "$not"})
-
-# The event as a filter sees it: {"topic": ..., "tenant_id": ..., "data": {...}}.
-Predicate = Callable[[Mapping[str, Any]], bool]
-_Test = Callable[[Any], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +108,31 @@ class _Checker:
 
     def __init__(self) -> None:
         self.conditions = 0
+        self.cost = 0
 
     def fail(self, pointer: str, message: str) -> None:
         raise InvalidFilter(FilterProblem(pointer, message))
 
-    def count(self, pointer: str) -> None:
+    def count(self, pointer: str, choices: Sequence[Any] = (), *, listed: bool = False) -> None:
+        """One more condition, comparing with ``choices`` (a ``$in`` list when ``listed``),
+        and its cost."""
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             self.fail(pointer, f"a filter has at most {MAX_CONDITIONS} conditions")
+        for index, choice in enumerate(choices):
+            if nodes(choice) > MAX_COMPOSITE_NODES:
+                self.fail(
+                    f"{pointer}/{index}" if listed else pointer,
+                    f"an array or object to compare with holds at most {MAX_COMPOSITE_NODES}"
+                    " values",
+                )
+        self.cost += condition_cost(choices)
+        if self.cost > MAX_COST:
+            self.fail(
+                pointer,
+                f"the filter may cost too much per event (estimate {self.cost} > {MAX_COST}"
+                " value visits): compare with fewer or smaller arrays and objects",
+            )
 
     def depth(self, pointer: str, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -124,8 +179,8 @@ class _Checker:
         if isinstance(value, dict) and value:
             self.operators(value, pointer, depth)
         else:
-            self.count(pointer)  # a literal: $eq
             self.depth(pointer, depth + _nesting(value))
+            self.count(pointer, [value])  # a literal: $eq
 
     def operators(self, ops: dict[str, Any], pointer: str, depth: int) -> None:
         self.depth(pointer, depth)
@@ -133,8 +188,8 @@ class _Checker:
             at = pointer + _escape(op)
             if op not in FIELD_OPERATORS:
                 self.fail(at, f"unknown operator {op!r} (expected one of {_listed()})")
-            self.count(at)
             if op == "$not":
+                self.count(at)
                 if not isinstance(operand, dict) or not operand:
                     self.fail(at, '$not takes an object of operators, e.g. {"$gt": 5}')
                 if not all(key.startswith("$") for key in operand):
@@ -143,15 +198,19 @@ class _Checker:
             elif op == "$exists":
                 if not isinstance(operand, bool):
                     self.fail(at, "$exists takes true or false")
+                self.count(at)
             elif op in COMPARISONS:
-                if not _comparable(operand):
+                if not comparable(operand):
                     self.fail(at, f"{op} takes a number or a string")
+                self.count(at)
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
                     self.fail(at, f"{op} takes a list of values")
                 self.depth(at, depth + 1 + _nesting(operand))
+                self.count(at, operand, listed=True)
             else:
                 self.depth(at, depth + 1 + _nesting(operand))
+                self.count(at, [operand])
 
 
 def _nesting(value: Any) -> int:
@@ -163,14 +222,20 @@ def _nesting(value: Any) -> int:
     return 0
 
 
+def condition_cost(choices: Sequence[Any]) -> int:
+    """The most values one condition comparing with ``choices`` visits per event.
+
+    Resolving its path visits up to MAX_SCAN values, and so does testing them; each
+    test of a value against arrays or objects may build a key of up to the largest
+    choice's size (``filter_match._membership``), each of its values costing
+    COMPOSITE_WEIGHT scalar tests.
+    """
+    largest = max((nodes(c) for c in choices if isinstance(c, list | dict)), default=0)
+    return MAX_SCAN * (2 + COMPOSITE_WEIGHT * largest)
+
+
 def _listed() -> str:
     return ", ".join(sorted(FIELD_OPERATORS))
-
-
-def _comparable(value: Any) -> bool:
-    return isinstance(value, str) or (
-        isinstance(value, int | float) and not isinstance(value, bool)
-    )
 
 
 def validate(spec: Any) -> FilterProblem | None:
@@ -188,191 +253,9 @@ def validate(spec: Any) -> FilterProblem | None:
     return None
 
 
-# -- evaluation ---------------------------------------------------------------------
-
-
-def json_equal(left: Any, right: Any) -> bool:
-    """JSON equality: like ``==`` but booleans never equal numbers (``True != 1``)."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool) and left is right
-    if isinstance(left, dict):
-        return (
-            isinstance(right, dict)
-            and left.keys() == right.keys()
-            and all(json_equal(value, right[key]) for key, value in left.items())
-        )
-    if isinstance(left, list):
-        return (
-            isinstance(right, list)
-            and len(left) == len(right)
-            and all(json_equal(a, b) for a, b in zip(left, right, strict=True))
-        )
-    return bool(left == right)  # scalars: 1 == 1.0, "1" != 1
-
-
-def _resolve(document: Mapping[str, Any], keys: Sequence[str]) -> list[Any]:
-    """Every value at ``keys``, stepping into each element of arrays on the way."""
-    value: Any = document
-    for index, key in enumerate(keys):
-        # The common case, objects all the way down, without building lists.
-        if isinstance(value, dict):
-            if key not in value:
-                return []
-            value = value[key]
-        else:
-            return _resolve_through_arrays([value], keys[index:])
-    return [value]
-
-
-def _resolve_through_arrays(current: list[Any], keys: Sequence[str]) -> list[Any]:
-    for key in keys:
-        found: list[Any] = []
-        for value in current:
-            if isinstance(value, dict):
-                if key in value:
-                    found.append(value[key])
-            elif isinstance(value, list):
-                found += [item[key] for item in value if isinstance(item, dict) and key in item]
-        if not found:
-            return found
-        current = found
-    return current
-
-
-def _any_element(test: _Test) -> _Test:
-    """``test`` on a value, or on any element when the value is an array."""
-
-    def holds(value: Any) -> bool:
-        if test(value):
-            return True
-        if isinstance(value, list):
-            for item in value:
-                if test(item):
-                    return True
-        return False
-
-    return holds
-
-
-def _compare(op: str, operand: Any) -> _Test:
-    numeric = not isinstance(operand, str)
-
-    def same_kind(value: Any) -> bool:
-        if numeric:
-            return _comparable(value) and not isinstance(value, str)
-        return isinstance(value, str)
-
-    if op == "$gt":
-        return lambda value: same_kind(value) and value > operand
-    if op == "$gte":
-        return lambda value: same_kind(value) and value >= operand
-    if op == "$lt":
-        return lambda value: same_kind(value) and value < operand
-    return lambda value: same_kind(value) and value <= operand
-
-
-def _scalar_key(value: Any) -> tuple[str, Any] | None:
-    """A hashable key with JSON equality for scalars (``True`` and ``1`` differ); None
-    for arrays and objects."""
-    if value is None or isinstance(value, str):
-        return ("s", value)
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, int | float):
-        return ("n", value)  # 1 and 1.0 hash alike, as JSON equality wants
-    return None
-
-
-def _membership(choices: Sequence[Any]) -> _Test:
-    """``value in choices`` under JSON equality: a set lookup for scalars."""
-    scalars = {key for key in map(_scalar_key, choices) if key is not None}
-    composites = [choice for choice in choices if _scalar_key(choice) is None]
-
-    def member(value: Any) -> bool:
-        key = _scalar_key(value)
-        if key is not None:
-            return key in scalars
-        return any(json_equal(value, choice) for choice in composites)
-
-    return member
-
-
-def _operator(op: str, operand: Any) -> Callable[[list[Any]], bool]:
-    """A test over the values a path resolved to."""
-    if op == "$exists":
-        wanted = bool(operand)
-        return lambda values: bool(values) is wanted
-    if op == "$not":
-        inner = _operators(operand)
-        return lambda values: not inner(values)
-    if op in ("$ne", "$nin"):
-        positive = _operator("$eq" if op == "$ne" else "$in", operand)
-        return lambda values: not positive(values)
-    if op == "$eq":
-        test = _any_element(_membership([operand]))
-    elif op == "$in":
-        test = _any_element(_membership(operand))
-    else:
-        test = _any_element(_compare(op, operand))
-
-    def holds(values: list[Any]) -> bool:
-        # A loop, not any(<generator>): this runs per event and condition.
-        for value in values:  # noqa: SIM110
-            if test(value):
-                return True
-        return False
-
-    return holds
-
-
-def _operators(ops: Mapping[str, Any]) -> Callable[[list[Any]], bool]:
-    tests = [_operator(op, operand) for op, operand in ops.items()]
-    if len(tests) == 1:
-        return tests[0]
-    return lambda values: all(test(values) for test in tests)
-
-
-def _path(path: str, value: Any) -> list[Predicate]:
-    if isinstance(value, dict) and value and not any(k.startswith("$") for k in value):
-        return [p for key, inner in value.items() for p in _path(f"{path}.{key}", inner)]
-    keys = tuple(path.split("."))
-    test = _operators(value) if isinstance(value, dict) and value else _operator("$eq", value)
-    return [lambda event: test(_resolve(event, keys))]
-
-
-def _negation(inner: Predicate) -> Predicate:
-    return lambda event: not inner(event)
-
-
-def _combination(parts: Sequence[Predicate], every: bool) -> Predicate:
-    if every:
-        return lambda event: all(part(event) for part in parts)
-    return lambda event: any(part(event) for part in parts)
-
-
-def _compile(spec: Mapping[str, Any]) -> Predicate:
-    predicates: list[Predicate] = []
-    for key, value in spec.items():
-        if key == "$not":
-            predicates.append(_negation(_compile(value)))
-        elif key in ("$and", "$or"):
-            parts = [_compile(item) for item in value]
-            predicates.append(_combination(parts, every=key == "$and"))
-        else:
-            predicates += _path(key, value)
-    if len(predicates) == 1:
-        return predicates[0]
-    return _combination(predicates, every=True)
-
-
 def compile_filter(spec: Any) -> Predicate:
     """The filter as a closure over the event view; raises ``InvalidFilter`` when invalid."""
     problem = validate(spec)
     if problem is not None:
         raise InvalidFilter(problem)
-    return _compile(spec)
-
-
-def event_view(topic: str, tenant_id: str, data: Any) -> dict[str, Any]:
-    """What a filter sees of an event."""
-    return {"topic": topic, "tenant_id": tenant_id, "data": data}
+    return compile_spec(spec)
