@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from dispatcher.kafka.broker import CodecsError, TopicsError
 from dispatcher.runtime import event_loop
-from dispatcher.settings import PREFIX, Settings, SettingsError
+from dispatcher.settings import ENV_FILE, PREFIX, Settings, SettingsError, with_env_file
 from dispatcher.store import db
 
 # Commands that encrypt or decrypt webhook secrets, or run beside ones that do: each
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env_file=settings_file(args.command))
     except SettingsError as exc:
         print(f"hooklane: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -112,10 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def settings_file(command: str) -> Path | None:
+    """The env file ``command`` completes its settings from: ``.hooklane/env`` for all
+    but ``up``, which writes it (and must not adopt a previous stack's addresses)."""
+    return None if command == "up" else ENV_FILE
+
+
 def _need_broker(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise SettingsError(
-            f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set (`hooklane up` starts an embedded broker)"
+            f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set and there is no {ENV_FILE} here"
+            " (`hooklane up` starts an embedded broker and writes its address there)"
         )
     return settings.kafka_bootstrap_servers
 
@@ -138,7 +145,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return event_loop.run(run_stack(settings, explicit), settings.event_loop)
     if command == "api":
         # dispatcher never imports api: run it as its own module.
-        os.execv(sys.executable, [sys.executable, "-m", "api"])
+        env = dict(with_env_file(os.environ, settings_file(command)))
+        os.execve(sys.executable, [sys.executable, "-m", "api"], env)
     if command == "router":
         _need_broker(settings)
         from dispatcher.ops.operations import run_router
