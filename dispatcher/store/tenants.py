@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,6 +35,17 @@ async def ensure_tenant(conn: Connection, tenant_id: str, name: str) -> None:
         tenant_id,
         name,
     )
+
+
+async def tenant_exists(executor: Executor, tenant_id: str) -> bool:
+    """Whether tenant ``tenant_id`` exists."""
+    return bool(await executor.fetchval("SELECT 1 FROM tenants WHERE id = $1", tenant_id))
+
+
+async def list_tenants(executor: Executor) -> list[tuple[str, str, datetime]]:
+    """Every tenant as ``(id, name, created_at)``, oldest first."""
+    rows = await executor.fetch("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
+    return [(row["id"], row["name"], row["created_at"]) for row in rows]
 
 
 async def issue_api_key(conn: Connection, tenant_id: str) -> str:
