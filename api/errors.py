@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.responses import json_response
+from dispatcher.delivery.secrets import UNDECRYPTABLE_FIX, SecretKeyError
 from dispatcher.store import db
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(ApiError(exc.status, code, message, headers=headers))
+    except SecretKeyError as exc:
+        # A stored secret no key of HOOKLANE_SECRET_KEY opens: an operator's key
+        # problem (a rotation done out of order), not the caller's and not a bug.
+        log.error(
+            "api.secret_undecryptable",
+            method=request.method,
+            path=request.path,
+            error=str(exc),
+            fix=UNDECRYPTABLE_FIX,
+        )
+        return error_response(
+            ApiError(
+                503,
+                "secret_unavailable",
+                "a stored webhook secret cannot be decrypted with this server's key;"
+                " the operator must fix HOOKLANE_SECRET_KEY (nothing was sent or changed)",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        )
     except Exception as exc:
         if db.unavailable(exc):
             # Postgres is away (restarting, unreachable): nothing was changed or lost,

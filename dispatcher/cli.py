@@ -153,10 +153,13 @@ def _need_broker(settings: Settings) -> str:
 
 
 def _need_secret_key(settings: Settings) -> None:
-    if not settings.secret_key:
-        from dispatcher.delivery.secrets import MISSING_KEY
+    """Refuse a missing or malformed key before anything touches a database."""
+    from dispatcher.delivery.secrets import SecretBox, SecretKeyError
 
-        raise SettingsError(MISSING_KEY)
+    try:
+        SecretBox.from_setting(settings.secret_key)
+    except SecretKeyError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

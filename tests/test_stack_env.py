@@ -3,6 +3,7 @@ addresses from the banner (the environment still wins)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,12 +15,19 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from dispatcher.kafka.broker import free_port
 from dispatcher.settings import ENV_FILE, Settings, read_env_file, with_env_file, write_env_file
 from tests.conftest import migrated_database
+from tests.pipeline_helpers import wait_until
+from tests.readme_walkthrough import _FENCE as FENCE
+from tests.readme_walkthrough import ROOT, banner_value, section
 
 HOOKLANE = [sys.executable, "-m", "dispatcher.cli"]
 BANNER_WITHIN_S = 120.0
@@ -170,3 +178,86 @@ def test_publish_status_and_portal_link_work_with_no_address_in_the_environment(
     with urllib.request.urlopen(url, timeout=10) as response:  # the API's real port
         assert response.status == 200
         assert b"Signed in" in response.read()
+
+
+def readme_python(heading: str) -> list[str]:
+    """The ``python`` blocks of the README section ``heading``, as written."""
+    text = section((ROOT / "README.md").read_text("utf-8"), heading)
+    return [code for lang, code in FENCE.findall(text) if lang == "python"]
+
+
+def test_every_readme_python_block_compiles() -> None:
+    """No snippet is a SyntaxError as written (a top-level `async with` was one)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    blocks = [code for lang, code in FENCE.findall(readme) if lang == "python"]
+    assert blocks
+    for code in blocks:
+        compile(code, "README.md", "exec")
+
+
+async def test_readme_producer_and_verification_snippets_run_against_the_stack(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """The producer script publishes to the dev stack from the checkout; both receiver
+    snippets verify what the stack delivers, for a generated and a chosen secret."""
+    [producer] = readme_python("### Publish events (producers)")
+    verify_blocks = readme_python("### Verify signatures (receivers)")
+    assert len(verify_blocks) == 2
+    api = f"http://127.0.0.1:{dev_stack.api_port}"
+    key = banner_value(dev_stack.banner, "Dev API key")
+    received: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((request.path, await request.read(), dict(request.headers)))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/{name}", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    secrets = {}
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            for name, chosen in (("generated", None), ("chosen", "my-own-secret-2026")):
+                body: dict[str, object] = {
+                    "url": f"http://127.0.0.1:{port}/{name}",
+                    "topics": ["REGISTRATIONS.NEW.SUCCEEDED"],
+                }
+                if chosen:
+                    body["secret"] = chosen
+                async with http.post(f"{api}/webhooks", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    secrets[f"/{name}"] = chosen or (await response.json())["secret"]
+        script = tmp_path / "producer.py"
+        script.write_text(producer)
+        ran = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            cwd=dev_stack.checkout,
+            env=bare_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(ran.communicate(), 60)
+        assert ran.returncode == 0, err.decode()
+        event_id = out.decode().strip()
+        await wait_until(
+            lambda: {path for path, *_ in received} >= set(secrets), 60, message="deliveries"
+        )
+    finally:
+        await runner.cleanup()
+    namespace: dict[str, Any] = {}
+    for code in verify_blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
+    assert secrets["/generated"].startswith("whsec_")
+    for path, raw, headers in received:
+        secret = secrets[path]
+        assert namespace["verify"](secret, raw, headers)["id"] == event_id
+        namespace["verify_commenda"](secret, raw, headers)
+        with pytest.raises(WebhookVerificationError):  # a wrong secret is refused by both
+            namespace["verify"]("whsec_" + "A" * 43, raw, headers)
+        with pytest.raises(ValueError):
+            namespace["verify_commenda"]("not-the-secret-at-all", raw, headers)
