@@ -86,9 +86,9 @@ class MissingTopicError(ProducerError):
 
     def __init__(self, topic: str) -> None:
         super().__init__(
-            f"Kafka topic {topic} does not exist: publishing never creates topics;"
-            " add the topic to the catalog (`hooklane topics add`) or create the missing"
-            " ones (`hooklane topics ensure`)"
+            f"Kafka topic {topic} does not exist, and publishing never creates topics:"
+            " `hooklane topics ensure` (or `migrate`) creates the internal topics and the"
+            " catalog's, `hooklane topics add` a new catalog topic"
         )
         self.topic = topic
 
