@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api.app import create_app
 from api.app_keys import POOL
-from dispatcher.delivery.secrets import MISSING_KEY
+from dispatcher.delivery.secrets import SecretBox, SecretKeyError
 from dispatcher.logs import configure_logging
 from dispatcher.ops.tracing import configure_tracing
 from dispatcher.runtime import event_loop
@@ -30,8 +30,10 @@ def main() -> int:
     except SettingsError as exc:
         print(f"hooklane api: bad setting: {exc}", file=sys.stderr)
         return 2
-    if not settings.secret_key:
-        print(f"hooklane api: {MISSING_KEY}", file=sys.stderr)
+    try:  # before anything touches the database: a bad key must not migrate it first
+        SecretBox.from_setting(settings.secret_key)
+    except SecretKeyError as exc:
+        print(f"hooklane api: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
     configure_tracing("api", os.environ)

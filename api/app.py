@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from api import api_keys, health, portal, replay, topics, trigger, webhooks
+from api import api_keys, event_lookup, health, portal, replay, topics, trigger, webhooks
 from api import publish as events
 from api.app_keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.auth import auth_middleware
@@ -81,7 +81,7 @@ def create_app(settings: Settings, metrics: Families | None = None) -> web.Appli
     app[SECRET_BOX] = SecretBox.from_setting(settings.secret_key)
     app[SCHEMAS] = Schemas()
     app.cleanup_ctx.extend([_database, _sender, _producer])
-    for module in (health, webhooks, trigger, topics, events, replay, api_keys):
+    for module in (health, webhooks, trigger, topics, events, event_lookup, replay, api_keys):
         module.setup_routes(app)
     if importlib.util.find_spec(ATTEMPTS_MODULE) is not None:
         importlib.import_module(ATTEMPTS_MODULE).setup_routes(app)

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from api.app_keys import POOL
 from api.auth import tenant_id
+from api.backlog_wake import wake_parked_backlog
 from api.errors import ApiError, invalid_field, not_found
 from api.publish import producer_for
 from api.responses import json_response
@@ -141,6 +142,8 @@ async def retry_attempt(request: web.Request, webhook: Webhook, raw_id: str) -> 
         event_id=attempt.event_id,
         trace_id=trace.trace_id if trace else None,
     )
+    # Parked, the retried delivery joins the backlog: retry its head now, not hours away.
+    await wake_parked_backlog(request, webhook.id, "attempt_retry")
     return attempt.event_id
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.responses import json_response
+from dispatcher.delivery.secrets import UNDECRYPTABLE_FIX, SecretKeyError
 from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.store import db
 
@@ -96,6 +97,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("api.nul_character_reached_the_database", method=request.method)
         return error_response(
             ApiError(400, "invalid_character", "the request holds a NUL character")
+        )
+    except SecretKeyError as exc:
+        # A stored secret no key of HOOKLANE_SECRET_KEY opens: an operator's key
+        # problem (a rotation done out of order), not the caller's and not a bug.
+        log.error(
+            "api.secret_undecryptable",
+            method=request.method,
+            path=request.path,
+            error=str(exc),
+            fix=UNDECRYPTABLE_FIX,
+        )
+        return error_response(
+            ApiError(
+                503,
+                "secret_unavailable",
+                "a stored webhook secret cannot be decrypted with this server's key;"
+                " the operator must fix HOOKLANE_SECRET_KEY (nothing was sent or changed)",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         )
     except Exception as exc:
         if db.unavailable(exc):

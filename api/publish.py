@@ -29,12 +29,11 @@ from api.responses import json_response
 from api.validation import read_json
 from dispatcher.kafka.producer import Producer, ProducerError, build_event
 from dispatcher.messages import trace_context
-from dispatcher.messages.operational import is_operational
 from dispatcher.messages.topic_schemas import ValidatorCache
 from dispatcher.messages.trace_context import TraceContext
 from dispatcher.ops import tracing
+from dispatcher.publish_rules import PublishRefused, catalog_topic, check_data
 from dispatcher.store import events as event_store
-from dispatcher.store.topics import get_topic
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -104,18 +103,11 @@ async def _publish(
         raise ApiError(403, "forbidden", "tenant_id must be your own tenant (or omitted)")
     event_id = idempotency_key(request, body.get("id"))
     pool = request.app[POOL]
-    topic = await get_topic(pool, body["topic"])
-    if topic is None:
-        raise invalid_field(
-            "/topic", f"unknown topic {body['topic']!r} (GET /topics lists the catalog)", "catalog"
-        )
-    if is_operational(topic.name):
-        raise invalid_field(
-            "/topic", f"{topic.name} is published by Hooklane itself, not over the API", "reserved"
-        )
-    found = _VALIDATORS.data_problems(topic.name, topic.schema, body["data"])
-    if found:
-        raise validation_failed(found, f"data does not match the schema of {topic.name}")
+    try:
+        topic = await catalog_topic(pool, body["topic"], "GET /topics")
+        check_data(_VALIDATORS, topic, body["data"])
+    except PublishRefused as refused:
+        raise validation_failed(refused.problems, refused.message) from None
     producer = producer_for(request)
     event = build_event(topic.name, body["data"], caller, event_id, trace)
     if span is not None:
@@ -130,6 +122,7 @@ async def _publish(
     try:
         await producer.publish_event(event, key=body.get("key"))
     except (ProducerError, KafkaError, TimeoutError) as exc:
+        # MissingTopicError: the catalog topic's mirror was never created (`topics ensure`)
         log.warning(
             "event.publish_failed",
             topic=topic.name,

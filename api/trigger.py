@@ -4,6 +4,7 @@ Uses the deliverer's own signer and HTTP client (``attempt_delivery`` with the
 shared sender), so a passing test means real deliveries will verify too. The attempt
 is recorded in the attempt log with ``test = true``; DISABLED webhooks can be tested.
 The test event's trace is the request's ``traceparent`` when it has one, else a new one.
+A 2xx wakes the webhook's parked backlog, if it has one (``api.backlog_wake``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from api.app_keys import POOL, SECRET_BOX, SENDER
+from api.backlog_wake import wake_parked_backlog
 from api.errors import invalid_field, not_found
 from api.responses import json_response
 from api.validation import read_json
@@ -59,6 +61,8 @@ async def send_test_event(
     task = DeliveryTask(webhook.id, event, kind="test")
     result = await attempt_delivery(request.app[SENDER], target, task, attempt=1)
     await record_one(pool, result)
+    if result.success:  # the endpoint answers again: a parked backlog need not wait
+        await wake_parked_backlog(request, webhook.id, "test_trigger")
     log.info(
         "webhook.tested",
         webhook_id=webhook.id,

@@ -14,13 +14,28 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from dispatcher.kafka.broker import CodecsError, TopicsError
+from dispatcher.kafka.producer import ProducerError
 from dispatcher.runtime import event_loop
-from dispatcher.settings import PREFIX, Settings, SettingsError
+from dispatcher.settings import ENV_FILE, PREFIX, Settings, SettingsError, with_env_file
 from dispatcher.store import db
 
 # Commands that encrypt or decrypt webhook secrets, or run beside ones that do: each
 # must be given the same HOOKLANE_SECRET_KEY (never one guessed from the directory).
 NEEDS_SECRET_KEY = frozenset({"api", "router", "deliverer", "rotate-secrets"})
+
+
+# What a command reports in one line (exit 1) instead of a traceback. ProducerError
+# covers a catalog topic whose Kafka topic is missing; PostgresError an unusable database.
+COMMAND_FAILURES: tuple[type[Exception], ...] = (
+    db.DatabaseError,
+    asyncpg.PostgresError,
+    TopicsError,
+    CodecsError,
+    KafkaError,
+    ProducerError,
+    ValueError,
+    OSError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = tenants.add_parser("create", help="create a tenant and print its API key")
     create.add_argument("name")
+    tenants.add_parser("list", help="list the tenants (id, name, created)")
 
     keys = sub.add_parser("keys", help="list, create and revoke API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -67,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--schema", type=Path, help="JSON Schema file of the event's data")
     add.add_argument("--description", default="")
+    topics.add_parser("list", help="list the catalog's topics (name, description)")
     topics.add_parser(
         "ensure",
         help="create the internal and mirror Kafka topics that are missing; report them",
@@ -85,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh every SECONDS (default 2) until Ctrl-C",
     )
+
+    events = sub.add_parser("events", help="look events up").add_subparsers(
+        dest="events_command", required=True, metavar="ACTION"
+    )
+    show = events.add_parser("show", help="an event's state and its deliveries per webhook")
+    show.add_argument("event_id")
+    show.add_argument("--tenant", required=True, help="the event's tenant (ten_...)")
+    show.add_argument("--json", action="store_true", help="print the GET /events/:id body")
 
     publish = sub.add_parser("publish", help="publish one event")
     publish.add_argument("topic")
@@ -107,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env_file=settings_file(args.command))
     except SettingsError as exc:
         print(f"hooklane: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -121,24 +146,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a configuration problem: like a bad setting above
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (db.DatabaseError, TopicsError, CodecsError, KafkaError, ValueError, OSError) as exc:
+    except COMMAND_FAILURES as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def settings_file(command: str) -> Path | None:
+    """The env file ``command`` completes its settings from: ``.hooklane/env`` for all
+    but ``up``, which writes it (and must not adopt a previous stack's addresses)."""
+    return None if command == "up" else ENV_FILE
 
 
 def _need_broker(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise SettingsError(
-            f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set (`hooklane up` starts an embedded broker)"
+            f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS is not set and there is no {ENV_FILE} here"
+            " (`hooklane up` starts an embedded broker and writes its address there)"
         )
     return settings.kafka_bootstrap_servers
 
 
 def _need_secret_key(settings: Settings) -> None:
-    if not settings.secret_key:
-        from dispatcher.delivery.secrets import MISSING_KEY
+    """Refuse a missing or malformed key before anything touches a database."""
+    from dispatcher.delivery.secrets import SecretBox, SecretKeyError
 
-        raise SettingsError(MISSING_KEY)
+    try:
+        SecretBox.from_setting(settings.secret_key)
+    except SecretKeyError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,7 +187,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return event_loop.run(run_stack(settings, explicit), settings.event_loop)
     if command == "api":
         # dispatcher never imports api: run it as its own module.
-        os.execv(sys.executable, [sys.executable, "-m", "api"])
+        env = dict(with_env_file(os.environ, settings_file(command)))
+        os.execve(sys.executable, [sys.executable, "-m", "api"], env)
     if command == "router":
         _need_broker(settings)
         from dispatcher.ops.tracing import configure_tracing
@@ -188,6 +224,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         count = event_loop.run(_rotate_secrets(settings), settings.event_loop)
         print(f"re-encrypted {count} webhook secret(s) under the first key")
         return 0
+    if _is_lookup(args):
+        from dispatcher import cli_lookups
+
+        return cli_lookups.main(args, settings)
     if command == "tenants":
         tenant_id, api_key = event_loop.run(
             _create_tenant(settings, args.name), settings.event_loop
@@ -215,6 +255,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _need_broker(settings)
         return _status(settings, args)
     if command == "publish":
+        _need_broker(settings)
         event_id = event_loop.run(_publish(settings, args), settings.event_loop)
         print(event_id)
         return 0
@@ -223,6 +264,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return bench_main(args.bench_args)
     raise AssertionError(command)  # argparse only accepts the commands above
+
+
+def _is_lookup(args: argparse.Namespace) -> bool:
+    """``tenants list``, ``topics list`` or ``events show`` (``dispatcher.cli_lookups``)."""
+    action = getattr(args, f"{args.command}_command", None)
+    return args.command in {"tenants", "topics", "events"} and action in {"list", "show"}
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -370,8 +417,11 @@ async def _ensure_topics(settings: Settings) -> None:
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> str:
+    """Check the event as ``POST /events`` does (catalog, tenant, schema), then publish."""
     from dispatcher.kafka.producer import Producer
     from dispatcher.messages import trace_context
+    from dispatcher.messages.topic_schemas import ValidatorCache
+    from dispatcher.publish_rules import catalog_topic, check_data, require_tenant
 
     try:
         data = orjson.loads(args.data)
@@ -387,9 +437,16 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> str:
                 "--traceparent is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
             )
         trace = given
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        topic = await catalog_topic(pool, args.topic, "`hooklane topics list`")
+        await require_tenant(pool, args.tenant)
+    finally:
+        await pool.close()
+    check_data(ValidatorCache(), topic, data)
     async with Producer(settings) as producer:
         return await producer.publish(
-            args.topic, data, tenant_id=args.tenant, key=args.key, trace=trace
+            topic.name, data, tenant_id=args.tenant, key=args.key, trace=trace
         )
 
 

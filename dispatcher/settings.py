@@ -3,6 +3,10 @@
 This is the only module that reads ``os.environ``. Every setting has a default that
 works on a developer machine; ``Settings.from_env`` validates everything up front and
 raises ``SettingsError`` with a one-line explanation naming the variable.
+
+``hooklane up`` writes the stack's addresses to ``.hooklane/env`` (``ENV_FILE``) in the
+checkout; the ``hooklane`` commands pass that file to ``from_env``, which takes from it
+only what the environment does not set (the environment wins).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +26,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/hooklane"
 # Short in-memory retries (about a minute in total), then the long, parked schedule.
 DEFAULT_FETCH_MAX_WAIT_MS = 500
 DEFAULT_RETRY_SCHEDULE = "1s,2s,4s,8s,15s,30s,5m,30m,2h,5h,10h"
+# Written by `hooklane up` in the directory it runs in; read by the other commands there.
+ENV_FILE = Path(".hooklane") / "env"
 
 
 class SettingsError(ValueError):
@@ -99,9 +106,15 @@ class Settings:
     egress_proxy: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``HOOKLANE_*`` variables, validating every value."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = None
+    ) -> Settings:
+        """Build settings from ``HOOKLANE_*`` variables, validating every value.
+
+        ``env_file`` (``KEY=value`` lines, as ``hooklane up`` writes ``ENV_FILE``) fills
+        in the variables ``environ`` lacks; a missing file is no error.
+        """
+        env = with_env_file(os.environ if environ is None else environ, env_file)
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(PREFIX + field.name.upper())
@@ -219,6 +232,44 @@ def proxy_address(url: str) -> tuple[str, int]:
     ):
         raise SettingsError(f"{PREFIX}EGRESS_PROXY={url!r}: expected http://host:port")
     return parts.hostname, port
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``HOOKLANE_*`` assignments of an env file; empty when there is none."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip().startswith(PREFIX):
+            values[name.strip()] = value.strip()
+    return values
+
+
+def with_env_file(environ: Mapping[str, str], env_file: Path | None) -> Mapping[str, str]:
+    """``environ`` completed by ``env_file``'s values for the variables it does not set."""
+    if env_file is None:
+        return environ
+    from_file = read_env_file(env_file)
+    if not from_file:
+        return environ
+    return {**from_file, **environ}
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    """Write ``values`` as ``KEY=value`` lines (mode 0600: it names the database)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"{name}={value}\n" for name, value in values.items())
+    header = "# Written by `hooklane up`: the running stack's addresses. The environment wins.\n"
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(header + body)
+    os.replace(temporary, path)  # readers never see half a file
 
 
 def _parse_str(raw: str) -> str:

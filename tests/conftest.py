@@ -12,8 +12,9 @@
 - ``settings`` (per test): points at both, with a unique topic prefix so tests never
   see each other's messages, private targets allowed (receivers are on loopback) and
   a short retry schedule; Kafka events are not validated against topic schemas.
-- ``internal_topics`` (per test): the deliveries and dead-letter topics of ``settings``,
-  created as ``hooklane migrate`` does (routers and deliverers refuse to start without).
+- ``internal_topics`` (per test): the deliveries and dead-letter topics of ``settings``
+  and the catalog's mirror topics, created as ``hooklane migrate`` does (routers and
+  deliverers refuse to start without; publishing never creates a topic).
 - ``pool`` (per test): an asyncpg pool on the test database.
 - ``tenant`` / ``other_tenant`` (per test): a new tenant and its API key.
 
@@ -40,8 +41,9 @@ from cryptography.fernet import Fernet
 from hypothesis import settings as hypothesis_settings
 
 from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
-from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, create_topics, free_port
+from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, free_port
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
+from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
@@ -187,7 +189,9 @@ def settings(broker: LaunchedBroker, database_url: str) -> Settings:
 
 @pytest.fixture
 async def internal_topics(settings: Settings) -> Settings:
-    await create_topics(settings)
+    # As `hooklane migrate`/`up` do: the internal topics and one mirror per catalog
+    # topic (publishing never creates a topic).
+    await create_kafka_topics(settings)
     return settings
 
 

@@ -43,6 +43,7 @@ from dispatcher.deliverer import Deliverer
 from dispatcher.delivery.secrets import SecretBox, generate_secret
 from dispatcher.kafka.broker import create_topics
 from dispatcher.router.router import Router
+from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import create_webhook as store_create_webhook
 
@@ -229,7 +230,7 @@ async def start_router(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
-    await create_topics(settings)
+    await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
     router = Router(settings, group_id=group_id or _unique_group("router"), **kwargs)
     await router.start()
     running = Running(router, asyncio.create_task(router.run(), name="test-router"))
@@ -242,7 +243,7 @@ async def start_deliverer(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Deliverer`` as a task (its own consumer group unless ``group_id``)."""
-    await create_topics(settings)
+    await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
     deliverer = Deliverer(settings, group_id=group_id or _unique_group("deliverer"), **kwargs)
     await deliverer.start()
     running = Running(deliverer, asyncio.create_task(deliverer.run(), name="test-deliverer"))
@@ -339,7 +340,7 @@ async def spawn(module: str, settings: Settings, *, capture_logs: bool = False) 
 
     With ``capture_logs`` its stderr (JSON log lines) is read into ``Spawned.logs``.
     """
-    await create_topics(settings)
+    await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

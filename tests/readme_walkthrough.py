@@ -84,10 +84,12 @@ def make_run_recipe(makefile: str) -> str:
 
 
 def fill_in(block: str, api_key: str, kafka: str) -> str:
-    """``block`` with the values the running stack printed in place of the placeholders."""
-    for placeholder in (KEY_PLACEHOLDER, KAFKA_PORT_PLACEHOLDER):
-        if placeholder not in block:
-            raise WalkthroughError(f"the block no longer has the placeholder {placeholder!r}")
+    """``block`` with the values the running stack printed in place of the placeholders.
+
+    The Kafka port is optional: the commands find it in ``.hooklane/env``.
+    """
+    if KEY_PLACEHOLDER not in block:
+        raise WalkthroughError(f"the block no longer has the placeholder {KEY_PLACEHOLDER!r}")
     return block.replace(KEY_PLACEHOLDER, api_key).replace(
         KAFKA_PORT_PLACEHOLDER, kafka.rsplit(":", 1)[1]
     )

@@ -28,8 +28,8 @@ DATA = {"registration_id": "reg_9", "jurisdiction": "US-TX"}
 
 
 @pytest.fixture
-async def client(settings) -> AsyncIterator[Client]:
-    async with api_client(settings) as running:
+async def client(internal_topics) -> AsyncIterator[Client]:
+    async with api_client(internal_topics) as running:
         yield running
 
 

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import tenant_for_api_key
+from tests.conftest import TenantKey
 from tests.pipeline_helpers import settings_env, wait_until
 
 
@@ -87,8 +88,11 @@ async def test_topics_add_rejects_a_bad_schema_in_one_line(
     assert "not valid JSON" in err
 
 
-async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Settings) -> None:
+async def test_publish_writes_the_event_message_to_the_mirror_topic(
+    internal_topics: Settings, tenant: TenantKey
+) -> None:
     """`publish` sends the documented event message, keyed by the tenant, and prints its id."""
+    settings = internal_topics
     topic = "REGISTRATIONS.NEW.SUCCEEDED"
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     code, out, err = await hooklane(
@@ -96,7 +100,7 @@ async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Se
         "publish",
         topic,
         "--tenant",
-        "ten_cli",
+        tenant.id,
         "--data",
         '{"registration_id": "r1"}',
         "--traceparent",
@@ -125,10 +129,10 @@ async def test_publish_writes_the_event_message_to_the_mirror_topic(settings: Se
     event = Event.from_message(seen[0].value, expected_topic=topic)
     assert (event.id, event.tenant_id, event.data) == (
         event_id,
-        "ten_cli",
+        tenant.id,
         {"registration_id": "r1"},
     )
-    assert seen[0].key == b"ten_cli"
+    assert seen[0].key == tenant.id.encode()
     # The trace rides in the record's headers, as an instrumented producer writes it.
     assert dict(seen[0].headers)["traceparent"] == parent.encode()
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 import asyncpg
 
 from api.auth import is_portal_page
+from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
+from dispatcher.store import events as event_store
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,
@@ -74,7 +77,11 @@ async def test_every_id_route_hides_other_tenants_resources(
         # A spare key of A's, so the owner's control below revokes that one, not its own.
         spare = await client.post("/api-keys", json={"name": "spare"}, headers=tenant.headers)
         key_a = (await spare.json())["id"]
-        ids = {"id": webhook_a["id"], "attempt_id": attempt_id}
+        # One of tenant A's routed events (GET /events/{event_id}).
+        event_a = Event(f"evt-{uuid.uuid4().hex}", TOPIC, tenant.id, 1, {"registration_id": "r"})
+        incoming = [event_store.Incoming(event_a, "t:0:0")]
+        assert await event_store.record_routed(pool, incoming, settings.dedup_window)
+        ids = {"id": webhook_a["id"], "attempt_id": attempt_id, "event_id": event_a.id}
         routes = id_routes(client.app)
         assert ("GET", "/webhooks/{id}") in routes
         assert ("POST", "/webhooks/test/trigger/{id}") in routes

@@ -175,7 +175,8 @@ async def test_a_topic_created_after_the_router_started_is_routed(
         router = await start_router(settings)
         deliverer = await start_deliverer(settings)
         try:
-            async with Producer(settings) as producer:  # creates the mirror topic now
+            await ensure_mirror_topics(settings, [late_topic])  # as `topics ensure` would
+            async with Producer(settings) as producer:
                 event_id = await producer.publish(late_topic, {"certificate_id": "c1"}, tenant.id)
             await wait_until(lambda: len(rx.requests) >= 1, within=60)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -10,7 +11,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.kafka.producer import Outgoing, Producer
+from dispatcher.kafka.broker import missing_topics
+from dispatcher.kafka.producer import MissingTopicError, Outgoing, Producer
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 
@@ -35,7 +37,9 @@ async def _read_all(settings: Settings, topic: str, count: int) -> list[Any]:
     return records
 
 
-async def test_publish_writes_the_event_message_keyed_by_tenant(settings: Settings) -> None:
+async def test_publish_writes_the_event_message_keyed_by_tenant(
+    settings: Settings, internal_topics: Settings
+) -> None:
     """publish() builds {id, topic, tenant_id, triggered_at, data} on <prefix><TOPIC>."""
     before = int(time.time())
     async with Producer(settings) as producer:
@@ -58,7 +62,9 @@ async def test_publish_writes_the_event_message_keyed_by_tenant(settings: Settin
     assert (fixed, second.key, orjson.loads(second.value)["id"]) == ("evt-1", b"k", "evt-1")
 
 
-async def test_publish_many_keeps_per_key_order(settings: Settings) -> None:
+async def test_publish_many_keeps_per_key_order(
+    settings: Settings, internal_topics: Settings
+) -> None:
     """A batch is acknowledged together and each key's events stay in order in one partition."""
     items = [Outgoing(TOPIC, {"n": n}, "ten_1", key=f"k{n % 3}") for n in range(30)]
     async with Producer(settings) as producer:
@@ -70,6 +76,19 @@ async def test_publish_many_keeps_per_key_order(settings: Settings) -> None:
         assert len({r.partition for r in mine}) == 1
         numbers = [orjson.loads(r.value)["data"]["n"] for r in sorted(mine, key=lambda r: r.offset)]
         assert numbers == sorted(numbers) and len(numbers) == 10
+
+
+async def test_publish_never_creates_a_topic(settings: Settings) -> None:
+    """A topic without a Kafka topic (a typo) is refused with one line; none is created."""
+    typo = "REGISTRATION.NEW.SUCCEEDED"
+    async with Producer(settings) as producer:
+        with pytest.raises(MissingTopicError, match=re.escape(settings.mirror_topic(typo))):
+            await producer.publish(typo, {}, tenant_id="ten_1")
+        with pytest.raises(MissingTopicError, match="deliveries"):  # migrate's to create
+            await producer.enqueue(DeliveryTask("wh-1", Event("e", typo, "t", 1, {}), "test"))
+    assert settings.kafka_bootstrap_servers is not None
+    names = [settings.mirror_topic(typo), settings.deliveries_topic]
+    assert await missing_topics(settings.kafka_bootstrap_servers, names) == names
 
 
 async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(

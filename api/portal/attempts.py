@@ -18,6 +18,7 @@ from api.attempts import (
     recover_since,
     retry_attempt,
 )
+from api.backlog_wake import wake_parked_backlog
 from api.errors import ApiError
 from api.portal.pages import render
 from api.portal.webhook_page import detail_page
@@ -71,6 +72,16 @@ async def retry(request: web.Request) -> web.Response:
     return await detail_page(request, webhook, notice=notice)
 
 
+async def retry_backlog(request: web.Request) -> web.Response:
+    """POST /portal/webhooks/{id}/backlog/retry: "Retry now" on a parked backlog."""
+    webhook = await webhook_or_404(request)
+    if await wake_parked_backlog(request, webhook.id, "portal"):
+        notice = "The backlog's oldest delivery is being retried now; on success it drains."
+        return await detail_page(request, webhook, notice=notice)
+    problem = "Nothing to retry: the webhook is not parked (or is disabled: enable it first)."
+    return await detail_page(request, webhook, status=409, problem=problem)
+
+
 def _since(value: str) -> datetime:
     """A ``datetime-local`` field (``2026-12-01T09:30``, read as UTC) or RFC 3339."""
     try:
@@ -105,3 +116,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/portal/webhooks/{id}/attempts/{attempt_id}/retry", retry)
     app.router.add_post("/portal/webhooks/{id}/test", test)
     app.router.add_post("/portal/webhooks/{id}/recover", recover)
+    app.router.add_post("/portal/webhooks/{id}/backlog/retry", retry_backlog)

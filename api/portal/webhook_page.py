@@ -14,19 +14,27 @@ from api.app_keys import POOL
 from api.attempts import attempts_page
 from api.portal.pages import render
 from dispatcher.store import webhooks as store
-from dispatcher.store.backlog import backlog_sizes
+from dispatcher.store.backlog import backlog_sizes, next_attempts
 
 PAGE = 20
 OUTCOMES = ("success", "failure")
 
 
 async def health(request: web.Request, webhooks: list[store.Webhook]) -> dict[str, dict[str, Any]]:
-    """Per webhook id: parked backlog size and failing-since (the page's health column)."""
+    """Per webhook id: parked backlog size, its next attempt and failing-since."""
     pool = request.app[POOL]
     ids = [webhook.id for webhook in webhooks]
     backlog = await backlog_sizes(pool, ids)
     failing = await store.failing_since(pool, ids)
-    return {i: {"backlog": backlog.get(i, 0), "failing_since": failing.get(i)} for i in ids}
+    next_at = await next_attempts(pool, ids)
+    return {
+        i: {
+            "backlog": backlog.get(i, 0),
+            "failing_since": failing.get(i),
+            "next_attempt_at": next_at.get(i),  # set while parked
+        }
+        for i in ids
+    }
 
 
 async def attempts_context(request: web.Request, webhook: store.Webhook) -> dict[str, Any]:

@@ -30,6 +30,13 @@ MISSING_KEY = (
 )
 
 
+# What an operator does about a secret no configured key opens (logged beside it).
+UNDECRYPTABLE_FIX = (
+    "HOOKLANE_SECRET_KEY lacks the key this secret was encrypted with: give every process"
+    " NEW,OLD (new key first) until `hooklane rotate-secrets` has run, then drop OLD"
+)
+
+
 class SecretKeyError(ValueError):
     """HOOKLANE_SECRET_KEY is missing or malformed, or a stored secret cannot be decrypted."""
 
@@ -77,7 +84,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(bytes(token)).decode()
         except InvalidToken:
-            raise SecretKeyError("a stored secret cannot be decrypted with any key") from None
+            raise SecretKeyError(
+                f"a stored secret cannot be decrypted with any key ({UNDECRYPTABLE_FIX})"
+            ) from None
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt ``token`` under the first (newest) key."""

@@ -376,6 +376,14 @@ async def _describe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[st
     return states
 
 
+async def missing_topics(bootstrap_servers: str, names: Iterable[str]) -> list[str]:
+    """Which of ``names`` do not exist on the cluster (asking creates none of them)."""
+    wanted = list(names)
+    async with _admin(bootstrap_servers) as admin:
+        states = await _describe(admin, wanted)
+    return [name for name in wanted if name not in states]
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: Mapping[str, int],

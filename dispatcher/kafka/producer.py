@@ -7,9 +7,10 @@ Platform services, ``POST /events`` and ``hooklane publish`` use ``Producer``::
 
 ``publish`` builds the event message (``dispatcher.messages.wire.Event``), sends it to
 ``<prefix><TOPIC>`` keyed by the ordering key (default: the tenant id) and returns once
-the broker acknowledged it. ``publish_many`` sends a batch without waiting for each
-acknowledgement in turn (throughput). ``enqueue`` writes a delivery task straight to
-the deliveries topic (test triggers, redeliveries).
+the broker acknowledged it; it never creates a Kafka topic (``MissingTopicError``: the
+catalog's ``hooklane topics add``/``ensure`` do). ``publish_many`` sends a batch
+without waiting for each acknowledgement in turn (throughput). ``enqueue`` writes a
+delivery task straight to the deliveries topic (test triggers, redeliveries).
 
 Each event carries its W3C trace context in the record's ``traceparent``/``tracestate``
 headers: the event's own (``trace=``), else the caller's current OpenTelemetry span when
@@ -39,7 +40,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, ensure_topics
+from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, missing_topics
 from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import PREFIX, Settings
@@ -53,6 +54,9 @@ LINGER_MS = 0
 # under the broker's default 1 MB message limit.
 MAX_BATCH_BYTES = 128 * 1024
 
+
+# How long a Kafka topic found missing is reported missing without asking the broker.
+MISSING_TOPIC_RECHECK_S = 5.0
 
 # Keys whose murmur2 hash is remembered (webhook ids and ordering keys repeat a lot).
 MAX_CACHED_KEYS = 100_000
@@ -88,6 +92,18 @@ class CachingPartitioner:
 
 class ProducerError(RuntimeError):
     """The producer is not usable (not started, or no broker configured)."""
+
+
+class MissingTopicError(ProducerError):
+    """The Kafka topic an event or task would go to does not exist (never created here)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"Kafka topic {topic} does not exist, and publishing never creates topics:"
+            " `hooklane topics ensure` (or `migrate`) creates the internal topics and the"
+            " catalog's, `hooklane topics add` a new catalog topic"
+        )
+        self.topic = topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +167,7 @@ class Producer:
         self._kafka: AIOKafkaProducer | None = None
         self._partitioner = CachingPartitioner()
         self._known_topics: set[str] = set()
+        self._missing_until: dict[str, float] = {}
         self._topic_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -234,18 +251,27 @@ class Producer:
             raise ProducerError("the producer is not started")
         return self._kafka
 
-    async def ensure_topic(self, name: str, partitions: int | None = None) -> None:
-        """Create Kafka topic ``name`` unless this producer has seen it already."""
+    async def require_topic(self, name: str) -> None:
+        """Raise ``MissingTopicError`` unless Kafka topic ``name`` exists (checked once).
+
+        Publishing never creates a topic: a typo would otherwise become a topic the
+        router reads for ever. Mirror topics come from the catalog (``hooklane topics
+        add``/``ensure``, ``hooklane migrate``, ``hooklane up``).
+        """
         if name in self._known_topics:
             return
         async with self._topic_lock:
-            if name not in self._known_topics:
-                await ensure_topics(
-                    self._bootstrap,
-                    {name: partitions or self._settings.topic_partitions},
-                    self._settings.kafka_replication_factor,
-                )
-                self._known_topics.add(name)
+            if name in self._known_topics:
+                return
+            # A topic found missing is not asked about again for a while: a caller
+            # retrying in a loop must not open an admin connection per message.
+            if time.monotonic() < self._missing_until.get(name, 0.0):
+                raise MissingTopicError(name)
+            if await missing_topics(self._bootstrap, [name]):
+                self._missing_until[name] = time.monotonic() + MISSING_TOPIC_RECHECK_S
+                raise MissingTopicError(name)
+            self._missing_until.pop(name, None)
+            self._known_topics.add(name)
 
     async def publish(
         self,
@@ -286,6 +312,7 @@ class Producer:
         # The deliveries topic is `hooklane migrate`'s to create (with the operator's
         # replication), never a side effect of a redelivery.
         topic = self._settings.deliveries_topic
+        await self.require_topic(topic)
         await self.kafka.send_and_wait(topic, task.to_message(), key=task.webhook_id.encode())
 
     async def enqueue_many(self, tasks: Iterable[DeliveryTask]) -> int:
@@ -294,7 +321,7 @@ class Producer:
         Tasks of one webhook share a partition, so they keep their relative order.
         """
         topic = self._settings.deliveries_topic
-        await self.ensure_topic(topic, self._settings.deliveries_partitions)
+        await self.require_topic(topic)
         futures = [
             await self.kafka.send(topic, task.to_message(), key=task.webhook_id.encode())
             for task in tasks
@@ -345,7 +372,7 @@ class Producer:
 
     async def _send_event(self, event: Event, key: str | None) -> asyncio.Future[Any]:
         topic = self._settings.mirror_topic(event.topic)
-        await self.ensure_topic(topic)
+        await self.require_topic(topic)
         ordering_key = (key or event.tenant_id).encode()
         future: asyncio.Future[Any] = await self.kafka.send(
             topic, event.to_message(), key=ordering_key, headers=trace_headers(event)

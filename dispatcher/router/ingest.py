@@ -64,6 +64,9 @@ class Rejected:
 
     reason: str
     category: str = "internal"
+    # The event, when the record parsed as one (unknown topic, data against the schema):
+    # kept with the reason for GET /events/:id.
+    event: Event | None = None
 
 
 class Duplicate:
@@ -176,15 +179,40 @@ class Ingest:
         except DB_ERRORS as exc:
             log.warning("ingest.store_unavailable", error=str(exc), events=len(incoming))
             admitted = {(item.event.tenant_id, item.event.id) for item in incoming}
+        await self._keep_dead_letters(records, decoded)
         verdicts = verdicts_after_recording(decoded, firsts, admitted)
         duplicates = sum(verdict is DUPLICATE for verdict in verdicts)
         if duplicates:
             log.info("ingest.duplicates_dropped", duplicates=duplicates)
         return verdicts
 
+    async def _keep_dead_letters(self, records: Sequence[Any], decoded: Sequence[Verdict]) -> None:
+        """Record the poll's dead-lettered events (best effort: the dead letter is the record)."""
+        routed = {_key(verdict) for verdict in decoded}
+        seen: set[tuple[str, str]] = set()
+        incoming, reasons = [], []
+        for record, verdict in zip(records, decoded, strict=True):
+            if not isinstance(verdict, Rejected) or verdict.event is None:
+                continue
+            key = (verdict.event.tenant_id, verdict.event.id)
+            if key in routed or key in seen:
+                continue
+            seen.add(key)
+            incoming.append(event_store.Incoming(verdict.event, source_of(record)))
+            reasons.append(verdict.reason)
+        if not incoming:
+            return
+        assert self._pool is not None
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                await event_store.record_dead_lettered(self._pool, incoming, reasons)
+        except DB_ERRORS as exc:
+            log.warning("ingest.dead_letters_unrecorded", error=str(exc), events=len(incoming))
+
     async def _decode(self, record: Any) -> Verdict:
         topic = str(record.topic)[self._prefix_length :]
         incoming = trace_context.from_kafka(record.headers)
+        event = None
         try:
             event = Event.from_message(
                 record.value, expected_topic=topic, trace=incoming or trace_context.fresh()
@@ -198,7 +226,7 @@ class Ingest:
                 if found:
                     raise InvalidMessage(describe(event.topic, found), "schema")
         except InvalidMessage as exc:
-            return Rejected(exc.reason, exc.category)
+            return Rejected(exc.reason, exc.category, event)
         except Exception as exc:  # never crash on input: whatever this message does
             log.exception("router.internal_error", topic=record.topic, offset=record.offset)
             return Rejected(f"internal error: {type(exc).__name__}: {exc}", "internal")

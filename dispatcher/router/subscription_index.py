@@ -140,6 +140,12 @@ def routes_to(webhook_id: str, predicate: Predicate | None, event: Event) -> boo
     return bool(recipients(event, [webhook_id]))
 
 
+def routes_to_stored(webhook_id: str, spec: Any, event: Event) -> bool:
+    """``routes_to`` for a webhook's stored filter ``spec`` (compiled here, uncached:
+    for looking one event up, not for routing)."""
+    return routes_to(webhook_id, filter_of(webhook_id, spec), event)
+
+
 class FilterCache:
     """Compiled filters by webhook version, so a resync recompiles only what changed."""
 

@@ -41,7 +41,13 @@ from dispatcher.kafka.broker import (
 )
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
-from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
+from dispatcher.settings import (
+    DEFAULT_DATABASE_URL,
+    ENV_FILE,
+    Settings,
+    read_env_file,
+    write_env_file,
+)
 from dispatcher.store import db
 
 log = structlog.get_logger(__name__)
@@ -110,22 +116,52 @@ async def dev_api_key(settings: Settings) -> str:
         await conn.close()
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment of child processes: ours plus the resolved endpoints."""
-    env = dict(os.environ)
-    env["HOOKLANE_DATABASE_URL"] = settings.database_url
-    env["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+def stack_env(settings: Settings) -> dict[str, str]:
+    """The running stack's addresses and topic layout as ``HOOKLANE_*`` variables.
+
+    The children get them, and ``.hooklane/env`` holds them for the other commands run
+    in the checkout (``publish``, ``status``, ``topics ensure``, ``portal-link``...), so
+    those reach this stack and create topics with the partition counts it uses.
+    """
+    env = {
+        "HOOKLANE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "HOOKLANE_DATABASE_URL": settings.database_url,
+        "HOOKLANE_API_HOST": settings.api_host,
+        "HOOKLANE_API_PORT": str(settings.api_port),
+        "HOOKLANE_METRICS_HOST": settings.metrics_host,
+        "HOOKLANE_METRICS_PORT": str(settings.metrics_port),
+        "HOOKLANE_TOPIC_PREFIX": settings.topic_prefix,
+        # The embedded broker's tuning (``embedded_settings``) reaches every command.
+        "HOOKLANE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "HOOKLANE_DELIVERIES_PARTITIONS": str(settings.deliveries_partitions),
+        "HOOKLANE_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "HOOKLANE_KAFKA_IDEMPOTENCE": "true" if settings.kafka_idempotence else "false",
+    }
     if settings.kafka_replication_factor is not None:
         env["HOOKLANE_KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
+    return env
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of child processes: ours plus the resolved endpoints."""
+    env = {**os.environ, **stack_env(settings)}
     # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
     env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
-    env["HOOKLANE_METRICS_PORT"] = str(settings.metrics_port)
-    # The embedded broker's tuning (``embedded_settings``) reaches every child.
-    env["HOOKLANE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
-    env["HOOKLANE_DELIVERIES_PARTITIONS"] = str(settings.deliveries_partitions)
-    env["HOOKLANE_FETCH_MAX_WAIT_MS"] = str(settings.fetch_max_wait_ms)
-    env["HOOKLANE_KAFKA_IDEMPOTENCE"] = "true" if settings.kafka_idempotence else "false"
     return env
+
+
+def publish_stack_env(settings: Settings, path: Path = ENV_FILE) -> dict[str, str]:
+    """Write ``stack_env`` to ``path`` for the commands run beside the stack."""
+    values = stack_env(settings)
+    write_env_file(path, values)
+    return values
+
+
+def withdraw_stack_env(values: dict[str, str], path: Path = ENV_FILE) -> None:
+    """Remove ``path`` if it still holds ``values`` (a newer `hooklane up` may own it)."""
+    if read_env_file(path) == values:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def restart_pause(restarts: int, ran_for: float) -> tuple[int, float]:
@@ -227,6 +263,7 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         log.info("secret_key.development", file=str(DEV_KEY_FILE))
     postgres = EmbeddedPostgres()
     supervisor: Supervisor | None = None
+    published: dict[str, str] | None = None
     try:
         settings = await prepare_database(settings, explicit_db_url, postgres)
         await create_kafka_topics(settings)
@@ -239,8 +276,10 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         embedded_note = f"  (embedded, data in {postgres.pgdata})" if postgres.running else ""
         if await wait_healthy(api_url + "/healthz"):
+            published = publish_stack_env(settings)
             print(
                 f"\nHooklane is up.\n  API:          {api_url}\n"
+                f"  Dev tenant:   {DEV_TENANT}\n"
                 f"  Dev API key:  {api_key}\n"
                 f"  Kafka:        {settings.kafka_bootstrap_servers}\n"
                 f"  Postgres:     {settings.database_url}{embedded_note}\n"
@@ -250,7 +289,9 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
                     + f"{settings.metrics_port + METRICS_PORT_OFFSETS[child.module]}/metrics\n"
                     for child in supervisor.children
                 )
-                + "Press Ctrl-C to stop.\n",
+                + f"  Addresses in {ENV_FILE}: `hooklane` commands run in this directory"
+                " use them\n  (publish, status, topics, tenants, events, portal-link;"
+                " the environment wins).\n" + "Press Ctrl-C to stop.\n",
                 flush=True,
             )
         else:
@@ -261,6 +302,8 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
         await asyncio.gather(*watchers, return_exceptions=True)
         return 0
     finally:
+        if published is not None:
+            withdraw_stack_env(published)
         if supervisor is not None and not supervisor.stopping.is_set():
             await supervisor.stop()
         # after the children, whose pools hold sessions on it

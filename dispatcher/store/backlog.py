@@ -75,6 +75,16 @@ async def backlog_sizes(executor: Executor, webhook_ids: Sequence[str]) -> dict[
     return {row["id"]: row["n"] for row in rows}
 
 
+async def next_attempts(executor: Executor, webhook_ids: Sequence[str]) -> dict[str, datetime]:
+    """When the scheduler next retries each parked webhook among ``webhook_ids``."""
+    rows = await executor.fetch(
+        "SELECT webhook_id::text AS id, next_attempt_at FROM parked_webhooks"
+        " WHERE webhook_id = ANY($1::uuid[])",
+        list(webhook_ids),
+    )
+    return {row["id"]: row["next_attempt_at"] for row in rows}
+
+
 async def _insert_tasks(
     conn: Connection,
     webhook_id: uuid.UUID,

@@ -4,8 +4,10 @@ A row per ``(tenant_id, event_id)`` with the event's ``data`` (compressed JSON, 
 where it was read from (``source``: ``"<kafka topic>:<partition>:<offset>"``, or NULL
 while ``POST /events`` has claimed the id and no router has routed it yet), when it
 was routed, a sequence number (original order) and its W3C trace context
-(``traceparent``, ``tracestate``: replays keep the event's trace). Rows are purged by age
-(``purge``), after the longer of the dedup window and the attempt retention.
+(``traceparent``, ``tracestate``: replays keep the event's trace); a dead-lettered event
+that parsed has ``dead_letter_reason`` set and counts as neither routed nor seen. Rows
+are purged by age (``purge``), after the longer of the dedup window and the attempt
+retention.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ WITH routed AS (
         tracestate = EXCLUDED.tracestate,
         routed_at = CASE WHEN e.source = EXCLUDED.source THEN e.routed_at ELSE now() END,
         seq = CASE WHEN e.source = EXCLUDED.source THEN e.seq ELSE EXCLUDED.seq END,
-        source = EXCLUDED.source
+        source = EXCLUDED.source,
+        dead_letter_reason = NULL
     WHERE e.source IS NULL
        OR e.source = EXCLUDED.source
+       OR e.dead_letter_reason IS NOT NULL
        OR e.routed_at < now() - make_interval(secs => $7)
     RETURNING e.tenant_id, e.event_id
 )
@@ -64,6 +68,22 @@ SELECT count(*)::int AS routed,
        CASE WHEN count(*) < $8 THEN array_agg(tenant_id) END AS tenant_ids,
        CASE WHEN count(*) < $8 THEN array_agg(event_id) END AS event_ids
 FROM routed
+"""
+
+# A dead-lettered event, kept with its reason; never over an event that was routed.
+_DEAD_LETTERED = """
+INSERT INTO events AS e (tenant_id, event_id, topic, triggered_at, payload, source,
+                         dead_letter_reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[],
+                     $6::text[], $7::text[])
+ON CONFLICT (tenant_id, event_id) DO UPDATE SET
+    topic = EXCLUDED.topic,
+    triggered_at = EXCLUDED.triggered_at,
+    payload = EXCLUDED.payload,
+    source = EXCLUDED.source,
+    routed_at = now(),
+    dead_letter_reason = EXCLUDED.dead_letter_reason
+WHERE e.source IS NULL OR e.dead_letter_reason IS NOT NULL
 """
 
 # POST /events with an event id: claim it unless it was seen within the window.
@@ -137,6 +157,28 @@ async def record_routed(
     return set(zip(row["tenant_ids"] or (), row["event_ids"] or (), strict=True))
 
 
+async def record_dead_lettered(
+    executor: Executor, incoming: Sequence[Incoming], reasons: Sequence[str]
+) -> None:
+    """Keep dead-lettered events with their reasons (``GET /events/:id`` shows them).
+
+    A row of a routed event is left alone; one key must not appear twice.
+    """
+    if not incoming:
+        return
+    events = [item.event for item in incoming]
+    await executor.execute(
+        _DEAD_LETTERED,
+        [event.tenant_id for event in events],
+        [event.id for event in events],
+        [event.topic for event in events],
+        [event.triggered_at for event in events],
+        [pack(event.data) for event in events],
+        [item.source for item in incoming],
+        list(reasons),
+    )
+
+
 async def claim(executor: Executor, event: Event, window_s: float) -> bool:
     """Claim ``event``'s id for POST /events; False when it was seen within the window."""
     claimed = await executor.fetchval(
@@ -163,7 +205,8 @@ async def release_claim(executor: Executor, tenant_id: str, event_id: str) -> No
 async def is_routed(executor: Executor, tenant_id: str, event_id: str) -> bool:
     """Whether a router routed ``event_id`` (False while only claimed, or unknown)."""
     routed = await executor.fetchval(
-        "SELECT source IS NOT NULL FROM events WHERE tenant_id = $1 AND event_id = $2",
+        "SELECT source IS NOT NULL AND dead_letter_reason IS NULL FROM events"
+        " WHERE tenant_id = $1 AND event_id = $2",
         tenant_id,
         event_id,
     )
@@ -185,7 +228,7 @@ async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event 
     """The stored event ``event_id`` of ``tenant_id``, or None."""
     row = await executor.fetchrow(
         "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate FROM events"
-        " WHERE tenant_id = $1 AND event_id = $2",
+        " WHERE tenant_id = $1 AND event_id = $2 AND dead_letter_reason IS NULL",
         tenant_id,
         event_id,
     )
@@ -218,6 +261,7 @@ async def events_between(
         "SELECT event_id, topic, triggered_at, payload, routed_at, seq, traceparent, tracestate"
         " FROM events"
         " WHERE tenant_id = $1 AND topic = ANY($2::text[]) AND source IS NOT NULL"
+        " AND dead_letter_reason IS NULL"
         " AND routed_at >= $3 AND routed_at < $4 AND (routed_at, seq) > ($5, $6)"
         " ORDER BY routed_at, seq LIMIT $7",
         tenant_id,

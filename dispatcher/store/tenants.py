@@ -74,6 +74,17 @@ async def ensure_tenant(conn: Connection, tenant_id: str, name: str) -> None:
     )
 
 
+async def tenant_exists(executor: Executor, tenant_id: str) -> bool:
+    """Whether tenant ``tenant_id`` exists."""
+    return bool(await executor.fetchval("SELECT 1 FROM tenants WHERE id = $1", tenant_id))
+
+
+async def list_tenants(executor: Executor) -> list[tuple[str, str, datetime]]:
+    """Every tenant as ``(id, name, created_at)``, oldest first."""
+    rows = await executor.fetch("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
+    return [(row["id"], row["name"], row["created_at"]) for row in rows]
+
+
 async def create_api_key(executor: Executor, tenant_id: str, name: str) -> tuple[ApiKey, str]:
     """A new API key named ``name`` for ``tenant_id``: its record and the key (shown once).
 

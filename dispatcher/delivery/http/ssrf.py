@@ -79,6 +79,13 @@ _FORBIDDEN_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
 _NAT64 = _V6("64:ff9b::/96")
 
 
+# Where a developer's loopback or http:// receiver is refused: the one switch that helps.
+PRIVATE_TARGETS_HINT = (
+    " (for local development, run Hooklane with HOOKLANE_ALLOW_PRIVATE_TARGETS=true"
+    " to allow http:// and loopback or private receivers)"
+)
+
+
 class InvalidTarget(ValueError):
     """A webhook URL that may not be registered; ``str()`` is the user-facing reason."""
 
@@ -214,7 +221,7 @@ async def check_target_url(url: str, settings: Settings, resolve: Resolve | None
             shown = host if ip is not None else f"{host} ({address})"
             raise InvalidTarget(
                 f"the URL's host {shown} is a {reason} address; "
-                "webhook URLs must point at public addresses"
+                f"webhook URLs must point at public addresses{PRIVATE_TARGETS_HINT}"
             )
 
 
@@ -230,7 +237,7 @@ def _parse(url: str, settings: Settings) -> tuple[str, int]:
         raise InvalidTarget(f"the URL is not valid: {exc}") from None
     schemes = {"https", "http"} if settings.allow_private_targets else {"https"}
     if parts.scheme.lower() not in schemes:
-        raise InvalidTarget("the URL must use https")
+        raise InvalidTarget(f"the URL must use https{PRIVATE_TARGETS_HINT}")
     if "@" in parts.netloc:
         raise InvalidTarget("the URL must not contain credentials (user:password@)")
     host = parts.hostname
