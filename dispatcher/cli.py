@@ -278,7 +278,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
         from dispatcher.kafka.broker import ensure_topics
 
         await ensure_topics(
-            settings.kafka_bootstrap_servers,
+            settings,
             {settings.mirror_topic(name): settings.topic_partitions},
             settings.kafka_replication_factor,
         )
@@ -306,7 +306,6 @@ async def _ensure_topics(settings: Settings) -> None:
     from dispatcher.kafka.broker import capacity_warnings, group_members
     from dispatcher.runtime.supervisor import create_kafka_topics
 
-    assert settings.kafka_bootstrap_servers is not None
     replication = settings.kafka_replication_factor or "cluster default"
     for state in await create_kafka_topics(settings):
         verb = "created" if state.created else "exists"
@@ -319,7 +318,7 @@ async def _ensure_topics(settings: Settings) -> None:
             # Hooklane never re-replicates an existing topic: that is a reassignment.
             print(f"warning: {state.name}: {state.replicas} replica(s), fewer than {wanted}")
         if state.name == settings.deliveries_topic:
-            members = await group_members(settings.kafka_bootstrap_servers, GROUP_ID)
+            members = await group_members(settings, GROUP_ID)
             for warning in capacity_warnings(
                 state.partitions, settings.deliveries_partitions, members
             ):

@@ -187,7 +187,7 @@ async def test_status_command_shows_lag_backlog_and_failing_webhooks(
     )
     webhook_id = await seed(pool, settings, tenant)
     topic = settings.deliveries_topic
-    await ensure_topics(broker.bootstrap_servers, {topic: 2})
+    await ensure_topics(settings, {topic: 2})
     await produce(broker.bootstrap_servers, topic, {0: 5, 1: 2})
     # The real deliverer group, committed behind the high-water mark on partition 0.
     await commit(broker.bootstrap_servers, "hooklane-deliverer", {TopicPartition(topic, 0): 2})

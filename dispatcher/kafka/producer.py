@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, ensure_topics
+from dispatcher.kafka.connection import client_options
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import PREFIX, Settings
 
@@ -114,7 +115,6 @@ class Producer:
         if not settings.kafka_bootstrap_servers:
             raise ProducerError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
         self._settings = settings
-        self._bootstrap = settings.kafka_bootstrap_servers
         self._linger_ms = linger_ms
         self._kafka: AIOKafkaProducer | None = None
         self._partitioner = CachingPartitioner()
@@ -162,7 +162,7 @@ class Producer:
 
     def _client(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._settings),
             acks="all",
             enable_idempotence=idempotent,
             max_request_size=MAX_MESSAGE_BYTES,
@@ -207,7 +207,7 @@ class Producer:
         async with self._topic_lock:
             if name not in self._known_topics:
                 await ensure_topics(
-                    self._bootstrap,
+                    self._settings,
                     {name: partitions or self._settings.topic_partitions},
                     self._settings.kafka_replication_factor,
                 )

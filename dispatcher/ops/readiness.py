@@ -15,6 +15,9 @@ from typing import Any
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from dispatcher.kafka.connection import client_options
+from dispatcher.settings import Settings
+
 Check = Callable[[], Awaitable[None]]
 
 CHECK_TIMEOUT_S = 2.0
@@ -45,11 +48,12 @@ class BrokerCheck:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        settings: Settings,
         timeout_s: float = CHECK_TIMEOUT_S,
         cache_s: float = BROKER_CACHE_S,
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._settings = settings
+        self._bootstrap = settings.kafka_bootstrap_servers
         self._timeout_s = timeout_s
         self._cache_s = cache_s
         self._admin: AIOKafkaAdminClient | None = None
@@ -70,7 +74,7 @@ class BrokerCheck:
             async with asyncio.timeout(self._timeout_s):
                 if self._admin is None:
                     self._admin = AIOKafkaAdminClient(
-                        bootstrap_servers=self._bootstrap,
+                        **client_options(self._settings),
                         request_timeout_ms=int(self._timeout_s * 1000),
                     )
                     await self._admin.start()

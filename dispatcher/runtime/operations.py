@@ -129,14 +129,13 @@ class ProcessOps:
         """The ``postgres`` (on ``pool``, default our own) and ``broker`` readiness checks."""
         self.checks["postgres"] = postgres_check(pool or await self.pool())
         if self.settings.kafka_bootstrap_servers:
-            self._broker = BrokerCheck(self.settings.kafka_bootstrap_servers)
+            self._broker = BrokerCheck(self.settings)
             self.checks["broker"] = self._broker
 
     async def offset_reader(self) -> OffsetReader:
         """A started ``OffsetReader`` on the configured broker."""
         if self._reader is None:
-            assert self.settings.kafka_bootstrap_servers is not None
-            self._reader = OffsetReader(self.settings.kafka_bootstrap_servers)
+            self._reader = OffsetReader(self.settings)
             await self._reader.start()
         return self._reader
 

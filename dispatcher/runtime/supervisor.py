@@ -32,6 +32,7 @@ import structlog
 
 from dispatcher.delivery.secrets import dev_key
 from dispatcher.kafka.broker import EmbeddedBroker, TopicState, create_topics, embedded_settings
+from dispatcher.kafka.connection import connection_env
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import DEFAULT_DATABASE_URL, Settings
@@ -107,7 +108,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of child processes: ours plus the resolved endpoints."""
     env = dict(os.environ)
     env["HOOKLANE_DATABASE_URL"] = settings.database_url
-    env["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    env.update(connection_env(settings))
     if settings.kafka_replication_factor is not None:
         env["HOOKLANE_KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
     # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
