@@ -1,0 +1,329 @@
+"""Hooklane against a secured Apache Kafka (issue 23, DESIGN §10).
+
+One broker for the module, with a listener per way of connecting, all its certificates
+from a throwaway CA made here (trustme):
+
+- ``SCRAM``  SASL_SSL, SCRAM-SHA-512 (the user added when the storage is formatted)
+- ``PLAIN``  SASL_PLAINTEXT, PLAIN
+- ``MTLS``   SSL, client certificate required
+- ``OAUTH``  SASL_SSL, OAUTHBEARER (the broker's unsecured JWT validator; the tokens come
+  from a loopback ``client_credentials`` endpoint)
+- ``WRONGHOST`` SSL with a certificate for another host name
+
+The pipeline (``hooklane publish`` → router → deliverer → loopback receiver) runs over
+each; failures (wrong password, unknown CA, host name mismatch) are named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import trustme
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+
+from dispatcher.kafka.apache import ApacheKafkaBroker, Listener
+from dispatcher.kafka.broker import free_port
+from dispatcher.ops.readiness import BrokerCheck
+from dispatcher.settings import Settings
+from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
+from tests.pipeline_helpers import (
+    Receiver,
+    create_webhook,
+    ensure_mirror_topics,
+    start_deliverer,
+    start_router,
+    wait_for_every_event,
+)
+from tests.test_cli import hooklane
+
+SCRAM_USER, SCRAM_PASSWORD = "hooklane", "scram-Secret-1"
+PLAIN_USER, PLAIN_PASSWORD = "hooklane", "plain-Secret-2"
+OAUTH_CLIENT, OAUTH_SECRET = "hooklane-client", "oauth-Secret-3"
+TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"  # a topic of the seeded catalog
+
+
+@dataclass
+class TokenEndpoint:
+    """A loopback OAuth 2.0 token endpoint (client_credentials) issuing unsecured JWTs."""
+
+    port: int = 0
+    issued: int = 0
+    refused: int = 0
+    runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/oauth2/token"
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        basic = base64.b64encode(f"{OAUTH_CLIENT}:{OAUTH_SECRET}".encode()).decode()
+        if (
+            request.headers.get("Authorization") != f"Basic {basic}"
+            or form.get("grant_type") != "client_credentials"
+        ):
+            self.refused += 1
+            return web.json_response({"error": "invalid_client"}, status=401)
+        self.issued += 1
+        now = int(time.time())
+        claims = {"sub": OAUTH_CLIENT, "iat": now, "exp": now + 3600, "scope": "kafka"}
+        token = ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+            for part in ({"alg": "none"}, claims)
+        )
+        return web.json_response(
+            {"access_token": token + ".", "token_type": "Bearer", "expires_in": 3600}
+        )
+
+
+@dataclass
+class Secured:
+    """The broker, the files clients need and the token endpoint."""
+
+    broker: ApacheKafkaBroker
+    ca: str
+    client_cert: str
+    client_key: str
+    other_ca: str
+    tokens: TokenEndpoint = field(default_factory=TokenEndpoint)
+
+
+def keystore(cert: trustme.LeafCert, path: Path) -> str:
+    """A PEM keystore for Kafka: the PKCS#8 key (what its PEM loader reads), then the chain."""
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pkcs8 + b"".join(pem.bytes() for pem in cert.cert_chain_pems))
+    return str(path)
+
+
+def listener_properties(name: str, keystore_path: str, ca: str) -> dict[str, str]:
+    prefix = f"listener.name.{name.lower()}."
+    return {
+        prefix + "ssl.keystore.type": "PEM",
+        prefix + "ssl.keystore.location": keystore_path,
+        prefix + "ssl.truststore.type": "PEM",
+        prefix + "ssl.truststore.location": ca,
+    }
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    if not on_kafka():
+        pytest.skip("secured listeners are tested on Apache Kafka (HOOKLANE_TEST_BROKER)")
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(directory / "other-ca.pem"))
+    server = keystore(ca.issue_cert("127.0.0.1", "localhost"), directory / "server.pem")
+    wrong = keystore(ca.issue_cert("kafka.invalid"), directory / "wrong-host.pem")
+    client = ca.issue_cert("hooklane-client")
+    client.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
+    client.private_key_pem.write_to_path(str(directory / "client.key"))
+    ca_file = str(directory / "ca.pem")
+
+    properties = {
+        "listener.name.scram.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.scram.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "listener.name.plain.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.plain.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f' user_{PLAIN_USER}="{PLAIN_PASSWORD}";'
+        ),
+        "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "listener.name.oauth.oauthbearer.sasl.jaas.config": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required"
+            ' unsecuredLoginStringClaim_sub="broker";'
+        ),
+        "listener.name.mtls.ssl.client.auth": "required",
+    }
+    for name in ("SCRAM", "MTLS", "OAUTH"):
+        properties |= listener_properties(name, server, ca_file)
+    properties |= listener_properties("WRONGHOST", wrong, ca_file)
+    broker = ApacheKafkaBroker(
+        listeners=[
+            Listener("SCRAM", "SASL_SSL"),
+            Listener("PLAIN", "SASL_PLAINTEXT"),
+            Listener("MTLS", "SSL"),
+            Listener("OAUTH", "SASL_SSL"),
+            Listener("WRONGHOST", "SSL"),
+        ],
+        properties=properties,
+        format_args=["--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"],
+    )
+    with broker:
+        yield Secured(
+            broker,
+            ca_file,
+            str(directory / "client.pem"),
+            str(directory / "client.key"),
+            str(directory / "other-ca.pem"),
+        )
+
+
+@pytest.fixture
+async def token_endpoint(secured: Secured) -> AsyncIterator[TokenEndpoint]:
+    endpoint = secured.tokens
+    app = web.Application()
+    app.router.add_post("/oauth2/token", endpoint.token)
+    endpoint.runner = web.AppRunner(app, access_log=None)
+    await endpoint.runner.setup()
+    endpoint.port = free_port()
+    await web.TCPSite(endpoint.runner, "127.0.0.1", endpoint.port).start()
+    yield endpoint
+    await endpoint.runner.cleanup()
+
+
+def connection(secured: Secured, kind: str, **overrides: Any) -> dict[str, Any]:
+    """The Settings fields that connect to listener ``kind`` the way it expects."""
+    b = secured.broker
+    values: dict[str, Any] = {
+        "scram": {
+            "kafka_bootstrap_servers": b.bootstrap("SCRAM"),
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+            "kafka_sasl_username": SCRAM_USER,
+            "kafka_sasl_password": SCRAM_PASSWORD,
+            "kafka_ssl_cafile": secured.ca,
+        },
+        "plain": {
+            "kafka_bootstrap_servers": b.bootstrap("PLAIN"),
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_sasl_username": PLAIN_USER,
+            "kafka_sasl_password": PLAIN_PASSWORD,
+        },
+        "mtls": {
+            "kafka_bootstrap_servers": b.bootstrap("MTLS"),
+            "kafka_security_protocol": "SSL",
+            "kafka_ssl_cafile": secured.ca,
+            "kafka_ssl_certfile": secured.client_cert,
+            "kafka_ssl_keyfile": secured.client_key,
+        },
+        "oauth": {
+            "kafka_bootstrap_servers": b.bootstrap("OAUTH"),
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "OAUTHBEARER",
+            "kafka_ssl_cafile": secured.ca,
+            "kafka_oauth_token_provider": "client_credentials",
+            "kafka_oauth_token_url": secured.tokens.url,
+            "kafka_oauth_client_id": OAUTH_CLIENT,
+            "kafka_oauth_client_secret": OAUTH_SECRET,
+            "kafka_oauth_scope": "kafka",
+        },
+    }[kind]
+    return values | overrides
+
+
+def secured_settings(database_url: str, **fields: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        topic_prefix=f"s{uuid.uuid4().hex[:8]}.",
+        allow_private_targets=True,
+        secret_key=TEST_SECRET_KEY,
+        delivery_timeout_s=5.0,
+        retry_schedule=(0.05, 0.1, 0.2, 0.4, 0.8, 1.0),
+        deliveries_partitions=2,
+        topic_partitions=2,
+        kafka_replication_factor=1,
+        log_format="console",
+        log_level="WARNING",
+        validate_events=False,
+        metrics_port=free_port(),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize("kind", ["scram", "plain", "mtls", "oauth"])
+async def test_the_pipeline_runs_over_each_secured_listener(
+    kind: str,
+    secured: Secured,
+    token_endpoint: TokenEndpoint,
+    database_url: str,
+    pool: asyncpg.Pool,
+    tenant: TenantKey,
+) -> None:
+    """`hooklane publish` → router → deliverer → receiver, every client secured alike;
+    `hooklane status` reads the groups' lag through the same connection."""
+    settings = secured_settings(database_url, **connection(secured, kind))
+    async with Receiver() as rx:
+        await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
+        await ensure_mirror_topics(settings, [TOPIC])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            events = []
+            for n in range(3):
+                code, out, err = await hooklane(
+                    settings, "publish", TOPIC, "--tenant", tenant.id, "--data", f'{{"n": {n}}}'
+                )
+                assert code == 0, err
+                events.append(out.strip())
+            await wait_for_every_event(rx, ["hook"], events, within=60)
+            assert [r.json()["data"]["n"] for r in rx.on("hook")] == [0, 1, 2]
+            code, out, err = await hooklane(settings, "status", "--json")
+            assert code == 0, err
+            assert json.loads(out)["groups"], out
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    if kind == "oauth":
+        assert token_endpoint.issued >= 1
+        assert token_endpoint.refused == 0
+
+
+FAILURES = [
+    ("wrong password", "scram", {"kafka_sasl_password": "not-the-password"}, "SASL"),
+    ("unknown CA", "scram", {"kafka_ssl_cafile": "{other_ca}"}, "certificate verify failed"),
+    (
+        "host name mismatch",
+        "mtls",
+        {"kafka_bootstrap_servers": "{wronghost}"},
+        "certificate verify failed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "overrides", "cause"), FAILURES)
+async def test_readiness_names_what_is_wrong(
+    case: str,
+    kind: str,
+    overrides: dict[str, str],
+    cause: str,
+    secured: Secured,
+    database_url: str,
+) -> None:
+    """A refused connection: /readyz's kafka check fails with the cause, never the secret."""
+    places = {"other_ca": secured.other_ca, "wronghost": secured.broker.bootstrap("WRONGHOST")}
+    wrong = {k: v.format(**places) for k, v in overrides.items()}
+    settings = secured_settings(database_url, **connection(secured, kind, **wrong))
+    check = BrokerCheck(settings, timeout_s=10.0, cache_s=0)
+    try:
+        with pytest.raises(Exception) as failed:
+            await check()
+        message = str(failed.value)
+        assert cause in message, (case, message)
+        assert settings.kafka_bootstrap_servers in message, message
+        assert "not-the-password" not in message
+        # the same settings with the right value connect (no restart needed in between)
+        right = settings.replace(**connection(secured, kind))
+        await BrokerCheck(right, cache_s=0)()
+    finally:
+        await check.close()
+    await asyncio.sleep(0)
