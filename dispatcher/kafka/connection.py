@@ -15,12 +15,23 @@ used by the next connection without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 from typing import Any
 
+import structlog
+from aiokafka.conn import create_conn
+from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanism
+
 from dispatcher.kafka.oauth import token_provider
 from dispatcher.settings import PREFIX, Settings
+
+log = structlog.get_logger(__name__)
+
+# The longest pause between connection attempts while the brokers refuse us.
+MAX_RETRY_DELAY_S = 30.0
 
 
 class KafkaConnectionSettingsError(ValueError):
@@ -78,6 +89,99 @@ def sasl_password(settings: Settings) -> str | None:
         text = Path(settings.kafka_sasl_password_file).read_text(encoding="utf-8")
         return text.rstrip("\r\n")
     return settings.kafka_sasl_password
+
+
+async def connection_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Why the brokers refuse this client, as one line naming the broker and the cause
+    (``kafka broker HOST:PORT: ...``), or None when every bootstrap address accepts.
+
+    aiokafka's clients log the cause of a failed bootstrap in their own words and then
+    raise a bare "Unable to bootstrap"; this connects to each address directly, with
+    the same options, to say what is wrong. Never quotes a secret.
+    """
+    try:
+        options = client_options(settings)
+    except (OSError, ssl.SSLError, ValueError, RuntimeError) as exc:  # files, providers
+        return f"kafka client settings: {type(exc).__name__}: {exc}"
+    options.pop("bootstrap_servers")
+    for address in (settings.kafka_bootstrap_servers or "").split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(
+                    host, int(port), request_timeout_ms=int(timeout_s * 1000), **options
+                )
+            conn.close()
+        except Exception as exc:  # each failure is described, none escapes
+            return f"kafka broker {address.strip()}: {describe_failure(settings, exc)}"
+    return None
+
+
+def describe_failure(settings: Settings, exc: BaseException) -> str:
+    """The cause of a refused connection in words that say what to set."""
+    p = f"{PREFIX}KAFKA_"
+    cause: BaseException = exc
+    while cause.__cause__ is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__
+    if isinstance(cause, SaslAuthenticationFailed):
+        return (
+            f"authentication failed ({settings.kafka_sasl_mechanism} as"
+            f" {settings.kafka_sasl_username or 'the token subject'}): check {p}SASL_USERNAME"
+            f" and the password, or the token provider"
+        )
+    if isinstance(cause, UnsupportedSaslMechanism):
+        return f"the broker does not offer {settings.kafka_sasl_mechanism}: {cause}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or str(cause)
+        if "mismatch" in reason:
+            return (
+                f"TLS: certificate verify failed: {reason} (the name in {p}BOOTSTRAP_SERVERS"
+                f" must be in the broker's certificate; {p}SSL_CHECK_HOSTNAME=false skips this)"
+            )
+        return (
+            f"TLS: certificate verify failed: {reason} (is the broker's CA in"
+            f" {p}SSL_CAFILE={settings.kafka_ssl_cafile or 'unset: the system CAs'}?)"
+        )
+    if isinstance(cause, ssl.SSLError):
+        return (
+            f"TLS: {cause.reason or cause} (does this listener speak TLS,"
+            " or want a client certificate?)"
+        )
+    if isinstance(cause, TimeoutError):
+        return (
+            f"no answer in time (is {p}SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+            " what this listener speaks?)"
+        )
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+
+
+async def wait_until_accepted(
+    settings: Settings,
+    stopping: asyncio.Event,
+    first_delay_s: float = 1.0,
+    max_delay_s: float = MAX_RETRY_DELAY_S,
+) -> bool:
+    """Wait, retrying with doubling delays, until the brokers accept this client (True),
+    or until ``stopping`` is set (False). One log line per cause, when it changes.
+
+    Routers and deliverers call this before their clients start, so bad credentials or
+    certificates keep the process up with ``/readyz`` saying why, instead of a crash
+    loop, and it goes on by itself once the broker accepts.
+    """
+    delay, last = first_delay_s, None
+    while not stopping.is_set():
+        problem = await connection_problem(settings)
+        if problem is None:
+            if last is not None:
+                log.info("kafka.accepted", bootstrap_servers=settings.kafka_bootstrap_servers)
+            return True
+        if problem != last:
+            log.error("kafka.refused", problem=problem, retry_in_s=delay)
+            last = problem
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+        delay = min(max_delay_s, delay * 2)
+    return False
 
 
 CONNECTION_FIELDS = (
