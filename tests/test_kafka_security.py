@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import json
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import trustme
@@ -33,17 +38,19 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from dispatcher.kafka.apache import ApacheKafkaBroker, Listener
-from dispatcher.kafka.broker import free_port
-from dispatcher.ops.readiness import BrokerCheck
+from dispatcher.kafka.broker import create_topics, free_port
+from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
 from tests.pipeline_helpers import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
+    settings_env,
     start_deliverer,
     start_router,
     wait_for_every_event,
+    wait_until,
 )
 from tests.test_cli import hooklane
 
@@ -232,22 +239,22 @@ def connection(secured: Secured, kind: str, **overrides: Any) -> dict[str, Any]:
 
 
 def secured_settings(database_url: str, **fields: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        topic_prefix=f"s{uuid.uuid4().hex[:8]}.",
-        allow_private_targets=True,
-        secret_key=TEST_SECRET_KEY,
-        delivery_timeout_s=5.0,
-        retry_schedule=(0.05, 0.1, 0.2, 0.4, 0.8, 1.0),
-        deliveries_partitions=2,
-        topic_partitions=2,
-        kafka_replication_factor=1,
-        log_format="console",
-        log_level="WARNING",
-        validate_events=False,
-        metrics_port=free_port(),
-        **fields,
-    )
+    defaults: dict[str, Any] = {
+        "database_url": database_url,
+        "topic_prefix": f"s{uuid.uuid4().hex[:8]}.",
+        "allow_private_targets": True,
+        "secret_key": TEST_SECRET_KEY,
+        "delivery_timeout_s": 5.0,
+        "retry_schedule": (0.05, 0.1, 0.2, 0.4, 0.8, 1.0),
+        "deliveries_partitions": 2,
+        "topic_partitions": 2,
+        "kafka_replication_factor": 1,
+        "log_format": "console",
+        "log_level": "WARNING",
+        "validate_events": False,
+        "metrics_port": free_port(),
+    }
+    return Settings(**(defaults | fields))
 
 
 @pytest.mark.parametrize("kind", ["scram", "plain", "mtls", "oauth"])
@@ -289,41 +296,198 @@ async def test_the_pipeline_runs_over_each_secured_listener(
 
 
 FAILURES = [
-    ("wrong password", "scram", {"kafka_sasl_password": "not-the-password"}, "SASL"),
-    ("unknown CA", "scram", {"kafka_ssl_cafile": "{other_ca}"}, "certificate verify failed"),
+    (
+        "wrong password",
+        "scram",
+        {"kafka_sasl_password": "not-the-password"},
+        "authentication failed (SCRAM-SHA-512 as hooklane)",
+    ),
+    (
+        "unknown CA",
+        "scram",
+        {"kafka_ssl_cafile": "{other_ca}"},
+        "certificate verify failed: unable to get local issuer certificate",
+    ),
     (
         "host name mismatch",
         "mtls",
         {"kafka_bootstrap_servers": "{wronghost}"},
-        "certificate verify failed",
+        "IP address mismatch",
+    ),
+    (
+        "no client certificate",
+        "mtls",
+        {"kafka_ssl_certfile": None, "kafka_ssl_keyfile": None},
+        "TLS",
     ),
 ]
 
 
 @pytest.mark.parametrize(("case", "kind", "overrides", "cause"), FAILURES)
-async def test_readiness_names_what_is_wrong(
+async def test_readiness_names_the_broker_and_what_is_wrong(
     case: str,
     kind: str,
-    overrides: dict[str, str],
+    overrides: dict[str, str | None],
     cause: str,
     secured: Secured,
     database_url: str,
 ) -> None:
-    """A refused connection: /readyz's kafka check fails with the cause, never the secret."""
+    """A refused connection: the broker check fails with one line naming the broker and
+    the cause (never the password), and passes again once the connection is right."""
     places = {"other_ca": secured.other_ca, "wronghost": secured.broker.bootstrap("WRONGHOST")}
-    wrong = {k: v.format(**places) for k, v in overrides.items()}
+    wrong = {k: v.format(**places) if v else v for k, v in overrides.items()}
     settings = secured_settings(database_url, **connection(secured, kind, **wrong))
     check = BrokerCheck(settings, timeout_s=10.0, cache_s=0)
     try:
-        with pytest.raises(Exception) as failed:
+        with pytest.raises(NotReady) as failed:
             await check()
         message = str(failed.value)
+        assert message.startswith(f"kafka broker {settings.kafka_bootstrap_servers}: "), message
         assert cause in message, (case, message)
-        assert settings.kafka_bootstrap_servers in message, message
+        assert "\n" not in message
         assert "not-the-password" not in message
-        # the same settings with the right value connect (no restart needed in between)
-        right = settings.replace(**connection(secured, kind))
-        await BrokerCheck(right, cache_s=0)()
+        assert SCRAM_PASSWORD not in message
     finally:
         await check.close()
-    await asyncio.sleep(0)
+    right = BrokerCheck(settings.replace(**connection(secured, kind)), cache_s=0)
+    try:
+        await right()
+    finally:
+        await right.close()
+
+
+@dataclass
+class Process:
+    """A router or deliverer subprocess and every line it wrote to stderr."""
+
+    process: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+
+    async def read(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self.lines.append(line.decode(errors="replace"))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
+        return found
+
+
+async def run_process(module: str, settings: Settings) -> tuple[Process, asyncio.Task[None]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=settings_env(settings),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    running = Process(process)
+    return running, asyncio.create_task(running.read())
+
+
+async def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/readyz") as response,
+    ):
+        return response.status, await response.json()
+
+
+@pytest.mark.timeout(300)  # two processes at DEBUG wait out a refusal and recover
+async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover(
+    secured: Secured, database_url: str, pool: asyncpg.Pool, tenant: TenantKey, tmp_path: Path
+) -> None:
+    """Router and deliverer at DEBUG with a wrong password (a mounted password file):
+    they stay up, /readyz answers 503 naming the broker and the cause, one log line says
+    it; the file is corrected (a rotated Secret) and, without a restart, events flow.
+    No secret appears in any line they or `hooklane publish` wrote."""
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text("wrong-Secret-9\n")
+    base = secured_settings(
+        database_url,
+        **connection(secured, "scram", kafka_sasl_password=None),
+        kafka_sasl_password_file=str(password_file),
+        log_level="DEBUG",
+    )
+    await create_topics(
+        base.replace(kafka_sasl_password_file=None, kafka_sasl_password=SCRAM_PASSWORD), [TOPIC]
+    )
+    async with Receiver() as rx:
+        await create_webhook(pool, base, tenant.id, rx.url, [TOPIC])
+        ports = {"dispatcher.router": free_port(), "dispatcher.deliverer": free_port()}
+        spawned = [
+            await run_process(module, base.replace(metrics_port=port))
+            for module, port in ports.items()
+        ]
+        try:
+            for port in ports.values():
+                await wait_until(functools.partial(_answers, port), within=60, message="/readyz")
+                status, body = await readyz(port)
+                assert status == 503, body
+                error = body["checks"]["broker"]["error"]
+                assert error.startswith(f"kafka broker {base.kafka_bootstrap_servers}: "), error
+                assert "authentication failed" in error
+            for process, _ in spawned:
+                await wait_until(
+                    functools.partial(_refused, process),
+                    within=30,
+                    message="kafka.refused",
+                )
+            password_file.write_text(SCRAM_PASSWORD + "\n")  # the Secret is corrected
+            for port in ports.values():
+                await wait_until(functools.partial(_ready, port), within=90, message="/readyz 200")
+            right = base.replace(log_level="DEBUG")
+            events = []
+            for n in range(2):
+                code, out, err = await hooklane(
+                    right, "publish", TOPIC, "--tenant", tenant.id, "--data", f'{{"n": {n}}}'
+                )
+                assert code == 0, err
+                assert SCRAM_PASSWORD not in out + err
+                events.append(out.strip())
+            await wait_for_every_event(rx, ["hook"], events, within=60)
+        finally:
+            for process, reader in spawned:
+                with contextlib.suppress(ProcessLookupError):
+                    process.process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.process.wait(), 30)
+                await reader
+    for process, _ in spawned:
+        # one line for the cause while it lasted (retries are not logged again)
+        assert len(process.events("kafka.refused")) == 1, process.events("kafka.refused")
+        assert process.events("kafka.accepted")
+        text = "".join(process.lines)
+        assert any(
+            '"level": "debug"' in line or '"level":"debug"' in line for line in process.lines
+        )
+        for secret in (SCRAM_PASSWORD, "wrong-Secret-9"):
+            assert secret not in text
+
+
+def _refused(process: Process) -> bool:
+    return bool(process.events("kafka.refused"))
+
+
+async def _answers(port: int) -> bool:
+    try:
+        await readyz(port)
+    except aiohttp.ClientError:
+        return False
+    return True
+
+
+async def _ready(port: int) -> bool:
+    try:
+        status, _ = await readyz(port)
+    except aiohttp.ClientError:
+        return False
+    return status == 200

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from aiokafka.conn import create_conn
-from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanism
+from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from dispatcher.kafka.oauth import token_provider
 from dispatcher.settings import PREFIX, Settings
@@ -31,7 +31,7 @@ from dispatcher.settings import PREFIX, Settings
 log = structlog.get_logger(__name__)
 
 # The longest pause between connection attempts while the brokers refuse us.
-MAX_RETRY_DELAY_S = 30.0
+MAX_RETRY_DELAY_S = 10.0
 
 
 class KafkaConnectionSettingsError(ValueError):
@@ -129,7 +129,7 @@ def describe_failure(settings: Settings, exc: BaseException) -> str:
             f" {settings.kafka_sasl_username or 'the token subject'}): check {p}SASL_USERNAME"
             f" and the password, or the token provider"
         )
-    if isinstance(cause, UnsupportedSaslMechanism):
+    if isinstance(cause, UnsupportedSaslMechanismError):
         return f"the broker does not offer {settings.kafka_sasl_mechanism}: {cause}"
     if isinstance(cause, ssl.SSLCertVerificationError):
         reason = cause.verify_message or str(cause)
