@@ -9,6 +9,7 @@ from a throwaway CA made here (trustme):
 - ``OAUTH``  SASL_SSL, OAUTHBEARER (the broker's unsecured JWT validator; the tokens come
   from a loopback ``client_credentials`` endpoint)
 - ``WRONGHOST`` SSL with a certificate for another host name
+- ``REAUTH`` SASL_PLAINTEXT, SCRAM-SHA-512, sessions of 3 s (``connections.max.reauth.ms``)
 
 The pipeline (``hooklane publish`` → router → deliverer → loopback receiver) runs over
 each; failures (wrong password, unknown CA, host name mismatch) are named.
@@ -35,10 +36,15 @@ import asyncpg
 import pytest
 import trustme
 from aiohttp import web
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 from cryptography.hazmat.primitives import serialization
 
 from dispatcher.kafka.apache import ApacheKafkaBroker, Listener
 from dispatcher.kafka.broker import create_topics, free_port
+from dispatcher.kafka.connection import client_options
+from dispatcher.kafka.producer import Producer
 from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
@@ -57,6 +63,7 @@ from tests.test_cli import hooklane
 SCRAM_USER, SCRAM_PASSWORD = "hooklane", "scram-Secret-1"
 PLAIN_USER, PLAIN_PASSWORD = "hooklane", "plain-Secret-2"
 OAUTH_CLIENT, OAUTH_SECRET = "hooklane-client", "oauth-Secret-3"
+REAUTH_MS = 3000
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"  # a topic of the seeded catalog
 
 
@@ -159,6 +166,13 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             ' unsecuredLoginStringClaim_sub="broker";'
         ),
         "listener.name.mtls.ssl.client.auth": "required",
+        # SASL sessions of 3 s: the broker closes a connection whose session ended
+        # (aiokafka does not re-authenticate, KIP-368) and the client reconnects
+        "listener.name.reauth.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.reauth.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "listener.name.reauth.scram-sha-512.connections.max.reauth.ms": str(REAUTH_MS),
     }
     for name in ("SCRAM", "MTLS", "OAUTH"):
         properties |= listener_properties(name, server, ca_file)
@@ -170,6 +184,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             Listener("MTLS", "SSL"),
             Listener("OAUTH", "SASL_SSL"),
             Listener("WRONGHOST", "SSL"),
+            Listener("REAUTH", "SASL_PLAINTEXT"),
         ],
         properties=properties,
         format_args=["--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"],
@@ -208,6 +223,13 @@ def connection(secured: Secured, kind: str, **overrides: Any) -> dict[str, Any]:
             "kafka_sasl_username": SCRAM_USER,
             "kafka_sasl_password": SCRAM_PASSWORD,
             "kafka_ssl_cafile": secured.ca,
+        },
+        "reauth": {
+            "kafka_bootstrap_servers": b.bootstrap("REAUTH"),
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+            "kafka_sasl_username": SCRAM_USER,
+            "kafka_sasl_password": SCRAM_PASSWORD,
         },
         "plain": {
             "kafka_bootstrap_servers": b.bootstrap("PLAIN"),
@@ -491,3 +513,48 @@ async def _ready(port: int) -> bool:
     except aiohttp.ClientError:
         return False
     return status == 200
+
+
+@pytest.mark.timeout(240)
+async def test_deliveries_ride_through_sasl_session_expiry(
+    secured: Secured, database_url: str, pool: asyncpg.Pool, tenant: TenantKey
+) -> None:
+    """Sessions of 3 s end many times while events flow for ~12 s: the broker closes each
+    expired connection, the clients reconnect, and every event arrives, in order."""
+    settings = secured_settings(database_url, **connection(secured, "reauth"))
+    assert await session_ends(settings), "the broker kept an expired SASL session open"
+    async with Receiver() as rx:
+        await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])  # ordered, 1 in flight
+        await ensure_mirror_topics(settings, [TOPIC])
+        router = await start_router(settings)
+        deliverer = await start_deliverer(settings)
+        try:
+            published = []
+            async with Producer(settings) as producer:
+                for n in range(40):
+                    published.append(await producer.publish(TOPIC, {"n": n}, tenant_id=tenant.id))
+                    await asyncio.sleep(0.3)  # 12 s: four sessions' worth
+            await wait_for_every_event(rx, ["hook"], published, within=90)
+        finally:
+            await deliverer.stop()
+            await router.stop()
+    arrived = rx.event_ids("hook")
+    first_seen = list(dict.fromkeys(arrived))
+    assert first_seen == published  # nothing lost, nothing reordered
+
+
+async def session_ends(settings: Settings) -> bool:
+    """Whether the broker drops a connection used after its SASL session expired."""
+    options = client_options(settings)
+    host, port = options.pop("bootstrap_servers").rsplit(":", 1)
+    conn = await create_conn(host, int(port), **options)
+    try:
+        await conn.send(MetadataRequest([]))
+        await asyncio.sleep(REAUTH_MS / 1000 + 1.0)
+        try:
+            await conn.send(MetadataRequest([]))
+        except KafkaError:
+            return True
+        return not conn.connected()
+    finally:
+        conn.close()
