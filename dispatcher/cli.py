@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -107,9 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a configuration problem: like a bad setting above
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (db.DatabaseError, TopicsError, CodecsError, KafkaError, ValueError, OSError) as exc:
+    except KafkaError as exc:
+        print(f"hooklane {args.command}: {_kafka_cause(settings) or exc}", file=sys.stderr)
+        return 1
+    except (db.DatabaseError, TopicsError, CodecsError, ValueError, OSError) as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _kafka_cause(settings: Settings) -> str | None:
+    """Why the brokers refused (wrong password, untrusted CA, ...), when they do."""
+    from dispatcher.kafka.connection import connection_problem
+
+    if not settings.kafka_bootstrap_servers:
+        return None
+    return asyncio.run(connection_problem(settings))
 
 
 def _need_broker(settings: Settings) -> str:
@@ -225,7 +238,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         else:
             show(event_loop.run(status.status_once(settings), settings.event_loop))
     except KafkaError as exc:
-        print(f"hooklane status: the broker does not answer: {exc}", file=sys.stderr)
+        cause = _kafka_cause(settings) or f"the broker does not answer: {exc}"
+        print(f"hooklane status: {cause}", file=sys.stderr)
         return 1
     return 0
 

@@ -558,3 +558,20 @@ async def session_ends(settings: Settings) -> bool:
         return not conn.connected()
     finally:
         conn.close()
+
+
+async def test_the_cli_names_the_cause_of_a_refused_connection(
+    secured: Secured, database_url: str
+) -> None:
+    """`hooklane status` with a wrong password ends with one line naming the broker and
+    the cause (not aiokafka's bare "Unable to bootstrap")."""
+    settings = secured_settings(
+        database_url, **connection(secured, "scram", kafka_sasl_password="not-the-password")
+    )
+    code, out, err = await hooklane(settings, "status")
+    assert code == 1
+    # aiokafka's own log line may come first; the command's answer is the last line
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"hooklane status: kafka broker {settings.kafka_bootstrap_servers}:")
+    assert "authentication failed" in line
+    assert "not-the-password" not in out + err
