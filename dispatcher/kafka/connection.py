@@ -147,6 +147,8 @@ def describe_failure(settings: Settings, exc: BaseException) -> str:
             f"TLS: {cause.reason or cause} (does this listener speak TLS,"
             " or want a client certificate?)"
         )
+    if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+        return f"does not answer ({type(cause).__name__}: {cause})"
     if isinstance(cause, TimeoutError):
         return (
             f"no answer in time (is {p}SECURITY_PROTOCOL={settings.kafka_security_protocol}"
