@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from api import api_keys, event_lookup, health, portal, replay, topics, trigger, webhooks
 from api import publish as events
@@ -24,6 +25,7 @@ from api.metrics import metrics_middleware
 from api.schemas import Schemas
 from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.secrets import SecretBox
+from dispatcher.kafka.connection import connection_problem
 from dispatcher.ops.metrics import ApiMetrics, Families, build_registry
 from dispatcher.settings import Settings
 from dispatcher.store import db
@@ -60,7 +62,14 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     producer = Producer(app[SETTINGS])
-    await producer.start()
+    try:
+        await producer.start()
+    except KafkaError:
+        # aiokafka says only "Unable to bootstrap": log what is wrong, then fail as before
+        problem = await connection_problem(app[SETTINGS])
+        if problem is not None:
+            log.error("kafka.refused", problem=problem)
+        raise
     app[PRODUCER] = producer
     yield
     await producer.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a configuration problem: like a bad setting above
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:
+        print(f"hooklane {args.command}: {_kafka_cause(settings) or exc}", file=sys.stderr)
+        return 1
     except COMMAND_FAILURES as exc:
         print(f"hooklane {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -155,6 +159,15 @@ def settings_file(command: str) -> Path | None:
     """The env file ``command`` completes its settings from: ``.hooklane/env`` for all
     but ``up``, which writes it (and must not adopt a previous stack's addresses)."""
     return None if command == "up" else ENV_FILE
+
+
+def _kafka_cause(settings: Settings) -> str | None:
+    """Why the brokers refused (wrong password, untrusted CA, ...), when they do."""
+    from dispatcher.kafka.connection import connection_problem
+
+    if not settings.kafka_bootstrap_servers:
+        return None
+    return asyncio.run(connection_problem(settings))
 
 
 def _need_broker(settings: Settings) -> str:
@@ -292,7 +305,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         else:
             show(event_loop.run(status.status_once(settings), settings.event_loop))
     except KafkaError as exc:
-        print(f"hooklane status: the broker does not answer: {exc}", file=sys.stderr)
+        cause = _kafka_cause(settings) or f"the broker does not answer: {exc}"
+        print(f"hooklane status: {cause}", file=sys.stderr)
         return 1
     return 0
 
@@ -368,7 +382,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
         from dispatcher.kafka.broker import ensure_topics
 
         await ensure_topics(
-            settings.kafka_bootstrap_servers,
+            settings,
             {settings.mirror_topic(name): settings.topic_partitions},
             settings.kafka_replication_factor,
         )
@@ -396,7 +410,6 @@ async def _ensure_topics(settings: Settings) -> None:
     from dispatcher.kafka.broker import capacity_warnings, group_members
     from dispatcher.runtime.supervisor import create_kafka_topics
 
-    assert settings.kafka_bootstrap_servers is not None
     replication = settings.kafka_replication_factor or "cluster default"
     for state in await create_kafka_topics(settings):
         verb = "created" if state.created else "exists"
@@ -409,7 +422,7 @@ async def _ensure_topics(settings: Settings) -> None:
             # Hooklane never re-replicates an existing topic: that is a reassignment.
             print(f"warning: {state.name}: {state.replicas} replica(s), fewer than {wanted}")
         if state.name == settings.deliveries_topic:
-            members = await group_members(settings.kafka_bootstrap_servers, GROUP_ID)
+            members = await group_members(settings, GROUP_ID)
             for warning in capacity_warnings(
                 state.partitions, settings.deliveries_partitions, members
             ):

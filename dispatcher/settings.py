@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ DEFAULT_FETCH_MAX_WAIT_MS = 500
 DEFAULT_RETRY_SCHEDULE = "1s,2s,4s,8s,15s,30s,5m,30m,2h,5h,10h"
 # Written by `hooklane up` in the directory it runs in; read by the other commands there.
 ENV_FILE = Path(".hooklane") / "env"
+# The Kafka connection (DESIGN §10; dispatcher.kafka.connection builds the clients).
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+TOKEN_PROVIDERS = ("client_credentials", "aws_msk_iam")
 
 
 class SettingsError(ValueError):
@@ -41,6 +46,22 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     # None means: start the embedded broker (``hooklane up`` only).
     kafka_bootstrap_servers: str | None = None
+    # How every Kafka client connects (DESIGN §10). Secrets are left out of repr().
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: str | None = dataclasses.field(default=None, repr=False)
+    kafka_ssl_check_hostname: bool = True
+    kafka_oauth_token_provider: str | None = None
+    kafka_oauth_token_url: str | None = None
+    kafka_oauth_client_id: str | None = None
+    kafka_oauth_client_secret: str | None = dataclasses.field(default=None, repr=False)
+    kafka_oauth_scope: str | None = None
     topic_prefix: str = "hooklane."
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -200,6 +221,9 @@ class Settings:
         for ok, name, problem in checks:
             if not ok:
                 raise SettingsError(f"{PREFIX}{name}: {problem}")
+        connection_problem = kafka_connection_problem(self)
+        if connection_problem is not None:
+            raise SettingsError(connection_problem)
 
     @property
     def deliveries_topic(self) -> str:
@@ -338,7 +362,108 @@ _PARSERS: dict[str, Any] = {
     "pause_max_backlog": _parse_int,
     "dedup_window": _parse_float,
     "validate_events": _parse_bool,
+    "kafka_security_protocol": lambda raw: raw.strip().upper(),
+    "kafka_sasl_mechanism": lambda raw: raw.strip().upper(),
+    "kafka_ssl_check_hostname": _parse_bool,
+    # a password is taken as written (no strip): spaces may be part of it
+    "kafka_sasl_password": str,
+    "kafka_ssl_key_password": str,
+    "kafka_oauth_client_secret": str,
 }
+
+
+def kafka_connection_problem(s: Settings) -> str | None:
+    """What is inconsistent in the Kafka connection settings, as one line naming what to
+    set; None when they fit together. Secrets are never quoted."""
+    p = f"{PREFIX}KAFKA_"
+    protocol, mechanism = s.kafka_security_protocol, s.kafka_sasl_mechanism
+    tls, sasl = protocol in {"SSL", "SASL_SSL"}, protocol.startswith("SASL_")
+    if protocol not in SECURITY_PROTOCOLS:
+        return f"{p}SECURITY_PROTOCOL={protocol}: must be {', '.join(SECURITY_PROTOCOLS)}"
+    if mechanism is not None and mechanism not in SASL_MECHANISMS:
+        return f"{p}SASL_MECHANISM={mechanism}: must be {', '.join(SASL_MECHANISMS)}"
+    if sasl and mechanism is None:
+        mechanisms = ", ".join(SASL_MECHANISMS)
+        return f"{p}SECURITY_PROTOCOL={protocol} needs {p}SASL_MECHANISM ({mechanisms})"
+    sasl_settings = {
+        "SASL_MECHANISM": mechanism,
+        "SASL_USERNAME": s.kafka_sasl_username,
+        "SASL_PASSWORD": s.kafka_sasl_password,
+        "SASL_PASSWORD_FILE": s.kafka_sasl_password_file,
+    }
+    if not sasl and (name := _first_set(sasl_settings)):
+        return f"{p}{name} is set: set {p}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+    tls_settings = {
+        "SSL_CAFILE": s.kafka_ssl_cafile,
+        "SSL_CERTFILE": s.kafka_ssl_certfile,
+        "SSL_KEYFILE": s.kafka_ssl_keyfile,
+        "SSL_KEY_PASSWORD": s.kafka_ssl_key_password,
+    }
+    if not tls and (name := _first_set(tls_settings)):
+        return f"{p}{name} is set: set {p}SECURITY_PROTOCOL=SSL or SASL_SSL to use TLS"
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        return f"{p}SSL_KEYFILE needs {p}SSL_CERTFILE (the client certificate)"
+    if s.kafka_ssl_key_password and not s.kafka_ssl_certfile:
+        return f"{p}SSL_KEY_PASSWORD needs {p}SSL_CERTFILE and {p}SSL_KEYFILE"
+    files = {
+        "SSL_CAFILE": s.kafka_ssl_cafile,
+        "SSL_CERTFILE": s.kafka_ssl_certfile,
+        "SSL_KEYFILE": s.kafka_ssl_keyfile,
+        "SASL_PASSWORD_FILE": s.kafka_sasl_password_file,
+    }
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            return f"{p}{name}={path}: no such file"
+    oauth = {
+        "OAUTH_TOKEN_PROVIDER": s.kafka_oauth_token_provider,
+        "OAUTH_TOKEN_URL": s.kafka_oauth_token_url,
+        "OAUTH_CLIENT_ID": s.kafka_oauth_client_id,
+        "OAUTH_CLIENT_SECRET": s.kafka_oauth_client_secret,
+        "OAUTH_SCOPE": s.kafka_oauth_scope,
+    }
+    if mechanism == "OAUTHBEARER":
+        return _oauth_problem(s, p)
+    if name := _first_set(oauth):
+        return f"{p}{name} is set: it is for {p}SASL_MECHANISM=OAUTHBEARER"
+    if mechanism is not None:  # PLAIN and SCRAM: a username and one password
+        if not s.kafka_sasl_username:
+            return f"{p}SASL_MECHANISM={mechanism} needs {p}SASL_USERNAME"
+        if s.kafka_sasl_password is not None and s.kafka_sasl_password_file:
+            return f"{p}SASL_PASSWORD and {p}SASL_PASSWORD_FILE are both set: keep one"
+        if s.kafka_sasl_password is None and not s.kafka_sasl_password_file:
+            return f"{p}SASL_MECHANISM={mechanism} needs {p}SASL_PASSWORD or {p}SASL_PASSWORD_FILE"
+    return None
+
+
+def _oauth_problem(s: Settings, p: str) -> str | None:
+    if s.kafka_sasl_username or s.kafka_sasl_password or s.kafka_sasl_password_file:
+        return f"{p}SASL_USERNAME/PASSWORD are not used with OAUTHBEARER: unset them"
+    provider = s.kafka_oauth_token_provider
+    if not provider:
+        return (
+            f"{p}SASL_MECHANISM=OAUTHBEARER needs {p}OAUTH_TOKEN_PROVIDER"
+            " (client_credentials, aws_msk_iam or module:callable)"
+        )
+    if provider == "client_credentials":
+        for name, value in (
+            ("OAUTH_TOKEN_URL", s.kafka_oauth_token_url),
+            ("OAUTH_CLIENT_ID", s.kafka_oauth_client_id),
+            ("OAUTH_CLIENT_SECRET", s.kafka_oauth_client_secret),
+        ):
+            if not value:
+                return f"{p}OAUTH_TOKEN_PROVIDER=client_credentials needs {p}{name}"
+        if urlsplit(s.kafka_oauth_token_url or "").scheme not in {"http", "https"}:
+            return f"{p}OAUTH_TOKEN_URL={s.kafka_oauth_token_url}: must be an http(s) URL"
+    elif provider not in TOKEN_PROVIDERS and not re.fullmatch(r"[\w.]+:\w+", provider):
+        return (
+            f"{p}OAUTH_TOKEN_PROVIDER={provider}: must be client_credentials,"
+            " aws_msk_iam or module:callable"
+        )
+    return None
+
+
+def _first_set(values: Mapping[str, object]) -> str | None:
+    return next((name for name, value in values.items() if value not in (None, "")), None)
 
 
 def _check_database_url(url: str) -> None:

@@ -42,6 +42,7 @@ from aiohttp import web
 from dispatcher.deliverer import Deliverer
 from dispatcher.delivery.secrets import SecretBox, generate_secret
 from dispatcher.kafka.broker import create_topics
+from dispatcher.kafka.connection import connection_env
 from dispatcher.router.router import Router
 from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import Settings
@@ -260,7 +261,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLANE_")}
     values: dict[str, Any] = {
         "DATABASE_URL": settings.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "TOPIC_PREFIX": settings.topic_prefix,
         "DELIVERY_TIMEOUT_S": f"{settings.delivery_timeout_s}s",
         "RETRY_SCHEDULE": ",".join(f"{d}s" for d in settings.retry_schedule),
@@ -289,6 +289,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "METRICS_WEBHOOK_LABELS": "true" if settings.metrics_webhook_labels else "false",
     }
     env.update({f"HOOKLANE_{k}": str(v) for k, v in values.items()})
+    env.update(connection_env(settings))
     return env
 
 

@@ -38,7 +38,7 @@ async def test_a_typo_in_the_topic_fails_and_creates_no_topic(
     assert "hooklane topics list" in line
     assert settings.kafka_bootstrap_servers is not None
     mirror = settings.mirror_topic(typo)
-    assert await missing_topics(settings.kafka_bootstrap_servers, [mirror]) == [mirror]
+    assert await missing_topics(settings, [mirror]) == [mirror]
 
 
 async def test_an_unknown_tenant_is_refused(internal_topics: Settings) -> None:

@@ -50,7 +50,7 @@ class RecordingHandler:
 async def _topic_with(settings: Settings, count: int) -> str:
     assert settings.kafka_bootstrap_servers
     topic = f"{settings.topic_prefix}loop-{uuid.uuid4().hex[:6]}"
-    await ensure_topics(settings.kafka_bootstrap_servers, {topic: 1})
+    await ensure_topics(settings, {topic: 1})
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
@@ -62,11 +62,10 @@ async def _topic_with(settings: Settings, count: int) -> str:
 
 
 def _member(settings: Settings, handler: RecordingHandler, topic: str, group: str) -> GroupConsumer:
-    assert settings.kafka_bootstrap_servers
     return GroupConsumer(
         handler,
         name="test",
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        settings=settings,
         group_id=group,
         topics=[topic],
     )

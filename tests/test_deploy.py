@@ -113,7 +113,7 @@ def test_dockerfile_copies_existing_paths() -> None:
 # -- Kubernetes schemas, CRDs, metrics and probes (observability) ----------------------
 
 K8S_VERSION = "1.30.0"
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule", "TriggerAuthentication"}
 ANY = None  # an allow-list leaf: any content
 # Hand-kept field allow-lists of the CRDs we use (KEDA 2.x, Prometheus Operator v1).
 _METADATA = {"name": ANY, "namespace": ANY, "labels": ANY, "annotations": ANY}
@@ -152,6 +152,16 @@ CRD_FIELDS: dict[str, Any] = {
                     },
                 }
             ],
+        },
+    },
+    "TriggerAuthentication": {
+        "apiVersion": ANY,
+        "kind": ANY,
+        "metadata": _METADATA,
+        "spec": {
+            "secretTargetRef": [{"parameter": ANY, "name": ANY, "key": ANY}],
+            "env": ANY,
+            "podIdentity": ANY,
         },
     },
     "ServiceMonitor": {
@@ -205,6 +215,7 @@ CRD_FIELDS: dict[str, Any] = {
 }
 CRD_API_VERSIONS = {
     "ScaledObject": "keda.sh/v1alpha1",
+    "TriggerAuthentication": "keda.sh/v1alpha1",
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
@@ -473,3 +484,89 @@ def test_compose_and_dockerfile_listen_for_metrics_on_all_interfaces() -> None:
     for name in ("api", "router", "deliverer"):
         assert services[name]["environment"]["HOOKLANE_METRICS_HOST"] == "0.0.0.0"
     assert "HOOKLANE_METRICS_HOST=0.0.0.0" in (DEPLOY / "Dockerfile").read_text()
+
+
+# -- a secured Kafka (issue 23): settings from the Secret, files mounted, KEDA, Strimzi --
+
+
+def strimzi_documents() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((DEPLOY / "strimzi" / "kafka.yaml").read_text()))
+
+
+def test_kafka_security_settings_come_from_the_secret_with_the_files_mounted(
+    tmp_path: Path,
+) -> None:
+    """The Secret's Kafka settings are accepted by Settings (with its files present), every
+    workload mounts those files where the settings point, from Secrets Strimzi makes."""
+    secret = next(d for _, d in k8s_documents() if d["kind"] == "Secret")
+    env = {k: v for k, v in secret["stringData"].items() if k.startswith("HOOKLANE_KAFKA_")}
+    files = {k: v for k, v in env.items() if k.endswith("FILE")}
+    assert env["HOOKLANE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert files, env
+    mount_dirs = {str(Path(path).parent) for path in files.values()}
+    for path in files.values():  # the files, as the projected volume lays them out
+        (tmp_path / Path(path).name).write_text("x")
+    local = {k: str(tmp_path / Path(v).name) if k in files else v for k, v in env.items()}
+    local["HOOKLANE_KAFKA_BOOTSTRAP_SERVERS"] = config_value("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS")
+    Settings.from_env(local)  # consistent: would raise SettingsError otherwise
+
+    strimzi = strimzi_documents()
+    cluster = next(d for d in strimzi if d["kind"] == "Kafka")["metadata"]["name"]
+    users = {d["metadata"]["name"] for d in strimzi if d["kind"] == "KafkaUser"}
+    made_by_strimzi = users | {f"{cluster}-cluster-ca-cert"}
+    for doc in workloads():
+        spec = doc["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mount_dirs <= set(mounts), doc["metadata"]["name"]
+            for directory in mount_dirs:
+                sources = volumes[mounts[directory]]["projected"]["sources"]
+                paths = {
+                    item["path"]: source["secret"]["name"]
+                    for source in sources
+                    for item in source["secret"]["items"]
+                }
+                assert {Path(p).name for p in files.values()} <= set(paths)
+                assert set(paths.values()) <= made_by_strimzi
+    assert env["HOOKLANE_KAFKA_SASL_USERNAME"] in users
+
+
+def test_keda_logs_in_like_the_processes_and_strimzi_matches_the_config() -> None:
+    """Every Kafka scaler uses the TriggerAuthentication, whose Secrets exist (here or
+    made by Strimzi); the Strimzi listener is what the ConfigMap's bootstrap names."""
+    docs = [d for _, d in k8s_documents()]
+    auth = next(d for d in docs if d["kind"] == "TriggerAuthentication")
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    strimzi = strimzi_documents()
+    kafka = next(d for d in strimzi if d["kind"] == "Kafka")
+    cluster = kafka["metadata"]["name"]
+    users = {d["metadata"]["name"] for d in strimzi if d["kind"] == "KafkaUser"}
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"sasl", "tls", "username", "password", "ca"}
+    for ref in refs.values():
+        if ref["name"] in secrets:
+            assert ref["key"] in secrets[ref["name"]]["stringData"]
+        else:
+            assert ref["name"] in users | {f"{cluster}-cluster-ca-cert"}
+    scaler = secrets[refs["sasl"]["name"]]["stringData"]
+    assert scaler["sasl"] == "scram_sha512" and scaler["tls"] == "enable"
+    for doc in docs:
+        if doc["kind"] == "ScaledObject":
+            for trigger in doc["spec"]["triggers"]:
+                assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+    host, port = config_value("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS").rsplit(":", 1)
+    assert host == f"{cluster}-kafka-bootstrap"
+    (listener,) = [lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["port"] == int(port)]
+    assert listener["tls"] is True
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    prefix = config_value("HOOKLANE_TOPIC_PREFIX")
+    topics = {d["metadata"]["name"]: d["spec"] for d in strimzi if d["kind"] == "KafkaTopic"}
+    assert topics[f"{prefix}deliveries"]["partitions"] == int(
+        config_value("HOOKLANE_DELIVERIES_PARTITIONS")
+    )
+    for doc in strimzi:
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        if doc["kind"] != "Kafka":
+            assert doc["metadata"]["labels"]["strimzi.io/cluster"] == cluster

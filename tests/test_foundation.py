@@ -19,7 +19,7 @@ async def test_broker_produce_consume_commit(settings: Settings) -> None:
     """Messages go through the real broker; a consumer group commits offsets that stick."""
     assert settings.kafka_bootstrap_servers
     topic = settings.mirror_topic("SMOKE")
-    await ensure_topics(settings.kafka_bootstrap_servers, {topic: 2})
+    await ensure_topics(settings, {topic: 2})
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:

@@ -103,9 +103,8 @@ async def test_a_task_the_broker_refuses_dead_letters_its_event_only(
 ) -> None:
     # The deliveries topic made elsewhere, with Kafka's config but a small size limit.
     partitions = internal_topics(settings)
-    assert settings.kafka_bootstrap_servers is not None
     await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        settings,
         partitions,
         1,
         {settings.deliveries_topic: {"max.message.bytes": "8192"}},

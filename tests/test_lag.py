@@ -84,12 +84,12 @@ async def test_offset_reader_and_poller_on_the_real_broker(
     """A group committed behind the high-water mark shows that lag, per partition."""
     topic = settings.mirror_topic("LAG.TEST")
     bootstrap = broker.bootstrap_servers
-    await ensure_topics(bootstrap, {topic: 2})
+    await ensure_topics(settings, {topic: 2})
     await produce(bootstrap, topic, {0: 5, 1: 3})
     group = f"lag-{settings.topic_prefix}"
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     await commit(bootstrap, group, {p0: 2})
-    reader = OffsetReader(bootstrap)
+    reader = OffsetReader(settings)
     await reader.start()
     try:
         partitions = await reader.partitions(lambda name: name == topic)

@@ -16,6 +16,7 @@ from dispatcher.kafka.broker import LaunchedBroker, free_port
 from dispatcher.ops.metrics import build_registry
 from dispatcher.ops.ops_server import OpsServer
 from dispatcher.ops.readiness import BrokerCheck, Check, group_member_check, postgres_check
+from dispatcher.settings import Settings
 from dispatcher.store import db
 
 
@@ -99,7 +100,9 @@ async def test_readyz_follows_the_database_without_restart(
     await proxy.restore()
     proxied = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
     pool = await db.create_pool(proxied, min_size=0, max_size=1)
-    broker_check = BrokerCheck(broker.bootstrap_servers, cache_s=0)
+    broker_check = BrokerCheck(
+        Settings(kafka_bootstrap_servers=broker.bootstrap_servers), cache_s=0
+    )
     checks: dict[str, Check] = {
         "postgres": postgres_check(pool, timeout_s=1.0),
         "broker": broker_check,
@@ -134,7 +137,9 @@ async def test_readyz_follows_the_database_without_restart(
 
 async def test_readyz_names_an_unreachable_broker_and_a_missing_group_membership() -> None:
     """A broker that does not answer and an empty assignment each fail their check."""
-    broker_check = BrokerCheck(f"127.0.0.1:{free_port()}", timeout_s=1.0)
+    broker_check = BrokerCheck(
+        Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"), timeout_s=1.0
+    )
     checks: dict[str, Check] = {
         "broker": broker_check,
         "consumer_group": group_member_check("hooklane-deliverer", set),
@@ -165,7 +170,7 @@ async def test_group_member_check(assignment: set[str], ok: bool) -> None:
 
 async def test_broker_check_caches_its_answer(broker: LaunchedBroker) -> None:
     """Within the cache window a broker failure is not re-probed (probes are not load)."""
-    check = BrokerCheck(broker.bootstrap_servers, cache_s=3600)
+    check = BrokerCheck(Settings(kafka_bootstrap_servers=broker.bootstrap_servers), cache_s=3600)
     try:
         await check()
         broker.freeze()

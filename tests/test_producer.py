@@ -88,7 +88,7 @@ async def test_publish_never_creates_a_topic(settings: Settings) -> None:
             await producer.enqueue(DeliveryTask("wh-1", Event("e", typo, "t", 1, {}), "test"))
     assert settings.kafka_bootstrap_servers is not None
     names = [settings.mirror_topic(typo), settings.deliveries_topic]
-    assert await missing_topics(settings.kafka_bootstrap_servers, names) == names
+    assert await missing_topics(settings, names) == names
 
 
 async def test_enqueue_writes_a_delivery_task_keyed_by_webhook(

@@ -35,6 +35,7 @@ from dispatcher.bench.receiver import number_after
 from dispatcher.bench.stack import BENCH_TOPIC
 from dispatcher.bench.stats import summarize
 from dispatcher.bench.workload import event_data, paced_publish
+from dispatcher.kafka.connection import client_options
 from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S
 from dispatcher.router.router import MAX_BATCH, POLL_TIMEOUT_MS, mirror_pattern
 from dispatcher.settings import Settings
@@ -92,7 +93,6 @@ class NullPipeline:
     """The null router and null deliverer of ``settings``' topics (see the module)."""
 
     def __init__(self, settings: Settings, fanout: int) -> None:
-        assert settings.kafka_bootstrap_servers is not None
         self.settings = settings
         self.fanout = fanout
         self.latencies: list[float] = []
@@ -112,7 +112,7 @@ class NullPipeline:
         settings = self.settings
         return AIOKafkaConsumer(
             *topics,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             group_id=f"{settings.topic_prefix}floor-{role}",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_poll_records=max_records,

@@ -322,10 +322,7 @@ async def run_latency(
         }
         latencies = await receiver.samples("latencies")
         arrivals = await receiver.samples("arrivals")
-        assert settings.kafka_bootstrap_servers is not None
-        routed_at = await routed_times(
-            settings.kafka_bootstrap_servers, settings.deliveries_topic, expected
-        )
+        routed_at = await routed_times(settings, settings.deliveries_topic, expected)
     finally:
         await run.stop()
         stack.stop_broker()
@@ -477,13 +474,12 @@ async def _wait_routed(
     """
     from dispatcher.bench.progress import Progress
 
-    assert settings.kafka_bootstrap_servers is not None
     progress = Progress("route", events)
     started = time.monotonic()
     deadline = started + (options.timeout or default_timeout(events, 120.0))
     routed, last_change, last_size = 0, started, -1
     while time.monotonic() < deadline:
-        routed = await topic_size(settings.kafka_bootstrap_servers, settings.deliveries_topic)
+        routed = await topic_size(settings, settings.deliveries_topic)
         progress.update(routed)
         for child in run.children:
             if not child.running:

@@ -22,6 +22,7 @@ import asyncpg
 from dispatcher.bench.procs import Child, cpu_seconds, memory_kb
 from dispatcher.delivery.secrets import SecretBox, generate_secret, new_key, preview
 from dispatcher.kafka.broker import EmbeddedBroker, embedded_settings, free_port
+from dispatcher.kafka.connection import connection_env
 from dispatcher.runtime.supervisor import child_env, create_kafka_topics
 from dispatcher.settings import Settings
 from dispatcher.store import db
@@ -57,7 +58,7 @@ def dispatcher_env(
     env.update(
         {
             "HOOKLANE_DATABASE_URL": settings.database_url,
-            "HOOKLANE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+            **connection_env(settings),
             "HOOKLANE_TOPIC_PREFIX": settings.topic_prefix,
             "HOOKLANE_SECRET_KEY": settings.secret_key or "",
             "HOOKLANE_ALLOW_PRIVATE_TARGETS": "true",

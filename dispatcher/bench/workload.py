@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from dispatcher.bench.procs import Child
 from dispatcher.bench.progress import Progress
 from dispatcher.bench.stack import BENCH_TOPIC, Receiver
+from dispatcher.kafka.connection import client_options
 from dispatcher.messages.wire import Event, delivery_body
 from dispatcher.settings import Settings
 
@@ -115,9 +116,9 @@ async def paced_publish(
     return total, elapsed
 
 
-async def topic_size(bootstrap: str, topic: str) -> int:
+async def topic_size(settings: Settings, topic: str) -> int:
     """How many messages ``topic`` holds (sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -188,7 +189,7 @@ async def wait_for_deliveries(
         await asyncio.sleep(POLL_S)
 
 
-async def routed_times(bootstrap: str, topic: str, expected: int) -> list[tuple[float, float]]:
+async def routed_times(settings: Settings, topic: str, expected: int) -> list[tuple[float, float]]:
     """``(sent_at, routed_at)`` of every task on the deliveries topic.
 
     The router's producer stamps each task with its send time (Kafka CreateTime),
@@ -197,7 +198,7 @@ async def routed_times(bootstrap: str, topic: str, expected: int) -> list[tuple[
     deliverer's. Read after the run, so the hot path pays nothing for it.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        **client_options(settings), auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     times: list[tuple[float, float]] = []

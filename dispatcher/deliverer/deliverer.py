@@ -83,7 +83,6 @@ class Deliverer:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
         self.settings = settings
-        self._bootstrap = settings.kafka_bootstrap_servers
         self._group_id = group_id
         self._given_sender = sender
         self._max_buffered = max_buffered
@@ -174,7 +173,7 @@ class Deliverer:
         self._group = GroupConsumer(
             self,
             name="deliverer",
-            bootstrap_servers=self._bootstrap,
+            settings=settings,
             group_id=self._group_id,
             topics=[settings.deliveries_topic],
             max_buffered=self._max_buffered,

@@ -524,6 +524,15 @@ def _rss_bytes(pid: int) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
+def _distinct_port(host: str, taken: set[int]) -> int:
+    """A free port not in ``taken`` (then added): free_port() may hand back a port it
+    gave a moment ago, and two listeners on one port stop the broker from starting."""
+    while (chosen := free_port(host)) in taken:
+        pass
+    taken.add(chosen)
+    return chosen
+
+
 class ApacheKafkaBroker(StartedWhileEntered):
     """Apache Kafka in KRaft combined mode, ``nodes`` JVMs; a context manager or start()/stop().
 
@@ -570,11 +579,12 @@ class ApacheKafkaBroker(StartedWhileEntered):
         self.format_seconds: float | None = None
         self.start_seconds: float | None = None
         self.restart_seconds: dict[int, float] = {}
+        taken: set[int] = {port} if port else set()
         self._nodes = [
             _Node(
                 i,
                 {
-                    name: (port if port and name == "PLAINTEXT" else free_port(host))
+                    name: (port if port and name == "PLAINTEXT" else _distinct_port(host, taken))
                     for name in names
                 },
             )

@@ -30,6 +30,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from dispatcher.kafka.connection import client_options
 from dispatcher.messages.wire import MAX_TASK_BYTES
 from dispatcher.parent_death import die_with_parent
 from dispatcher.server_env import server_environment
@@ -354,8 +355,8 @@ def new_topics(
 
 
 @asynccontextmanager
-async def _admin(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         yield admin
@@ -376,16 +377,16 @@ async def _describe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[st
     return states
 
 
-async def missing_topics(bootstrap_servers: str, names: Iterable[str]) -> list[str]:
+async def missing_topics(settings: Settings, names: Iterable[str]) -> list[str]:
     """Which of ``names`` do not exist on the cluster (asking creates none of them)."""
     wanted = list(names)
-    async with _admin(bootstrap_servers) as admin:
+    async with _admin(settings) as admin:
         states = await _describe(admin, wanted)
     return [name for name in wanted if name not in states]
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    settings: Settings,
     topics: Mapping[str, int],
     replication_factor: int | None = None,
     configs: Mapping[str, Mapping[str, str]] | None = None,
@@ -395,7 +396,7 @@ async def ensure_topics(
     Explicit creation beats broker auto-creation: it sets the partition count and the
     replication, and auto-creation on the embedded broker takes seconds.
     """
-    async with _admin(bootstrap_servers) as admin:
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = {name: n for name, n in topics.items() if name not in existing}
         if not wanted:
@@ -418,19 +419,18 @@ async def ensure_topics(
 
 async def create_topics(settings: Settings, mirror_topics: Iterable[str] = ()) -> list[TopicState]:
     """Create the internal topics and the mirror topics of ``mirror_topics``; their states."""
-    assert settings.kafka_bootstrap_servers is not None
     wanted = internal_topics(settings)
     for topic in mirror_topics:
         wanted[settings.mirror_topic(topic)] = settings.topic_partitions
     created = set(
         await ensure_topics(
-            settings.kafka_bootstrap_servers,
+            settings,
             wanted,
             settings.kafka_replication_factor,
             {name: topic_configs(settings, name) for name in wanted},
         )
     )
-    async with _admin(settings.kafka_bootstrap_servers) as admin:
+    async with _admin(settings) as admin:
         states = await _describe(admin, wanted)
     return [
         TopicState(s.name, s.partitions, s.replicas, s.name in created)
@@ -445,9 +445,8 @@ async def require_topics(settings: Settings) -> int:
     Routers and deliverers call this at start instead of creating topics: creation
     (with the operator's replication factor) is ``hooklane migrate``'s job.
     """
-    assert settings.kafka_bootstrap_servers is not None
     names = internal_topics(settings)
-    async with _admin(settings.kafka_bootstrap_servers) as admin:
+    async with _admin(settings) as admin:
         states = await _describe(admin, names)
     missing = [name for name in names if name not in states]
     if missing:
@@ -478,9 +477,9 @@ def capacity_warnings(partitions: int, configured: int, members: int) -> list[st
     return warnings
 
 
-async def group_members(bootstrap_servers: str, group_id: str) -> int:
+async def group_members(settings: Settings, group_id: str) -> int:
     """How many members consumer group ``group_id`` has now (0 when it does not exist)."""
-    async with _admin(bootstrap_servers) as admin:
+    async with _admin(settings) as admin:
         responses = await admin.describe_consumer_groups([group_id])
     return sum(
         1

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
+from dispatcher.kafka.connection import client_options
 from dispatcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -106,7 +107,7 @@ class GroupConsumer:
         handler: Handler,
         *,
         name: str,
-        bootstrap_servers: str,
+        settings: Settings,
         group_id: str,
         topics: Sequence[str] = (),
         pattern: str | None = None,
@@ -117,7 +118,7 @@ class GroupConsumer:
     ) -> None:
         self._handler = handler
         self._name = name
-        self._bootstrap = bootstrap_servers
+        self._settings = settings
         self._group_id = group_id
         self._topics = list(topics)
         self._pattern = pattern
@@ -146,7 +147,7 @@ class GroupConsumer:
     async def start(self) -> None:
         """Join the group (the first assignment arrives with the first polls)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._settings),
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

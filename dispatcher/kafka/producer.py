@@ -41,6 +41,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, missing_topics
+from dispatcher.kafka.connection import client_options
 from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import PREFIX, Settings
@@ -162,7 +163,6 @@ class Producer:
         if not settings.kafka_bootstrap_servers:
             raise ProducerError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
         self._settings = settings
-        self._bootstrap = settings.kafka_bootstrap_servers
         self._linger_ms = linger_ms
         self._kafka: AIOKafkaProducer | None = None
         self._partitioner = CachingPartitioner()
@@ -212,7 +212,7 @@ class Producer:
     def _client(self, idempotent: bool) -> AIOKafkaProducer:
         compression = self._settings.kafka_compression
         return AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._settings),
             acks="all",
             enable_idempotence=idempotent,
             max_request_size=MAX_MESSAGE_BYTES,
@@ -267,7 +267,7 @@ class Producer:
             # retrying in a loop must not open an admin connection per message.
             if time.monotonic() < self._missing_until.get(name, 0.0):
                 raise MissingTopicError(name)
-            if await missing_topics(self._bootstrap, [name]):
+            if await missing_topics(self._settings, [name]):
                 self._missing_until[name] = time.monotonic() + MISSING_TOPIC_RECHECK_S
                 raise MissingTopicError(name)
             self._missing_until.pop(name, None)

@@ -21,6 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
+from dispatcher.kafka.connection import client_options
+from dispatcher.settings import Settings
+
 log = structlog.get_logger(__name__)
 
 POLL_INTERVAL_S = 5.0
@@ -71,13 +74,11 @@ def summarize(lags: Mapping[TopicPartition, int]) -> LagSummary:
 class OffsetReader:
     """Reads committed and end offsets from the broker; ``start()`` then ``close()``."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, request_timeout_ms=int(REQUEST_TIMEOUT_S * 1000)
+            **client_options(settings), request_timeout_ms=int(REQUEST_TIMEOUT_S * 1000)
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
-        )
+        self._consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
         self._layout: dict[str, list[int]] | None = None
         self._layout_until = 0.0
 

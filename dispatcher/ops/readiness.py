@@ -13,7 +13,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import asyncpg
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient
+
+from dispatcher.kafka.connection import client_options, connection_problem
+from dispatcher.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 
@@ -45,11 +51,12 @@ class BrokerCheck:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        settings: Settings,
         timeout_s: float = CHECK_TIMEOUT_S,
         cache_s: float = BROKER_CACHE_S,
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._settings = settings
+        self._bootstrap = settings.kafka_bootstrap_servers
         self._timeout_s = timeout_s
         self._cache_s = cache_s
         self._admin: AIOKafkaAdminClient | None = None
@@ -70,15 +77,26 @@ class BrokerCheck:
             async with asyncio.timeout(self._timeout_s):
                 if self._admin is None:
                     self._admin = AIOKafkaAdminClient(
-                        bootstrap_servers=self._bootstrap,
+                        **client_options(self._settings),
                         request_timeout_ms=int(self._timeout_s * 1000),
                     )
                     await self._admin.start()
                 await self._admin.describe_cluster()
         except Exception as exc:  # any client error means: not reachable now
             await self.close()
-            return describe(exc) or f"the broker at {self._bootstrap} does not answer"
-        return None
+            problem = await connection_problem(self._settings, self._timeout_s)
+            if problem is None:
+                problem = f"kafka broker {self._bootstrap}: {describe(exc)}"
+        else:
+            problem = None
+        if problem != self._error:
+            # One line when the cause appears or changes, one when it is gone: probes
+            # come every few seconds and must not flood the log.
+            if problem is not None:
+                log.error("kafka.unavailable", problem=problem)
+            elif self._error is not None:
+                log.info("kafka.available", bootstrap_servers=self._bootstrap)
+        return problem
 
     async def close(self) -> None:
         """Disconnect the admin client."""

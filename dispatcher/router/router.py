@@ -71,7 +71,6 @@ class Router:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
         self.settings = settings
         self.index = index or SubscriptionIndex(settings.database_url)
-        self._bootstrap = settings.kafka_bootstrap_servers
         self._group_id = group_id
         self._metrics = metrics  # None: not counted (tests, benchmarks)
         self._producer = Producer(settings)
@@ -99,7 +98,7 @@ class Router:
         self._group = GroupConsumer(
             self,
             name="router",
-            bootstrap_servers=self._bootstrap,
+            settings=settings,
             group_id=self._group_id,
             pattern=mirror_pattern(settings.topic_prefix),
             poll_timeout_ms=POLL_TIMEOUT_MS,

@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
+from dispatcher.kafka.connection import wait_until_accepted
 from dispatcher.ops.lag import LagPoller, OffsetReader
 from dispatcher.ops.lane_gauges import LaneCounts, owned_parked, sample_lanes
 from dispatcher.ops.loop_lag import monitor_loop_lag
@@ -129,14 +130,13 @@ class ProcessOps:
         """The ``postgres`` (on ``pool``, default our own) and ``broker`` readiness checks."""
         self.checks["postgres"] = postgres_check(pool or await self.pool())
         if self.settings.kafka_bootstrap_servers:
-            self._broker = BrokerCheck(self.settings.kafka_bootstrap_servers)
+            self._broker = BrokerCheck(self.settings)
             self.checks["broker"] = self._broker
 
     async def offset_reader(self) -> OffsetReader:
         """A started ``OffsetReader`` on the configured broker."""
         if self._reader is None:
-            assert self.settings.kafka_bootstrap_servers is not None
-            self._reader = OffsetReader(self.settings.kafka_bootstrap_servers)
+            self._reader = OffsetReader(self.settings)
             await self._reader.start()
         return self._reader
 
@@ -161,6 +161,8 @@ async def _run_router(settings: Settings, mirror: re.Pattern[str], stopping: asy
 
     async with ProcessOps(settings, "router") as ops:
         await ops.add_infrastructure_checks()
+        if not await wait_until_accepted(settings, stopping):
+            return
         reader = await ops.offset_reader()
 
         async def partitions() -> Iterable[TopicPartition]:
@@ -189,6 +191,8 @@ async def _run_deliverer(settings: Settings, stopping: asyncio.Event) -> None:
         deliverer = Deliverer(settings, metrics=metrics)
         await ops.add_infrastructure_checks()
         ops.checks["consumer_group"] = group_member_check(GROUP_ID, lambda: deliverer.assignment)
+        if not await wait_until_accepted(settings, stopping):
+            return
         reader = await ops.offset_reader()
 
         async def owned() -> Iterable[TopicPartition]:

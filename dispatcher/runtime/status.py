@@ -219,8 +219,7 @@ async def status_once(settings: Settings) -> Status:
     """Connect, collect once, disconnect."""
     from dispatcher.store import db
 
-    assert settings.kafka_bootstrap_servers is not None
-    reader = OffsetReader(settings.kafka_bootstrap_servers)
+    reader = OffsetReader(settings)
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
     try:
         await reader.start()

@@ -39,6 +39,7 @@ from dispatcher.kafka.broker import (
     create_topics,
     embedded_settings,
 )
+from dispatcher.kafka.connection import connection_env
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import (
@@ -143,8 +144,9 @@ def stack_env(settings: Settings) -> dict[str, str]:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The environment of child processes: ours plus the resolved endpoints."""
-    env = {**os.environ, **stack_env(settings)}
+    """The environment of child processes: ours plus the resolved endpoints and the Kafka
+    connection (credentials included: never written to ``.hooklane/env``)."""
+    env = {**os.environ, **stack_env(settings), **connection_env(settings)}
     # Explicit, so every child encrypts and decrypts with the same key wherever it runs.
     env["HOOKLANE_SECRET_KEY"] = settings.secret_key or ""
     return env
