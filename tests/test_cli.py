@@ -155,8 +155,8 @@ async def test_publish_rejects_a_traceparent_that_is_not_one(settings: Settings)
 
 async def test_migrate_and_secret_key(settings: Settings) -> None:
     """`migrate` on an up-to-date database applies nothing; `secret-key` prints a Fernet key."""
-    code, out, _ = await hooklane(settings, "migrate")
-    assert (code, out.splitlines()[0]) == (0, "applied: nothing (up to date)")
+    code, out, err = await hooklane(settings, "migrate")
+    assert (code, out.splitlines()[0]) == (0, "applied: nothing (up to date)"), err
     code, out, _ = await hooklane(settings, "secret-key")
     assert code == 0
     Fernet(out.strip().encode())  # raises if it is not a valid key

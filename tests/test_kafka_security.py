@@ -300,7 +300,13 @@ async def test_the_pipeline_runs_over_each_secured_listener(
             events = []
             for n in range(3):
                 code, out, err = await hooklane(
-                    settings, "publish", TOPIC, "--tenant", tenant.id, "--data", f'{{"n": {n}}}'
+                    settings,
+                    "publish",
+                    TOPIC,
+                    "--tenant",
+                    tenant.id,
+                    "--data",
+                    f'{{"registration_id": "r{n}", "n": {n}}}',
                 )
                 assert code == 0, err
                 events.append(out.strip())
@@ -471,7 +477,13 @@ async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover
             events = []
             for n in range(2):
                 code, out, err = await hooklane(
-                    right, "publish", TOPIC, "--tenant", tenant.id, "--data", f'{{"n": {n}}}'
+                    right,
+                    "publish",
+                    TOPIC,
+                    "--tenant",
+                    tenant.id,
+                    "--data",
+                    f'{{"registration_id": "r{n}", "n": {n}}}',
                 )
                 assert code == 0, err
                 assert SCRAM_PASSWORD not in out + err

@@ -28,7 +28,12 @@ from typing import Protocol, Self
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from dispatcher.kafka.connection import client_options
 from dispatcher.messages.wire import MAX_TASK_BYTES
@@ -478,9 +483,16 @@ def capacity_warnings(partitions: int, configured: int, members: int) -> list[st
 
 
 async def group_members(settings: Settings, group_id: str) -> int:
-    """How many members consumer group ``group_id`` has now (0 when it does not exist)."""
+    """How many members consumer group ``group_id`` has now (0 when it does not exist).
+
+    A cluster no consumer group has used yet has no group coordinator (Apache Kafka
+    creates ``__consumer_offsets`` on the first group's request): no members either.
+    """
     async with _admin(settings) as admin:
-        responses = await admin.describe_consumer_groups([group_id])
+        try:
+            responses = await admin.describe_consumer_groups([group_id])
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            return 0
     return sum(
         1
         for response in responses
