@@ -15,6 +15,7 @@ check that they exist (``require_topics``) and refuse to start otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -49,6 +50,8 @@ DEAD_LETTER_PARTITIONS = 1
 # produce request: one task of the largest event fits, with room to spare (aiokafka's
 # default request size, 1 MiB, is also its cap on one record).
 MAX_MESSAGE_BYTES = MAX_TASK_BYTES + 64 * 1024
+# How long create_topics waits for created topics to show in the cluster's metadata.
+CREATED_VISIBLE_S = 10.0
 # CreateTopics' "use the broker's default.replication.factor" (KIP-464; Kafka >= 2.4
 # resolves it whatever the request version, and tansu accepts it).
 CLUSTER_DEFAULT_REPLICATION = -1
@@ -437,6 +440,12 @@ async def create_topics(settings: Settings, mirror_topics: Iterable[str] = ()) -
     )
     async with _admin(settings) as admin:
         states = await _describe(admin, wanted)
+        # Apache Kafka acknowledges CreateTopics before every broker's metadata lists the
+        # topic: wait, so a producer or consumer started right after finds it.
+        deadline = time.monotonic() + CREATED_VISIBLE_S
+        while len(states) < len(wanted) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            states = await _describe(admin, wanted)
     return [
         TopicState(s.name, s.partitions, s.replicas, s.name in created)
         for name in wanted
