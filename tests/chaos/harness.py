@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
 import time
@@ -46,6 +47,8 @@ class Outcome:
     recovery_s: float  # worst time from a disruption's end until its backlog was delivered
     disruptions: int
     logged: int = 0  # distinct (event, webhook) successes in the attempt log
+    longest_gap_s: float = 0.0  # the longest time without any delivery arriving
+    died: str = "-"  # the router/deliverer processes that exited by themselves
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -57,6 +60,8 @@ class Outcome:
             f"{self.recovery_s:.2f}",
             str(self.disruptions),
             f"{self.logged}/{self.events}",
+            f"{self.longest_gap_s:.2f}",
+            self.died,
         )
 
 
@@ -70,7 +75,15 @@ HEADER = (
     "recovery s",
     "disruptions",
     "logged",
+    "longest gap s",
+    "died",
 )
+
+
+def longest_gap(arrivals: list[float]) -> float:
+    """The longest time between two consecutive arrivals (0 for fewer than two)."""
+    ordered = sorted(arrivals)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -185,6 +198,7 @@ class Ledger:
             order_violations=self.order_violations(rx),
             recovery_s=max((self._recovery(end, first_seen) for end in disruption_ends), default=0),
             disruptions=len(disruption_ends),
+            longest_gap_s=longest_gap([at for _, _, at in receipts]),
         )
 
     def order_violations(self, rx: Receiver) -> int:
@@ -253,10 +267,19 @@ async def prepare(settings: Settings, rx: Receiver, webhooks: int = 2) -> Ledger
     return Ledger(tenant_id, paths)
 
 
-async def stream(settings: Settings, ledger: Ledger, count: int, rate: float) -> None:
-    """Publish ``count`` events at about ``rate`` per second, each acknowledged."""
+async def stream(
+    settings: Settings,
+    ledger: Ledger,
+    count: int,
+    rate: float,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Publish ``count`` events (fewer if ``stop`` is set first) at about ``rate`` per
+    second, each acknowledged."""
     async with Producer(settings) as producer:
         for index in range(count):
+            if stop is not None and stop.is_set():
+                break
             sent_at = time.time()
             event_id = f"chaos-{index:05d}-{int(sent_at * 1000)}"
             while True:
