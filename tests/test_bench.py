@@ -694,3 +694,33 @@ def test_floor_reads_the_tenant_of_an_event_message(message, tenant):
     from dispatcher.bench.floor import tenant_of
 
     assert tenant_of(message) == tenant
+
+
+@pytest.mark.parametrize(
+    ("argv", "brokers"),
+    [
+        ([], ("tansu", "kafka")),
+        (["--broker", "both"], ("tansu", "kafka")),
+        (["--broker", "kafka"], ("kafka",)),
+        (["--broker", "tansu"], ("tansu",)),
+    ],
+)
+def test_broker_option(argv: list[str], brokers: tuple[str, ...]) -> None:
+    """Every chosen scenario runs on each named broker in turn (tansu first)."""
+    assert parse_options(argv).brokers == brokers
+
+
+def test_broker_option_refuses_unknown() -> None:
+    with pytest.raises(UsageError, match="invalid choice"):
+        parse_options(["--broker", "redpanda"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "brokers", "name"),
+    [("tansu", 2, "r.json"), ("kafka", 2, "r-kafka.json"), ("kafka", 1, "r.json")],
+)
+def test_out_path_per_broker(kind: str, brokers: int, name: str) -> None:
+    """A run over both brokers writes Apache Kafka's figures beside tansu's."""
+    from dispatcher.bench.runner import out_path
+
+    assert out_path(Path("d/r.json"), kind, brokers) == Path("d", name)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from dispatcher.bench.results import SCENARIOS
 
+BROKERS = ("tansu", "kafka")
+
 
 class UsageError(ValueError):
     """The command line cannot be understood; the message says why."""
@@ -71,6 +73,12 @@ class BenchOptions:
     metrics: bool = True  # False: router and deliverer without metrics (their cost)
     floor: bool = True  # False: (3) and (6) without their broker floor (dispatcher.bench.floor)
     compare: tuple[Path, Path] | None = None
+    broker: str = "both"  # "tansu", "kafka" (one Apache Kafka node) or "both", in turn
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        """The brokers to run every chosen scenario on, in order."""
+        return BROKERS if self.broker == "both" else (self.broker,)
 
     def to_dict(self) -> dict[str, object]:
         """The options as recorded in the results document."""
@@ -83,6 +91,7 @@ class BenchOptions:
             "log_level": self.log_level,
             "metrics": self.metrics,
             "floor": self.floor,
+            "broker": self.broker,
         }
 
 
@@ -150,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the broker floor of (3) and (6): the same shape through a null pipeline",
     )
     parser.add_argument(
+        "--broker",
+        choices=(*BROKERS, "both"),
+        default="both",
+        help="the embedded tansu, one Apache Kafka node, or both in turn (default)",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -181,6 +196,7 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         metrics=args.metrics,
         floor=args.floor,
         compare=tuple(args.compare) if args.compare else None,
+        broker=args.broker,
     )
 
 

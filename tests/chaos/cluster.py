@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import struct
 import time
@@ -207,7 +208,7 @@ class NodeOps:
             if pid is not None:
                 port = self.broker.node_port(index)
                 leader = await self.run(
-                    "describe quorum", lambda p=port: quorum_leader(self.broker.host, p)
+                    "describe quorum", functools.partial(quorum_leader, self.broker.host, port)
                 )
                 return leader - 1
         raise LookupError("no node runs")
