@@ -183,7 +183,15 @@ class Ledger:
             for webhook in self.webhook_paths
         )
 
-    def outcome(self, scenario: str, rx: Receiver, disruption_ends: list[float]) -> Outcome:
+    def outcome(
+        self,
+        scenario: str,
+        rx: Receiver,
+        disruption_ends: list[float],
+        unhealthy: frozenset[str] = frozenset(),
+    ) -> Outcome:
+        """The figures; ``unhealthy`` receiver paths (failing, so parked, on purpose) are
+        left out of the recovery time, which would otherwise be their unparking."""
         receipts = self.receipts(rx)
         expected = len(self.published) * len(self.webhook_paths)
         unique = {(webhook, event) for webhook, event, _ in receipts if event in self.published}
@@ -196,7 +204,10 @@ class Ledger:
             lost=expected - len(unique),
             duplicates=len(receipts) - len(unique),
             order_violations=self.order_violations(rx),
-            recovery_s=max((self._recovery(end, first_seen) for end in disruption_ends), default=0),
+            recovery_s=max(
+                (self._recovery(end, first_seen, unhealthy) for end in disruption_ends),
+                default=0,
+            ),
             disruptions=len(disruption_ends),
             longest_gap_s=longest_gap([at for _, _, at in receipts]),
         )
@@ -221,14 +232,20 @@ class Ledger:
                 latest = max(latest, position[event])
         return violations
 
-    def _recovery(self, end: float, first_seen: dict[tuple[str, str], float]) -> float:
+    def _recovery(
+        self,
+        end: float,
+        first_seen: dict[tuple[str, str], float],
+        unhealthy: frozenset[str] = frozenset(),
+    ) -> float:
         """Seconds from a disruption's ``end`` until every delivery of the events published
         before it had arrived: the backlog it caused is drained (0 if nothing was owed)."""
+        healthy = [hook for hook, path in self.webhook_paths.items() if path not in unhealthy]
         owed = [
             first_seen.get((webhook, event), end)
             for event, sent in self.published.items()
             if sent < end
-            for webhook in self.webhook_paths
+            for webhook in healthy
         ]
         return max(0.0, max(owed, default=end) - end)
 

@@ -159,6 +159,7 @@ async def run_scenario(
     ordered: bool = False,
     tail_s: float | None = None,
     after: Callable[[], None] | None = None,
+    unhealthy: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Stream ``events`` through the subprocess stack while ``disruption`` runs; then wait
     for every (event, webhook) delivery, record the outcome and check nothing was lost
@@ -166,7 +167,7 @@ async def run_scenario(
 
     With ``tail_s``, publishing stops that many seconds after the disruption (``events``
     is then a ceiling); ``after`` runs when the disruption is over (e.g. failing
-    webhooks recover)."""
+    webhooks recover); ``unhealthy`` receiver paths stay out of the recovery time."""
     async with Receiver(respond) as rx:
         ledger = await prepare(settings, rx, webhooks)
         stack = Stack(settings, logs)
@@ -191,7 +192,7 @@ async def run_scenario(
         finally:
             await stack.stop()  # graceful: the attempt log flushes what it holds
         outcome = dataclasses.replace(
-            ledger.outcome(name, rx, ends),
+            ledger.outcome(name, rx, ends, unhealthy),
             logged=await logged_successes(settings, ledger),
             died=",".join(sorted(proc for proc, up in alive.items() if not up)) or "-",
         )

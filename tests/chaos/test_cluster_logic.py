@@ -14,7 +14,7 @@ from tests.chaos.cluster import (
     isr_complete,
     parse_quorum_leader,
 )
-from tests.chaos.harness import longest_gap
+from tests.chaos.harness import Ledger, longest_gap
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,13 @@ def test_describe_quorum_request_header() -> None:
     size, api, version, correlation = struct.unpack_from(">ihhi", request)
     assert (size, api, version, correlation) == (len(request) - 4, 55, 0, 7)
     assert b"__cluster_metadata" in request
+
+
+@pytest.mark.parametrize(
+    ("unhealthy", "recovery"), [(frozenset(), 28.0), (frozenset({"hook1"}), 3.0)]
+)
+def test_recovery_leaves_out_unhealthy_webhooks(unhealthy: frozenset[str], recovery: float) -> None:
+    """A parked webhook's late deliveries are its unparking, not the disruption's backlog."""
+    ledger = Ledger("t", {"w0": "hook0", "w1": "hook1"}, {"e1": 1.0, "e2": 9.0})
+    first_seen = {("w0", "e1"): 5.0, ("w1", "e1"): 30.0, ("w0", "e2"): 9.5}
+    assert ledger._recovery(2.0, first_seen, unhealthy) == recovery
