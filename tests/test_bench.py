@@ -724,3 +724,13 @@ def test_out_path_per_broker(kind: str, brokers: int, name: str) -> None:
     from dispatcher.bench.runner import out_path
 
     assert out_path(Path("d/r.json"), kind, brokers) == Path("d", name)
+
+
+def test_kafka_pass_without_java_says_why(monkeypatch, capsys):
+    """No Java or Maven: the Apache Kafka pass is left out with the reason, and a run
+    that asked for Apache Kafka alone fails."""
+    from dispatcher.bench import runner
+
+    monkeypatch.setattr(runner, "kafka_missing", lambda: "java is not installed")
+    assert runner.main(["--broker", "kafka", "--scenarios", "ceiling"]) == 1
+    assert "no Apache Kafka pass: java is not installed" in capsys.readouterr().err

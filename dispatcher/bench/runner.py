@@ -104,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     failed = False
     for kind in options.brokers:
+        absent = kafka_missing() if kind == "kafka" else None
+        if absent is not None:
+            print(f"hooklane bench: no Apache Kafka pass: {absent}", file=sys.stderr)
+            failed = failed or options.broker == "kafka"
+            continue
         done: dict[str, ScenarioResult] = {}
         interrupted = False
         try:
@@ -131,6 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         failed = failed or any(result.status == "failed" for result in results)
     return 1 if failed else 0
+
+
+def kafka_missing() -> str | None:
+    """Why Apache Kafka cannot run here (no Java 17+, or no Maven to fetch it), else None."""
+    from dispatcher.kafka.apache import KafkaToolMissing, ensure_kafka
+
+    try:
+        ensure_kafka()
+    except KafkaToolMissing as exc:
+        return str(exc)
+    return None
 
 
 def out_path(out: Path, kind: str, brokers: int) -> Path:
