@@ -714,3 +714,43 @@ def test_spans_are_exported_by_the_children_only_with_tracing(tmp_path, monkeypa
         assert otel == {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
     assert parse_options(["--tracing"]).to_dict()["tracing"] is True
     assert parse_options([]).tracing is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "brokers"),
+    [
+        ([], ("tansu", "kafka")),
+        (["--broker", "both"], ("tansu", "kafka")),
+        (["--broker", "kafka"], ("kafka",)),
+        (["--broker", "tansu"], ("tansu",)),
+    ],
+)
+def test_broker_option(argv: list[str], brokers: tuple[str, ...]) -> None:
+    """Every chosen scenario runs on each named broker in turn (tansu first)."""
+    assert parse_options(argv).brokers == brokers
+
+
+def test_broker_option_refuses_unknown() -> None:
+    with pytest.raises(UsageError, match="invalid choice"):
+        parse_options(["--broker", "redpanda"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "brokers", "name"),
+    [("tansu", 2, "r.json"), ("kafka", 2, "r-kafka.json"), ("kafka", 1, "r.json")],
+)
+def test_out_path_per_broker(kind: str, brokers: int, name: str) -> None:
+    """A run over both brokers writes Apache Kafka's figures beside tansu's."""
+    from dispatcher.bench.runner import out_path
+
+    assert out_path(Path("d/r.json"), kind, brokers) == Path("d", name)
+
+
+def test_kafka_pass_without_java_says_why(monkeypatch, capsys):
+    """No Java or Maven: the Apache Kafka pass is left out with the reason, and a run
+    that asked for Apache Kafka alone fails."""
+    from dispatcher.bench import runner
+
+    monkeypatch.setattr(runner, "kafka_missing", lambda: "java is not installed")
+    assert runner.main(["--broker", "kafka", "--scenarios", "ceiling"]) == 1
+    assert "no Apache Kafka pass: java is not installed" in capsys.readouterr().err

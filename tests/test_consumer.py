@@ -116,3 +116,38 @@ async def test_a_batch_the_handler_could_not_take_is_read_again(settings: Settin
     member = _member(settings, handler, topic, f"loop-{uuid.uuid4().hex[:8]}")
     await _run_until(member, handler, 5, finished_below=None)
     assert handler.taken == list(range(5))
+
+
+async def test_a_member_whose_group_coordination_died_joins_again(settings: Settings) -> None:
+    """aiokafka's coordination task ending with an error (seen after the active KRaft
+    controller was killed) leaves its consumer polling errors for ever: the member drops
+    it, releases its partitions and reads on from the last commit with a new one."""
+    topic = await _topic_with(settings, 5)
+    handler = RecordingHandler()
+    member = _member(settings, handler, topic, f"loop-{uuid.uuid4().hex[:8]}")
+    stopping = asyncio.Event()
+    await member.start()
+    running = asyncio.create_task(member.run(stopping))
+    try:
+        await wait_until(lambda: len(handler.taken) >= 5, message="5 records")
+        handler.finished_below[TopicPartition(topic, 0)] = 3
+        await member.commit()
+        broken = member._consumer
+        assert broken is not None
+
+        def need_rejoin(subscription: object) -> bool:
+            raise AssertionError  # as aiokafka's own assertion in that routine
+
+        coordinator = broken._coordinator
+        coordinator.need_rejoin = need_rejoin
+        coordinator.request_rejoin()  # wakes the routine, which dies
+        with capture_logs() as logs:
+            await wait_until(lambda: len(handler.taken) >= 7, message="records read again")
+        assert member._consumer is not broken
+        assert "test.consumer_replaced" in [entry["event"] for entry in logs]
+    finally:
+        stopping.set()
+        await running
+        await member.leave()
+    assert handler.taken[:7] == [0, 1, 2, 3, 4, 3, 4]  # again from the commit, in order
+    assert {0} in handler.released

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from dispatcher.bench.results import SCENARIOS
 
+BROKERS = ("tansu", "kafka")
+
 
 class UsageError(ValueError):
     """The command line cannot be understood; the message says why."""
@@ -72,6 +74,12 @@ class BenchOptions:
     floor: bool = True  # False: (3) and (6) without their broker floor (dispatcher.bench.floor)
     tracing: bool = False  # True: spans exported (sampling 1.0) to a loopback OTLP sink
     compare: tuple[Path, Path] | None = None
+    broker: str = "both"  # "tansu", "kafka" (one Apache Kafka node) or "both", in turn
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        """The brokers to run every chosen scenario on, in order."""
+        return BROKERS if self.broker == "both" else (self.broker,)
 
     def to_dict(self) -> dict[str, object]:
         """The options as recorded in the results document."""
@@ -85,6 +93,7 @@ class BenchOptions:
             "metrics": self.metrics,
             "floor": self.floor,
             "tracing": self.tracing,
+            "broker": self.broker,
         }
 
 
@@ -157,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="export every span (sampling 1.0) to a loopback OTLP sink, to measure its cost",
     )
     parser.add_argument(
+        "--broker",
+        choices=(*BROKERS, "both"),
+        default="both",
+        help="the embedded tansu, one Apache Kafka node, or both in turn (default)",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -189,6 +204,7 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         floor=args.floor,
         tracing=args.tracing,
         compare=tuple(args.compare) if args.compare else None,
+        broker=args.broker,
     )
 
 

@@ -7,8 +7,9 @@ fixed rate into the running pipeline. (5) backlog publishes everything into the
 running pipeline while the receiver is down, waits until the router routed it all,
 then brings the receiver up.
 
-Each scenario gets a fresh embedded broker and topic prefix; the database (and so the
-webhooks of earlier scenarios, on other tenants) is shared by the run.
+Each scenario gets a fresh broker (``Stack.broker_kind``) and topic prefix; the
+database (and so the webhooks of earlier scenarios, on other tenants) is shared by the
+run.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dispatcher.bench.options import BenchOptions, UsageError, parse_options
 from dispatcher.bench.otlp_sink import OtlpSink
 from dispatcher.bench.report import format_comparison, format_table
 from dispatcher.bench.results import ScenarioResult, compare, document
-from dispatcher.bench.stack import Receiver, Stack
+from dispatcher.bench.stack import BENCH_JVM_OPTIONS, Receiver, Stack
 from dispatcher.kafka.broker import embedded_settings
 from dispatcher.runtime.supervisor import child_env
 from dispatcher.settings import Settings, SettingsError
@@ -50,8 +50,16 @@ def default_out(now: dt.datetime) -> Path:
     return BENCH_DIR / (now.strftime("%Y%m%dT%H%M%SZ") + ".json")
 
 
-def broker_info(settings: Settings) -> dict[str, Any]:
-    """The embedded broker's tuning the scenarios ran with (``embedded_settings``)."""
+def broker_info(settings: Settings, kind: str = "tansu") -> dict[str, Any]:
+    """The broker's tuning the scenarios ran with (tansu: ``embedded_settings``)."""
+    if kind == "kafka":
+        return {
+            "kind": "Apache Kafka, one KRaft node (full JIT)",
+            "jvm_options": list(BENCH_JVM_OPTIONS),
+            "topic_partitions": settings.topic_partitions,
+            "deliveries_partitions": settings.deliveries_partitions,
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        }
     tuned = embedded_settings(settings, os.environ)
     return {
         "kind": "embedded tansu (memory storage)",
@@ -99,31 +107,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The harness's own info logs (database created, migrations) would break the bars.
     configure_logging(settings.replace(log_level="WARNING", log_format="console"))
     started = dt.datetime.now(dt.UTC)
-    done: dict[str, ScenarioResult] = {}
-    interrupted = False
+    failed = False
+    for kind in options.brokers:
+        absent = kafka_missing() if kind == "kafka" else None
+        if absent is not None:
+            print(f"hooklane bench: no Apache Kafka pass: {absent}", file=sys.stderr)
+            failed = failed or options.broker == "kafka"
+            continue
+        done: dict[str, ScenarioResult] = {}
+        interrupted = False
+        try:
+            asyncio.run(run_all(options, settings, started, done, kind))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # Ctrl-C or SIGTERM: the scenarios stopped their processes; keep the figures.
+            print("\ninterrupted: writing the figures measured so far", file=sys.stderr)
+            interrupted = True
+        results = with_unfinished(options.scenarios, done, "interrupted before it finished")
+        doc = document(
+            results,
+            started_at=started.isoformat(timespec="seconds"),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            quick=options.quick,
+            host={**host_info(), "broker": broker_info(settings, kind)},
+            options={**options.to_dict(), "broker": kind},
+        )
+        out = out_path(options.out or default_out(started), kind, len(options.brokers))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        print(f"\n== broker: {doc['host']['broker']['kind']}")
+        print(format_table(doc))
+        print(f"\nresults: {out}")
+        if interrupted:
+            return 130
+        failed = failed or any(result.status == "failed" for result in results)
+    return 1 if failed else 0
+
+
+def kafka_missing() -> str | None:
+    """Why Apache Kafka cannot run here (no Java 17+, or no Maven to fetch it), else None."""
+    from dispatcher.kafka.apache import KafkaToolMissing, ensure_kafka
+
     try:
-        asyncio.run(run_all(options, settings, started, done))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        # Ctrl-C or SIGTERM: the scenarios stopped their processes; keep the figures.
-        print("\ninterrupted: writing the figures measured so far", file=sys.stderr)
-        interrupted = True
-    results = with_unfinished(options.scenarios, done, "interrupted before it finished")
-    doc = document(
-        results,
-        started_at=started.isoformat(timespec="seconds"),
-        finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        quick=options.quick,
-        host={**host_info(), "broker": broker_info(settings)},
-        options=options.to_dict(),
+        ensure_kafka()
+    except KafkaToolMissing as exc:
+        return str(exc)
+    return None
+
+
+def out_path(out: Path, kind: str, brokers: int) -> Path:
+    """The results file of one broker's pass: ``out`` itself, or ``<stem>-kafka.json`` for
+    Apache Kafka's when the run covers both brokers."""
+    return (
+        out.with_name(f"{out.stem}-{kind}{out.suffix}") if brokers > 1 and kind != "tansu" else out
     )
-    out = options.out or default_out(started)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    print(format_table(doc))
-    print(f"\nresults: {out}")
-    if interrupted:
-        return 130
-    return 1 if any(result.status == "failed" for result in results) else 0
 
 
 def compare_files(old_path: Path, new_path: Path) -> int:
@@ -152,8 +188,10 @@ async def run_all(
     settings: Settings,
     started: dt.datetime,
     results: dict[str, ScenarioResult],
+    broker: str = "tansu",
 ) -> None:
-    """Every chosen scenario in order, into ``results``; one failing never stops the others.
+    """Every chosen scenario in order on ``broker``, into ``results``; one failing never
+    stops the others.
 
     ``results`` is filled as scenarios finish, so an interrupted run keeps the figures
     of those that did.
@@ -162,7 +200,7 @@ async def run_all(
 
     sizes = options.sizes
     log_dir = (options.out.parent if options.out else BENCH_DIR) / (
-        "logs-" + started.strftime("%Y%m%dT%H%M%SZ")
+        "logs-" + started.strftime("%Y%m%dT%H%M%SZ") + ("" if broker == "tansu" else f"-{broker}")
     )
     sink = OtlpSink() if options.tracing else None
     if sink is not None:
@@ -173,6 +211,7 @@ async def run_all(
         options.log_level,
         metrics=options.metrics,
         tracing_endpoint=sink.endpoint if sink else None,
+        broker=broker,
     )
     absent = missing_pipeline()
     # SIGTERM stops the run like Ctrl-C does: cancelled, every process stopped.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from dispatcher.bench.procs import Child
 from dispatcher.bench.progress import Progress
@@ -116,16 +117,34 @@ async def paced_publish(
     return total, elapsed
 
 
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, from the broker's metadata.
+
+    Asked by name: a consumer without subscriptions knows the topics only where the
+    broker answers a metadata request naming none with all of them (tansu does,
+    Apache Kafka answers with none), and ``consumer.topics()`` leaves its cache as it was.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic, part["partition"])
+        for found in described
+        if found["topic"] == topic and not found["error_code"]
+        for part in found["partitions"]
+    ]
+
+
 async def topic_size(settings: Settings, topic: str) -> int:
     """How many messages ``topic`` holds (sum of its partitions' end offsets)."""
+    partitions = await topic_partitions(settings, topic)
     consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()  # refresh metadata once
-            partitions = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        ends = await consumer.end_offsets(partitions)
         return sum(ends.values())
     finally:
         await consumer.stop()
@@ -197,14 +216,13 @@ async def routed_times(settings: Settings, topic: str, expected: int) -> list[tu
     stage of the latency, the rest (deliverer fetch, lane queueing, HTTP) the
     deliverer's. Read after the run, so the hot path pays nothing for it.
     """
+    partitions = await topic_partitions(settings, topic)
     consumer = AIOKafkaConsumer(
         **client_options(settings), auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     times: list[tuple[float, float]] = []
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         idle_polls = 0

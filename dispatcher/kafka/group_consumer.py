@@ -24,6 +24,7 @@ Every partition that moves is logged as ``<name>.partitions_assigned`` /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -132,6 +133,8 @@ class GroupConsumer:
         self._lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
+        # Partitions assigned and not released yet: what the handler may hold work of.
+        self._held: set[TopicPartition] = set()
         self._paused = False
 
     @property
@@ -163,13 +166,20 @@ class GroupConsumer:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll, hand over, commit and apply backpressure until ``stopping`` is set."""
-        consumer = self._consumer
-        assert consumer is not None, "start() first"
+        assert self._consumer is not None, "start() first"
         next_commit = 0.0
         while not stopping.is_set():
+            consumer = self._consumer
+            if consumer is None:  # being rebuilt: its start failed, try again
+                await self._replace(stopping)
+                continue
             try:
                 batch = await consumer.getmany(timeout_ms=self._poll_timeout_ms)
             except KafkaError as exc:
+                if coordination_ended(consumer):
+                    log.warning(f"{self._name}.consumer_replaced", error=str(exc))
+                    await self._replace(stopping)
+                    continue
                 # The client reconnects by itself; log and keep polling.
                 log.warning(f"{self._name}.fetch_failed", error=str(exc))
                 await asyncio.sleep(RETRY_DELAY_S)
@@ -213,6 +223,37 @@ class GroupConsumer:
                 self._commit_duration.observe(time.perf_counter() - started)
             self._committed.update(positions)
 
+    async def _replace(self, stopping: asyncio.Event) -> None:
+        """Drop a consumer whose group coordination ended and join again with a new one.
+
+        aiokafka runs the group membership in one task; when it ends with an error (seen
+        on Apache Kafka: an AssertionError in its coordination routine after the active
+        KRaft controller was killed), every later poll raises it again and the member
+        never fetches, commits or rebalances again. Its partitions' work is released
+        uncommitted (the handler finishes what it can) and a new consumer reads them
+        again from the last commit: duplicates, never a gap or a reordering.
+        """
+        async with self._lock:
+            held = self._held | self.assignment
+            if held:
+                await self._handler.release(held)
+                self._handler.forget(held)
+                log.info(f"{self._name}.partitions_released", partitions=_numbers(held))
+            self._held.clear()
+            self._committed.clear()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError):  # its dead coordination may re-raise
+                await consumer.stop()
+        self._paused = False
+        while not stopping.is_set():
+            try:
+                await self.start()
+                return
+            except KafkaError as exc:
+                log.warning(f"{self._name}.rejoin_failed", error=str(exc))
+                await asyncio.sleep(RETRY_DELAY_S)
+
     async def leave(self) -> None:
         """Graceful leave: release every owned partition, commit, leave the group."""
         if self._consumer is not None:
@@ -236,6 +277,7 @@ class GroupConsumer:
         await self._handler.release(partitions)
         await self.commit(partitions)
         self._handler.forget(partitions)
+        self._held -= partitions
         for tp in partitions:
             self._committed.pop(tp, None)
         log.info(f"{self._name}.partitions_released", partitions=_numbers(partitions))
@@ -277,7 +319,17 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._consumer._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._consumer._held.update(assigned)
         log.info(f"{self._consumer._name}.partitions_assigned", partitions=_numbers(set(assigned)))
+
+
+def coordination_ended(consumer: AIOKafkaConsumer) -> bool:
+    """Whether aiokafka's group coordination task of ``consumer`` has ended (it runs
+    until the consumer stops; ended early, it ended with an error). Private attributes
+    of aiokafka 0.14: a consumer without them counts as alive."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    task = getattr(coordinator, "_coordination_task", None)
+    return isinstance(task, asyncio.Future) and task.done()
 
 
 def _numbers(partitions: set[TopicPartition]) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker
 from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from tests.chaos.harness import RESULTS, table
@@ -25,9 +25,35 @@ def chaos_broker() -> Iterator[LaunchedBroker]:
 
 @pytest.fixture
 def chaos_settings(chaos_broker: LaunchedBroker, database_url: str) -> Settings:
+    return settings_for(chaos_broker, database_url)
+
+
+@pytest.fixture
+def cluster() -> Iterator[ApacheKafkaBroker]:
+    """Three Apache Kafka nodes (replication 3, min.insync.replicas 2) for one scenario."""
+    try:
+        ensure_kafka()
+    except KafkaToolMissing as exc:
+        pytest.skip(f"the cluster scenarios need Apache Kafka: {exc}")
+    with ApacheKafkaBroker(nodes=3) as running:
+        yield running
+
+
+@pytest.fixture
+def cluster_settings(cluster: ApacheKafkaBroker, database_url: str) -> Settings:
+    """Every topic Hooklane creates with replication 3; producers with acks=all."""
+    return settings_for(cluster, database_url).replace(
+        kafka_replication_factor=3,
+        kafka_idempotence=True,
+        fetch_max_wait_ms=DEFAULT_FETCH_MAX_WAIT_MS,
+    )
+
+
+def settings_for(broker: LaunchedBroker, database_url: str) -> Settings:
+    """Chaos settings: short retries and timeouts, four partitions, JSON logs."""
     return Settings(
         database_url=database_url,
-        kafka_bootstrap_servers=chaos_broker.bootstrap_servers,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
         topic_prefix=f"chaos{uuid.uuid4().hex[:6]}.",
         allow_private_targets=True,
         secret_key=TEST_SECRET_KEY,

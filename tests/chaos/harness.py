@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
 import time
@@ -46,6 +47,8 @@ class Outcome:
     recovery_s: float  # worst time from a disruption's end until its backlog was delivered
     disruptions: int
     logged: int = 0  # distinct (event, webhook) successes in the attempt log
+    longest_gap_s: float = 0.0  # the longest time without any delivery arriving
+    died: str = "-"  # the router/deliverer processes that exited by themselves
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -57,6 +60,8 @@ class Outcome:
             f"{self.recovery_s:.2f}",
             str(self.disruptions),
             f"{self.logged}/{self.events}",
+            f"{self.longest_gap_s:.2f}",
+            self.died,
         )
 
 
@@ -70,7 +75,15 @@ HEADER = (
     "recovery s",
     "disruptions",
     "logged",
+    "longest gap s",
+    "died",
 )
+
+
+def longest_gap(arrivals: list[float]) -> float:
+    """The longest time between two consecutive arrivals (0 for fewer than two)."""
+    ordered = sorted(arrivals)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -170,7 +183,15 @@ class Ledger:
             for webhook in self.webhook_paths
         )
 
-    def outcome(self, scenario: str, rx: Receiver, disruption_ends: list[float]) -> Outcome:
+    def outcome(
+        self,
+        scenario: str,
+        rx: Receiver,
+        disruption_ends: list[float],
+        unhealthy: frozenset[str] = frozenset(),
+    ) -> Outcome:
+        """The figures; ``unhealthy`` receiver paths (failing, so parked, on purpose) are
+        left out of the recovery time, which would otherwise be their unparking."""
         receipts = self.receipts(rx)
         expected = len(self.published) * len(self.webhook_paths)
         unique = {(webhook, event) for webhook, event, _ in receipts if event in self.published}
@@ -183,8 +204,12 @@ class Ledger:
             lost=expected - len(unique),
             duplicates=len(receipts) - len(unique),
             order_violations=self.order_violations(rx),
-            recovery_s=max((self._recovery(end, first_seen) for end in disruption_ends), default=0),
+            recovery_s=max(
+                (self._recovery(end, first_seen, unhealthy) for end in disruption_ends),
+                default=0,
+            ),
             disruptions=len(disruption_ends),
+            longest_gap_s=longest_gap([at for _, _, at in receipts]),
         )
 
     def order_violations(self, rx: Receiver) -> int:
@@ -207,14 +232,20 @@ class Ledger:
                 latest = max(latest, position[event])
         return violations
 
-    def _recovery(self, end: float, first_seen: dict[tuple[str, str], float]) -> float:
+    def _recovery(
+        self,
+        end: float,
+        first_seen: dict[tuple[str, str], float],
+        unhealthy: frozenset[str] = frozenset(),
+    ) -> float:
         """Seconds from a disruption's ``end`` until every delivery of the events published
         before it had arrived: the backlog it caused is drained (0 if nothing was owed)."""
+        healthy = [hook for hook, path in self.webhook_paths.items() if path not in unhealthy]
         owed = [
             first_seen.get((webhook, event), end)
             for event, sent in self.published.items()
             if sent < end
-            for webhook in self.webhook_paths
+            for webhook in healthy
         ]
         return max(0.0, max(owed, default=end) - end)
 
@@ -253,10 +284,19 @@ async def prepare(settings: Settings, rx: Receiver, webhooks: int = 2) -> Ledger
     return Ledger(tenant_id, paths)
 
 
-async def stream(settings: Settings, ledger: Ledger, count: int, rate: float) -> None:
-    """Publish ``count`` events at about ``rate`` per second, each acknowledged."""
+async def stream(
+    settings: Settings,
+    ledger: Ledger,
+    count: int,
+    rate: float,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Publish ``count`` events (fewer if ``stop`` is set first) at about ``rate`` per
+    second, each acknowledged."""
     async with Producer(settings) as producer:
         for index in range(count):
+            if stop is not None and stop.is_set():
+                break
             sent_at = time.time()
             event_id = f"chaos-{index:05d}-{int(sent_at * 1000)}"
             while True:

@@ -157,19 +157,32 @@ async def run_scenario(
     webhooks: int = 2,
     respond: Respond | None = None,
     ordered: bool = False,
+    tail_s: float | None = None,
+    after: Callable[[], None] | None = None,
+    unhealthy: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Stream ``events`` through the subprocess stack while ``disruption`` runs; then wait
     for every (event, webhook) delivery, record the outcome and check nothing was lost
-    (and, if ``ordered``, that every webhook first received them in publish order)."""
+    (and, if ``ordered``, that every webhook first received them in publish order).
+
+    With ``tail_s``, publishing stops that many seconds after the disruption (``events``
+    is then a ceiling); ``after`` runs when the disruption is over (e.g. failing
+    webhooks recover); ``unhealthy`` receiver paths stay out of the recovery time."""
     async with Receiver(respond) as rx:
         ledger = await prepare(settings, rx, webhooks)
         stack = Stack(settings, logs)
         await stack.start()
         try:
-            publishing = asyncio.create_task(stream(settings, ledger, events, rate))
+            stop = asyncio.Event()
+            publishing = asyncio.create_task(stream(settings, ledger, events, rate, stop))
             # Disrupt a flowing pipeline, not one still starting up.
             await wait_until(lambda: bool(rx.requests), 120, 0.05, message="a first delivery")
             ends = await disruption(stack)
+            if after is not None:
+                after()
+            if tail_s is not None:
+                await asyncio.sleep(tail_s)
+                stop.set()
             await publishing
             with contextlib.suppress(AssertionError):  # reported below as lost deliveries
                 await wait_until(
@@ -179,7 +192,9 @@ async def run_scenario(
         finally:
             await stack.stop()  # graceful: the attempt log flushes what it holds
         outcome = dataclasses.replace(
-            ledger.outcome(name, rx, ends), logged=await logged_successes(settings, ledger)
+            ledger.outcome(name, rx, ends, unhealthy),
+            logged=await logged_successes(settings, ledger),
+            died=",".join(sorted(proc for proc, up in alive.items() if not up)) or "-",
         )
     RESULTS.append(outcome)
     print(f"\n{table([outcome])}\n(logs: {logs})")
