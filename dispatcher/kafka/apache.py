@@ -450,8 +450,8 @@ def metadata_brokers(host: str, port: int, timeout: float = 1.0) -> set[int]:
     """The ids of the live (unfenced) brokers the node at ``host:port`` reports."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(_metadata_request(1))
-        size = struct.unpack(">i", _read(sock, 4))[0]
-        data = _read(sock, size)
+        size = struct.unpack(">i", read_exactly(sock, 4))[0]
+        data = read_exactly(sock, size)
     # correlation id, throttle time, then the brokers array
     correlation_id, _throttle, count = struct.unpack_from(">iii", data, 0)
     if correlation_id != 1:
@@ -466,7 +466,8 @@ def metadata_brokers(host: str, port: int, timeout: float = 1.0) -> set[int]:
     return ids
 
 
-def _read(sock: socket.socket, size: int) -> bytes:
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock`` (a Kafka response frame); OSError if it closes first."""
     chunks, remaining = [], size
     while remaining:
         chunk = sock.recv(remaining)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.apache import ApacheKafkaBroker, read_exactly
 from dispatcher.settings import Settings
 from tests.chaos.harness import Stack
 from tests.chaos.scenarios import Disruption
@@ -95,19 +95,8 @@ def quorum_leader(host: str, port: int, timeout: float = 2.0) -> int:
     """The node id of the active KRaft controller, asked of the node at ``host:port``."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(describe_quorum_request(7))
-        (size,) = struct.unpack(">i", _read(sock, 4))
-        return parse_quorum_leader(_read(sock, size), 7)
-
-
-def _read(sock: socket.socket, size: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = sock.recv(remaining)
-        if not chunk:
-            raise OSError("connection closed")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        (size,) = struct.unpack(">i", read_exactly(sock, 4))
+        return parse_quorum_leader(read_exactly(sock, size), 7)
 
 
 # -- leaders and in-sync replicas -------------------------------------------------------
