@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import orjson
 import structlog
 
 from dispatcher.settings import Settings
+
+
+class CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of each write.
+
+    Bound to the stream object of the moment, a logger outlives it where the caller
+    swaps it (pytest's capture per test, an embedding application): every later log
+    line then raised "I/O operation on closed file", killing the task that logged.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure_logging(settings: Settings) -> None:
@@ -33,13 +49,13 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     # The libraries' stdlib records (asyncpg's pool, aiokafka, aiohttp) in the same
     # format: one JSON line each, traceback included, instead of bare multi-line text
     # between the JSON lines.
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.StreamHandler[CurrentStderr] = logging.StreamHandler(CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
