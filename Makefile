@@ -20,7 +20,8 @@ run: install
 	$(BIN)/hooklane up
 
 test: install lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not chaos and not isolated"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "isolated and not chaos"
 
 lint: install
 	$(BIN)/ruff check .
