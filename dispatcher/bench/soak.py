@@ -72,7 +72,9 @@ def banner_value(banner: str, label: str) -> str:
     raise RuntimeError(f"the banner has no {label!r} line:\n{banner}")
 
 
-def start_stack(broker: str, database_url: str, log: Path) -> tuple[Any, str, str, str, float]:
+def start_stack(
+    broker: str, database_url: str, log: Path, extra: Sequence[str] = ()
+) -> tuple[Any, str, str, str, float]:
     """``hooklane up`` on ``broker``: (process, API URL, dev key, bootstrap, seconds up)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLANE_")}
     api_port = free_port()
@@ -83,6 +85,7 @@ def start_stack(broker: str, database_url: str, log: Path) -> tuple[Any, str, st
         HOOKLANE_METRICS_PORT=str(free_port()),
         HOOKLANE_ALLOW_PRIVATE_TARGETS="true",
     )
+    env.update(item.partition("=")[::2] for item in extra)
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "dispatcher.cli", "up"],
@@ -120,7 +123,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     receiver = Receiver()
     await receiver.start(dict(os.environ), log_dir)
     process, api, key, bootstrap, startup = await asyncio.to_thread(
-        start_stack, args.broker, args.database_url, log_dir / "up.out"
+        start_stack, args.broker, args.database_url, log_dir / "up.out", args.env
     )
     root = psutil.Process(process.pid)
     idle = memory_by_role(root)
@@ -174,6 +177,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "broker": args.broker,
         "rate": args.rate,
         "seconds": args.seconds,
+        "env": args.env,
         "startup_s": round(startup, 2),
         "idle_rss_mib": {k: round(v / 2**20, 1) for k, v in idle.items()},
         "published": published,
@@ -191,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=60)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for hooklane up (repeatable)"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(soak(args))
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

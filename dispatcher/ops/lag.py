@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
 from dispatcher.kafka.connection import client_options
+from dispatcher.ops.stall import Stall, StallWatch
 from dispatcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -127,18 +128,26 @@ class OffsetReader:
         self, group: str, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, int]:
         """The lag of ``group`` on each of ``partitions``."""
+        return (await self.offsets(group, partitions))[1]
+
+    async def offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """(committed offsets, lag) of ``group`` on each of ``partitions``."""
         wanted = sorted(set(partitions))
         if not wanted:
-            return {}
+            return {}, {}
         async with asyncio.timeout(REQUEST_TIMEOUT_S * 2):
-            committed = await self._admin.list_consumer_group_offsets(group, partitions=wanted)
+            answer = await self._admin.list_consumer_group_offsets(group, partitions=wanted)
             beginning = await self._consumer.beginning_offsets(wanted)
             end = await self._consumer.end_offsets(wanted)
-        return compute_lag({tp: meta.offset for tp, meta in committed.items()}, beginning, end)
+        committed = {tp: meta.offset for tp, meta in answer.items()}
+        return committed, compute_lag(committed, beginning, end)
 
 
 class LagPoller:
-    """Keeps ``hooklane_consumer_lag{group,topic,partition}`` fresh for ``partitions()``."""
+    """Keeps ``hooklane_consumer_lag{group,topic,partition}`` fresh for ``partitions()``,
+    and logs ``consumer.stalled`` when a lagging partition's commit stops moving."""
 
     def __init__(
         self,
@@ -147,6 +156,7 @@ class LagPoller:
         group: str,
         partitions: Partitions,
         interval_s: float = POLL_INTERVAL_S,
+        watch: StallWatch | None = None,
     ) -> None:
         self._reader = reader
         self._gauge = gauge
@@ -154,10 +164,12 @@ class LagPoller:
         self._partitions = partitions
         self._interval_s = interval_s
         self._exported: set[TopicPartition] = set()
+        self._watch = StallWatch() if watch is None else watch
 
     async def refresh(self) -> dict[TopicPartition, int]:
         """Read the lag once and export it; partitions no longer reported are removed."""
-        lags = await self._reader.lag(self._group, await self._partitions())
+        committed, lags = await self._reader.offsets(self._group, await self._partitions())
+        self._report(*self._watch.observe(committed, lags))
         for tp, lag in lags.items():
             self._gauge.labels(self._group, tp.topic, str(tp.partition)).set(lag)
         for tp in self._exported - set(lags):
@@ -165,6 +177,21 @@ class LagPoller:
                 self._gauge.remove(self._group, tp.topic, str(tp.partition))
         self._exported = set(lags)
         return lags
+
+    def _report(self, stalled: list[Stall], resumed: list[TopicPartition]) -> None:
+        for stall in stalled:
+            log.warning(
+                "consumer.stalled",
+                group=self._group,
+                topic=stall.partition.topic,
+                partition=stall.partition.partition,
+                lag=stall.lag,
+                seconds=stall.seconds,
+                hint="records wait but the group's commit has not moved: check the broker"
+                " answers fetches within HOOKLANE_FETCH_MAX_WAIT_MS, and this process's log",
+            )
+        for tp in resumed:
+            log.info("consumer.resumed", group=self._group, topic=tp.topic, partition=tp.partition)
 
     async def run(self) -> None:
         """Refresh every ``interval_s`` until cancelled; broker trouble is logged, not fatal."""
