@@ -217,6 +217,9 @@ def main() -> None:
     # A new user's shell: no Hooklane settings, this checkout's code first.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLANE_")}
     env["HOOKLANE_LOG_FORMAT"] = "json"
+    # The tansu fall-back of `make run` (no Java here is the newcomer it serves);
+    # test_embedded_kafka_stack runs `hooklane up` on Apache Kafka.
+    env["HOOKLANE_EMBEDDED_BROKER"] = "tansu"
     result: dict[str, Any] = {"before": other_processes()}
     result["full_disk"] = full_disk(root, env)
     machine = fresh_checkout(root / "machine")

@@ -112,6 +112,9 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             "HOOKLANE_METRICS_PORT": str(free_port()),
             "HOOKLANE_ALLOW_PRIVATE_TARGETS": "true",
             "HOOKLANE_LOG_LEVEL": "WARNING",
+            # CI keeps the tansu fall-back of `make run` tested; test_embedded_kafka_stack
+            # runs the stack on Apache Kafka.
+            "HOOKLANE_EMBEDDED_BROKER": "tansu",
         }
         process = subprocess.Popen(
             [*HOOKLANE, "up"],

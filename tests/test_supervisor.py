@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from dispatcher.delivery.secrets import SecretBox, dev_key
-from dispatcher.runtime.supervisor import HEALTHY_AFTER_S, child_env, restart_pause
+from dispatcher.kafka.apache import KafkaToolMissing
+from dispatcher.kafka.broker import BrokerError
+from dispatcher.runtime.supervisor import (
+    HEALTHY_AFTER_S,
+    child_env,
+    embedded_kind,
+    restart_pause,
+)
 from dispatcher.settings import Settings
 
 
@@ -52,3 +60,29 @@ def test_dev_key_is_created_once_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert dev_key(path) == first
     SecretBox.from_setting(first)  # a usable key
+
+
+def _kafka_runs() -> None:
+    """A probe that finds Java and Maven and resolves the pinned release."""
+
+
+def _no_java() -> None:
+    raise KafkaToolMissing("java not found: install Java 17+")
+
+
+def _offline() -> None:
+    raise BrokerError("mvn could not resolve org.apache.kafka:kafka_2.13:4.4.0")
+
+
+@pytest.mark.parametrize(
+    ("wanted", "probe", "expected"),
+    [
+        ("auto", _kafka_runs, ("kafka", "")),
+        ("auto", _no_java, ("tansu", "java not found: install Java 17+")),
+        ("auto", _offline, ("tansu", "mvn could not resolve org.apache.kafka:kafka_2.13:4.4.0")),
+        ("tansu", _kafka_runs, ("tansu", "")),
+        ("kafka", _no_java, ("kafka", "")),  # asked for: starting it says what is missing
+    ],
+)
+def test_embedded_kind(wanted: str, probe: Callable[[], None], expected: tuple[str, str]) -> None:
+    assert embedded_kind(wanted, probe) == expected

@@ -101,6 +101,8 @@ async def test_hooklane_up_comes_up_with_a_full_otel_environment(
             "HOOKLANE_API_PORT": str(api_port),
             "HOOKLANE_METRICS_PORT": str(metrics_port),
             "HOOKLANE_LOG_FORMAT": "json",
+            # The crash this guards against was tansu's (auto would start Apache Kafka).
+            "HOOKLANE_EMBEDDED_BROKER": "tansu",
         }
         hooklane = str(Path(sys.executable).with_name("hooklane"))
         process = _start_up(hooklane, tmp_path, env)

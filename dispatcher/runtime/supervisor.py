@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,9 @@ import asyncpg
 import structlog
 
 from dispatcher.delivery.secrets import dev_key
-from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.apache import ApacheKafkaBroker, ensure_kafka
 from dispatcher.kafka.broker import (
+    BrokerError,
     EmbeddedBroker,
     LaunchedBroker,
     TopicState,
@@ -242,11 +244,36 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in running))
 
 
+def embedded_kind(wanted: str, probe: Callable[[], object] = ensure_kafka) -> tuple[str, str]:
+    """The embedded broker ``hooklane up`` starts for ``HOOKLANE_EMBEDDED_BROKER=wanted``,
+    and why not Apache Kafka when ``auto`` falls back to tansu (else "").
+
+    ``auto`` prefers Apache Kafka: tansu keeps every record in memory and, once a
+    partition holds tens of thousands of them, answers no fetch within the wait (a
+    soak at 200 events/s stalled after 4.5 minutes); Apache Kafka ran the hour.
+    ``probe`` resolves the pinned release (Java 17+ and Maven, the first time).
+    """
+    if wanted != "auto":
+        return wanted, ""
+    try:
+        probe()
+    except BrokerError as exc:
+        return "tansu", str(exc)
+    return "kafka", ""
+
+
 async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
     """The body of ``hooklane up``."""
     broker: LaunchedBroker | None = None
     if settings.kafka_bootstrap_servers is None:
-        kind = settings.embedded_broker
+        kind, why = embedded_kind(settings.embedded_broker)
+        if why:
+            print(
+                f"hooklane up: Apache Kafka cannot run here ({why});"
+                " starting the embedded tansu instead.",
+                file=sys.stderr,
+                flush=True,
+            )
         broker = ApacheKafkaBroker() if kind == "kafka" else EmbeddedBroker()
         broker.start()
         # One node: a topic cannot have more replicas than that.
