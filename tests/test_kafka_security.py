@@ -461,7 +461,7 @@ async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover
                 await wait_until(functools.partial(_answers, port), within=60, message="/readyz")
                 status, body = await readyz(port)
                 assert status == 503, body
-                error = body["checks"]["broker"]["error"]
+                error = body["checks"]["kafka"]["error"]
                 assert error.startswith(f"kafka broker {base.kafka_bootstrap_servers}: "), error
                 assert "authentication failed" in error
             for process, _ in spawned:
