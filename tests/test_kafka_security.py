@@ -111,6 +111,7 @@ class Secured:
     client_key: str
     other_ca: str
     tokens: TokenEndpoint = field(default_factory=TokenEndpoint)
+    authority: trustme.CA | None = None  # the CA that signed the broker's certificates
 
 
 def keystore(cert: trustme.LeafCert, path: Path) -> str:
@@ -139,7 +140,13 @@ def listener_properties(name: str, keystore_path: str, ca: str) -> dict[str, str
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     if not on_kafka():
         pytest.skip("secured listeners are tested on Apache Kafka (HOOKLANE_TEST_BROKER)")
-    directory = tmp_path_factory.mktemp("tls")
+    with secured_broker(tmp_path_factory.mktemp("tls")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def secured_broker(directory: Path) -> Iterator[Secured]:
+    """The broker with every listener, its CA and client files in ``directory``."""
     ca = trustme.CA(key_type=trustme.KeyType.RSA)
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     trustme.CA().cert_pem.write_to_path(str(directory / "other-ca.pem"))
@@ -196,20 +203,29 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             str(directory / "client.pem"),
             str(directory / "client.key"),
             str(directory / "other-ca.pem"),
+            authority=ca,
         )
 
 
 @pytest.fixture
 async def token_endpoint(secured: Secured) -> AsyncIterator[TokenEndpoint]:
-    endpoint = secured.tokens
+    async with serving(secured.tokens) as endpoint:
+        yield endpoint
+
+
+@contextlib.asynccontextmanager
+async def serving(endpoint: TokenEndpoint) -> AsyncIterator[TokenEndpoint]:
+    """``endpoint`` answering on a free loopback port meanwhile."""
     app = web.Application()
     app.router.add_post("/oauth2/token", endpoint.token)
     endpoint.runner = web.AppRunner(app, access_log=None)
     await endpoint.runner.setup()
     endpoint.port = free_port()
     await web.TCPSite(endpoint.runner, "127.0.0.1", endpoint.port).start()
-    yield endpoint
-    await endpoint.runner.cleanup()
+    try:
+        yield endpoint
+    finally:
+        await endpoint.runner.cleanup()
 
 
 def connection(secured: Secured, kind: str, **overrides: Any) -> dict[str, Any]:
