@@ -54,7 +54,6 @@ from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
 from tests.pipeline_helpers import Receiver, create_webhook, settings_env, wait_until
 from tests.pipeline_helpers import wait_for_every_event as wait_for_events
-from tests.test_cli import hooklane
 from tests.test_kafka_security import (
     OAUTH_SECRET,
     SCRAM_PASSWORD,
@@ -62,6 +61,8 @@ from tests.test_kafka_security import (
     TOPIC,
     Secured,
     connection,
+    event,
+    publish,
     secured_broker,
     secured_settings,
     serving,
@@ -72,6 +73,7 @@ CLIENT_SIDE = "client-Secret-X4"  # what the processes are configured with
 KEY_PASSWORD = "key-Secret-K5"  # the client key's passphrase
 SCRAM_SHA_512 = 2  # the mechanism's id in AlterUserScramCredentials
 ITERATIONS = 4096  # the least Kafka accepts for SCRAM
+SECRETS = (BROKER_SIDE, CLIENT_SIDE, SCRAM_PASSWORD)
 
 
 @pytest.fixture(scope="module")
@@ -272,26 +274,12 @@ async def post_event(
     stack: Stack, tenant: TenantKey, n: int, key: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     headers = tenant.headers | ({"Idempotency-Key": key} if key else {})
-    body = {"topic": TOPIC, "data": {"registration_id": f"r{n}", "n": n}}
+    body = event(n)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{stack.api_url}/events", json=body, headers=headers) as response,
     ):
         return response.status, await response.json()
-
-
-async def cli_publish(settings: Settings, tenant: TenantKey, n: int) -> str:
-    code, out, err = await hooklane(
-        settings,
-        "publish",
-        TOPIC,
-        "--tenant",
-        tenant.id,
-        "--data",
-        f'{{"registration_id": "r{n}", "n": {n}}}',
-    )
-    assert code == 0, err
-    return out.strip()
 
 
 async def api_answers(stack: Stack) -> bool:
@@ -378,7 +366,7 @@ async def test_a_credential_changed_on_the_broker_lets_every_process_in_without_
             status, body = await post_event(stack, tenant, 1)
             assert status == 202, body
             published.append(body["id"])
-            published.append(await cli_publish(settings, tenant, 2))
+            published.append(await publish(settings, tenant, 2, SECRETS))
             await wait_for_events(rx, ["hook"], published, within=60)
             assert list(dict.fromkeys(rx.event_ids("hook"))) == published
 
@@ -406,7 +394,7 @@ async def test_a_credential_changed_on_the_broker_lets_every_process_in_without_
             service.events("kafka.refused"),
         )
         assert service.events("kafka.accepted"), service.name
-    assert_clean(stack, (BROKER_SIDE, CLIENT_SIDE, SCRAM_PASSWORD))
+    assert_clean(stack, SECRETS)
 
 
 async def caught_up(service: Service, topic: str, partitions: int) -> bool:
@@ -522,18 +510,8 @@ async def test_no_secret_in_any_line_of_a_full_run_at_debug(
                 await wait_until(service.ready, within=90, message=f"{service.name} ready")
             status, body = await post_event(stack, tenant, 0)
             assert status == 202, body
-            code, out, err = await hooklane(
-                settings,
-                "publish",
-                TOPIC,
-                "--tenant",
-                tenant.id,
-                "--data",
-                '{"registration_id": "r1"}',
-            )
-            assert code == 0, err
-            assert KEY_PASSWORD not in out + err and OAUTH_SECRET not in out + err
-            await wait_for_events(rx, ["hook"], [body["id"], out.strip()], within=60)
+            published = await publish(settings, tenant, 1, (KEY_PASSWORD, OAUTH_SECRET))
+            await wait_for_events(rx, ["hook"], [body["id"], published], within=60)
     assert_clean(stack, (KEY_PASSWORD, OAUTH_SECRET))
     if kind == "oauth":
         assert secured.tokens.issued >= 3  # each process fetched its own token
