@@ -10,9 +10,11 @@ import structlog
 from aiohttp import web
 
 from api.app import create_app
-from api.app_keys import POOL
+from api.app_keys import POOL, PRODUCER
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError
+from dispatcher.kafka.producer import Producer
 from dispatcher.logs import configure_logging
+from dispatcher.ops.readiness import Check, NotReady
 from dispatcher.ops.tracing import configure_tracing
 from dispatcher.runtime import event_loop
 from dispatcher.runtime.operations import ProcessOps
@@ -52,6 +54,9 @@ def main() -> int:
         # After the app's own contexts: the readiness check reuses its pool.
         async with ops:
             await ops.add_infrastructure_checks(app[POOL])
+            broker, producer = ops.checks.get("kafka"), app.get(PRODUCER)
+            if broker is not None and producer is not None:
+                ops.checks["kafka"] = publishing_check(broker, producer)
             yield
 
     app.cleanup_ctx.append(serve_ops)
@@ -68,6 +73,18 @@ def main() -> int:
     )
     log.info("api.stopped")
     return 0
+
+
+def publishing_check(broker: Check, producer: Producer) -> Check:
+    """The ``kafka`` check of the API: the broker accepts us and the producer that
+    ``POST /events`` uses is connected (it connects in the background after a refusal)."""
+
+    async def check() -> None:
+        await broker()
+        if not producer.started:
+            raise NotReady("kafka: the API's producer is not connected yet (retrying)")
+
+    return check
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ registered when present.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import importlib.util
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -25,10 +28,17 @@ from api.metrics import metrics_middleware
 from api.schemas import Schemas
 from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.secrets import SecretBox
-from dispatcher.kafka.connection import connection_problem
+from dispatcher.kafka.connection import (
+    MAX_RETRY_DELAY_S,
+    describe_failure,
+    wait_until_accepted,
+)
 from dispatcher.ops.metrics import ApiMetrics, Families, build_registry
 from dispatcher.settings import Settings
 from dispatcher.store import db
+
+if TYPE_CHECKING:
+    from dispatcher.kafka.producer import Producer
 
 # Re-exported for route modules written elsewhere (api.attempts).
 __all__ = ["POOL", "PRODUCER", "SECRET_BOX", "SENDER", "SETTINGS", "create_app"]
@@ -37,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 ATTEMPTS_MODULE = "api.attempts"
 POOL_SIZE = 10
+RETRY_FIRST_S = 1.0  # the producer's first retry after a failed start, doubling
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -56,23 +67,48 @@ async def _sender(app: web.Application) -> AsyncIterator[None]:
 async def _producer(app: web.Application) -> AsyncIterator[None]:
     from dispatcher.kafka.producer import Producer
 
-    if not app[SETTINGS].kafka_bootstrap_servers:
+    settings = app[SETTINGS]
+    if not settings.kafka_bootstrap_servers:
         # Webhook management works without Kafka; publishing answers 503.
         log.warning("api.no_broker", hint="set HOOKLANE_KAFKA_BOOTSTRAP_SERVERS to publish")
         yield
         return
-    producer = Producer(app[SETTINGS])
+    producer = Producer(settings)
+    app[PRODUCER] = producer  # publishing answers 503 until it is connected
+    stopping = asyncio.Event()
+    connecting: asyncio.Task[None] | None = None
     try:
         await producer.start()
-    except KafkaError:
-        # aiokafka says only "Unable to bootstrap": log what is wrong, then fail as before
-        problem = await connection_problem(app[SETTINGS])
-        if problem is not None:
-            log.error("kafka.refused", problem=problem)
-        raise
-    app[PRODUCER] = producer
+    except (KafkaError, OSError):  # OSError: e.g. a client key its password cannot open
+        # Refused (credentials, certificates) or away: serve anyway, /readyz saying why,
+        # and connect once the broker accepts (one log line per cause; DESIGN §10).
+        connecting = asyncio.create_task(_connect_when_accepted(producer, settings, stopping))
     yield
+    stopping.set()
+    if connecting is not None:
+        await connecting
     await producer.stop()
+
+
+async def _connect_when_accepted(
+    producer: Producer, settings: Settings, stopping: asyncio.Event
+) -> None:
+    """Start ``producer`` once the brokers accept it, retrying with backoff, until
+    ``stopping``."""
+    delay = RETRY_FIRST_S
+    while not stopping.is_set():
+        if not await wait_until_accepted(settings, stopping):
+            return
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:  # accepted a moment ago, refused again
+            log.warning("api.producer_start_failed", error=describe_failure(settings, exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+            delay = min(MAX_RETRY_DELAY_S, delay * 2)
+        else:
+            log.info("api.producer_connected")
+            return
 
 
 def create_app(settings: Settings, metrics: Families | None = None) -> web.Application:

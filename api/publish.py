@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 
 from api.app_keys import POOL, PRODUCER, SETTINGS
 from api.auth import tenant_id
-from api.errors import ApiError, invalid_field, validation_failed
+from api.errors import RETRY_AFTER_S, ApiError, invalid_field, validation_failed
 from api.responses import json_response
 from api.validation import read_json
 from dispatcher.kafka.producer import Producer, ProducerError, build_event
@@ -49,10 +49,20 @@ _VALIDATORS = ValidatorCache()
 
 
 def producer_for(request: web.Request) -> Producer:
-    """The app's Kafka producer, or 503 when the API runs without a broker."""
+    """The app's connected Kafka producer; 503 when the API runs without a broker, or
+    the broker does not accept its connection yet (nothing is claimed or stored then)."""
     producer = request.app.get(PRODUCER)
     if producer is None:
         raise ApiError(503, "unavailable", "no Kafka broker is configured")
+    if not producer.started:
+        # The cause (credentials, certificates) is the operator's: it is in the log and
+        # in the kafka check of /readyz, not in an answer to a tenant.
+        raise ApiError(
+            503,
+            "unavailable",
+            "Kafka does not accept this server's connection yet; retry",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return producer
 
 

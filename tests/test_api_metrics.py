@@ -76,7 +76,7 @@ async def test_api_process_serves_ops_endpoints_on_the_metrics_port(settings: Se
             async with session.get(ops + "/readyz") as response:
                 assert response.status == 200, await response.text()
                 assert await response.json() == {
-                    "checks": {"postgres": {"ok": True}, "broker": {"ok": True}}
+                    "checks": {"postgres": {"ok": True}, "kafka": {"ok": True}}
                 }
             async with session.get(ops + "/healthz") as response:
                 assert response.status == 200

@@ -58,6 +58,7 @@ from tests.pipeline_helpers import (
     wait_for_every_event,
     wait_until,
 )
+from tests.test_api_support import api_client
 from tests.test_cli import hooklane
 
 SCRAM_USER, SCRAM_PASSWORD = "hooklane", "scram-Secret-1"
@@ -111,6 +112,7 @@ class Secured:
     client_key: str
     other_ca: str
     tokens: TokenEndpoint = field(default_factory=TokenEndpoint)
+    authority: trustme.CA | None = None  # the CA that signed the broker's certificates
 
 
 def keystore(cert: trustme.LeafCert, path: Path) -> str:
@@ -139,7 +141,13 @@ def listener_properties(name: str, keystore_path: str, ca: str) -> dict[str, str
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     if not on_kafka():
         pytest.skip("secured listeners are tested on Apache Kafka (HOOKLANE_TEST_BROKER)")
-    directory = tmp_path_factory.mktemp("tls")
+    with secured_broker(tmp_path_factory.mktemp("tls")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def secured_broker(directory: Path) -> Iterator[Secured]:
+    """The broker with every listener, its CA and client files in ``directory``."""
     ca = trustme.CA(key_type=trustme.KeyType.RSA)
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     trustme.CA().cert_pem.write_to_path(str(directory / "other-ca.pem"))
@@ -196,20 +204,29 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             str(directory / "client.pem"),
             str(directory / "client.key"),
             str(directory / "other-ca.pem"),
+            authority=ca,
         )
 
 
 @pytest.fixture
 async def token_endpoint(secured: Secured) -> AsyncIterator[TokenEndpoint]:
-    endpoint = secured.tokens
+    async with serving(secured.tokens) as endpoint:
+        yield endpoint
+
+
+@contextlib.asynccontextmanager
+async def serving(endpoint: TokenEndpoint) -> AsyncIterator[TokenEndpoint]:
+    """``endpoint`` answering on a free loopback port meanwhile."""
     app = web.Application()
     app.router.add_post("/oauth2/token", endpoint.token)
     endpoint.runner = web.AppRunner(app, access_log=None)
     await endpoint.runner.setup()
     endpoint.port = free_port()
     await web.TCPSite(endpoint.runner, "127.0.0.1", endpoint.port).start()
-    yield endpoint
-    await endpoint.runner.cleanup()
+    try:
+        yield endpoint
+    finally:
+        await endpoint.runner.cleanup()
 
 
 def connection(secured: Secured, kind: str, **overrides: Any) -> dict[str, Any]:
@@ -288,8 +305,8 @@ async def test_the_pipeline_runs_over_each_secured_listener(
     pool: asyncpg.Pool,
     tenant: TenantKey,
 ) -> None:
-    """`hooklane publish` → router → deliverer → receiver, every client secured alike;
-    `hooklane status` reads the groups' lag through the same connection."""
+    """`hooklane publish` and `POST /events` → router → deliverer → receiver, every
+    client secured alike; `hooklane status` reads the groups' lag the same way."""
     settings = secured_settings(database_url, **connection(secured, kind))
     async with Receiver() as rx:
         await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
@@ -297,19 +314,12 @@ async def test_the_pipeline_runs_over_each_secured_listener(
         router = await start_router(settings)
         deliverer = await start_deliverer(settings)
         try:
-            events = []
-            for n in range(3):
-                code, out, err = await hooklane(
-                    settings,
-                    "publish",
-                    TOPIC,
-                    "--tenant",
-                    tenant.id,
-                    "--data",
-                    f'{{"registration_id": "r{n}", "n": {n}}}',
-                )
-                assert code == 0, err
-                events.append(out.strip())
+            async with api_client(settings) as api:  # its producer connects the same way
+                events = [await publish(settings, tenant, 0)]
+                response = await api.post("/events", json=event(1), headers=tenant.headers)
+                assert response.status == 202, await response.text()
+                events.append((await response.json())["id"])
+                events.append(await publish(settings, tenant, 2))
             await wait_for_every_event(rx, ["hook"], events, within=60)
             assert [r.json()["data"]["n"] for r in rx.on("hook")] == [0, 1, 2]
             code, out, err = await hooklane(settings, "status", "--json")
@@ -321,6 +331,24 @@ async def test_the_pipeline_runs_over_each_secured_listener(
     if kind == "oauth":
         assert token_endpoint.issued >= 1
         assert token_endpoint.refused == 0
+
+
+def event(n: int) -> dict[str, Any]:
+    """A POST /events body of the test topic (schema-valid data)."""
+    return {"topic": TOPIC, "data": {"registration_id": f"r{n}", "n": n}}
+
+
+async def publish(
+    settings: Settings, tenant: TenantKey, n: int, secrets: tuple[str, ...] = ()
+) -> str:
+    """`hooklane publish` of event ``n``: its id (no ``secrets`` in what it wrote)."""
+    data = json.dumps(event(n)["data"])
+    code, out, err = await hooklane(
+        settings, "publish", TOPIC, "--tenant", tenant.id, "--data", data
+    )
+    assert code == 0, err
+    assert not [secret for secret in secrets if secret in out + err]
+    return out.strip()
 
 
 FAILURES = [
@@ -461,7 +489,7 @@ async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover
                 await wait_until(functools.partial(_answers, port), within=60, message="/readyz")
                 status, body = await readyz(port)
                 assert status == 503, body
-                error = body["checks"]["broker"]["error"]
+                error = body["checks"]["kafka"]["error"]
                 assert error.startswith(f"kafka broker {base.kafka_bootstrap_servers}: "), error
                 assert "authentication failed" in error
             for process, _ in spawned:
@@ -474,20 +502,7 @@ async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover
             for port in ports.values():
                 await wait_until(functools.partial(_ready, port), within=90, message="/readyz 200")
             right = base.replace(log_level="DEBUG")
-            events = []
-            for n in range(2):
-                code, out, err = await hooklane(
-                    right,
-                    "publish",
-                    TOPIC,
-                    "--tenant",
-                    tenant.id,
-                    "--data",
-                    f'{{"registration_id": "r{n}", "n": {n}}}',
-                )
-                assert code == 0, err
-                assert SCRAM_PASSWORD not in out + err
-                events.append(out.strip())
+            events = [await publish(right, tenant, n, (SCRAM_PASSWORD,)) for n in range(2)]
             await wait_for_every_event(rx, ["hook"], events, within=60)
         finally:
             for process, reader in spawned:

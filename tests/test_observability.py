@@ -103,8 +103,8 @@ async def test_stack_metrics_lag_parking_and_status(
             labelled = settings.replace(metrics_port=deliverer_port, metrics_webhook_labels=True)
             processes.append(await spawn("dispatcher.deliverer", labelled))
             for port, checks in (
-                (router_port, {"postgres", "broker", "consumer_group"}),
-                (deliverer_port, {"postgres", "broker", "consumer_group"}),
+                (router_port, {"postgres", "kafka", "consumer_group"}),
+                (deliverer_port, {"postgres", "kafka", "consumer_group"}),
             ):
                 is_ready = functools.partial(ready, session, port, checks)
                 await wait_until(is_ready, 60, 0.2, "readiness")

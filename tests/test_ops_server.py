@@ -105,14 +105,14 @@ async def test_readyz_follows_the_database_without_restart(
     )
     checks: dict[str, Check] = {
         "postgres": postgres_check(pool, timeout_s=1.0),
-        "broker": broker_check,
+        "kafka": broker_check,
     }
     try:
         async with serving(checks) as (server, session):
             status, body = await get_json(session, server.url + "/readyz")
             assert (status, body) == (
                 200,
-                {"checks": {"postgres": {"ok": True}, "broker": {"ok": True}}},
+                {"checks": {"postgres": {"ok": True}, "kafka": {"ok": True}}},
             )
 
             await proxy.cut()
@@ -120,7 +120,7 @@ async def test_readyz_follows_the_database_without_restart(
             assert status == 503
             assert body["checks"]["postgres"]["ok"] is False
             assert body["checks"]["postgres"]["error"]
-            assert body["checks"]["broker"] == {"ok": True}
+            assert body["checks"]["kafka"] == {"ok": True}
 
             await proxy.restore()
             for _ in range(50):  # the pool reconnects on its next use
@@ -141,7 +141,7 @@ async def test_readyz_names_an_unreachable_broker_and_a_missing_group_membership
         Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"), timeout_s=1.0
     )
     checks: dict[str, Check] = {
-        "broker": broker_check,
+        "kafka": broker_check,
         "consumer_group": group_member_check("hooklane-deliverer", set),
     }
     try:
@@ -150,7 +150,7 @@ async def test_readyz_names_an_unreachable_broker_and_a_missing_group_membership
     finally:
         await broker_check.close()
     assert status == 503
-    assert body["checks"]["broker"]["ok"] is False and body["checks"]["broker"]["error"]
+    assert body["checks"]["kafka"]["ok"] is False and body["checks"]["kafka"]["error"]
     assert body["checks"]["consumer_group"] == {
         "ok": False,
         "error": "not a member of consumer group hooklane-deliverer (no partitions assigned)",

@@ -245,6 +245,11 @@ class Producer:
         await self.stop()
 
     @property
+    def started(self) -> bool:
+        """Whether ``start()`` connected (and ``stop()`` has not been called since)."""
+        return self._kafka is not None
+
+    @property
     def kafka(self) -> AIOKafkaProducer:
         """The underlying client (for the router, which produces its own messages)."""
         if self._kafka is None:

@@ -127,11 +127,12 @@ class ProcessOps:
         return self._pool
 
     async def add_infrastructure_checks(self, pool: asyncpg.Pool | None = None) -> None:
-        """The ``postgres`` (on ``pool``, default our own) and ``broker`` readiness checks."""
+        """The ``postgres`` (on ``pool``, default our own) and ``kafka`` readiness checks
+        (DESIGN §5 and §10 name them)."""
         self.checks["postgres"] = postgres_check(pool or await self.pool())
         if self.settings.kafka_bootstrap_servers:
             self._broker = BrokerCheck(self.settings)
-            self.checks["broker"] = self._broker
+            self.checks["kafka"] = self._broker
 
     async def offset_reader(self) -> OffsetReader:
         """A started ``OffsetReader`` on the configured broker."""
