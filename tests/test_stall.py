@@ -25,7 +25,9 @@ class Clock:
 
 
 # Each step: (seconds later, committed, lags, newly stalled, resumed).
-Step = tuple[float, dict[TopicPartition, int], dict[TopicPartition, int], list[Stall], list]
+Step = tuple[
+    float, dict[TopicPartition, int], dict[TopicPartition, int], list[Stall], list[TopicPartition]
+]
 CASES: dict[str, list[Step]] = {
     "moving commit never stalls": [
         (0, {A: 1}, {A: 5}, [], []),
