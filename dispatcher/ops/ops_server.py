@@ -33,6 +33,9 @@ class OpsServer:
         self.port = port
         self._registry = registry
         self._checks = checks  # not copied: the process registers checks as it starts
+        # What failed at the last probe: logged when it changes, not at every probe
+        # (an orchestrator probes every few seconds).
+        self._failed: dict[str, str] = {}
         app = web.Application()
         app.router.add_get("/metrics", self._metrics, allow_head=False)
         app.router.add_get("/healthz", self._healthz, allow_head=False)
@@ -73,9 +76,12 @@ class OpsServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         results = await run_checks(self._checks)
         ok = all(result["ok"] for result in results.values())
-        if not ok:
-            failed = {name: r["error"] for name, r in results.items() if not r["ok"]}
+        failed = {name: str(r["error"]) for name, r in results.items() if not r["ok"]}
+        if failed and failed != self._failed:
             log.warning("ops.not_ready", failed=failed)
+        elif self._failed and not failed:
+            log.info("ops.ready")
+        self._failed = failed
         return _json({"checks": results}, 200 if ok else 503)
 
 
