@@ -98,9 +98,9 @@ class Settings:
     # makes them 72% smaller for ~2.6 us more CPU per delivery (encode and decode,
     # about 3% of the pipeline's cost), so it pays where bytes are billed or scarce.
     kafka_compression: str = "none"
-    # What ``hooklane up`` starts when no bootstrap servers are set: tansu, kafka, or
-    # auto (Apache Kafka where Java 17+ and Maven can run it, tansu otherwise).
-    embedded_broker: str = "auto"
+    # What ``hooklane up`` starts when no bootstrap servers are set: tansu or kafka
+    # (left unset: Apache Kafka where Java 17+ and Maven can run it, tansu otherwise).
+    embedded_broker: str = "kafka"
     # How long the dead-letter topic keeps what was refused (retention.ms at creation):
     # long, so an operator can still read and republish it.
     dead_letter_retention: float = 90 * 86400.0
@@ -197,9 +197,9 @@ class Settings:
                 "must be none, gzip, snappy, lz4 or zstd",
             ),
             (
-                self.embedded_broker in {"auto", "tansu", "kafka"},
+                self.embedded_broker in {"tansu", "kafka"},
                 "EMBEDDED_BROKER",
-                "must be auto, tansu or kafka",
+                "must be tansu or kafka",
             ),
             (0 < self.metrics_port < 65536, "METRICS_PORT", "must be a TCP port (1-65535)"),
             (0.0 <= self.log_sample <= 1.0, "LOG_SAMPLE", "must be between 0 and 1"),

@@ -75,14 +75,22 @@ def _offline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("wanted", "probe", "expected"),
+    ("wanted", "explicit", "probe", "expected"),
     [
-        ("auto", _kafka_runs, ("kafka", "")),
-        ("auto", _no_java, ("tansu", "java not found: install Java 17+")),
-        ("auto", _offline, ("tansu", "mvn could not resolve org.apache.kafka:kafka_2.13:4.4.0")),
-        ("tansu", _kafka_runs, ("tansu", "")),
-        ("kafka", _no_java, ("kafka", "")),  # asked for: starting it says what is missing
+        ("kafka", False, _kafka_runs, ("kafka", "")),
+        ("kafka", False, _no_java, ("tansu", "java not found: install Java 17+")),
+        (
+            "kafka",
+            False,
+            _offline,
+            ("tansu", "mvn could not resolve org.apache.kafka:kafka_2.13:4.4.0"),
+        ),
+        ("tansu", True, _kafka_runs, ("tansu", "")),
+        # asked for by name: starting it says what is missing
+        ("kafka", True, _no_java, ("kafka", "")),
     ],
 )
-def test_embedded_kind(wanted: str, probe: Callable[[], None], expected: tuple[str, str]) -> None:
-    assert embedded_kind(wanted, probe) == expected
+def test_embedded_kind(
+    wanted: str, explicit: bool, probe: Callable[[], None], expected: tuple[str, str]
+) -> None:
+    assert embedded_kind(wanted, explicit, probe) == expected

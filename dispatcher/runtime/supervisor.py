@@ -47,6 +47,7 @@ from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import (
     DEFAULT_DATABASE_URL,
     ENV_FILE,
+    PREFIX,
     Settings,
     read_env_file,
     write_env_file,
@@ -244,16 +245,19 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in running))
 
 
-def embedded_kind(wanted: str, probe: Callable[[], object] = ensure_kafka) -> tuple[str, str]:
-    """The embedded broker ``hooklane up`` starts for ``HOOKLANE_EMBEDDED_BROKER=wanted``,
-    and why not Apache Kafka when ``auto`` falls back to tansu (else "").
+def embedded_kind(
+    wanted: str, explicit: bool, probe: Callable[[], object] = ensure_kafka
+) -> tuple[str, str]:
+    """The embedded broker ``hooklane up`` starts, and why not Apache Kafka when it
+    falls back to tansu (else "").
 
-    ``auto`` prefers Apache Kafka: tansu keeps every record in memory and, once a
-    partition holds tens of thousands of them, answers no fetch within the wait (a
-    soak at 200 events/s stalled after 4.5 minutes); Apache Kafka ran the hour.
-    ``probe`` resolves the pinned release (Java 17+ and Maven, the first time).
+    Apache Kafka is the default: tansu keeps every record in memory and, once a
+    partition holds tens of thousands of them, answers no fetch within a short wait (a
+    soak at 200 events/s stalled after 4.5 minutes). Where Java 17+ or Maven cannot run
+    it (``probe`` resolves the pinned release) and ``HOOKLANE_EMBEDDED_BROKER`` was not
+    set (``explicit``), tansu starts instead; asked for by name, either is started as is.
     """
-    if wanted != "auto":
+    if wanted != "kafka" or explicit:
         return wanted, ""
     try:
         probe()
@@ -266,7 +270,9 @@ async def run_stack(settings: Settings, explicit_db_url: bool) -> int:
     """The body of ``hooklane up``."""
     broker: LaunchedBroker | None = None
     if settings.kafka_bootstrap_servers is None:
-        kind, why = embedded_kind(settings.embedded_broker)
+        kind, why = embedded_kind(
+            settings.embedded_broker, bool(os.environ.get(PREFIX + "EMBEDDED_BROKER"))
+        )
         if why:
             print(
                 f"hooklane up: Apache Kafka cannot run here ({why});"
