@@ -32,7 +32,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.attempt_log import AttemptLog
-from dispatcher.deliverer.lane_store import PostgresStore
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
@@ -137,7 +136,8 @@ class Deliverer:
             settings,
             sender,
             targets,
-            PostgresStore(self._pool, settings.pause_max_backlog),
+            self._pool,
+            pause_limit=settings.pause_max_backlog,
             on_attempt=attempted,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),

@@ -57,11 +57,6 @@ class OffsetTracker:
         """The highest offset added so far."""
         return self._last
 
-    @property
-    def unfinished(self) -> int:
-        """How many added offsets are not done."""
-        return len(self._open)
-
     def committable(self) -> int | None:
         """The commit position (next offset to read) covering only finished work."""
         if self._last is None:
