@@ -16,7 +16,7 @@ from dispatcher.messages import operational
 from dispatcher.settings import Settings
 from tests.pipeline_helpers import wait_until
 from tests.test_announcer import Published
-from tests.test_deliverer_worker import TP, FakeSender, _equals, _has, _target, harness, wid
+from tests.test_deliverer_worker import FakeSender, _equals, _has, _target, harness, wid
 
 
 async def _down(_url: str, _event: str) -> int:
@@ -90,7 +90,7 @@ async def test_gone_announces_disabled_and_blocked_announces_gave_up(settings: S
         h.submit("gone", "g0")
         h.submit("gone", "g1")
         h.submit("blocked", "b0")
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+        await wait_until(lambda: h.position() == 4, within=5)
         await announcer.close(within=5)
     by_topic = {event.topic: event for event in published}
     assert published.topics() == {operational.WEBHOOK_DISABLED: 1, operational.DELIVERY_GAVE_UP: 1}

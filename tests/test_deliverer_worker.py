@@ -101,6 +101,10 @@ class Harness:
         self.worker.submit(DeliveryTask(wid(name), event), partition, self.offset)
         return self.offset
 
+    def position(self, partition: TopicPartition = TP) -> int | None:
+        """The partition's commit position now (None: no progress yet)."""
+        return self.worker.partitions.committable().get(partition)
+
     async def parked(self, name: str) -> bool:
         """Whether the webhook is parked in Postgres."""
         return bool(await backlog.parked_among(self.pool, [wid(name)]))
@@ -180,7 +184,7 @@ async def test_ordered_lane_sends_one_at_a_time_in_order(settings: Settings) -> 
         for event_id in ids:
             h.submit("w", event_id)
         await wait_until(lambda: len(h.sender.sent) == 30, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=10)
+        await wait_until(lambda: h.position() == h.offset + 1, within=10)
     assert h.sender.delivered_to(_url("w")) == ids
     assert h.sender.max_per_url[_url("w")] == 1
     assert h.worker.outstanding == 0
@@ -261,7 +265,7 @@ async def test_failing_head_is_retried_before_anything_behind_it(settings: Setti
         for n in range(3):
             h.submit("w", f"e{n}")
         await wait_until(lambda: len(h.sender.sent) == 6, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=10)
+        await wait_until(lambda: h.position() == 4, within=10)
     assert h.sender.delivered_to(_url("w")) == ["e0", "e0", "e0", "e0", "e1", "e2"]
 
 
@@ -278,7 +282,7 @@ async def test_lane_failing_past_the_window_is_parked_and_later_deliveries_appen
         for n in range(5):
             h.submit("w", f"e{n}")
         await wait_until(lambda: h.parked("w"), within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 6, within=5)
+        await wait_until(lambda: h.position() == 6, within=5)
         h.submit("w", "e5")
         await wait_until(lambda: _has(h.backlog("w"), 6), within=5)
         sends = len(h.sender.sent)
@@ -299,7 +303,7 @@ async def test_disabled_webhook_deliveries_are_kept_in_the_backlog(settings: Set
         for n in range(3):
             h.submit("w", f"e{n}")
         await wait_until(lambda: _has(h.backlog("w"), 3), within=5)
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+        await wait_until(lambda: h.position() == 4, within=5)
         assert await h.backlog("w") == ["e0", "e1", "e2"]
     assert h.sender.sent == []
 
@@ -308,7 +312,7 @@ async def test_deleted_webhook_deliveries_finish_without_a_request(settings: Set
     """A task whose webhook no longer exists is finished (its offset commits) and not sent."""
     async with harness(settings, {}) as h:
         h.submit("gone", "e0")
-        await wait_until(lambda: h.worker.committable().get(TP) == 2, within=5)
+        await wait_until(lambda: h.position() == 2, within=5)
         assert await h.backlog("gone") == [] and not await h.parked("gone")
     assert h.sender.sent == []
 
@@ -329,7 +333,7 @@ async def test_gone_disables_and_blocked_gives_up(settings: Settings) -> None:
         h.submit("gone", "g0")
         h.submit("gone", "g1")
         h.submit("blocked", "b0")
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+        await wait_until(lambda: h.position() == 4, within=5)
         assert await h.backlog("gone") == ["g0", "g1"]
         assert [event_id for event_id, _ in await h.failed("blocked")] == ["b0"]
     (disabled,) = h.events("webhook.disabled")
@@ -355,9 +359,9 @@ async def test_revoked_partition_drops_pending_work_without_finishing_it(
         await wait_until(lambda: len(h.sender.sent) == 2, within=5)
         dropped = h.worker.revoke({TP})
         gate.set()
-        assert await h.worker.wait_in_flight({TP}, within=5)
-        committable = h.worker.committable()
-        await wait_until(lambda: h.worker.committable().get(other) is not None, within=5)
+        assert await h.worker.partitions.wait_in_flight({TP}, within=5)
+        committable = h.worker.partitions.committable()
+        await wait_until(lambda: h.position(other) is not None, within=5)
     assert dropped == 2  # a1, a2 (a0 was in flight and finished)
     assert committable.get(TP) == 2  # a0 done; a1 and a2 stay for the next owner
     assert "a1" not in [event_id for _url, event_id in h.sender.sent]
@@ -420,7 +424,7 @@ async def test_a_rewound_partition_starts_a_fresh_tracker(settings: Settings) ->
                 DeliveryTask(wid("w"), Event(f"e{offset}", "T", "t", 0, {})), TP, offset
             )
         gate.set()
-        await wait_until(lambda: h.worker.committable().get(TP) == 13, within=5)
+        await wait_until(lambda: h.position() == 13, within=5)
     assert [event_id for _url, event_id in h.sender.sent] == ["e10", "e11", "e12"]
 
 
@@ -437,7 +441,7 @@ async def test_an_internal_error_gives_the_delivery_up_and_the_lane_goes_on(
     async with harness(settings, {"w": _target("w")}, FakeSender(answer=answer)) as h:
         h.submit("w", "poison")
         h.submit("w", "fine")
-        await wait_until(lambda: h.worker.committable().get(TP) == 3, within=5)
+        await wait_until(lambda: h.position() == 3, within=5)
         failed = await h.failed("w")
     assert [event_id for event_id, _ in failed] == ["poison"]
     assert "internal error" in failed[0][1]
@@ -459,7 +463,7 @@ async def test_a_failing_lane_holding_too_much_parks_before_park_after(settings:
             h.submit("down", f"d{n}")
             h.submit("up", f"u{n}")
         await wait_until(lambda: _has(h.backlog("down"), 10), within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 21, within=10)
+        await wait_until(lambda: h.position() == 21, within=10)
         assert await h.backlog("down") == [f"d{n}" for n in range(10)]
     assert h.sender.delivered_to(_url("up")) == [f"u{n}" for n in range(10)]
     assert set(h.sender.delivered_to(_url("down"))) == {"d0"}
@@ -476,7 +480,7 @@ async def test_webhook_parked_by_the_previous_owner_appends_to_its_backlog(
             h.submit("ok", f"o{n}")
         await wait_until(lambda: _has(h.backlog("w"), 4), within=5)
         await wait_until(lambda: len(h.sender.sent) == 3, within=5)
-        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=5)
+        await wait_until(lambda: h.position() == h.offset + 1, within=5)
         assert await h.backlog("w") == ["older", "e0", "e1", "e2"]
     assert h.sender.delivered_to(_url("w")) == []
     # One query for the batch, not one per delivery.
@@ -493,7 +497,7 @@ async def test_after_a_revocation_the_parked_state_is_asked_again(settings: Sett
         await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0", "e1"], within=5)
         assert len(h.events("lane.parked_checked")) == 1
         h.worker.revoke([TP])
-        h.worker.forget([TP])
+        h.worker.partitions.forget([TP])
         await h.park("w", ["e2"])  # the other owner parked it meanwhile
         h.submit("w", "e3")
         await wait_until(lambda: _equals(h.backlog("w"), ["e2", "e3"]), within=5)

@@ -305,7 +305,7 @@ class Deliverer:
 
     def committable(self) -> dict[TopicPartition, int]:
         """Per partition, the offset below which every delivery finished."""
-        return self.worker.committable() if self.worker is not None else {}
+        return self.worker.partitions.committable() if self.worker is not None else {}
 
     async def before_commit(self) -> bool:
         """Write the attempts of the deliveries behind the positions first.
@@ -328,7 +328,7 @@ class Deliverer:
         if self.worker is None:
             return
         dropped = self.worker.revoke(partitions)
-        finished = await self.worker.wait_in_flight(
+        finished = await self.worker.partitions.wait_in_flight(
             partitions, within=self.settings.delivery_timeout_s + 1
         )
         log.info("deliverer.lanes_released", dropped=dropped, in_flight_finished=finished)
@@ -336,7 +336,7 @@ class Deliverer:
     def forget(self, partitions: set[TopicPartition]) -> None:
         """The partitions' final positions are committed: drop their trackers."""
         if self.worker is not None:
-            self.worker.forget(partitions)
+            self.worker.partitions.forget(partitions)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         assert self._producer is not None  # one producer: dead letters and announcements

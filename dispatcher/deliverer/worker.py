@@ -19,9 +19,10 @@ DISABLED webhook the lane moves to the Postgres backlog, and a give-up is record
 replay (both in ``parking``). Finished deliveries are marked done in their partition's
 ``OffsetTracker``; the deliverer commits what the trackers allow.
 
-The worker does no Kafka I/O; it owns the trackers so it can tell a live delivery from
-one whose partition was revoked (those are dropped, their offsets never committed
-here, and the partition's next owner delivers them again).
+The worker does no Kafka I/O; it owns the trackers (``partitions``, an
+``OwnedPartitions``) so it can tell a live delivery from one whose partition was
+revoked (those are dropped, their offsets never committed here, and the partition's
+next owner delivers them again).
 
 Ownership and order: a webhook may have been parked by the partition's previous
 owner; ``parked_checks`` creates lanes whose parked state is unknown as ``UNCHECKED``
@@ -46,7 +47,7 @@ from dispatcher.deliverer.lane import Lane, Pending, Where
 from dispatcher.deliverer.outcomes import Outcomes
 from dispatcher.deliverer.parked_checks import ParkedChecks
 from dispatcher.deliverer.parking import STORE_RETRY_S, LaneHolding, Parking
-from dispatcher.deliverer.partitions import OffsetTracker
+from dispatcher.deliverer.partitions import OffsetTracker, OwnedPartitions
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.window_reports import WindowReports
 from dispatcher.delivery import policy
@@ -116,27 +117,18 @@ class Worker:
         self._windows = WindowReports(pool, self._start_task)
         self.lanes: dict[str, Lane] = {}
         self._parked_checks = ParkedChecks(pool, self.lanes, self._schedule, self._track)
-        self.trackers: dict[TopicPartition, OffsetTracker] = {}
+        # The owned partitions' offsets (the deliverer commits what they allow).
+        self.partitions = OwnedPartitions()
         self._ready: ReadyQueue[Lane] = ReadyQueue()
         self._slots = Slots(settings.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._in_flight: dict[TopicPartition, int] = {}
-        self._idle = asyncio.Condition()
-        self._idle_waiters = 0  # notified only while someone waits (``wait_in_flight``)
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
         self._stuck = 0
         self._stuck_counted_at = float("-inf")
 
     # -- intake ---------------------------------------------------------------------
-
-    def tracker(self, partition: TopicPartition) -> OffsetTracker:
-        """The tracker of an assigned partition, created on first use."""
-        tracker = self.trackers.get(partition)
-        if tracker is None:
-            tracker = self.trackers[partition] = OffsetTracker()
-        return tracker
 
     def submit(self, task: DeliveryTask, partition: TopicPartition, offset: int) -> None:
         """Queue a delivery read at ``offset`` of ``partition``."""
@@ -186,14 +178,14 @@ class Worker:
         tracker.done(offset)
 
     def _tracker_for(self, partition: TopicPartition, offset: int) -> OffsetTracker:
-        tracker = self.tracker(partition)
+        tracker = self.partitions.tracker(partition)
         if tracker.last is not None and offset <= tracker.last:
             # The partition was re-read from its committed offset (e.g. lost and got back
             # between two fetches): start over; the earlier copies are duplicates now.
             log.warning("worker.partition_rewound", partition=partition.partition, offset=offset)
             self.revoke([partition])
-            self.forget([partition])
-            tracker = self.tracker(partition)
+            self.partitions.forget([partition])
+            tracker = self.partitions.tracker(partition)
         return tracker
 
     def webhook_changed(self, webhook_id: str) -> None:
@@ -219,29 +211,6 @@ class Worker:
         self.outstanding -= dropped
         return dropped
 
-    async def wait_in_flight(self, partitions: Iterable[TopicPartition], within: float) -> bool:
-        """Wait up to ``within`` s until no request of ``partitions`` is in flight."""
-        wanted = set(partitions)
-
-        def quiet() -> bool:
-            return not any(self._in_flight.get(tp, 0) for tp in wanted)
-
-        self._idle_waiters += 1
-        try:
-            async with self._idle:
-                try:
-                    await asyncio.wait_for(self._idle.wait_for(quiet), within)
-                except TimeoutError:
-                    return False
-            return True
-        finally:
-            self._idle_waiters -= 1
-
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        """Drop the trackers of partitions no longer owned (after their final commit)."""
-        for tp in partitions:
-            self.trackers.pop(tp, None)
-
     def stuck_pending(self) -> int:
         """Deliveries queued in lanes that have requests in flight but started none for
         ``STUCK_AFTER_S`` or more (an ordered lane's one request hangs; an unordered
@@ -264,17 +233,6 @@ class Worker:
     def lane_counts(self) -> LaneCounts:
         """This worker's lanes by state now (the ``lanes`` gauge samples it)."""
         return count_lanes(self.lanes.values(), self._clock())
-
-    def committable(self) -> dict[TopicPartition, int]:
-        """The commit position of every partition that has one."""
-        positions = {}
-        for tp, tracker in self.trackers.items():
-            position = tracker.committable()
-            if position is not None:
-                positions[tp] = position
-        return positions
-
-    # -- the dispatch loop ----------------------------------------------------------
 
     async def run(self) -> None:
         """Dispatch ready lanes until cancelled."""
@@ -366,7 +324,7 @@ class Worker:
             self._slots.release()
             return
         entry = lane.take(self._clock())
-        self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
+        self.partitions.request_started(entry.partition)
         self._start_task(self._deliver(lane, target, entry))
         self._schedule(lane)  # back of the queue: round-robin
 
@@ -398,10 +356,7 @@ class Worker:
             self._adapt_window(lane, result, started_at)
             await self._handle(lane, target, entry, result)
         finally:
-            self._in_flight[entry.partition] -= 1
-            if self._idle_waiters:  # a revocation waits for in-flight requests
-                async with self._idle:
-                    self._idle.notify_all()
+            await self.partitions.request_ended(entry.partition)
 
     def _adapt_window(self, lane: Lane, result: AttemptResult, started_at: float) -> None:
         if lane.window is None:
@@ -416,7 +371,7 @@ class Worker:
         self._windows.report_soon(lane.webhook_id, lane.limit)
 
     def _live(self, entry: Pending) -> bool:
-        return self.trackers.get(entry.partition) is entry.tracker
+        return self.partitions.is_current(entry.partition, entry.tracker)
 
     async def _handle(
         self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
