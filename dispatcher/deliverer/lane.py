@@ -9,7 +9,7 @@ failing it sends only one request at a time (the retry of its head) and nothing 
 Where its deliveries go is one ``Where`` state, changed only by the lane's own methods
 (the worker and ``parking`` ask, like asyncio's ``Future``)::
 
-    UNCHECKED --checked(parked?)--> MEMORY | PARKED
+    UNCHECKED --checked_parked(parked?)--> MEMORY | PARKED
     MEMORY | PARKED --start_storing()--> STORING --stored(parked?)--> PARKED | MEMORY
     any --revoked()--> UNCHECKED (STORING: STORING_UNCHECKED, UNCHECKED once stored)
 
