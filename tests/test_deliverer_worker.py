@@ -1,20 +1,26 @@
-"""The Worker with a fake sender, targets and store: ordering, caps, fairness, failures, parking.
+"""The Worker with a scripted sender and targets on real Postgres: ordering, caps,
+fairness, failures, parking.
 
-No broker, no Postgres: these pin down the scheduling rules; the integration tests in
-``test_pipeline*.py`` and ``test_deliverer_recovery.py`` run the real thing.
+No broker: these pin down the scheduling rules and read what the worker wrote to
+Postgres (backlog, failed deliveries, webhook rows); the integration tests in
+``test_pipeline*.py`` and ``test_deliverer_recovery.py`` run the whole process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from structlog.testing import capture_logs
 
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import STUCK_AFTER_S, STUCK_RECOUNT_S, Worker
@@ -23,10 +29,19 @@ from dispatcher.delivery.failures import BlockedDestination
 from dispatcher.delivery.http.sender import Response
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
+from dispatcher.store import backlog, db
 from dispatcher.subscription.retry_override import RetryOverride
 from tests.pipeline_helpers import wait_until
 
 TP = TopicPartition("deliveries", 0)
+# Webhook ids are uuids (Postgres keys); tests name webhooks, ``wid`` maps the names,
+# afresh for every harness (nothing left by an earlier test is seen).
+_namespace = [uuid.uuid4()]
+
+
+def wid(name: str) -> str:
+    """The webhook id of the test webhook called ``name`` in the current harness."""
+    return str(uuid.uuid5(_namespace[0], name))
 
 
 @dataclass
@@ -59,59 +74,12 @@ class FakeSender:
         return [event_id for u, event_id in self.sent if u == url]
 
 
-@dataclass
-class FakeStore:
-    """An in-memory DeliveryStore."""
-
-    backlog: dict[str, list[str]] = field(default_factory=dict)  # webhook -> event ids
-    parked: set[str] = field(default_factory=set)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    disabled: dict[str, str] = field(default_factory=dict)
-    checks: list[list[str]] = field(default_factory=list)  # parked_among calls
-    check_error: Exception | None = None
-    windows: dict[str, list[int]] = field(default_factory=dict)  # set_concurrency calls
-
-    async def park(
-        self,
-        webhook_id: str,
-        tasks: Sequence[DeliveryTask],
-        failing_since: float,
-        failures: int,
-        next_attempt_at: float,
-        head_attempts: int,
-    ) -> bool:
-        created = webhook_id not in self.parked
-        self.parked.add(webhook_id)
-        self.backlog.setdefault(webhook_id, []).extend(t.event.id for t in tasks)
-        return created
-
-    async def append_if_parked(self, webhook_id: str, tasks: Sequence[DeliveryTask]) -> bool:
-        if webhook_id not in self.parked:
-            return False
-        self.backlog[webhook_id].extend(t.event.id for t in tasks)
-        return True
-
-    async def record_failed(self, task: DeliveryTask, tenant_id: str, reason: str) -> None:
-        self.failed.append((task.event.id, reason))
-
-    async def disable(self, webhook_id: str, reason: str) -> None:
-        self.disabled[webhook_id] = reason
-
-    async def parked_among(self, webhook_ids: Sequence[str]) -> set[str]:
-        self.checks.append(list(webhook_ids))
-        if self.check_error is not None:
-            raise self.check_error
-        return self.parked & set(webhook_ids)
-
-    async def set_concurrency(self, webhook_id: str, concurrency: int) -> None:
-        self.windows.setdefault(webhook_id, []).append(concurrency)
-
-
-def _target(webhook_id: str, **changes: object) -> WebhookTarget:
+def _target(name: str, **changes: object) -> WebhookTarget:
+    """A target called ``name`` (the harness gives it its uuid)."""
     values: dict[str, object] = {
-        "id": webhook_id,
+        "id": name,
         "tenant_id": "tenant",
-        "url": f"http://127.0.0.1:9/{webhook_id}",
+        "url": f"http://127.0.0.1:9/{name}",
         "secrets": ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
     }
     values.update(changes)
@@ -122,15 +90,48 @@ def _target(webhook_id: str, **changes: object) -> WebhookTarget:
 class Harness:
     worker: Worker
     sender: FakeSender
-    store: FakeStore
+    pool: asyncpg.Pool
     targets: dict[str, WebhookTarget | None]
+    logs: list[MutableMapping[str, Any]]
     offset: int = 0
 
-    def submit(self, webhook_id: str, event_id: str, partition: TopicPartition = TP) -> int:
+    def submit(self, name: str, event_id: str, partition: TopicPartition = TP) -> int:
         self.offset += 1
         event = Event(event_id, "T", "tenant", 0, {})
-        self.worker.submit(DeliveryTask(webhook_id, event), partition, self.offset)
+        self.worker.submit(DeliveryTask(wid(name), event), partition, self.offset)
         return self.offset
+
+    def position(self, partition: TopicPartition = TP) -> int | None:
+        """The partition's commit position now (None: no progress yet)."""
+        return self.worker.partitions.committable().get(partition)
+
+    async def parked(self, name: str) -> bool:
+        """Whether the webhook is parked in Postgres."""
+        return bool(await backlog.parked_among(self.pool, [wid(name)]))
+
+    async def backlog(self, name: str) -> list[str]:
+        """The event ids in the webhook's Postgres backlog, in order."""
+        rows = await self.pool.fetch(
+            "SELECT event_id FROM backlog WHERE webhook_id = $1 ORDER BY seq", uuid.UUID(wid(name))
+        )
+        return [row["event_id"] for row in rows]
+
+    async def failed(self, name: str) -> list[tuple[str, str]]:
+        """(event id, reason) of the webhook's failed deliveries, in order."""
+        rows = await self.pool.fetch(
+            "SELECT event_id, reason FROM failed_deliveries WHERE webhook_id = $1 ORDER BY id",
+            uuid.UUID(wid(name)),
+        )
+        return [(row["event_id"], row["reason"]) for row in rows]
+
+    async def park(self, name: str, event_ids: list[str]) -> None:
+        """Park the webhook with ``event_ids`` as another deliverer would have."""
+        tasks = [DeliveryTask(wid(name), Event(e, "T", "tenant", 0, {})) for e in event_ids]
+        await backlog.park(self.pool, wid(name), tasks, 0.0, 1, 4e9)
+
+    def events(self, name: str) -> list[MutableMapping[str, Any]]:
+        """The log lines named ``name`` so far."""
+        return [line for line in self.logs if line["event"] == name]
 
 
 @contextlib.asynccontextmanager
@@ -141,24 +142,39 @@ async def harness(
     **worker_options: Any,
 ) -> AsyncIterator[Harness]:
     sender = sender or FakeSender()
-    store = FakeStore()
+    _namespace[0] = uuid.uuid4()
+    by_id = {
+        wid(name): None if target is None else dataclasses.replace(target, id=wid(name))
+        for name, target in targets.items()
+    }
 
     async def load(webhook_id: str) -> WebhookTarget | None:
-        return targets.get(webhook_id)
+        return by_id.get(webhook_id)
 
-    worker = Worker(settings, sender, TargetCache(load), store, **worker_options)
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+    worker = Worker(settings, sender, TargetCache(load), pool, **worker_options)
     running = asyncio.create_task(worker.run())
     try:
-        yield Harness(worker, sender, store, targets)
+        with capture_logs() as logs:
+            yield Harness(worker, sender, pool, targets, logs)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.close(grace_s=1)
+        await pool.close()
 
 
-def _url(webhook_id: str) -> str:
-    return f"http://127.0.0.1:9/{webhook_id}"
+async def _has(rows: Awaitable[list[Any]], count: int) -> bool:
+    return len(await rows) == count
+
+
+async def _equals(rows: Awaitable[list[Any]], expected: list[Any]) -> bool:
+    return await rows == expected
+
+
+def _url(name: str) -> str:
+    return f"http://127.0.0.1:9/{name}"
 
 
 async def test_ordered_lane_sends_one_at_a_time_in_order(settings: Settings) -> None:
@@ -168,7 +184,7 @@ async def test_ordered_lane_sends_one_at_a_time_in_order(settings: Settings) -> 
         for event_id in ids:
             h.submit("w", event_id)
         await wait_until(lambda: len(h.sender.sent) == 30, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=10)
+        await wait_until(lambda: h.position() == h.offset + 1, within=10)
     assert h.sender.delivered_to(_url("w")) == ids
     assert h.sender.max_per_url[_url("w")] == 1
     assert h.worker.outstanding == 0
@@ -227,6 +243,8 @@ async def test_round_robin_a_busy_webhook_does_not_starve_a_quiet_one(settings: 
             h.submit("busy", f"b{n}")
         await wait_until(lambda: len(h.sender.sent) == 1, within=5)
         h.submit("quiet", "q0")
+        # Postgres said the new lane is not parked: it waits for its turn now.
+        await wait_until(lambda: len(h.events("lane.parked_checked")) == 2, within=5)
         gate.set()
         await wait_until(lambda: len(h.sender.sent) == 51, within=10)
     order = [event_id for _url, event_id in h.sender.sent]
@@ -247,7 +265,7 @@ async def test_failing_head_is_retried_before_anything_behind_it(settings: Setti
         for n in range(3):
             h.submit("w", f"e{n}")
         await wait_until(lambda: len(h.sender.sent) == 6, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=10)
+        await wait_until(lambda: h.position() == 4, within=10)
     assert h.sender.delivered_to(_url("w")) == ["e0", "e0", "e0", "e0", "e1", "e2"]
 
 
@@ -263,19 +281,19 @@ async def test_lane_failing_past_the_window_is_parked_and_later_deliveries_appen
     async with harness(settings, {"w": _target("w")}, FakeSender(answer=down)) as h:
         for n in range(5):
             h.submit("w", f"e{n}")
-        await wait_until(lambda: "w" in h.store.parked, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 6, within=5)
+        await wait_until(lambda: h.parked("w"), within=10)
+        await wait_until(lambda: h.position() == 6, within=5)
         h.submit("w", "e5")
-        await wait_until(lambda: len(h.store.backlog["w"]) == 6, within=5)
+        await wait_until(lambda: _has(h.backlog("w"), 6), within=5)
         sends = len(h.sender.sent)
         await asyncio.sleep(0.3)
         assert len(h.sender.sent) == sends  # parked: the lane sends nothing itself
         # the scheduler drained and unparked it: the next delivery goes out from memory
-        h.store.parked.discard("w")
+        await h.pool.execute("DELETE FROM parked_webhooks WHERE webhook_id = $1", wid("w"))
         h.sender.answer = None
         h.submit("w", "e6")
         await wait_until(lambda: h.sender.delivered_to(_url("w"))[-1:] == ["e6"], within=5)
-    assert h.store.backlog["w"] == [f"e{n}" for n in range(6)]
+        assert await h.backlog("w") == [f"e{n}" for n in range(6)]
     assert set(h.sender.delivered_to(_url("w"))) == {"e0", "e6"}
 
 
@@ -284,8 +302,9 @@ async def test_disabled_webhook_deliveries_are_kept_in_the_backlog(settings: Set
     async with harness(settings, {"w": _target("w", state="DISABLED")}) as h:
         for n in range(3):
             h.submit("w", f"e{n}")
-        await wait_until(lambda: len(h.store.backlog.get("w", [])) == 3, within=5)
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
+        await wait_until(lambda: _has(h.backlog("w"), 3), within=5)
+        await wait_until(lambda: h.position() == 4, within=5)
+        assert await h.backlog("w") == ["e0", "e1", "e2"]
     assert h.sender.sent == []
 
 
@@ -293,8 +312,9 @@ async def test_deleted_webhook_deliveries_finish_without_a_request(settings: Set
     """A task whose webhook no longer exists is finished (its offset commits) and not sent."""
     async with harness(settings, {}) as h:
         h.submit("gone", "e0")
-        await wait_until(lambda: h.worker.committable().get(TP) == 2, within=5)
-    assert h.sender.sent == [] and h.store.backlog == {}
+        await wait_until(lambda: h.position() == 2, within=5)
+        assert await h.backlog("gone") == [] and not await h.parked("gone")
+    assert h.sender.sent == []
 
 
 async def test_gone_disables_and_blocked_gives_up(settings: Settings) -> None:
@@ -313,10 +333,11 @@ async def test_gone_disables_and_blocked_gives_up(settings: Settings) -> None:
         h.submit("gone", "g0")
         h.submit("gone", "g1")
         h.submit("blocked", "b0")
-        await wait_until(lambda: h.worker.committable().get(TP) == 4, within=5)
-    assert "410" in h.store.disabled["gone"]
-    assert h.store.backlog["gone"] == ["g0", "g1"]
-    assert [event_id for event_id, _ in h.store.failed] == ["b0"]
+        await wait_until(lambda: h.position() == 4, within=5)
+        assert await h.backlog("gone") == ["g0", "g1"]
+        assert [event_id for event_id, _ in await h.failed("blocked")] == ["b0"]
+    (disabled,) = h.events("webhook.disabled")
+    assert disabled["webhook_id"] == wid("gone") and "410" in disabled["reason"]
 
 
 async def test_revoked_partition_drops_pending_work_without_finishing_it(
@@ -338,9 +359,9 @@ async def test_revoked_partition_drops_pending_work_without_finishing_it(
         await wait_until(lambda: len(h.sender.sent) == 2, within=5)
         dropped = h.worker.revoke({TP})
         gate.set()
-        assert await h.worker.wait_in_flight({TP}, within=5)
-        committable = h.worker.committable()
-        await wait_until(lambda: h.worker.committable().get(other) is not None, within=5)
+        assert await h.worker.partitions.wait_in_flight({TP}, within=5)
+        committable = h.worker.partitions.committable()
+        await wait_until(lambda: h.position(other) is not None, within=5)
     assert dropped == 2  # a1, a2 (a0 was in flight and finished)
     assert committable.get(TP) == 2  # a0 done; a1 and a2 stay for the next owner
     assert "a1" not in [event_id for _url, event_id in h.sender.sent]
@@ -351,7 +372,7 @@ async def test_task_kinds_are_delivered_alike(settings: Settings, kind: str) -> 
     """Redeliveries travel the same lanes as events."""
     async with harness(settings, {"w": _target("w")}) as h:
         event = Event("e0", "T", "tenant", 0, {})
-        h.worker.submit(DeliveryTask("w", event, kind), TP, 1)  # type: ignore[arg-type]
+        h.worker.submit(DeliveryTask(wid("w"), event, kind), TP, 1)  # type: ignore[arg-type]
         await wait_until(lambda: len(h.sender.sent) == 1, within=5)
 
 
@@ -359,25 +380,28 @@ async def test_a_failing_target_load_delays_only_that_lane(settings: Settings) -
     """If Postgres cannot load a webhook, its lane retries shortly; other lanes keep going."""
     sender = FakeSender()
     attempts = {"broken": 0}
+    broken, fine = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def load(webhook_id: str) -> WebhookTarget | None:
-        if webhook_id == "broken":
+        if webhook_id == broken:
             attempts["broken"] += 1
             if attempts["broken"] == 1:
                 raise OSError("connection refused")
         return _target(webhook_id)
 
-    worker = Worker(settings, sender, TargetCache(load), FakeStore())
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    worker = Worker(settings, sender, TargetCache(load), pool)
     running = asyncio.create_task(worker.run())
     try:
         event = Event("e-broken", "T", "tenant", 0, {})
-        worker.submit(DeliveryTask("broken", event), TP, 1)
-        worker.submit(DeliveryTask("fine", Event("e-fine", "T", "tenant", 0, {})), TP, 2)
+        worker.submit(DeliveryTask(broken, event), TP, 1)
+        worker.submit(DeliveryTask(fine, Event("e-fine", "T", "tenant", 0, {})), TP, 2)
         await wait_until(lambda: len(sender.sent) == 2, within=10)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+        await pool.close()
     assert [event_id for _url, event_id in sender.sent] == ["e-fine", "e-broken"]
 
 
@@ -391,12 +415,16 @@ async def test_a_rewound_partition_starts_a_fresh_tracker(settings: Settings) ->
 
     async with harness(settings, {"w": _target("w")}, FakeSender(answer=gated)) as h:
         for offset in (10, 11, 12):
-            h.worker.submit(DeliveryTask("w", Event(f"e{offset}", "T", "t", 0, {})), TP, offset)
+            h.worker.submit(
+                DeliveryTask(wid("w"), Event(f"e{offset}", "T", "t", 0, {})), TP, offset
+            )
         await wait_until(lambda: len(h.sender.sent) == 1, within=5)
         for offset in (11, 12):  # re-read after a rebalance
-            h.worker.submit(DeliveryTask("w", Event(f"e{offset}", "T", "t", 0, {})), TP, offset)
+            h.worker.submit(
+                DeliveryTask(wid("w"), Event(f"e{offset}", "T", "t", 0, {})), TP, offset
+            )
         gate.set()
-        await wait_until(lambda: h.worker.committable().get(TP) == 13, within=5)
+        await wait_until(lambda: h.position() == 13, within=5)
     assert [event_id for _url, event_id in h.sender.sent] == ["e10", "e11", "e12"]
 
 
@@ -413,9 +441,12 @@ async def test_an_internal_error_gives_the_delivery_up_and_the_lane_goes_on(
     async with harness(settings, {"w": _target("w")}, FakeSender(answer=answer)) as h:
         h.submit("w", "poison")
         h.submit("w", "fine")
-        await wait_until(lambda: h.worker.committable().get(TP) == 3, within=5)
-    assert [event_id for event_id, _ in h.store.failed] == ["poison"]
-    assert "internal error" in h.store.failed[0][1]
+        await wait_until(lambda: h.position() == 3, within=5)
+        failed = await h.failed("w")
+    assert [event_id for event_id, _ in failed] == ["poison"]
+    assert "internal error" in failed[0][1]
+    (logged,) = h.events("delivery.internal_error")
+    assert logged["webhook_id"] == wid("w")
     assert h.sender.delivered_to(_url("w")) == ["poison", "fine"]
 
 
@@ -431,9 +462,9 @@ async def test_a_failing_lane_holding_too_much_parks_before_park_after(settings:
         for n in range(10):
             h.submit("down", f"d{n}")
             h.submit("up", f"u{n}")
-        await wait_until(lambda: len(h.store.backlog.get("down", [])) == 10, within=10)
-        await wait_until(lambda: h.worker.committable().get(TP) == 21, within=10)
-    assert h.store.backlog["down"] == [f"d{n}" for n in range(10)]
+        await wait_until(lambda: _has(h.backlog("down"), 10), within=10)
+        await wait_until(lambda: h.position() == 21, within=10)
+        assert await h.backlog("down") == [f"d{n}" for n in range(10)]
     assert h.sender.delivered_to(_url("up")) == [f"u{n}" for n in range(10)]
     assert set(h.sender.delivered_to(_url("down"))) == {"d0"}
 
@@ -443,17 +474,17 @@ async def test_webhook_parked_by_the_previous_owner_appends_to_its_backlog(
 ) -> None:
     """A lane of a webhook parked elsewhere sends nothing: its deliveries go behind the backlog."""
     async with harness(settings, {"w": _target("w"), "ok": _target("ok")}) as h:
-        h.store.parked.add("w")
-        h.store.backlog["w"] = ["older"]
+        await h.park("w", ["older"])
         for n in range(3):
             h.submit("w", f"e{n}")
             h.submit("ok", f"o{n}")
-        await wait_until(lambda: len(h.store.backlog["w"]) == 4, within=5)
+        await wait_until(lambda: _has(h.backlog("w"), 4), within=5)
         await wait_until(lambda: len(h.sender.sent) == 3, within=5)
-        await wait_until(lambda: h.worker.committable().get(TP) == h.offset + 1, within=5)
-    assert h.store.backlog["w"] == ["older", "e0", "e1", "e2"]
+        await wait_until(lambda: h.position() == h.offset + 1, within=5)
+        assert await h.backlog("w") == ["older", "e0", "e1", "e2"]
     assert h.sender.delivered_to(_url("w")) == []
-    assert h.store.checks == [["ok", "w"]]  # one query for the batch, not one per delivery
+    # One query for the batch, not one per delivery.
+    assert [(c["lanes"], c["parked"]) for c in h.events("lane.parked_checked")] == [(2, 1)]
 
 
 async def test_after_a_revocation_the_parked_state_is_asked_again(settings: Settings) -> None:
@@ -461,18 +492,17 @@ async def test_after_a_revocation_the_parked_state_is_asked_again(settings: Sett
     async with harness(settings, {"w": _target("w")}) as h:
         h.submit("w", "e0")
         await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0"], within=5)
-        await wait_until(lambda: "w" not in h.worker.lanes, within=5)
+        await wait_until(lambda: wid("w") not in h.worker.lanes, within=5)
         h.submit("w", "e1")  # known as not parked while the partition stays here
         await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0", "e1"], within=5)
-        assert len(h.store.checks) == 1
+        assert len(h.events("lane.parked_checked")) == 1
         h.worker.revoke([TP])
-        h.worker.forget([TP])
-        h.store.parked.add("w")  # the other owner parked it meanwhile
-        h.store.backlog["w"] = ["e2"]
+        h.worker.partitions.forget([TP])
+        await h.park("w", ["e2"])  # the other owner parked it meanwhile
         h.submit("w", "e3")
-        await wait_until(lambda: h.store.backlog["w"] == ["e2", "e3"], within=5)
+        await wait_until(lambda: _equals(h.backlog("w"), ["e2", "e3"]), within=5)
     assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]
-    assert len(h.store.checks) == 2
+    assert len(h.events("lane.parked_checked")) == 2
 
 
 async def test_lane_waits_while_postgres_cannot_tell_whether_it_is_parked(
@@ -480,13 +510,16 @@ async def test_lane_waits_while_postgres_cannot_tell_whether_it_is_parked(
 ) -> None:
     """When the parked check fails nothing is sent; it is retried and then delivers."""
     async with harness(settings, {"w": _target("w")}) as h:
-        h.store.check_error = OSError("connection refused")
-        h.submit("w", "e0")
-        await wait_until(lambda: len(h.store.checks) == 1, within=5)
-        await asyncio.sleep(0.1)
-        assert h.sender.sent == []
-        h.store.check_error = None
+        # Postgres refuses the query (the table is away) until it is back.
+        await h.pool.execute("ALTER TABLE parked_webhooks RENAME TO parked_webhooks_away")
+        try:
+            h.submit("w", "e0")
+            await wait_until(lambda: bool(h.events("lane.parked_check_failed")), within=5)
+            assert h.sender.sent == []
+        finally:
+            await h.pool.execute("ALTER TABLE parked_webhooks_away RENAME TO parked_webhooks")
         await wait_until(lambda: h.sender.delivered_to(_url("w")) == ["e0"], within=5)
+        assert len(h.events("lane.parked_check_failed")) == 1
 
 
 async def test_a_rate_limited_lane_waits_without_holding_the_global_slot(
@@ -512,7 +545,7 @@ async def test_a_rate_limited_lane_waits_without_holding_the_global_slot(
     third_slow = [index for index, url in enumerate(urls) if url == _url("slow")][2]
     assert last_free < third_slow
     # Waiting is not attempting: one attempt per delivery, none while paced.
-    assert attempts.count("slow") == 3
+    assert attempts.count(wid("slow")) == 3
     assert h.sender.delivered_to(_url("slow")) == ["s0", "s1", "s2"]
 
 
@@ -527,10 +560,17 @@ async def test_a_retry_override_decides_the_lanes_give_up(settings: Settings) ->
     }
     async with harness(settings, targets, FakeSender(answer=down)) as h:
         h.submit("w", "e1")
-        await wait_until(lambda: bool(h.store.failed), within=settings.park_after)
-    assert h.store.failed[0][0] == "e1"
-    assert h.store.failed[0][1].startswith("retry window exceeded")
-    assert not h.store.parked
+        await wait_until(lambda: _has(h.failed("w"), 1), within=settings.park_after)
+        failed = await h.failed("w")
+        assert not await h.parked("w")
+    assert failed[0][0] == "e1"
+    assert failed[0][1].startswith("retry window exceeded")
+
+
+def reported(h: Harness) -> list[int]:
+    """The windows written to the webhook row of "w", in order."""
+    lines = h.events("lane.window_reported")
+    return [line["window"] for line in lines if line["webhook_id"] == wid("w")]
 
 
 async def test_an_unordered_lanes_window_grows_to_its_ceiling_and_is_reported(
@@ -548,10 +588,10 @@ async def test_an_unordered_lanes_window_grows_to_its_ceiling_and_is_reported(
     async with harness(settings, targets, FakeSender(answer=fast)) as h:
         for n in range(60):
             h.submit("w", f"e{n}")
-        await wait_until(lambda: h.store.windows.get("w", [])[-1:] == [4], within=10)
+        await wait_until(lambda: reported(h)[-1:] == [4], within=10)
     assert h.sender.max_per_url[_url("w")] == 4
     # Reports are throttled: a handful of writes, not one per answer.
-    assert len(h.store.windows["w"]) <= 3
+    assert len(reported(h)) <= 3
 
 
 async def test_an_idle_rate_limited_lane_is_kept_until_its_bucket_is_full(
@@ -562,10 +602,10 @@ async def test_an_idle_rate_limited_lane_is_kept_until_its_bucket_is_full(
     async with harness(settings, targets) as h:
         h.submit("w", "e0")
         await wait_until(lambda: h.worker.outstanding == 0, within=5)
-        assert "w" in h.worker.lanes  # idle, but its next request is not due for 2 s
+        assert wid("w") in h.worker.lanes  # idle, but its next request is not due for 2 s
         h.submit("w", "e1")
         await wait_until(lambda: h.worker.outstanding == 0, within=5)
-        await wait_until(lambda: "w" not in h.worker.lanes, within=5)
+        await wait_until(lambda: wid("w") not in h.worker.lanes, within=5)
     assert h.sender.delivered_to(_url("w")) == ["e0", "e1"]
 
 

@@ -46,13 +46,13 @@ def test_failed_head_goes_back_first_and_waits_for_its_backoff() -> None:
     lane = Lane("w", TP)
     for offset in (1, 2, 3):
         lane.push(_entry(offset))
-    head = lane.take()
+    head = lane.take(0.0)
     lane.failed(head, now=10.0, next_attempt_at=12.0)
-    assert [e.offset for e in lane] == [1, 2, 3]
+    assert [e.offset for e in lane.pending] == [1, 2, 3]
     assert not lane.ready(now=11.9)
     assert lane.ready(now=12.0)
     assert lane.failing_since == 10.0 and lane.failures == 1
-    lane.take()
+    lane.take(0.0)
     lane.succeeded()
     assert not lane.failing and lane.next_attempt_at == 0.0
 
@@ -63,32 +63,11 @@ def test_unordered_failures_return_in_offset_order() -> None:
     lane.limit = 3
     for offset in (1, 2, 3, 4):
         lane.push(_entry(offset))
-    first, second, third = lane.take(), lane.take(), lane.take()
+    first, second, third = lane.take(0.0), lane.take(0.0), lane.take(0.0)
     lane.failed(third, now=1.0, next_attempt_at=1.0)
     lane.failed(first, now=1.0, next_attempt_at=1.0)
     lane.failed(second, now=1.0, next_attempt_at=1.0)
-    assert [e.offset for e in lane] == [1, 2, 3, 4]
-
-
-def test_parked_or_storing_lanes_never_send() -> None:
-    """While parked or writing to the backlog, a lane is not ready."""
-    lane = Lane("w", TP)
-    lane.push(_entry(1))
-    lane.parked = True
-    assert not lane.ready(now=0.0)
-    lane.parked, lane.storing = False, True
-    assert not lane.ready(now=0.0)
-    assert not lane.idle
-
-
-def test_lane_whose_parked_state_is_unknown_never_sends() -> None:
-    """A lane not yet checked against the backlog (partition just moved here) is not ready."""
-    lane = Lane("w", TP)
-    lane.push(_entry(1))
-    lane.checked = False
-    assert not lane.ready(now=0.0)
-    lane.checked = True
-    assert lane.ready(now=0.0)
+    assert [e.offset for e in lane.pending] == [1, 2, 3, 4]
 
 
 def test_drop_removes_matching_pending_deliveries() -> None:
@@ -101,7 +80,7 @@ def test_drop_removes_matching_pending_deliveries() -> None:
         lane.push(entry)
     dropped = lane.drop(lambda entry: entry.partition == other)
     assert [e.offset for e in dropped] == [2]
-    assert [e.offset for e in lane] == [1, 3]
+    assert [e.offset for e in lane.pending] == [1, 3]
 
 
 def test_pace_spaces_requests_and_a_new_rate_gets_a_new_bucket() -> None:

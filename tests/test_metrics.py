@@ -254,17 +254,17 @@ class FakeLane:
 @pytest.mark.parametrize(
     ("lanes", "expected"),
     [
-        ([], (0, 0, 0, 0)),
-        ([FakeLane(in_flight=2), FakeLane()], (2, 0, 0, 2)),
-        ([FakeLane(failures=1, next_attempt_at=150.0)], (0, 1, 0, 0)),
-        ([FakeLane(failures=1, next_attempt_at=50.0, in_flight=1)], (1, 0, 0, 1)),
-        ([FakeLane(parked=True, failures=3, next_attempt_at=500.0)], (0, 0, 1, 0)),
+        ([], (0, 0)),
+        ([FakeLane(in_flight=2), FakeLane()], (2, 0)),
+        ([FakeLane(failures=1, next_attempt_at=150.0)], (0, 1)),
+        ([FakeLane(failures=1, next_attempt_at=50.0, in_flight=1)], (1, 0)),
+        ([FakeLane(parked=True, failures=3, next_attempt_at=500.0)], (0, 0)),
     ],
 )
 def test_count_lanes_by_state(lanes: list[FakeLane], expected: tuple[int, ...]) -> None:
-    """Parked beats backing off; a failing lane whose retry is due counts as ready."""
+    """Parked lanes count in neither; a failing lane whose retry is due counts as ready."""
     counts = count_lanes(lanes, now=100.0)
-    assert (counts.ready, counts.backoff, counts.parked, counts.in_flight) == expected
+    assert (counts.ready, counts.backoff) == expected
 
 
 async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:

@@ -46,15 +46,6 @@ def test_offsets_must_be_added_in_increasing_order() -> None:
         tracker.add(3)
 
 
-def test_unfinished_counts_open_offsets() -> None:
-    """``unfinished`` is how many added offsets are not done."""
-    tracker = OffsetTracker()
-    for offset in (1, 2, 3):
-        tracker.add(offset)
-    tracker.done(2)
-    assert tracker.unfinished == 2
-
-
 @given(
     st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=60),
     st.randoms(use_true_random=False),

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from dispatcher.delivery.attempt import AttemptResult
 from dispatcher.delivery.policy import (
     JITTER_FLOOR,
-    LaneState,
     Outcome,
     RetryPolicy,
     Step,
+    Streak,
     backoff_delay,
     effective_policy,
     next_step,
@@ -155,7 +155,7 @@ POLICY = RetryPolicy(
     retry_after_max=3600.0,
 )
 DAY = 86400.0
-HEALTHY = LaneState(0, None)
+HEALTHY = Streak(0, None)
 
 
 def failing(
@@ -164,9 +164,9 @@ def failing(
     *,
     retry_for_s: float | None = None,
     webhook_for_s: float | None = None,
-) -> LaneState:
+) -> Streak:
     """A lane state: ``failures`` so far, failing for ``for_s`` seconds until NOW."""
-    return LaneState(
+    return Streak(
         failures,
         NOW - for_s,
         retry_from=None if retry_for_s is None else NOW - retry_for_s,
@@ -288,7 +288,7 @@ BLOCKED = result(error_class="BlockedDestination", retriable=False)
         ),
     ],
 )
-def test_next_step(attempt: AttemptResult, state: LaneState, expected: Step) -> None:
+def test_next_step(attempt: AttemptResult, state: Streak, expected: Step) -> None:
     """Every row of the one outcome model: deliver, retry, park, give up, disable."""
     assert next_step(attempt, state, POLICY, NOW, MaxRandom()) == expected
 
@@ -302,7 +302,7 @@ def test_next_step(attempt: AttemptResult, state: LaneState, expected: Step) -> 
 def test_next_step_properties(elapsed, failures, retry_after, seed) -> None:
     """Retries are in the future, honour Retry-After, stay in memory only within park_after."""
     attempt = result(429, retry_after=None if retry_after is None else str(retry_after))
-    state = LaneState(failures, NOW - elapsed)
+    state = Streak(failures, NOW - elapsed)
     taken = next_step(attempt, state, POLICY, NOW, random.Random(seed))
     assert (taken.failures, taken.failing_since) == (failures + 1, NOW - elapsed)
     if elapsed >= POLICY.retry_window:
@@ -379,7 +379,7 @@ def test_effective_policy_is_the_override_bounded_by_the_operator(
 def test_next_step_under_an_override_gives_up_at_its_window() -> None:
     """A 1 h override window gives a delivery up after 1 h instead of the operator's 3 days."""
     policy = effective_policy(DEFAULT, RetryOverride(None, 3600.0))
-    state = LaneState(failures=9, failing_since=NOW - 3601)
+    state = Streak(failures=9, failing_since=NOW - 3601)
     result = AttemptResult("w", "t", "e", "T", 10, NOW, 1.0, status_code=500, error="HTTP 500")
     assert next_step(result, state, policy, NOW, random.Random(1)).outcome is Outcome.GIVE_UP
     assert next_step(result, state, DEFAULT, NOW, random.Random(1)).outcome is Outcome.PARK

@@ -51,7 +51,7 @@ def sleeps(logs: list[MutableMapping[str, Any]]) -> int:
 
 @contextlib.asynccontextmanager
 async def running_scheduler(
-    settings: Settings, pool: Any, sender: Any = None, announcer: Any = None
+    settings: Settings, pool: Any, sender: Any = None, announcer: Any = None, metrics: Any = None
 ) -> AsyncIterator[BacklogScheduler]:
     """A scheduler (with its own attempt log and sender) running as a task."""
     own_sender = sender is None
@@ -68,6 +68,7 @@ async def running_scheduler(
         log,
         notifications,
         announcer=announcer,
+        metrics=metrics,
     )
     task = asyncio.create_task(scheduler.run())
     try:

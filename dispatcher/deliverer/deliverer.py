@@ -32,7 +32,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.attempt_log import AttemptLog
-from dispatcher.deliverer.lane_store import PostgresStore
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.deliverer.worker import Worker
@@ -137,7 +136,8 @@ class Deliverer:
             settings,
             sender,
             targets,
-            PostgresStore(self._pool, settings.pause_max_backlog),
+            self._pool,
+            pause_limit=settings.pause_max_backlog,
             on_attempt=attempted,
             # A failing lane may hold at most 5% of the buffer before it parks.
             park_early_above=max(1, self._max_buffered // 20),
@@ -305,7 +305,7 @@ class Deliverer:
 
     def committable(self) -> dict[TopicPartition, int]:
         """Per partition, the offset below which every delivery finished."""
-        return self.worker.committable() if self.worker is not None else {}
+        return self.worker.partitions.committable() if self.worker is not None else {}
 
     async def before_commit(self) -> bool:
         """Write the attempts of the deliveries behind the positions first.
@@ -328,7 +328,7 @@ class Deliverer:
         if self.worker is None:
             return
         dropped = self.worker.revoke(partitions)
-        finished = await self.worker.wait_in_flight(
+        finished = await self.worker.partitions.wait_in_flight(
             partitions, within=self.settings.delivery_timeout_s + 1
         )
         log.info("deliverer.lanes_released", dropped=dropped, in_flight_finished=finished)
@@ -336,7 +336,7 @@ class Deliverer:
     def forget(self, partitions: set[TopicPartition]) -> None:
         """The partitions' final positions are committed: drop their trackers."""
         if self.worker is not None:
-            self.worker.forget(partitions)
+            self.worker.partitions.forget(partitions)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         assert self._producer is not None  # one producer: dead letters and announcements

@@ -1,8 +1,8 @@
 """The dispatch loop's two primitives, cheaper than asyncio's general ones per delivery.
 
-- ``ReadyQueue``: lanes waiting for their turn, first in first out. One consumer (the
-  dispatch loop) and ``put`` from plain callbacks; ``get`` returns without suspending
-  while lanes wait.
+- ``ReadyQueue``: lanes waiting for their turn, first in first out, each at most once
+  (``in``). One consumer (the dispatch loop) and ``put`` from plain callbacks; ``get``
+  returns without suspending while lanes wait.
 - ``Slots``: the process-wide limit of requests in flight, first come first served.
   ``take()`` is a synchronous fast path; only at the limit does a caller wait.
 
@@ -17,25 +17,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Hashable)
 
 
 class ReadyQueue(Generic[T]):
-    """FIFO of ready items for one consumer task."""
+    """FIFO of ready items for one consumer task; an item is queued at most once."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_queued", "_waiter")
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
+        self._queued: set[T] = set()
         self._waiter: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, item: T) -> bool:
+        return item in self._queued
+
     def put(self, item: T) -> None:
-        """Append ``item``; wakes the consumer if it waits."""
+        """Append ``item`` unless it is queued already; wakes the consumer if it waits."""
+        if item in self._queued:
+            return
+        self._queued.add(item)
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None:
@@ -52,7 +60,9 @@ class ReadyQueue(Generic[T]):
                 await waiter
             finally:
                 self._waiter = None
-        return items.popleft()
+        item = items.popleft()
+        self._queued.discard(item)
+        return item
 
 
 class Slots:
@@ -65,11 +75,6 @@ class Slots:
             raise ValueError("a limit of at least 1 is needed")
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def free(self) -> int:
-        """Slots nobody holds now."""
-        return self._free
 
     def take(self) -> bool:
         """Take a slot now if one is free (and nobody waits for it first)."""

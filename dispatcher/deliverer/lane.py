@@ -6,6 +6,18 @@ the next delivery (``take``) and reports how it went (``succeeded``, ``failed``,
 failing it sends only one request at a time (the retry of its head) and nothing before
 ``next_attempt_at``.
 
+Where its deliveries go is one ``Where`` state, changed only by the lane's own methods
+(the worker and ``parking`` ask, like asyncio's ``Future``)::
+
+    UNCHECKED --checked_parked(parked?)--> MEMORY | PARKED
+    MEMORY | PARKED --start_storing()--> STORING --stored(parked?)--> PARKED | MEMORY
+    any --revoked()--> UNCHECKED (STORING: STORING_UNCHECKED, UNCHECKED once stored)
+
+``UNCHECKED``: whether the webhook is parked is not known for the current ownership of
+its partition (another deliverer may have parked it); nothing is sent ahead of a
+backlog that may exist. ``STORING``: its deliveries are being written to the backlog,
+one writer at a time.
+
 A lane also carries its webhook's pacing: a token bucket for a ``rate_limit``
 (``pace``) and, for unordered webhooks, the adaptive window that sets ``limit``
 (``adapt``, ``observe``). Both live as long as the lane; a lane whose bucket is not full
@@ -14,13 +26,15 @@ again is kept (``pacing``), so forgetting and re-creating it never buys an extra
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
 from dispatcher.deliverer.partitions import OffsetTracker
+from dispatcher.delivery.policy import Streak
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.subscription.adaptive_window import AdaptiveWindow, Signal
 from dispatcher.subscription.rate_limit import TokenBucket, rebuilt
@@ -42,7 +56,20 @@ class Pending:
     # The tracker of the assignment it was read under; a revoked partition gets a new one.
     tracker: OffsetTracker
     attempts: int = 0
-    first_failed_at: float | None = field(default=None)
+
+
+class Where(enum.Enum):
+    """Where a lane's deliveries go (see the module docstring for the transitions)."""
+
+    UNCHECKED = "unchecked"  # parked or not: unknown since the partition was assigned
+    MEMORY = "memory"  # delivered from memory
+    PARKED = "parked"  # appended to the webhook's Postgres backlog
+    STORING = "storing"  # a write to the backlog is under way
+    STORING_UNCHECKED = "storing_unchecked"  # revoked during the write: UNCHECKED after it
+
+
+# After a write ended: what follows each writing state.
+_AFTER_WRITE = {Where.STORING: None, Where.STORING_UNCHECKED: Where.UNCHECKED}
 
 
 class Lane:
@@ -51,22 +78,21 @@ class Lane:
     __slots__ = (
         "bucket",
         "busy_since",
-        "checked",
         "failing_since",
         "failures",
         "in_flight",
         "limit",
         "next_attempt_at",
-        "parked",
         "partition",
         "pending",
-        "queued",
-        "storing",
         "webhook_id",
+        "where",
         "window",
     )
 
-    def __init__(self, webhook_id: str, partition: TopicPartition) -> None:
+    def __init__(
+        self, webhook_id: str, partition: TopicPartition, where: Where = Where.MEMORY
+    ) -> None:
         self.webhook_id = webhook_id
         # The deliveries partition the webhook's tasks are read from (keyed by its id).
         self.partition = partition
@@ -80,16 +106,8 @@ class Lane:
         self.failures = 0
         self.failing_since: float | None = None
         self.next_attempt_at = 0.0
-        # True while the webhook's deliveries go to the Postgres backlog instead.
-        self.parked = False
-        # False until ``parked`` is known for the current ownership of ``partition``:
-        # another deliverer may have parked the webhook before the partition moved
-        # here, and nothing may be sent ahead of its backlog.
-        self.checked = True
-        # True while the lane sits in the worker's ready queue.
-        self.queued = False
-        # True while its deliveries are being written to the backlog (one writer at a time).
-        self.storing = False
+        # Read it freely; change it only through the transition methods below.
+        self.where = where
         # The rate limit's bucket (None: unlimited) and the adaptive window (unordered only).
         self.bucket: TokenBucket | None = None
         self.window: AdaptiveWindow | None = None
@@ -106,9 +124,63 @@ class Lane:
         return not self.pending and not self.in_flight and not self.storing
 
     @property
+    def checked(self) -> bool:
+        """Whether the parked state is known for the current ownership of the partition."""
+        return self.where is not Where.UNCHECKED and self.where is not Where.STORING_UNCHECKED
+
+    @property
+    def parked(self) -> bool:
+        """Whether its deliveries go to the webhook's backlog (no write under way)."""
+        return self.where is Where.PARKED
+
+    @property
+    def storing(self) -> bool:
+        """Whether a write to the backlog is under way."""
+        return self.where is Where.STORING or self.where is Where.STORING_UNCHECKED
+
+    # -- where the deliveries go ----------------------------------------------------
+
+    def checked_parked(self, parked: bool) -> None:
+        """Postgres answered whether the webhook is parked (ignored if already known).
+
+        During a write the write decides; the lane only counts as checked again.
+        """
+        if self.where is Where.UNCHECKED:
+            self.where = Where.PARKED if parked else Where.MEMORY
+        elif self.where is Where.STORING_UNCHECKED:
+            self.where = Where.STORING
+
+    def revoked(self) -> None:
+        """Its partition left this process: if it comes back, ask Postgres again."""
+        self.where = Where.STORING_UNCHECKED if self.storing else Where.UNCHECKED
+
+    def start_storing(self) -> bool:
+        """Become the backlog's one writer; False when a write is under way already."""
+        if self.storing:
+            return False
+        self.where = Where.STORING if self.checked else Where.STORING_UNCHECKED
+        return True
+
+    def stored(self, parked: bool) -> None:
+        """The write ended: the webhook is ``parked`` (or back in memory)."""
+        after = _AFTER_WRITE.get(self.where)
+        if after is not None:
+            self.where = after
+        else:
+            self.where = Where.PARKED if parked else Where.MEMORY
+
+    def wait_until(self, when: float) -> None:
+        """Send nothing before ``when`` (a backoff, a rate limit, a store retry)."""
+        self.next_attempt_at = max(self.next_attempt_at, when)
+
+    @property
     def failing(self) -> bool:
         """Whether the endpoint's last attempt failed."""
         return self.failures > 0
+
+    def streak(self) -> Streak:
+        """The failure streak its next answer is judged under (``policy.next_step``)."""
+        return Streak(self.failures, self.failing_since, webhook_failing_since=self.failing_since)
 
     def pacing(self, now: float) -> bool:
         """Whether the rate limit still remembers a recent request (its bucket is not full)."""
@@ -152,17 +224,16 @@ class Lane:
     def ready(self, now: float) -> bool:
         """Whether the lane may send its next delivery at ``now``."""
         return (
-            self.checked
-            and not self.parked
-            and not self.storing
+            self.where is Where.MEMORY
             and bool(self.pending)
             and self.in_flight < self.capacity()
             and now >= self.next_attempt_at
         )
 
-    def take(self) -> Pending:
-        """Start the next delivery (the head)."""
+    def take(self, now: float) -> Pending:
+        """Start the next delivery (the head) at ``now``."""
         self.in_flight += 1
+        self.busy_since = now
         return self.pending.popleft()
 
     def succeeded(self) -> None:
@@ -186,11 +257,8 @@ class Lane:
         self.next_attempt_at = 0.0
 
     def finished(self) -> None:
-        """A delivery ended without a 2xx and will not be retried (given up, dropped)."""
-        self.in_flight -= 1
-
-    def abandon(self) -> None:
-        """An in-flight delivery's result is ignored (its partition was revoked)."""
+        """An in-flight delivery left the lane without a 2xx: given up, moved to the
+        backlog, or its result ignored (partition revoked, shutdown)."""
         self.in_flight -= 1
 
     def drain(self) -> list[Pending]:
@@ -205,9 +273,6 @@ class Lane:
         if dropped:
             self.pending = deque(entry for entry in self.pending if not predicate(entry))
         return dropped
-
-    def __iter__(self) -> Iterator[Pending]:
-        return iter(self.pending)
 
     def requeue(self, entry: Pending) -> None:
         """Put a delivery back in its place (by offset) without touching the streak."""

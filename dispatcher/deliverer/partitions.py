@@ -1,5 +1,8 @@
-"""What a deliverer knows about the partitions it owns (pure, no I/O).
+"""What a deliverer knows about the partitions it owns (no I/O).
 
+- **Work per partition.** ``OwnedPartitions``: the offset tracker of each owned
+  partition (a revoked and re-assigned partition gets a new one, which tells a live
+  delivery from a stale one) and its requests in flight, which a revocation waits for.
 - **Offsets.** Deliveries finish out of order (lanes run concurrently), but Kafka
   commits a single position per partition: "everything before this offset is done".
   ``OffsetTracker`` records which fetched offsets are still unfinished and answers the
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Iterable
 
@@ -57,11 +61,6 @@ class OffsetTracker:
         """The highest offset added so far."""
         return self._last
 
-    @property
-    def unfinished(self) -> int:
-        """How many added offsets are not done."""
-        return len(self._open)
-
     def committable(self) -> int | None:
         """The commit position (next offset to read) covering only finished work."""
         if self._last is None:
@@ -97,3 +96,67 @@ class ParkedStates:
         """The partitions left this process: what was known of them may be stale."""
         for partition in partitions:
             self._states.pop(partition, None)
+
+
+class OwnedPartitions:
+    """The owned partitions' offset trackers and requests in flight (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._idle = asyncio.Condition()
+        self._idle_waiters = 0  # notified only while someone waits (``wait_in_flight``)
+
+    def tracker(self, partition: TopicPartition) -> OffsetTracker:
+        """The tracker of an assigned partition, created on first use."""
+        tracker = self._trackers.get(partition)
+        if tracker is None:
+            tracker = self._trackers[partition] = OffsetTracker()
+        return tracker
+
+    def is_current(self, partition: TopicPartition, tracker: OffsetTracker) -> bool:
+        """Whether ``tracker`` is the partition's tracker now (not revoked since)."""
+        return self._trackers.get(partition) is tracker
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """The commit position of every partition that has one."""
+        positions = {}
+        for tp, tracker in self._trackers.items():
+            position = tracker.committable()
+            if position is not None:
+                positions[tp] = position
+        return positions
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the trackers of partitions no longer owned (after their final commit)."""
+        for tp in partitions:
+            self._trackers.pop(tp, None)
+
+    def request_started(self, partition: TopicPartition) -> None:
+        """A request for a delivery of ``partition`` is in flight."""
+        self._in_flight[partition] = self._in_flight.get(partition, 0) + 1
+
+    async def request_ended(self, partition: TopicPartition) -> None:
+        """That request ended (whatever its outcome)."""
+        self._in_flight[partition] -= 1
+        if self._idle_waiters:  # a revocation waits for in-flight requests
+            async with self._idle:
+                self._idle.notify_all()
+
+    async def wait_in_flight(self, partitions: Iterable[TopicPartition], within: float) -> bool:
+        """Wait up to ``within`` s until no request of ``partitions`` is in flight."""
+        wanted = set(partitions)
+
+        def quiet() -> bool:
+            return not any(self._in_flight.get(tp, 0) for tp in wanted)
+
+        self._idle_waiters += 1
+        try:
+            async with self._idle:
+                try:
+                    await asyncio.wait_for(self._idle.wait_for(quiet), within)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._idle_waiters -= 1

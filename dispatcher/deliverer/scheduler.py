@@ -9,11 +9,14 @@ ENABLED parked webhooks (``FOR UPDATE SKIP LOCKED``; a claim is a lease,
   fetched in batches, each deleted after its 2xx), then unpark (race-free, see
   ``dispatcher.store.backlog``);
 - on failure, store the next attempt time from the long schedule (``dispatcher.delivery.policy``);
-- a delivery past its retry window (or to a blocked destination) moves to
-  ``failed_deliveries`` and the next one is tried;
+- a delivery past its retry window (or to a blocked destination, or failing inside
+  Hooklane) moves to ``failed_deliveries`` and the next one is tried;
 - ``410 Gone``, or continuous failure for ``auto_disable_after``, disables the
   webhook; DISABLED webhooks are left parked until they are re-enabled. A parked
   webhook that is re-enabled or edited is retried at once, not at its next slot.
+
+Each step is carried out by ``outcomes`` (the executor the lanes use too), with the
+backlog head as its ``BacklogHolding``.
 
 No busy loop: between passes it sleeps until the earliest ``next_attempt_at`` (at
 most ``MAX_SLEEP_S``), woken early by NOTIFY on ``hooklane_parked`` (something was
@@ -25,23 +28,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.attempt_log import AttemptLog
-from dispatcher.delivery.attempt import WebhookTarget, attempt_delivery
-from dispatcher.delivery.delivery_logs import DeliveryLog
+from dispatcher.deliverer.outcomes import Outcomes
+from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.http.sender import Sender
 from dispatcher.delivery.policy import (
-    LaneState,
     Outcome,
     Random,
     RetryPolicy,
+    Step,
+    Streak,
     default_rng,
     effective_policy,
     next_step,
@@ -49,7 +53,7 @@ from dispatcher.delivery.policy import (
 from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings
 from dispatcher.store import attempts as attempt_store
-from dispatcher.store import backlog, webhooks
+from dispatcher.store import backlog
 from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
 from dispatcher.store.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.store.notifications import Notifications, Subscription
@@ -75,20 +79,53 @@ _PURGE_LOCK = 7_405_131_005
 TargetLoader = Callable[[str], Awaitable[WebhookTarget | None]]
 
 
-@dataclass(slots=True)
-class Streak:
-    """A parked webhook's failure streak while the scheduler works on it."""
+class BacklogHolding:
+    """A parked webhook's backlog head, as the outcome executor sees it (``outcomes.Holding``).
 
-    failures: int
-    failing_since: float
-    # From ``webhooks`` (None: not failing, e.g. just re-enabled).
-    webhook_failing_since: float | None
+    Postgres errors are not caught here: they end the webhook's run, and its claim
+    runs out and is taken again (at least once, in order).
+    """
 
-    def succeeded(self, now: float) -> None:
-        """A 2xx: the streak starts over."""
-        self.failures = 0
-        self.failing_since = now
-        self.webhook_failing_since = None
+    __slots__ = ("_entry", "_pool")
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], entry: BacklogEntry) -> None:
+        self._pool = pool
+        self._entry = entry
+
+    async def delivered(self, now: float) -> None:
+        """Nothing yet: the drain deletes each delivered run in one statement."""
+
+    async def retry(self, step: Step, now: float) -> None:
+        """Parked already: wait for the next slot (as ``park``)."""
+        await self.park(step, now)
+
+    async def park(self, step: Step, now: float) -> None:
+        """Count the attempt and store the streak and the next slot; the claim ends."""
+        assert step.next_attempt_at is not None and step.failing_since is not None
+        webhook_id = self._entry.task.webhook_id
+        await backlog.attempted(self._pool, webhook_id, self._entry.seq)
+        await backlog.reschedule(
+            self._pool,
+            webhook_id,
+            failures=step.failures,
+            failing_since=step.failing_since,
+            next_attempt_at=step.next_attempt_at,
+        )
+        log.debug(
+            "scheduler.rescheduled",
+            webhook_id=webhook_id,
+            failures=step.failures,
+            in_s=round(step.next_attempt_at - now, 3),
+        )
+
+    async def give_up(self, tenant_id: str, reason: str) -> bool:
+        """Move the entry to ``failed_deliveries`` (one transaction)."""
+        await backlog.give_up(self._pool, self._entry, tenant_id, reason)
+        return True
+
+    async def keep_disabled(self, step: Step, now: float) -> None:
+        """End the claim: a DISABLED webhook is not claimed until it is re-enabled."""
+        await backlog.release(self._pool, self._entry.task.webhook_id)
 
 
 class BacklogScheduler:
@@ -110,8 +147,10 @@ class BacklogScheduler:
         self._settings = settings
         # Without an announcer (no producer), disabling and recovery are only logged.
         self._announcer = announcer or Announcer(None, load_target)
-        self._metrics = metrics  # deliveries_total{delivered,gave_up}; None: not counted
-        self._delivery_log = DeliveryLog(settings.log_sample)
+        # deliveries_total{delivered,gave_up}; metrics None: not counted
+        self._outcomes = Outcomes(
+            pool, self._announcer, clock, log_sample=settings.log_sample, metrics=metrics
+        )
         self._pool = pool
         self._sender = sender
         self._load_target = load_target
@@ -137,10 +176,6 @@ class BacklogScheduler:
         """Ask ``run()`` to finish the current attempts and return."""
         self._stopping = True
         self._stopped.set()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Check for due work now (e.g. after parking a lane in this process)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -242,7 +277,11 @@ class BacklogScheduler:
         if not target.enabled:
             await self._release(webhook_id)
             return
-        streak = Streak(parked.failures, parked.failing_since, parked.webhook_failing_since)
+        streak = Streak(
+            parked.failures,
+            parked.failing_since,
+            webhook_failing_since=parked.webhook_failing_since,
+        )
         lease_until = self._clock() + self.lease_s
         drained = 0
         bucket: TokenBucket | None = None
@@ -268,6 +307,7 @@ class BacklogScheduler:
                         break
                     outcome = await self._attempt(target, entry, streak)
                     if outcome is Outcome.DELIVERED:
+                        streak = Streak(0, self._clock())  # the streak starts over
                         drained_through = entry.seq
                         drained += 1
                     elif outcome is not Outcome.GIVE_UP:
@@ -313,69 +353,22 @@ class BacklogScheduler:
 
         DELIVERED and GIVE_UP go on with the next entry; the others end this run.
         """
-        webhook_id = target.id
-        result = await attempt_delivery(
-            self._sender,
-            target,
-            entry.task,
-            entry.attempts + 1,
-            self._clock,
-            parked_since=entry.enqueued_at,
+        # An exception inside Hooklane comes back as a failed attempt (outcomes).
+        result = await self._outcomes.attempt(
+            self._sender, target, entry.task, entry.attempts + 1, parked_since=entry.enqueued_at
         )
         self._attempt_log.record(result)
         now = self._clock()
-        state = LaneState(
-            streak.failures,
-            streak.failing_since,
-            # The retry window is per delivery: from when it was parked, or from when
-            # the webhook last started failing (e.g. after a re-enable), if later.
-            retry_from=max(entry.enqueued_at, streak.webhook_failing_since or now),
-            webhook_failing_since=streak.webhook_failing_since,
+        # The retry window is per delivery: from when it was parked, or from when the
+        # webhook last started failing (e.g. after a re-enable), if later.
+        state = dataclasses.replace(
+            streak, retry_from=max(entry.enqueued_at, streak.webhook_failing_since or now)
         )
         step = next_step(result, state, effective_policy(self.policy, target.retry), now, self._rng)
-        self._delivery_log.attempted(result, step.outcome.value)
-        if step.outcome is Outcome.DELIVERED:
-            streak.succeeded(now)  # the caller deletes the drained run
-            if self._metrics is not None:
-                self._metrics.delivered.inc()
-        elif step.outcome is Outcome.DISABLE:
-            assert step.reason is not None
-            await self._disable(target, step.reason)
-            self._announcer.disabled(webhook_id, step.reason, step.failing_since)
-        elif step.outcome is Outcome.GIVE_UP:
-            assert step.reason is not None
-            await backlog.give_up(self._pool, entry, target.tenant_id, step.reason)
-            if self._metrics is not None:
-                self._metrics.gave_up.inc()
-            log.info(
-                "scheduler.gave_up",
-                webhook_id=webhook_id,
-                event_id=result.event_id,
-                trace_id=result.trace_id,
-            )
-            self._announcer.gave_up(webhook_id, entry.task, entry.attempts + 1, step.reason)
-        else:  # RETRY or PARK: parked already, both wait for the next slot
-            assert step.next_attempt_at is not None
-            await backlog.attempted(self._pool, webhook_id, entry.seq)
-            await backlog.reschedule(
-                self._pool,
-                webhook_id,
-                failures=step.failures,
-                failing_since=streak.failing_since,
-                next_attempt_at=step.next_attempt_at,
-            )
-            log.debug(
-                "scheduler.rescheduled",
-                webhook_id=webhook_id,
-                failures=step.failures,
-                in_s=round(step.next_attempt_at - now, 3),
-            )
+        await self._outcomes.carry_out(
+            step, result, target, entry.task, BacklogHolding(self._pool, entry)
+        )
         return step.outcome
-
-    async def _disable(self, target: WebhookTarget, reason: str) -> None:
-        await webhooks.disable_webhook(self._pool, target.id, reason)
-        await self._release(target.id)
-        log.warning("scheduler.disabled", webhook_id=target.id, reason=reason)
 
     # --- wake-ups and housekeeping --------------------------------------------------
 

@@ -11,22 +11,22 @@ in-flight slot, so it holds none and sends nothing (no attempt is logged) while 
 waits; an unordered lane's in-flight limit is its adaptive window, fed by every answer
 and reported to Postgres at most every ``REPORT_WINDOW_EVERY_S`` while it changes.
 
-Each outcome goes through the delivery policy (``dispatcher.delivery.policy``): 2xx finishes the
-delivery; a failure retries the lane's head after a backoff (timers re-queue the lane);
-past the in-memory window, on 410 or for a DISABLED webhook the lane moves to the
-Postgres backlog, and a give-up is recorded for replay (both in ``parking``). Finished
-deliveries are marked done in their partition's ``OffsetTracker``; the deliverer
-commits what the trackers allow.
+Each answer goes through the delivery policy (``dispatcher.delivery.policy``) and its
+step is carried out by ``outcomes`` (the one executor, shared with the backlog
+scheduler): 2xx finishes the delivery; a failure retries the lane's head after a
+backoff (timers re-queue the lane); past the in-memory window, on 410 or for a
+DISABLED webhook the lane moves to the Postgres backlog, and a give-up is recorded for
+replay (both in ``parking``). Finished deliveries are marked done in their partition's
+``OffsetTracker``; the deliverer commits what the trackers allow.
 
-The worker does no Kafka I/O; it owns the trackers so it can tell a live delivery from
-one whose partition was revoked (those are dropped, their offsets never committed
-here, and the partition's next owner delivers them again).
+The worker does no Kafka I/O; it owns the trackers (``partitions``, an
+``OwnedPartitions``) so it can tell a live delivery from one whose partition was
+revoked (those are dropped, their offsets never committed here, and the partition's
+next owner delivers them again).
 
 Ownership and order: a webhook may have been parked by the partition's previous
-owner. A lane created for a webhook whose parked state is unknown since its partition
-was assigned here is not ``checked``: it sends nothing until one query per batch of
-such lanes (``_check_parked``) asked Postgres; a parked webhook's deliveries then
-append to its backlog, behind what the previous owner parked.
+owner; ``parked_checks`` creates lanes whose parked state is unknown as ``UNCHECKED``
+and asks Postgres once per batch. Adaptive windows are reported by ``window_reports``.
 """
 
 from __future__ import annotations
@@ -37,19 +37,21 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.dispatching import ReadyQueue, Slots
-from dispatcher.deliverer.lane import Lane, Pending
-from dispatcher.deliverer.lane_store import DeliveryStore
-from dispatcher.deliverer.parking import STORE_RETRY_S, Parking
-from dispatcher.deliverer.partitions import OffsetTracker, ParkedStates
+from dispatcher.deliverer.lane import Lane, Pending, Where
+from dispatcher.deliverer.outcomes import Outcomes
+from dispatcher.deliverer.parked_checks import ParkedChecks
+from dispatcher.deliverer.parking import STORE_RETRY_S, LaneHolding, Parking
+from dispatcher.deliverer.partitions import OffsetTracker, OwnedPartitions
 from dispatcher.deliverer.target_cache import TargetCache
+from dispatcher.deliverer.window_reports import WindowReports
 from dispatcher.delivery import policy
-from dispatcher.delivery.attempt import AttemptResult, WebhookTarget, attempt_delivery
-from dispatcher.delivery.delivery_logs import DeliveryLog
+from dispatcher.delivery.attempt import AttemptResult, WebhookTarget
 from dispatcher.delivery.http.sender import Sender
 from dispatcher.delivery.policy import Outcome
 from dispatcher.delivery.secrets import SecretKeyError
@@ -70,31 +72,9 @@ PARK_EARLY_ABOVE = 250
 SLOW_ANSWER_FRACTION = 0.5
 # An idle rate-limited lane is forgotten this long after its bucket is full again.
 FORGET_MARGIN_S = 0.01
-# The adaptive window is written to the webhook row at most this often per webhook.
-REPORT_WINDOW_EVERY_S = 2.0
 # A lane with requests in flight that started none for this long is stuck (``stuck_pending``).
 STUCK_AFTER_S = 1.0
 STUCK_RECOUNT_S = 0.25
-
-
-def internal_failure(
-    target: WebhookTarget, entry: Pending, now: float, error: Exception
-) -> AttemptResult:
-    """A non-retriable result for an attempt that failed inside Hooklane, not at the receiver."""
-    event = entry.task.event
-    return AttemptResult(
-        webhook_id=target.id,
-        tenant_id=target.tenant_id,
-        event_id=event.id,
-        topic=event.topic,
-        attempt=entry.attempts + 1,
-        attempted_at=now,
-        duration_ms=0.0,
-        error=f"internal error: {type(error).__name__}: {error}",
-        error_class="InternalError",
-        retriable=False,
-        test=entry.task.kind == "test",
-    )
 
 
 class Worker:
@@ -105,8 +85,9 @@ class Worker:
         settings: Settings,
         sender: Sender,
         targets: TargetCache,
-        store: DeliveryStore,
+        pool: asyncpg.Pool[asyncpg.Record],
         *,
+        pause_limit: int | None = None,
         clock: Clock = time.time,
         rng: random.Random | None = None,
         on_attempt: Callable[[AttemptResult], None] | None = None,
@@ -115,43 +96,33 @@ class Worker:
         metrics: DelivererMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self._metrics = metrics  # None: not counted (tests, benchmarks)
-        # Success lines sampled (HOOKLANE_LOG_SAMPLE), failures always.
-        self._delivery_log = DeliveryLog(settings.log_sample)
         # A failing lane holding more deliveries than this parks before ``park_after``,
         # so failing endpoints cannot fill the deliverer's buffer (and pause everyone).
         self._park_early_above = park_early_above
         self.policy = policy.RetryPolicy.from_settings(settings)
         self._sender = sender
         self._targets = targets
-        self._store = store
         # Without an announcer (no producer), the lanes' trouble is only logged.
         announcer = announcer or Announcer(None, targets.get)
-        self._parking = Parking(store, clock, self._finish, self._settle, announcer, metrics)
-        self._parked_states = ParkedStates()
-        # Lanes waiting for their parked state (see ``_check_parked``).
-        self._unchecked: set[str] = set()
-        self._checking: asyncio.Task[None] | None = None
-        # Bumped by every revocation: a parked check that spans one may be stale.
-        self._epoch = 0
+        self._outcomes = Outcomes(
+            pool, announcer, clock, log_sample=settings.log_sample, metrics=metrics
+        )
+        self._parking = Parking(
+            pool, clock, self._finish, self._settle, announcer, metrics, pause_limit=pause_limit
+        )
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
         self._slow_answer_s = settings.delivery_timeout_s * SLOW_ANSWER_FRACTION
-        # Adaptive windows: last reported (value, time.monotonic()), the latest value
-        # waiting for its report, and the timers of those reports; per webhook id.
-        self._reported_windows: dict[str, tuple[int, float]] = {}
-        self._windows_due: dict[str, int] = {}
-        self._window_timers: dict[str, asyncio.TimerHandle] = {}
+        self._windows = WindowReports(pool, self._start_task)
         self.lanes: dict[str, Lane] = {}
-        self.trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._parked_checks = ParkedChecks(pool, self.lanes, self._schedule, self._track)
+        # The owned partitions' offsets (the deliverer commits what they allow).
+        self.partitions = OwnedPartitions()
         self._ready: ReadyQueue[Lane] = ReadyQueue()
         self._slots = Slots(settings.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._in_flight: dict[TopicPartition, int] = {}
-        self._idle = asyncio.Condition()
-        self._idle_waiters = 0  # notified only while someone waits (``wait_in_flight``)
         # Deliveries submitted and not yet finished or dropped (backpressure).
         self.outstanding = 0
         self._stuck = 0
@@ -159,27 +130,17 @@ class Worker:
 
     # -- intake ---------------------------------------------------------------------
 
-    def tracker(self, partition: TopicPartition) -> OffsetTracker:
-        """The tracker of an assigned partition, created on first use."""
-        tracker = self.trackers.get(partition)
-        if tracker is None:
-            tracker = self.trackers[partition] = OffsetTracker()
-        return tracker
-
     def submit(self, task: DeliveryTask, partition: TopicPartition, offset: int) -> None:
         """Queue a delivery read at ``offset`` of ``partition``."""
         tracker = self._tracker_for(partition, offset)
         tracker.add(offset)
         lane = self.lanes.get(task.webhook_id)
         if lane is None:
-            lane = self.lanes[task.webhook_id] = Lane(task.webhook_id, partition)
-            known = self._parked_states.get(partition, task.webhook_id)
-            if known is None:
-                lane.checked = False
-            else:
-                lane.parked = known
+            lane = self.lanes[task.webhook_id] = self._parked_checks.new_lane(
+                task.webhook_id, partition
+            )
         if not lane.checked:
-            self._check_soon(lane)
+            self._parked_checks.check_soon(lane)
         lane.push(Pending(task, partition, offset, tracker))
         self.outstanding += 1
         if not self._park_early(lane):
@@ -189,10 +150,8 @@ class Worker:
         """Park a failing lane that holds too much, without waiting for ``park_after``."""
         if not (
             lane.failing
-            and lane.checked
+            and lane.where is Where.MEMORY
             and lane.in_flight == 0
-            and not lane.parked
-            and not lane.storing
             and len(lane.pending) > self._park_early_above
         ):
             return False
@@ -219,47 +178,15 @@ class Worker:
         tracker.done(offset)
 
     def _tracker_for(self, partition: TopicPartition, offset: int) -> OffsetTracker:
-        tracker = self.tracker(partition)
+        tracker = self.partitions.tracker(partition)
         if tracker.last is not None and offset <= tracker.last:
             # The partition was re-read from its committed offset (e.g. lost and got back
             # between two fetches): start over; the earlier copies are duplicates now.
             log.warning("worker.partition_rewound", partition=partition.partition, offset=offset)
             self.revoke([partition])
-            self.forget([partition])
-            tracker = self.tracker(partition)
+            self.partitions.forget([partition])
+            tracker = self.partitions.tracker(partition)
         return tracker
-
-    def _check_soon(self, lane: Lane) -> None:
-        self._unchecked.add(lane.webhook_id)
-        if self._checking is None or self._checking.done():
-            # A task, not an await: it runs once the current batch is submitted, so one
-            # query answers for every new lane of the batch.
-            self._checking = asyncio.create_task(self._check_parked(), name="lanes-check")
-            self._tasks.add(self._checking)
-            self._checking.add_done_callback(self._tasks.discard)
-
-    async def _check_parked(self) -> None:
-        """Ask Postgres which unchecked lanes are parked, then let them go."""
-        while self._unchecked:
-            epoch = self._epoch
-            webhook_ids = sorted(self._unchecked)
-            try:
-                parked = await self._store.parked_among(webhook_ids)
-            except TRANSIENT_ERRORS as exc:
-                log.warning("lane.parked_check_failed", lanes=len(webhook_ids), error=str(exc))
-                await asyncio.sleep(STORE_RETRY_S)
-                continue
-            if epoch != self._epoch:
-                continue  # a revocation came in meanwhile: the answer may predate it
-            for webhook_id in webhook_ids:
-                self._unchecked.discard(webhook_id)
-                lane = self.lanes.get(webhook_id)
-                if lane is None or lane.checked:
-                    continue
-                lane.checked = True
-                if not lane.storing:  # a write under way decides the state itself
-                    lane.parked = webhook_id in parked
-                self._schedule(lane)
 
     def webhook_changed(self, webhook_id: str) -> None:
         """A webhook's row changed: give its lane a fresh turn (e.g. re-enabled)."""
@@ -272,41 +199,17 @@ class Worker:
     def revoke(self, partitions: Iterable[TopicPartition]) -> int:
         """Stop work on ``partitions``: drop their pending deliveries; returns how many."""
         revoked = set(partitions)
-        self._epoch += 1
+        self._parked_checks.revoked(revoked)
         dropped = 0
         for lane in list(self.lanes.values()):
             dropped += len(lane.drop(lambda entry: entry.partition in revoked))
             if lane.partition in revoked:
                 # Kept for an in-flight request or its backoff state; if the partition
                 # comes back, another owner may have parked the webhook meanwhile.
-                lane.checked = False
+                lane.revoked()
             self._forget_if_idle(lane)
-        self._parked_states.forget(revoked)
         self.outstanding -= dropped
         return dropped
-
-    async def wait_in_flight(self, partitions: Iterable[TopicPartition], within: float) -> bool:
-        """Wait up to ``within`` s until no request of ``partitions`` is in flight."""
-        wanted = set(partitions)
-
-        def quiet() -> bool:
-            return not any(self._in_flight.get(tp, 0) for tp in wanted)
-
-        self._idle_waiters += 1
-        try:
-            async with self._idle:
-                try:
-                    await asyncio.wait_for(self._idle.wait_for(quiet), within)
-                except TimeoutError:
-                    return False
-            return True
-        finally:
-            self._idle_waiters -= 1
-
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        """Drop the trackers of partitions no longer owned (after their final commit)."""
-        for tp in partitions:
-            self.trackers.pop(tp, None)
 
     def stuck_pending(self) -> int:
         """Deliveries queued in lanes that have requests in flight but started none for
@@ -331,36 +234,24 @@ class Worker:
         """This worker's lanes by state now (the ``lanes`` gauge samples it)."""
         return count_lanes(self.lanes.values(), self._clock())
 
-    def committable(self) -> dict[TopicPartition, int]:
-        """The commit position of every partition that has one."""
-        positions = {}
-        for tp, tracker in self.trackers.items():
-            position = tracker.committable()
-            if position is not None:
-                positions[tp] = position
-        return positions
-
-    # -- the dispatch loop ----------------------------------------------------------
-
     async def run(self) -> None:
         """Dispatch ready lanes until cancelled."""
         try:
             while True:
                 lane = await self._ready.get()
-                lane.queued = False
                 try:
                     await self._dispatch(lane)
                 except (*TRANSIENT_ERRORS, SecretKeyError) as exc:
                     # Loading the target failed (Postgres away, or HOOKLANE_SECRET_KEY
                     # cannot open its secret): retry the lane shortly; the others go on.
                     log.error("lane.target_unavailable", webhook_id=lane.webhook_id, error=str(exc))
-                    lane.next_attempt_at = self._clock() + STORE_RETRY_S
+                    lane.wait_until(self._clock() + STORE_RETRY_S)
                     self._schedule(lane)
         finally:
-            for timer in [*self._timers.values(), *self._window_timers.values()]:
+            for timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
-            self._window_timers.clear()
+            self._windows.cancel()
 
     async def close(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for in-flight requests, then cancel the rest."""
@@ -375,16 +266,15 @@ class Worker:
         if not lane.pending or lane.storing or not lane.checked:
             return
         if lane.parked:
-            lane.storing = True  # now, not when the task starts: one writer per lane
+            lane.start_storing()  # now, not when the task starts: one writer per lane
             self._start_task(self._parking.spill(lane))
             return
-        if lane.queued or lane.in_flight >= lane.capacity():
+        if lane in self._ready or lane.in_flight >= lane.capacity():
             return  # a finishing request schedules the lane again
         now = self._clock()
         if lane.next_attempt_at > now:
             self._wake_at(lane, lane.next_attempt_at)
             return
-        lane.queued = True
         self._ready.put(lane)
 
     def _wake_at(self, lane: Lane, when: float) -> None:
@@ -425,7 +315,7 @@ class Worker:
         wait = lane.pace(target.rate_limit, now)
         if wait > 0:
             # Its own timer, no global slot held: other lanes go on meanwhile.
-            lane.next_attempt_at = max(lane.next_attempt_at, now + wait)
+            lane.wait_until(now + wait)
             self._schedule(lane)
             return
         if not self._slots.take():
@@ -433,14 +323,15 @@ class Worker:
         if not lane.ready(self._clock()):  # revoked or changed while waiting for a slot
             self._slots.release()
             return
-        entry = lane.take()
-        lane.busy_since = self._clock()
-        self._in_flight[entry.partition] = self._in_flight.get(entry.partition, 0) + 1
+        entry = lane.take(self._clock())
+        self.partitions.request_started(entry.partition)
         self._start_task(self._deliver(lane, target, entry))
         self._schedule(lane)  # back of the queue: round-robin
 
     def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
+        self._track(asyncio.create_task(coroutine))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -450,17 +341,13 @@ class Worker:
         started_at = self._clock()
         try:
             try:
-                result = await attempt_delivery(
-                    self._sender, target, entry.task, entry.attempts + 1, self._clock
+                # An exception inside Hooklane comes back as a failed attempt (outcomes).
+                result = await self._outcomes.attempt(
+                    self._sender, target, entry.task, entry.attempts + 1
                 )
             except asyncio.CancelledError:
-                lane.abandon()  # shutdown: not finished, so not committed
+                lane.finished()  # shutdown: not finished, so not committed
                 raise
-            except Exception as exc:
-                # A bug or a poison task (it cannot even be encoded): give this delivery
-                # up, on record, rather than wedging its lane and its partition's offsets.
-                log.exception("delivery.internal_error", webhook_id=target.id)
-                result = internal_failure(target, entry, self._clock(), exc)
             finally:
                 self._slots.release()
             entry.attempts += 1
@@ -469,10 +356,7 @@ class Worker:
             self._adapt_window(lane, result, started_at)
             await self._handle(lane, target, entry, result)
         finally:
-            self._in_flight[entry.partition] -= 1
-            if self._idle_waiters:  # a revocation waits for in-flight requests
-                async with self._idle:
-                    self._idle.notify_all()
+            await self.partitions.request_ended(entry.partition)
 
     def _adapt_window(self, lane: Lane, result: AttemptResult, started_at: float) -> None:
         if lane.window is None:
@@ -484,93 +368,33 @@ class Worker:
             self._slow_answer_s,
         )
         lane.observe(signal, started_at, self._clock())
-        self._report_window_soon(lane.webhook_id, lane.limit)
-
-    def _report_window_soon(self, webhook_id: str, window: int) -> None:
-        # At most one write per REPORT_WINDOW_EVERY_S per webhook, and the last value of
-        # a burst is written too (a trailing timer), so the object ends up exact.
-        self._windows_due[webhook_id] = window
-        if webhook_id in self._window_timers:
-            return  # a report is scheduled: it writes the latest value
-        reported = self._reported_windows.get(webhook_id)
-        if reported is not None and reported[0] == window:
-            del self._windows_due[webhook_id]
-            return
-        delay = 0.0
-        if reported is not None:
-            delay = max(0.0, reported[1] + REPORT_WINDOW_EVERY_S - time.monotonic())
-        self._window_timers[webhook_id] = asyncio.get_running_loop().call_later(
-            delay, self._flush_window, webhook_id
-        )
-
-    def _flush_window(self, webhook_id: str) -> None:
-        self._window_timers.pop(webhook_id, None)
-        window = self._windows_due.pop(webhook_id, None)
-        reported = self._reported_windows.get(webhook_id)
-        if window is None or (reported is not None and reported[0] == window):
-            return
-        self._reported_windows[webhook_id] = (window, time.monotonic())
-        self._start_task(self._report_window(webhook_id, window))
-
-    async def _report_window(self, webhook_id: str, window: int) -> None:
-        try:
-            await self._store.set_concurrency(webhook_id, window)
-        except TRANSIENT_ERRORS as exc:
-            # Only the webhook object's ``concurrency`` is stale; the next change retries.
-            self._reported_windows.pop(webhook_id, None)
-            log.warning("lane.window_report_failed", webhook_id=webhook_id, error=str(exc))
+        self._windows.report_soon(lane.webhook_id, lane.limit)
 
     def _live(self, entry: Pending) -> bool:
-        return self.trackers.get(entry.partition) is entry.tracker
+        return self.partitions.is_current(entry.partition, entry.tracker)
 
     async def _handle(
         self, lane: Lane, target: WebhookTarget, entry: Pending, result: AttemptResult
     ) -> None:
         now = self._clock()
-        state = policy.LaneState(
-            lane.failures, lane.failing_since, webhook_failing_since=lane.failing_since
-        )
         retry_policy = policy.effective_policy(self.policy, target.retry)
-        step = policy.next_step(result, state, retry_policy, now, self._rng)
-        outcome = step.outcome
-        if outcome is Outcome.DELIVERED:
-            lane.succeeded()
-            self._finish(entry)
-            if self._metrics is not None:
-                self._metrics.delivered.inc()
-            self._delivery_log.attempted(result, outcome.value)
-        elif not self._live(entry):
-            lane.abandon()  # revoked meanwhile: the next owner delivers it again
+        step = policy.next_step(result, lane.streak(), retry_policy, now, self._rng)
+        if step.outcome is not Outcome.DELIVERED and not self._live(entry):
+            lane.finished()  # revoked meanwhile: the next owner delivers it again
             self.outstanding -= 1
-        elif lane.parked or lane.storing:
+        elif step.outcome is not Outcome.DELIVERED and (lane.parked or lane.storing):
             lane.finished()  # an unordered sibling parked the lane: follow it to the backlog
             lane.requeue(entry)
         else:
-            self._delivery_log.attempted(result, outcome.value)
-            assert step.failing_since is not None
-            if outcome is Outcome.RETRY:
-                assert step.next_attempt_at is not None
-                lane.failed(entry, now, step.next_attempt_at)
-                if not self._park_early(lane):
-                    self._wake_at(lane, step.next_attempt_at)
-            elif outcome is Outcome.GIVE_UP:
-                assert step.reason is not None
-                lane.finished()
-                await self._parking.give_up(lane, target, entry, step.reason)
-            elif outcome is Outcome.DISABLE:
-                assert step.reason is not None
-                lane.finished()
-                await self._parking.disable(
-                    lane, entry, step.reason, step.failing_since, step.failures
-                )
-            else:
-                assert step.next_attempt_at is not None
-                lane.finished()
-                await self._parking.park(
-                    lane, entry, step.failing_since, step.failures, step.next_attempt_at
-                )
+            holding = LaneHolding(self._parking, lane, entry, self._retry_at)
+            await self._outcomes.carry_out(step, result, target, entry.task, holding)
         self._forget_if_idle(lane)
         self._schedule(lane)
+
+    def _retry_at(self, lane: Lane, when: float) -> None:
+        """A failed head is retried at ``when``, unless the lane holds too much to wait."""
+        if not self._park_early(lane):
+            self._wake_at(lane, when)
 
     def _settle(self, lane: Lane) -> None:
         """After a backlog write: forget the lane if idle, else give it its next turn."""
@@ -602,8 +426,7 @@ class Worker:
             self._forget_later(lane, lane.bucket.full_at() - now + FORGET_MARGIN_S)
             return
         self.lanes.pop(lane.webhook_id, None)
-        if lane.checked:
-            self._parked_states.remember(lane.partition, lane.webhook_id, lane.parked)
+        self._parked_checks.forgotten(lane)
         timer = self._timers.pop(lane.webhook_id, None)
         if timer is not None:
             timer.cancel()

@@ -63,11 +63,15 @@ class Outcome(enum.Enum):
 
 
 @immutable
-class LaneState:
-    """The failure streak an attempt was made under (before its result is known)."""
+class Streak:
+    """The failure streak an attempt was made under (before its result is known).
 
-    failures: int  # consecutive failures so far
-    failing_since: float | None  # when the streak began; None while healthy
+    The one streak type of the engine: a lane builds it from its own counters
+    (``Lane.streak``), the backlog scheduler from the parked row and its drain.
+    """
+
+    failures: int = 0  # consecutive failures so far
+    failing_since: float | None = None  # when the streak began; None while healthy
     # When this delivery's retry window opened (default: ``failing_since``).
     retry_from: float | None = None
     # When the webhook's continuous failure began, for auto-disable (None: unknown).
@@ -198,7 +202,7 @@ def should_auto_disable(policy: RetryPolicy, failing_since: float | None, now: f
 
 
 def next_step(
-    result: AttemptResult, state: LaneState, policy: RetryPolicy, now: float, rng: Random
+    result: AttemptResult, state: Streak, policy: RetryPolicy, now: float, rng: Random
 ) -> Step:
     """What to do after ``result``: the one decision the lanes and the scheduler apply.
 

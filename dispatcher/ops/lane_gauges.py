@@ -24,9 +24,10 @@ SAMPLE_INTERVAL_S = 1.0
 class LaneView(Protocol):
     """What the sampler reads of a lane (``dispatcher.deliverer.lane.Lane``)."""
 
-    parked: bool
-    in_flight: int
     next_attempt_at: float
+
+    @property
+    def parked(self) -> bool: ...
 
     @property
     def failing(self) -> bool: ...
@@ -34,26 +35,23 @@ class LaneView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LaneCounts:
-    """Lanes by state, and the requests in flight across them."""
+    """In-memory lanes by state (parked ones are counted from Postgres)."""
 
     ready: int = 0
     backoff: int = 0
-    parked: int = 0
-    in_flight: int = 0
 
 
 def count_lanes(lanes: Iterable[LaneView], now: float) -> LaneCounts:
-    """Parked lanes wait on the backlog; failing ones before their next attempt back off."""
-    ready = backoff = parked = in_flight = 0
+    """Failing lanes before their next attempt back off; parked ones count in neither."""
+    ready = backoff = 0
     for lane in lanes:
-        in_flight += lane.in_flight
         if lane.parked:
-            parked += 1
-        elif lane.failing and lane.next_attempt_at > now:
+            continue
+        if lane.failing and lane.next_attempt_at > now:
             backoff += 1
         else:
             ready += 1
-    return LaneCounts(ready, backoff, parked, in_flight)
+    return LaneCounts(ready, backoff)
 
 
 def partition_of(webhook_id: str, partitions: int) -> int:
