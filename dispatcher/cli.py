@@ -14,8 +14,9 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 
-from dispatcher.kafka.broker import CodecsError, TopicsError
+from dispatcher.kafka.broker import CodecsError
 from dispatcher.kafka.producer import ProducerError
+from dispatcher.kafka.topic_admin import TopicsError
 from dispatcher.runtime import event_loop
 from dispatcher.settings import ENV_FILE, PREFIX, Settings, SettingsError, with_env_file
 from dispatcher.store import db
@@ -379,7 +380,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
     finally:
         await pool.close()
     if settings.kafka_bootstrap_servers:
-        from dispatcher.kafka.broker import ensure_topics
+        from dispatcher.kafka.topic_admin import ensure_topics
 
         await ensure_topics(
             settings,
@@ -407,7 +408,7 @@ async def _portal_link(settings: Settings, tenant_id: str) -> tuple[str, str]:
 async def _ensure_topics(settings: Settings) -> None:
     """Create the missing topics, then print each one and what limits delivery capacity."""
     from dispatcher.deliverer import GROUP_ID
-    from dispatcher.kafka.broker import capacity_warnings, group_members
+    from dispatcher.kafka.topic_admin import capacity_warnings, group_members
     from dispatcher.runtime.supervisor import create_kafka_topics
 
     replication = settings.kafka_replication_factor or "cluster default"

@@ -11,7 +11,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.runtime.status import (
     GroupStatus,
     Member,

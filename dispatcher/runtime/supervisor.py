@@ -32,14 +32,9 @@ import structlog
 
 from dispatcher.delivery.secrets import dev_key
 from dispatcher.kafka.apache import ApacheKafkaBroker
-from dispatcher.kafka.broker import (
-    EmbeddedBroker,
-    LaunchedBroker,
-    TopicState,
-    create_topics,
-    embedded_settings,
-)
+from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, embedded_settings
 from dispatcher.kafka.connection import connection_env
+from dispatcher.kafka.topic_admin import TopicState, create_topics
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import (
