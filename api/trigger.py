@@ -27,7 +27,8 @@ from dispatcher.messages import trace_context
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.store.attempts import record_one
 from dispatcher.store.topics import get_topic
-from dispatcher.store.webhooks import Webhook, load_target
+from dispatcher.store.webhook_targets import load_target
+from dispatcher.store.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
 

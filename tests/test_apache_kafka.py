@@ -173,7 +173,8 @@ def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_
     (shim / "mvn").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
     script = (
-        "import sys; from pathlib import Path; from dispatcher.kafka.kafka_release import ensure_kafka;"
+        "import sys; from pathlib import Path;"
+        " from dispatcher.kafka.kafka_release import ensure_kafka;"
         "print(ensure_kafka(cache_root=Path(sys.argv[1])).classpath)"
     )
     workers = [

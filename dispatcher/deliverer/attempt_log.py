@@ -19,8 +19,9 @@ import asyncpg
 import structlog
 
 from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.ids import parse_uuid
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.store.attempts import webhook_uuid, write_batch
+from dispatcher.store.attempts import write_batch
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class AttemptLog:
     def record(self, result: AttemptResult) -> None:
         """Queue ``result`` for the next batch; never blocks."""
         try:
-            webhook_uuid(result.webhook_id)
+            parse_uuid(result.webhook_id)
         except ValueError:
             log.error("attempt_log.invalid_webhook_id", webhook_id=result.webhook_id)
             return
