@@ -15,7 +15,7 @@ import orjson
 from dispatcher.runtime import event_loop
 from dispatcher.settings import Settings
 from dispatcher.store import db
-from dispatcher.store.event_lookup import EventReport, event_report
+from dispatcher.store.event_report import EventReport, event_report
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

@@ -264,3 +264,34 @@ async def recent_outcomes(executor: Executor, within_s: float = 60.0) -> dict[st
         within_s,
     )
     return {row["outcome"]: row["n"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSummary:
+    """The non-test attempts of one webhook at one event."""
+
+    attempts: int
+    last_outcome: str
+    last_status_code: int | None
+    last_attempt_at: datetime
+
+
+async def event_attempts(
+    executor: Executor, tenant_id: str, event_id: str
+) -> dict[str, AttemptSummary]:
+    """``{webhook id: summary}`` of the tenant's non-test attempts at ``event_id``."""
+    rows = await executor.fetch(
+        "SELECT DISTINCT ON (webhook_id) webhook_id::text AS webhook_id,"
+        " count(*) OVER (PARTITION BY webhook_id) AS attempts,"
+        " outcome, status_code, attempted_at"
+        " FROM attempts WHERE event_id = $2 AND tenant_id = $1 AND NOT test"
+        " ORDER BY webhook_id, attempted_at DESC, id DESC",
+        tenant_id,
+        event_id,
+    )
+    return {
+        row["webhook_id"]: AttemptSummary(
+            row["attempts"], row["outcome"], row["status_code"], row["attempted_at"]
+        )
+        for row in rows
+    }

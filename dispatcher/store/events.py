@@ -236,6 +236,31 @@ async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event 
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An ``events`` row: the event, when it was routed, and why it was dead-lettered."""
+
+    event: Event
+    routed_at: datetime
+    dead_letter_reason: str | None
+
+
+async def stored_event(executor: Executor, tenant_id: str, event_id: str) -> StoredEvent | None:
+    """The row of ``event_id`` of ``tenant_id``, dead-lettered or not; None when unknown."""
+    row = await executor.fetchrow(
+        "SELECT event_id, topic, triggered_at, payload, routed_at, dead_letter_reason"
+        " FROM events WHERE tenant_id = $1 AND event_id = $2",
+        tenant_id,
+        event_id,
+    )
+    if row is None:
+        return None
+    event = Event(
+        row["event_id"], row["topic"], tenant_id, row["triggered_at"], unpack(row["payload"])
+    )
+    return StoredEvent(event, row["routed_at"], row["dead_letter_reason"])
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """Where a page of ``events_between`` ended (keyset pagination)."""
 

@@ -136,3 +136,10 @@ async def purge_expired(executor: Executor) -> int:
     links = await executor.execute("DELETE FROM portal_links WHERE expires_at <= now()")
     sessions = await executor.execute("DELETE FROM portal_sessions WHERE expires_at <= now()")
     return int(links.split()[-1]) + int(sessions.split()[-1])
+
+
+async def forget_api_key(executor: Executor, api_key_id: str) -> None:
+    """Delete the sessions and links a revoked API key opened (``tenants.revoke_api_key``,
+    in its transaction)."""
+    await executor.execute("DELETE FROM portal_sessions WHERE api_key_id = $1", api_key_id)
+    await executor.execute("DELETE FROM portal_links WHERE api_key_id = $1", api_key_id)

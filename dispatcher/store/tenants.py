@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dispatcher.store import portal
+
 if TYPE_CHECKING:
     from dispatcher.store.db import Connection, Executor
 
@@ -138,8 +140,7 @@ async def revoke_api_key(conn: Connection, key_id: str, tenant_id: str | None = 
         )
         if found is None:
             return False
-        await conn.execute("DELETE FROM portal_sessions WHERE api_key_id = $1", key_id)
-        await conn.execute("DELETE FROM portal_links WHERE api_key_id = $1", key_id)
+        await portal.forget_api_key(conn, key_id)
     return True
 
 
@@ -162,9 +163,3 @@ async def caller_for_api_key(executor: Executor, api_key: str) -> Caller | None:
         LAST_USED_RESOLUTION_S,
     )
     return None if row is None else Caller(row["tenant_id"], row["id"])
-
-
-async def tenant_for_api_key(executor: Executor, api_key: str) -> str | None:
-    """The tenant that owns ``api_key``, or None for an unknown or revoked key."""
-    caller = await caller_for_api_key(executor, api_key)
-    return None if caller is None else caller.tenant_id

@@ -378,3 +378,29 @@ async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 
         if len(rows) < batch_size:
             return rotated
         last_id = rows[-1]["id"]
+
+
+async def subscriber_filters(
+    executor: Executor, tenant_id: str, topic: str, created_by: datetime
+) -> dict[str, Any]:
+    """``{id: stored filter}`` of the tenant's webhooks on ``topic`` that existed at
+    ``created_by`` and are not DISABLED (who an event routed then may concern)."""
+    rows = await executor.fetch(
+        "SELECT id::text AS id, filter FROM webhooks WHERE tenant_id = $1"
+        " AND $2 = ANY(topics) AND created_at <= $3 AND state <> 'DISABLED'",
+        tenant_id,
+        topic,
+        created_by,
+    )
+    return {row["id"]: row["filter"] for row in rows}
+
+
+async def webhook_names(executor: Executor, tenant_id: str, ids: Sequence[str]) -> dict[str, str]:
+    """``{webhook id: name or url}`` of the tenant's webhooks among ``ids`` (portal)."""
+    rows = await executor.fetch(
+        "SELECT id::text AS id, COALESCE(name, url) AS label FROM webhooks"
+        " WHERE tenant_id = $1 AND id::text = ANY($2::text[])",
+        tenant_id,
+        list(ids),
+    )
+    return {row["id"]: row["label"] for row in rows}
