@@ -168,7 +168,6 @@ async def test_index_resyncs_after_losing_its_listener_connection(
     index = SubscriptionIndex(settings.database_url)
     await index.start()
     try:
-        version = index.version
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%hooklane_webhooks%'"
@@ -176,7 +175,6 @@ async def test_index_resyncs_after_losing_its_listener_connection(
         assert killed >= 1
         webhook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/x", [TOPIC])
         await wait_until(lambda: webhook.id in index.lookup(tenant.id, TOPIC), within=15)
-        assert index.version > version
     finally:
         await index.stop()
 

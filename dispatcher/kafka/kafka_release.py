@@ -251,8 +251,3 @@ def ensure_kafka(
                 if jars is None:  # pragma: no cover - _resolve wrote it
                     raise BrokerError(f"resolving Apache Kafka {version} left no {MARKER}")
     return KafkaRuntime(version, java, jars, home, java_version)
-
-
-def kafka_jars() -> list[Path]:
-    """The classpath of the pinned release (resolved first if needed)."""
-    return list(ensure_kafka().jars)

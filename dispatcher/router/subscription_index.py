@@ -191,8 +191,6 @@ class SubscriptionIndex:
         self._changes = WebhookChanges(
             self._notifications, self._reload, self._resync, resync_interval
         )
-        # Bumped after every applied change; tests wait on it.
-        self.version = 0
         self._known_topics: set[str] = set()
         self._unknown_until: dict[str, float] = {}
         self._filters = FilterCache()
@@ -261,7 +259,6 @@ class SubscriptionIndex:
         self.subscriptions.replace_all(
             (r["id"], r["tenant_id"], r["topics"], self._filters.get(r)) for r in rows
         )
-        self.version += 1
         log.debug("subscriptions.resynced", webhooks=len(self.subscriptions))
 
     async def _reload(self, webhook_id: str) -> None:
@@ -273,5 +270,4 @@ class SubscriptionIndex:
         else:
             predicate = self._filters.get(row)
             self.subscriptions.put(row["id"], row["tenant_id"], row["topics"], predicate)
-        self.version += 1
         log.debug("subscriptions.reloaded", webhook_id=webhook_id)
