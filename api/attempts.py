@@ -36,8 +36,8 @@ from dispatcher.kafka.producer import ProducerError
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
-from dispatcher.store.attempts import Attempt, get_attempt, list_attempts
-from dispatcher.store.webhooks import Webhook
+from dispatcher.store.attempt_store import Attempt, get_attempt, list_attempts
+from dispatcher.store.webhook_store import Webhook
 
 log = structlog.get_logger(__name__)
 

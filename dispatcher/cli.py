@@ -360,7 +360,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _rotate_secrets(settings: Settings) -> int:
     from dispatcher.delivery.secrets import SecretBox
-    from dispatcher.store.webhooks import reencrypt_secrets
+    from dispatcher.store.webhook_store import reencrypt_secrets
 
     box = SecretBox.from_setting(settings.secret_key)
     conn = await asyncpg.connect(settings.database_url)
@@ -371,7 +371,7 @@ async def _rotate_secrets(settings: Settings) -> int:
 
 
 async def _add_topic(settings: Settings, name: str, description: str, schema: Any) -> None:
-    from dispatcher.store.topics import add_topic
+    from dispatcher.store.topic_store import add_topic
 
     await db.migrate(settings.database_url)
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)

@@ -54,7 +54,7 @@ async def _tenants(pool: asyncpg.Pool, args: argparse.Namespace) -> tuple[list[s
 
 
 async def _topics(pool: asyncpg.Pool, args: argparse.Namespace) -> tuple[list[str], bool]:
-    from dispatcher.store.topics import list_topics
+    from dispatcher.store.topic_store import list_topics
 
     topics = await list_topics(pool)
     width = max((len(topic.name) for topic in topics), default=0)

@@ -46,7 +46,7 @@ from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.router.router import Router
 from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import create_webhook as store_create_webhook
+from dispatcher.store.webhook_store import create_webhook as store_create_webhook
 
 DEFAULT_WAIT_S = 30.0
 

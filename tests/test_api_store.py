@@ -1,4 +1,4 @@
-"""dispatcher.store.webhooks and .topics directly: load_target, rotation expiry, catalog rules."""
+"""The webhook and topic stores directly: load_target, rotation expiry, catalog rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from dispatcher.delivery.secrets import SecretBox
-from dispatcher.store import webhooks as store
-from dispatcher.store.topics import (
+from dispatcher.store import webhook_store as store
+from dispatcher.store.topic_store import (
     InvalidTopic,
     Topic,
     add_topic,

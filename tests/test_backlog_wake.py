@@ -9,7 +9,7 @@ import asyncpg
 
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
-from dispatcher.store.attempts import record_one
+from dispatcher.store.attempt_store import record_one
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import Receiver, create_webhook, start_deliverer, wait_until
 from tests.portal_helpers import csrf_of, portal_client, sign_in

@@ -6,8 +6,7 @@ from typing import Any
 
 from dispatcher.router.ingest import Ingest
 from dispatcher.settings import Settings
-from dispatcher.store import attempts as attempt_store
-from dispatcher.store import webhook_health
+from dispatcher.store import attempt_store, webhook_health
 from tests.test_failure_support import make_result, make_webhook
 
 

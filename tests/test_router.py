@@ -15,7 +15,7 @@ from dispatcher.delivery.secrets import SecretBox
 from dispatcher.router.router import mirror_pattern
 from dispatcher.router.subscription_index import Subscriptions
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,
@@ -212,7 +212,7 @@ async def test_topic_catalog_check_learns_new_topics(
 ) -> None:
     """Unknown topics are refused until added to the catalog; then accepted within the TTL."""
     from dispatcher.router.subscription_index import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
-    from dispatcher.store.topics import add_topic
+    from dispatcher.store.topic_store import add_topic
 
     index = SubscriptionIndex(settings.database_url)
     await index.start()

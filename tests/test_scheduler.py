@@ -22,8 +22,8 @@ from dispatcher.delivery.http.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.notifications import Notifications
+from dispatcher.store.webhook_store import update_webhook
 from dispatcher.store.webhook_targets import load_target
-from dispatcher.store.webhooks import update_webhook
 from tests.pipeline_helpers import busiest_second
 from tests.test_failure_support import (
     BOX,

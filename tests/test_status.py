@@ -23,7 +23,7 @@ from dispatcher.runtime.status import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
-from dispatcher.store.webhooks import FailingWebhook
+from dispatcher.store.webhook_store import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import create_webhook
 from tests.test_cli import hooklane

@@ -262,7 +262,7 @@ async def _guarded(name: str, runner: Scenario) -> ScenarioResult:
 
 
 async def _options(quick: bool) -> ScenarioResult:
-    from dispatcher.bench.delivery_options import run_options
+    from dispatcher.bench.options_cost import run_options
 
     return await run_options(quick)
 

@@ -14,7 +14,8 @@ from typing import Protocol
 import asyncpg
 
 from dispatcher.messages.wire import DeliveryTask
-from dispatcher.store import backlog, failed_deliveries, webhooks
+from dispatcher.store import backlog, failed_deliveries
+from dispatcher.store import webhook_store as webhooks
 
 
 class DeliveryStore(Protocol):

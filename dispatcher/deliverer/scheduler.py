@@ -48,8 +48,8 @@ from dispatcher.delivery.policy import (
 )
 from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings
-from dispatcher.store import attempts as attempt_store
-from dispatcher.store import backlog, webhooks
+from dispatcher.store import attempt_store, backlog
+from dispatcher.store import webhook_store as webhooks
 from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
 from dispatcher.store.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.store.notifications import Notifications, Subscription

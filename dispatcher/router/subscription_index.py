@@ -28,12 +28,11 @@ import structlog
 
 from dispatcher.messages.operational import recipients
 from dispatcher.messages.wire import Event
-from dispatcher.store import topics as topic_store
-from dispatcher.store import webhooks as webhook_store
+from dispatcher.store import topic_store, webhook_store
 from dispatcher.store.db import TRANSIENT_ERRORS, create_pool
 from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhook_changes import RESYNC_INTERVAL_S, WebhookChanges
-from dispatcher.store.webhooks import ROUTED_STATES
+from dispatcher.store.webhook_store import ROUTED_STATES
 from dispatcher.subscription.filters import InvalidFilter, Predicate, compile_filter, event_view
 
 log = structlog.get_logger(__name__)

@@ -90,7 +90,7 @@ async def prepare_database(
 
 async def create_kafka_topics(settings: Settings) -> list[TopicState]:
     """Create the deliveries, dead-letter and mirror topics (one per catalog topic)."""
-    from dispatcher.store.topics import topic_names
+    from dispatcher.store.topic_store import topic_names
 
     conn = await asyncpg.connect(settings.database_url)
     try:

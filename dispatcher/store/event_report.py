@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from dispatcher.messages.wire import Event
-from dispatcher.store import attempts, backlog, events, failed_deliveries, webhooks
-from dispatcher.store.attempts import AttemptSummary
+from dispatcher.store import attempt_store, backlog, events, failed_deliveries, webhook_store
+from dispatcher.store.attempt_store import AttemptSummary
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor
@@ -103,10 +103,12 @@ async def event_report(
     event = stored.event
     if stored.dead_letter_reason is not None:
         return EventReport(event, "dead_lettered", stored.dead_letter_reason, ())
-    summaries = await attempts.event_attempts(executor, tenant_id, event_id)
+    summaries = await attempt_store.event_attempts(executor, tenant_id, event_id)
     parked = await backlog.webhooks_holding(executor, tenant_id, event_id)
     failed = await failed_deliveries.webhooks_holding(executor, tenant_id, event_id)
-    filters = await webhooks.subscriber_filters(executor, tenant_id, event.topic, stored.routed_at)
+    filters = await webhook_store.subscriber_filters(
+        executor, tenant_id, event.topic, stored.routed_at
+    )
     webhook_ids = sorted(set(filters) | set(summaries) | parked | failed)
     deliveries = tuple(
         _delivery(webhook_id, summaries.get(webhook_id), parked, failed, filters, event, routes_to)

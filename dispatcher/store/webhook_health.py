@@ -3,7 +3,7 @@
 ``last_success_at``, ``last_failure_at``, ``consecutive_failures`` and ``failing_since``
 change with every batch of attempts: ``health_changes`` folds a batch into one net
 change per webhook (test attempts excluded) and ``update_health`` writes them all in
-one statement, inside the attempt log's transaction (``dispatcher.store.attempts``), so
+one statement, inside the attempt log's transaction (``dispatcher.store.attempt_store``), so
 the attempts and the health they imply commit together. A healthy webhook's
 ``last_success_at`` is kept to within ``LAST_SUCCESS_RESOLUTION`` (1 s): the batches in
 between leave its row alone.

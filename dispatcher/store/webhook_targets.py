@@ -3,7 +3,7 @@
 ``load_target`` reads one; ``load_targets`` reads many in one query and skips the
 decryption of rows the caller already holds (``VersionedTarget``), for the deliverer's
 target cache (``dispatcher.deliverer.target_cache``). Rows of the ``webhooks`` table;
-its tenant-scoped reads and writes are ``dispatcher.store.webhooks``'.
+its tenant-scoped reads and writes are ``dispatcher.store.webhook_store``'.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dispatcher.delivery.asymmetric import is_signing_key
 from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.ids import parse_uuid, valid_uuids
-from dispatcher.store import delivery_options as options
+from dispatcher.store import webhook_options as options
 from dispatcher.subscription.rate_limit import rate_of
 from dispatcher.subscription.retry_override import stored_override
 

@@ -17,7 +17,7 @@ from cryptography.fernet import InvalidToken
 
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError, preview
 from dispatcher.ids import parse_uuid, valid_uuids
-from dispatcher.store import delivery_options as options
+from dispatcher.store import webhook_options as options
 
 if TYPE_CHECKING:
     import asyncpg

@@ -20,7 +20,7 @@ from api.attempts import (
 from api.backlog_wake import wake_parked_backlog
 from api.errors import ApiError
 from api.portal.pages import render
-from api.portal.webhook_page import detail_page
+from api.portal.webhook_detail import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
 from dispatcher.delivery.http.sender import USER_AGENT
