@@ -33,7 +33,8 @@ def moment_field(value: Any, pointer: str) -> datetime:
     try:
         return parse_moment(value)
     except ValueError as exc:
-        raise invalid_field(pointer, f"{pointer[1:]}: {exc}", "format") from None
+        message = f"{pointer[1:]} must be an RFC 3339 date-time or unix seconds: {exc}"
+        raise invalid_field(pointer, message, "format") from None
 
 
 def _is_json(content_type: str) -> bool:

@@ -336,20 +336,20 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.store import tenants
+    from dispatcher.store import api_key_store
 
     await db.migrate(settings.database_url)
     conn = await asyncpg.connect(settings.database_url)
     try:
         if args.keys_command == "create":
-            key, secret = await tenants.create_api_key(conn, args.tenant, args.name)
+            key, secret = await api_key_store.create_api_key(conn, args.tenant, args.name)
             print(f"id:      {key.id}\napi key: {secret}\n(the key is shown only once)")
         elif args.keys_command == "revoke":
-            if not await tenants.revoke_api_key(conn, args.key_id):
+            if not await api_key_store.revoke_api_key(conn, args.key_id):
                 raise ValueError(f"no API key {args.key_id!r}")
             print(f"revoked {args.key_id} (and its portal sessions and links)")
         else:
-            for key in await tenants.list_api_keys(conn, args.tenant):
+            for key in await api_key_store.list_api_keys(conn, args.tenant):
                 when = key.revoked_at.isoformat() if key.revoked_at else "live"
                 used = key.last_used_at.isoformat() if key.last_used_at else "never used"
                 print(f"{key.id}  {key.prefix}…  {key.name or '-'}  {used}  {when}")

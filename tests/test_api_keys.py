@@ -12,7 +12,7 @@ import asyncpg
 
 from dispatcher.settings import Settings
 from dispatcher.store import portal
-from dispatcher.store.tenants import Caller, caller_for_api_key, create_api_key, hash_api_key
+from dispatcher.store.api_key_store import Caller, caller_for_api_key, create_api_key, hash_api_key
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, portal_link, sign_in
 from tests.test_api_support import api_client, assert_matches

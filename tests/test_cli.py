@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
-from dispatcher.store.tenants import Caller, caller_for_api_key
+from dispatcher.store.api_key_store import Caller, caller_for_api_key
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import settings_env, wait_until
 

@@ -102,7 +102,8 @@ async def create_kafka_topics(settings: Settings) -> list[TopicState]:
 
 async def dev_api_key(settings: Settings) -> str:
     """A fresh API key for the development tenant."""
-    from dispatcher.store.tenants import ensure_tenant, issue_api_key
+    from dispatcher.store.api_key_store import issue_api_key
+    from dispatcher.store.tenants import ensure_tenant
 
     conn = await asyncpg.connect(settings.database_url)
     try:

@@ -224,17 +224,6 @@ def _event(tenant_id: str, row: Any) -> Event:
     )
 
 
-async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event | None:
-    """The stored event ``event_id`` of ``tenant_id``, or None."""
-    row = await executor.fetchrow(
-        "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate FROM events"
-        " WHERE tenant_id = $1 AND event_id = $2 AND dead_letter_reason IS NULL",
-        tenant_id,
-        event_id,
-    )
-    return None if row is None else _event(tenant_id, row)
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An ``events`` row: the event, when it was routed, and why it was dead-lettered."""
@@ -247,17 +236,20 @@ class StoredEvent:
 async def stored_event(executor: Executor, tenant_id: str, event_id: str) -> StoredEvent | None:
     """The row of ``event_id`` of ``tenant_id``, dead-lettered or not; None when unknown."""
     row = await executor.fetchrow(
-        "SELECT event_id, topic, triggered_at, payload, routed_at, dead_letter_reason"
-        " FROM events WHERE tenant_id = $1 AND event_id = $2",
+        "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate, routed_at,"
+        " dead_letter_reason FROM events WHERE tenant_id = $1 AND event_id = $2",
         tenant_id,
         event_id,
     )
     if row is None:
         return None
-    event = Event(
-        row["event_id"], row["topic"], tenant_id, row["triggered_at"], unpack(row["payload"])
-    )
-    return StoredEvent(event, row["routed_at"], row["dead_letter_reason"])
+    return StoredEvent(_event(tenant_id, row), row["routed_at"], row["dead_letter_reason"])
+
+
+async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event | None:
+    """The stored event ``event_id`` of ``tenant_id``, or None (unknown, or dead-lettered)."""
+    stored = await stored_event(executor, tenant_id, event_id)
+    return None if stored is None or stored.dead_letter_reason is not None else stored.event
 
 
 @dataclass(frozen=True, slots=True)
