@@ -19,7 +19,7 @@ from api.auth import api_key_id, tenant_id
 from api.errors import not_found
 from api.responses import json_response, rfc3339
 from api.validation import read_json
-from dispatcher.store import tenants as store
+from dispatcher.store import api_key_store as store
 
 log = structlog.get_logger(__name__)
 

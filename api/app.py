@@ -24,7 +24,7 @@ from api import publish as events
 from api.app_keys import POOL, PRODUCER, SCHEMAS, SECRET_BOX, SENDER, SETTINGS
 from api.auth import auth_middleware
 from api.errors import MAX_BODY, error_middleware
-from api.metrics import metrics_middleware
+from api.request_metrics import metrics_middleware
 from api.schemas import Schemas
 from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.secrets import SecretBox

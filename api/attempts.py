@@ -2,8 +2,8 @@
 
 - ``GET /webhooks/{id}/attempts?outcome&limit&cursor``: newest first, keyset pages.
 - ``POST /webhooks/{id}/attempts/{attempt_id}/retry``: send that attempt's event again.
-- ``POST /webhooks/{id}/recover`` ``{"since": RFC 3339}``: send every failed delivery
-  since then again, oldest first, and remove them from the failed deliveries.
+- ``POST /webhooks/{id}/recover`` ``{"since"}`` (RFC 3339 or unix seconds): send every
+  failed delivery since then again, oldest first, and remove them from the failed deliveries.
 
 Redeliveries are ``DeliveryTask(kind="redelivery")`` written to the deliveries topic,
 keyed by webhook id, so they queue behind the webhook's other deliveries and keep its
@@ -30,14 +30,14 @@ from api.backlog_wake import wake_parked_backlog
 from api.errors import ApiError, invalid_field, not_found
 from api.publish import producer_for
 from api.responses import json_response
-from api.validation import page_limit, read_json
+from api.validation import moment_field, page_limit, read_json
 from api.webhooks import webhook_or_404
 from dispatcher.kafka.producer import ProducerError
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import events as event_store
-from dispatcher.store.attempts import Attempt, get_attempt, list_attempts
-from dispatcher.store.webhooks import Webhook
+from dispatcher.store.attempt_store import Attempt, get_attempt, list_attempts
+from dispatcher.store.webhook_store import Webhook
 
 log = structlog.get_logger(__name__)
 
@@ -154,17 +154,6 @@ async def retry(request: web.Request) -> web.Response:
     return json_response({"event_id": event_id, "queued": True}, status=202)
 
 
-def parse_since(value: str) -> datetime:
-    """The ``since`` of a recover request (RFC 3339 with a zone), or 422."""
-    try:
-        since = datetime.fromisoformat(value)
-    except ValueError:
-        raise invalid_field("/since", "since must be an RFC 3339 date-time", "format") from None
-    if since.tzinfo is None:
-        raise invalid_field("/since", "since needs a time zone (e.g. Z or +00:00)", "format")
-    return since
-
-
 async def recover_since(request: web.Request, webhook: Webhook, since: datetime) -> int:
     """Queue every failed delivery of ``webhook`` since ``since`` again, oldest first.
 
@@ -203,7 +192,7 @@ async def recover(request: web.Request) -> web.Response:
     """POST /webhooks/{id}/recover ``{"since"}`` → 202 ``{"queued": n}``, oldest first."""
     webhook = await webhook_or_404(request)
     body = await read_json(request, "recover")
-    queued = await recover_since(request, webhook, parse_since(body["since"]))
+    queued = await recover_since(request, webhook, moment_field(body["since"], "/since"))
     return json_response({"queued": queued}, status=202)
 
 

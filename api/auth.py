@@ -7,7 +7,7 @@ from aiohttp.typedefs import Handler
 
 from api.app_keys import API_KEY_ID, POOL, TENANT_ID
 from api.errors import ApiError
-from dispatcher.store.tenants import caller_for_api_key
+from dispatcher.store.api_key_store import caller_for_api_key
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hooklane"'}

@@ -1,7 +1,7 @@
 """The delivery options of a webhook (DESIGN.md §11) at the API: checks and reads.
 
 ``checked_options`` applies the rules a JSON Schema cannot express and returns the
-changes the store takes (``dispatcher.store.delivery_options.OPTIONS``, and the
+changes the store takes (``dispatcher.store.webhook_options.OPTIONS``, and the
 ``secret`` when a ``v1a`` key pair is made); ``options_json`` is what every read
 shows (never a secret member).
 """
@@ -18,7 +18,7 @@ from dispatcher.delivery.custom_headers import header_problems
 from dispatcher.delivery.endpoint_auth import SECRET_MEMBERS, auth_from
 from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
 from dispatcher.settings import Settings
-from dispatcher.store import webhooks as store
+from dispatcher.store import webhook_store as store
 
 
 async def checked_options(

@@ -1,7 +1,7 @@
 """``GET /events/:id``: what happened to one of the tenant's events.
 
 Its state (``routed``, or ``dead_lettered`` with the reason) and its deliveries per
-webhook (``dispatcher.store.event_lookup``), within the replay store's retention.
+webhook (``dispatcher.store.event_report``), within the replay store's retention.
 Another tenant's event id is a 404, like an unknown one.
 """
 
@@ -14,7 +14,7 @@ from api.auth import tenant_id
 from api.errors import not_found
 from api.responses import json_response
 from dispatcher.router.subscription_index import routes_to_stored
-from dispatcher.store.event_lookup import EventReport, event_report
+from dispatcher.store.event_report import EventReport, event_report
 
 # Event ids are caller-chosen (Idempotency-Key): at most 200 characters.
 MAX_EVENT_ID = 200

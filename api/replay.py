@@ -13,8 +13,7 @@ idempotent: a repeat answers the first ``{"queued": n}`` and queues nothing.
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -26,7 +25,7 @@ from api.auth import tenant_id
 from api.errors import ApiError, invalid_field
 from api.publish import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY, producer_for
 from api.responses import json_response
-from api.validation import parse_datetime, read_json
+from api.validation import moment_field, read_json
 from api.webhooks import webhook_or_404
 from dispatcher.kafka.producer import ProducerError
 from dispatcher.messages.wire import DeliveryTask
@@ -37,23 +36,6 @@ from dispatcher.store import replays as replay_store
 log = structlog.get_logger(__name__)
 
 PAGE = 500
-MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
-
-
-def moment(value: Any, field: str) -> datetime:
-    """An RFC 3339 date-time or unix seconds (number or digits) → aware datetime; 422 else."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or not 0 <= value <= MAX_UNIX_SECONDS:
-            raise invalid_field(field, f"{field[1:]} is not a valid unix time", "format")
-        return datetime.fromtimestamp(value, UTC)
-    try:
-        return parse_datetime(str(value))
-    except ValueError as exc:
-        raise invalid_field(
-            field, f"{field[1:]} must be an RFC 3339 date-time or unix seconds: {exc}", "format"
-        ) from None
 
 
 def request_id(request: web.Request, body: dict[str, Any]) -> str | None:
@@ -75,7 +57,7 @@ async def replay(request: web.Request) -> web.Response:
     """POST /webhooks/{id}/replay ``{since, until, topics?, request_id?}`` → 202 ``{queued}``."""
     webhook = await webhook_or_404(request)
     body = await read_json(request, "replay")
-    since, until = moment(body["since"], "/since"), moment(body["until"], "/until")
+    since, until = moment_field(body["since"], "/since"), moment_field(body["until"], "/until")
     if until <= since:
         raise invalid_field("/until", "until must be later than since", "window")
     retention = timedelta(days=request.app[SETTINGS].attempt_retention_days)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from api.app_keys import POOL
 from api.responses import json_response
-from dispatcher.store.topics import list_topics
+from dispatcher.store.topic_store import list_topics
 
 
 async def list_(request: web.Request) -> web.Response:

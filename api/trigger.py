@@ -25,9 +25,10 @@ from api.webhooks import webhook_or_404
 from dispatcher.delivery.attempt import attempt_delivery
 from dispatcher.messages import trace_context
 from dispatcher.messages.wire import DeliveryTask, Event
-from dispatcher.store.attempts import record_one
-from dispatcher.store.topics import get_topic
-from dispatcher.store.webhooks import Webhook, load_target
+from dispatcher.store.attempt_store import record_one
+from dispatcher.store.topic_store import get_topic
+from dispatcher.store.webhook_store import Webhook
+from dispatcher.store.webhook_targets import load_target
 
 log = structlog.get_logger(__name__)
 

@@ -11,6 +11,7 @@ character anywhere): 422 at the place it breaks.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -21,9 +22,19 @@ from api.errors import ApiError, invalid_field
 from dispatcher.messages.json_limits import MAX_DATA_DEPTH, json_problem
 
 # The rule the router applies to Kafka events too; re-exported for the route modules.
-from dispatcher.messages.topic_schemas import compile_schema, parse_datetime, problems
+from dispatcher.messages.topic_schemas import compile_schema, problems
+from dispatcher.moments import parse_datetime, parse_moment
 
-__all__ = ["compile_schema", "parse_datetime", "problems", "read_json"]
+__all__ = ["compile_schema", "moment_field", "parse_datetime", "problems", "read_json"]
+
+
+def moment_field(value: Any, pointer: str) -> datetime:
+    """The moment at ``pointer`` of a body (``dispatcher.moments.parse_moment``), or 422."""
+    try:
+        return parse_moment(value)
+    except ValueError as exc:
+        message = f"{pointer[1:]} must be an RFC 3339 date-time or unix seconds: {exc}"
+        raise invalid_field(pointer, message, "format") from None
 
 
 def _is_json(content_type: str) -> bool:

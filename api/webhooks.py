@@ -18,9 +18,9 @@ from api.validation import page_limit, read_json
 from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
 from dispatcher.delivery.secrets import generate_secret
 from dispatcher.settings import Settings
-from dispatcher.store import webhooks as store
+from dispatcher.store import webhook_store as store
 from dispatcher.store.backlog import backlog_sizes
-from dispatcher.store.topics import TOPIC_NAME, topic_names
+from dispatcher.store.topic_store import TOPIC_NAME, topic_names
 from dispatcher.subscription.filters import validate as filter_problem
 from dispatcher.subscription.retry_override import InvalidRetry, parse_retry
 

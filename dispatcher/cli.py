@@ -14,8 +14,9 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 
-from dispatcher.kafka.broker import CodecsError, TopicsError
+from dispatcher.kafka.broker import CodecsError
 from dispatcher.kafka.producer import ProducerError
+from dispatcher.kafka.topic_admin import TopicsError
 from dispatcher.runtime import event_loop
 from dispatcher.settings import ENV_FILE, PREFIX, Settings, SettingsError, with_env_file
 from dispatcher.store import db
@@ -335,20 +336,20 @@ async def _create_tenant(settings: Settings, name: str) -> tuple[str, str]:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.store import tenants
+    from dispatcher.store import api_key_store
 
     await db.migrate(settings.database_url)
     conn = await asyncpg.connect(settings.database_url)
     try:
         if args.keys_command == "create":
-            key, secret = await tenants.create_api_key(conn, args.tenant, args.name)
+            key, secret = await api_key_store.create_api_key(conn, args.tenant, args.name)
             print(f"id:      {key.id}\napi key: {secret}\n(the key is shown only once)")
         elif args.keys_command == "revoke":
-            if not await tenants.revoke_api_key(conn, args.key_id):
+            if not await api_key_store.revoke_api_key(conn, args.key_id):
                 raise ValueError(f"no API key {args.key_id!r}")
             print(f"revoked {args.key_id} (and its portal sessions and links)")
         else:
-            for key in await tenants.list_api_keys(conn, args.tenant):
+            for key in await api_key_store.list_api_keys(conn, args.tenant):
                 when = key.revoked_at.isoformat() if key.revoked_at else "live"
                 used = key.last_used_at.isoformat() if key.last_used_at else "never used"
                 print(f"{key.id}  {key.prefix}…  {key.name or '-'}  {used}  {when}")
@@ -359,7 +360,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _rotate_secrets(settings: Settings) -> int:
     from dispatcher.delivery.secrets import SecretBox
-    from dispatcher.store.webhooks import reencrypt_secrets
+    from dispatcher.store.webhook_store import reencrypt_secrets
 
     box = SecretBox.from_setting(settings.secret_key)
     conn = await asyncpg.connect(settings.database_url)
@@ -370,7 +371,7 @@ async def _rotate_secrets(settings: Settings) -> int:
 
 
 async def _add_topic(settings: Settings, name: str, description: str, schema: Any) -> None:
-    from dispatcher.store.topics import add_topic
+    from dispatcher.store.topic_store import add_topic
 
     await db.migrate(settings.database_url)
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
@@ -379,7 +380,7 @@ async def _add_topic(settings: Settings, name: str, description: str, schema: An
     finally:
         await pool.close()
     if settings.kafka_bootstrap_servers:
-        from dispatcher.kafka.broker import ensure_topics
+        from dispatcher.kafka.topic_admin import ensure_topics
 
         await ensure_topics(
             settings,
@@ -407,7 +408,7 @@ async def _portal_link(settings: Settings, tenant_id: str) -> tuple[str, str]:
 async def _ensure_topics(settings: Settings) -> None:
     """Create the missing topics, then print each one and what limits delivery capacity."""
     from dispatcher.deliverer import GROUP_ID
-    from dispatcher.kafka.broker import capacity_warnings, group_members
+    from dispatcher.kafka.topic_admin import capacity_warnings, group_members
     from dispatcher.runtime.supervisor import create_kafka_topics
 
     replication = settings.kafka_replication_factor or "cluster default"

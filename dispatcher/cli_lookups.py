@@ -15,7 +15,7 @@ import orjson
 from dispatcher.runtime import event_loop
 from dispatcher.settings import Settings
 from dispatcher.store import db
-from dispatcher.store.event_lookup import EventReport, event_report
+from dispatcher.store.event_report import EventReport, event_report
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,7 +54,7 @@ async def _tenants(pool: asyncpg.Pool, args: argparse.Namespace) -> tuple[list[s
 
 
 async def _topics(pool: asyncpg.Pool, args: argparse.Namespace) -> tuple[list[str], bool]:
-    from dispatcher.store.topics import list_topics
+    from dispatcher.store.topic_store import list_topics
 
     topics = await list_topics(pool)
     width = max((len(topic.name) for topic in topics), default=0)

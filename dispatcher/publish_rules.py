@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.messages.operational import is_operational
 from dispatcher.messages.topic_schemas import ValidatorCache
 from dispatcher.store.tenants import tenant_exists
-from dispatcher.store.topics import Topic, get_topic, topic_names
+from dispatcher.store.topic_store import Topic, get_topic, topic_names
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor

@@ -40,8 +40,9 @@ import pytest
 from cryptography.fernet import Fernet
 from hypothesis import settings as hypothesis_settings
 
-from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
+from dispatcher.kafka.apache import ApacheKafkaBroker
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, free_port
+from dispatcher.kafka.kafka_release import KafkaToolMissing, ensure_kafka
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings

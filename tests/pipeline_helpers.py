@@ -41,12 +41,12 @@ from aiohttp import web
 
 from dispatcher.deliverer import Deliverer
 from dispatcher.delivery.secrets import SecretBox, generate_secret
-from dispatcher.kafka.broker import create_topics
 from dispatcher.kafka.connection import connection_env
+from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.router.router import Router
 from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import create_webhook as store_create_webhook
+from dispatcher.store.webhook_store import create_webhook as store_create_webhook
 
 DEFAULT_WAIT_S = 30.0
 

@@ -14,7 +14,7 @@ import pytest
 
 from dispatcher.deliverer.announcer import Announcer
 from dispatcher.messages import operational
-from dispatcher.store.webhooks import load_target
+from dispatcher.store.webhook_targets import load_target
 from tests import test_scheduler as scheduler_tests
 from tests.test_announcer import Published
 from tests.test_failure_support import BOX, clean_backlog, eventually, make_webhook, receiver

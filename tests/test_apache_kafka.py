@@ -25,22 +25,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
-from dispatcher.kafka.apache import (
-    ApacheKafkaBroker,
+from dispatcher.kafka.apache import ApacheKafkaBroker, class_archive
+from dispatcher.kafka.broker import BrokerError
+from dispatcher.kafka.kafka_release import (
     KafkaRuntime,
     KafkaToolMissing,
-    Listener,
-    class_archive,
     ensure_kafka,
     java_major,
     kafka_pom,
     kafka_version,
-    metadata_brokers,
-    render_properties,
     require_java,
     require_mvn,
 )
-from dispatcher.kafka.broker import BrokerError
+from dispatcher.kafka.kraft_node import Listener, render_properties
+from dispatcher.kafka.metadata_probe import metadata_brokers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,7 +173,8 @@ def test_concurrent_first_resolutions_run_maven_once(runtime: KafkaRuntime, tmp_
     (shim / "mvn").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
     script = (
-        "import sys; from pathlib import Path; from dispatcher.kafka.apache import ensure_kafka;"
+        "import sys; from pathlib import Path;"
+        " from dispatcher.kafka.kafka_release import ensure_kafka;"
         "print(ensure_kafka(cache_root=Path(sys.argv[1])).classpath)"
     )
     workers = [

@@ -13,7 +13,7 @@ from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.settings import Settings
 from dispatcher.store import failed_deliveries
-from dispatcher.store.attempts import record_one
+from dispatcher.store.attempt_store import record_one
 from tests.test_api_support import api_client, assert_matches
 from tests.test_failure_support import make_result, make_task, make_webhook
 

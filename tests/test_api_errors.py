@@ -8,7 +8,7 @@ import pytest
 
 from api.auth import bearer_token
 from api.errors import MAX_BODY
-from dispatcher.store.tenants import hash_api_key
+from dispatcher.store.api_key_store import hash_api_key
 from tests.test_api_support import Client, api_client, assert_matches, webhook_body
 
 # Fixed, not random: parametrized ids must be the same in every pytest-xdist worker.

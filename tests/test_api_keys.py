@@ -6,11 +6,13 @@ answer the portal's 401 page, its unused links no longer sign in.
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import asyncpg
 
 from dispatcher.settings import Settings
 from dispatcher.store import portal
-from dispatcher.store.tenants import create_api_key, hash_api_key, tenant_for_api_key
+from dispatcher.store.api_key_store import Caller, caller_for_api_key, create_api_key, hash_api_key
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, portal_link, sign_in
 from tests.test_api_support import api_client, assert_matches
@@ -32,7 +34,7 @@ async def test_create_shows_the_key_once_and_list_never(
         assert_matches("ApiKeyCreated", created)
         assert created["key"].startswith(created["prefix"])
         assert created["name"] == "ci" and created["revoked_at"] is None
-        assert await tenant_for_api_key(pool, created["key"]) == tenant.id
+        assert await caller_for_api_key(pool, created["key"]) == Caller(tenant.id, ANY)
 
         listed = await client.get("/api-keys", headers=bearer(created["key"]))
         assert listed.status == 200
@@ -155,7 +157,7 @@ async def test_cli_creates_lists_and_revokes_keys(
     assert code == 0, err
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     key_id, secret = fields["id"].strip(), fields["api key"].strip()
-    assert await tenant_for_api_key(pool, secret) == tenant.id
+    assert await caller_for_api_key(pool, secret) == Caller(tenant.id, ANY)
 
     code, out, err = await hooklane(settings, "keys", "list", tenant.id)
     assert code == 0, err
@@ -164,6 +166,6 @@ async def test_cli_creates_lists_and_revokes_keys(
 
     code, out, err = await hooklane(settings, "keys", "revoke", key_id)
     assert code == 0, err
-    assert await tenant_for_api_key(pool, secret) is None
+    assert await caller_for_api_key(pool, secret) is None
     assert (await hooklane(settings, "keys", "revoke", "key_unknown"))[0] == 1
     assert (await hooklane(settings, "keys", "create", "ten_unknown"))[0] == 1

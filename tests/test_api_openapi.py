@@ -14,7 +14,7 @@ from api.app import create_app
 from api.auth import is_portal_page
 from api.schemas import SCHEMA_DIR, Schemas
 from dispatcher.settings import Settings
-from dispatcher.store.attempts import Attempt
+from dispatcher.store.attempt_store import Attempt
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 # Documented now, registered by api/attempts.py once it lands.

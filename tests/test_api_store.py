@@ -1,4 +1,4 @@
-"""dispatcher.store.webhooks and .topics directly: load_target, rotation expiry, catalog rules."""
+"""The webhook and topic stores directly: load_target, rotation expiry, catalog rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from dispatcher.delivery.secrets import SecretBox
-from dispatcher.store import webhooks as store
-from dispatcher.store.topics import (
+from dispatcher.store import webhook_store as store
+from dispatcher.store.topic_store import (
     InvalidTopic,
     Topic,
     add_topic,
@@ -16,6 +16,7 @@ from dispatcher.store.topics import (
     get_topic,
     topic_names,
 )
+from dispatcher.store.webhook_targets import load_target
 from tests.test_api_support import GIVEN_SECRET, TOPIC
 
 NEW_SECRET = "another-secret-abcdefgh"
@@ -34,7 +35,7 @@ async def make(pool, box, tenant, **fields) -> store.Webhook:
 async def test_load_target_decrypts_for_the_deliverer(pool, box, tenant):
     """load_target returns the delivery view with the plaintext secret, for any state."""
     webhook = await make(pool, box, tenant, state="DISABLED", ordering="unordered", max_in_flight=3)
-    target = await store.load_target(pool, box, webhook.id)
+    target = await load_target(pool, box, webhook.id)
     assert target is not None
     assert (target.id, target.tenant_id, target.url, target.secrets) == (
         webhook.id,
@@ -54,21 +55,21 @@ async def test_load_target_decrypts_for_the_deliverer(pool, box, tenant):
 @pytest.mark.parametrize("webhook_id", ["3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "nope", ""])
 async def test_load_target_of_unknown_ids_is_none(pool, box, webhook_id):
     """Unknown and malformed ids load nothing."""
-    assert await store.load_target(pool, box, webhook_id) is None
+    assert await load_target(pool, box, webhook_id) is None
 
 
 async def test_previous_secret_signs_only_until_it_expires(pool, box, tenant):
     """After rotation the target has [new, old]; once the grace period is over only [new]."""
     webhook = await make(pool, box, tenant)
     await store.update_webhook(pool, box, tenant.id, webhook.id, {"secret": NEW_SECRET})
-    rotated = await store.load_target(pool, box, webhook.id)
+    rotated = await load_target(pool, box, webhook.id)
     assert rotated is not None and rotated.secrets == (NEW_SECRET, GIVEN_SECRET)
     await pool.execute(
         "UPDATE webhooks SET previous_secret_expires_at = now() - interval '1 second'"
         " WHERE id = $1",
         uuid.UUID(webhook.id),
     )
-    expired = await store.load_target(pool, box, webhook.id)
+    expired = await load_target(pool, box, webhook.id)
     assert expired is not None and expired.secrets == (NEW_SECRET,)
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dispatcher.store.webhooks import set_concurrency
+from dispatcher.store.webhook_store import set_concurrency
 from tests.test_api_support import Client, api_client, assert_matches, webhook_body
 from tests.test_api_webhooks import URL, create
 

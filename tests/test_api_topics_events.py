@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from dispatcher.messages.wire import Event
-from dispatcher.store.topics import add_topic
+from dispatcher.store.topic_store import add_topic
 from tests.test_api_support import TOPIC, Client, api_client, assert_matches
 
 SEEDED = {

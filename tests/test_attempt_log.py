@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from dispatcher.deliverer import attempt_log
 from dispatcher.deliverer.attempt_log import AttemptLog
-from dispatcher.store import attempts as attempt_store
-from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
+from dispatcher.store import attempt_store
+from dispatcher.store.attempt_store import list_attempts, purge, record_one
+from dispatcher.store.webhook_health import health_changes
 from tests.test_failure_support import eventually, make_result, make_webhook
 
 T0 = 1_700_000_000.0

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher.store import backlog, failed_deliveries, webhooks
+from dispatcher.store import backlog, failed_deliveries
+from dispatcher.store import webhook_store as webhooks
 from tests.test_failure_support import clean_backlog, make_task, make_webhook
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
@@ -54,12 +55,16 @@ async def test_park_reports_a_new_parking_episode(pool, tenant) -> None:
 
 
 async def test_append_only_while_parked(pool, tenant) -> None:
-    """append_if_parked writes nothing for an unparked webhook and appends for a parked one."""
+    """append_many_if_parked writes nothing for an unparked webhook and appends for a parked one."""
     webhook_id = await make_webhook(pool, tenant.id)
-    assert not await backlog.append_if_parked(pool, webhook_id, make_task(webhook_id, tenant.id, 0))
+    assert not await backlog.append_many_if_parked(
+        pool, webhook_id, [make_task(webhook_id, tenant.id, 0)]
+    )
     assert await numbers(pool, webhook_id) == []
     await backlog.park(pool, webhook_id, [make_task(webhook_id, tenant.id, 1)], 0, 1, 0)
-    assert await backlog.append_if_parked(pool, webhook_id, make_task(webhook_id, tenant.id, 2))
+    assert await backlog.append_many_if_parked(
+        pool, webhook_id, [make_task(webhook_id, tenant.id, 2)]
+    )
     assert await numbers(pool, webhook_id) == [1, 2]
 
 
@@ -71,9 +76,11 @@ async def test_unpark_only_when_backlog_is_empty(pool, tenant) -> None:
     [entry] = await backlog.head(pool, webhook_id, 10)
     await backlog.delivered(pool, webhook_id, entry.seq)
     assert await backlog.unpark(pool, webhook_id)
-    assert not await backlog.is_parked(pool, webhook_id)
+    assert not await backlog.parked_among(pool, [webhook_id])
     assert await backlog.unpark(pool, webhook_id)  # not parked: nothing to wait for
-    assert not await backlog.append_if_parked(pool, webhook_id, make_task(webhook_id, tenant.id, 2))
+    assert not await backlog.append_many_if_parked(
+        pool, webhook_id, [make_task(webhook_id, tenant.id, 2)]
+    )
 
 
 async def test_append_and_unpark_never_strand_a_delivery(pool, tenant) -> None:
@@ -88,7 +95,9 @@ async def test_append_and_unpark_never_strand_a_delivery(pool, tenant) -> None:
         for n in range(150):
             task = make_task(webhook_id, tenant.id, n)
             (
-                appended if await backlog.append_if_parked(pool, webhook_id, task) else refused
+                appended
+                if await backlog.append_many_if_parked(pool, webhook_id, [task])
+                else refused
             ).append(n)
             if n % 10 == 0:
                 await asyncio.sleep(0)
@@ -179,7 +188,7 @@ async def test_reschedule_and_orphans(pool, tenant) -> None:
     assert (row["failures"], row["next_attempt_at"].timestamp()) == (9, 200.0)
     await pool.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
     assert await backlog.drop_orphans(pool) >= 1
-    assert not await backlog.is_parked(pool, webhook_id)
+    assert not await backlog.parked_among(pool, [webhook_id])
     assert await numbers(pool, webhook_id) == []
 
 
@@ -221,7 +230,7 @@ async def test_a_paused_backlog_past_its_limit_moves_the_oldest_to_failed(pool, 
     tasks = [make_task(webhook_id, tenant.id, n) for n in range(5)]
     await backlog.park(pool, webhook_id, tasks[:2], now, 0, now, pause_limit=3)
     assert await backlog.append_many_if_parked(pool, webhook_id, tasks[2:4], pause_limit=3)
-    assert await backlog.append_if_parked(pool, webhook_id, tasks[4], pause_limit=3)
+    assert await backlog.append_many_if_parked(pool, webhook_id, [tasks[4]], pause_limit=3)
     assert await numbers(pool, webhook_id) == [2, 3, 4]
     assert await backlog_size(pool, webhook_id) == 3
     failed = await failed_deliveries.failed_since(

@@ -9,7 +9,7 @@ import asyncpg
 
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
-from dispatcher.store.attempts import record_one
+from dispatcher.store.attempt_store import record_one
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import Receiver, create_webhook, start_deliverer, wait_until
 from tests.portal_helpers import csrf_of, portal_client, sign_in
@@ -55,7 +55,7 @@ async def test_a_successful_test_trigger_drains_a_parked_backlog_at_once(
 
 
 async def _not_parked(pool: asyncpg.Pool, webhook_id: str) -> bool:
-    return not await backlog.is_parked(pool, webhook_id)
+    return not await backlog.parked_among(pool, [webhook_id])
 
 
 async def test_a_failed_test_trigger_leaves_the_schedule_alone(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dispatcher.bench.floor import broker_floor
 from dispatcher.bench.stack import BENCH_TOPIC
-from dispatcher.kafka.broker import create_topics
+from dispatcher.kafka.topic_admin import create_topics
 
 
 async def test_null_pipeline_delivers_every_event_to_every_webhook(settings):

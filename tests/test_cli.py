@@ -6,6 +6,7 @@ import asyncio
 import sys
 import uuid
 from pathlib import Path
+from unittest.mock import ANY
 
 import asyncpg
 import orjson
@@ -15,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
-from dispatcher.store.tenants import tenant_for_api_key
+from dispatcher.store.api_key_store import Caller, caller_for_api_key
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import settings_env, wait_until
 
@@ -45,7 +46,7 @@ async def test_tenants_create_prints_a_working_key_once(
     assert code == 0
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     tenant_id, api_key = fields["tenant"].strip(), fields["api key"].strip()
-    assert await tenant_for_api_key(pool, api_key) == tenant_id
+    assert await caller_for_api_key(pool, api_key) == Caller(tenant_id, ANY)
     stored = await pool.fetchval("SELECT key_hash FROM api_keys WHERE tenant_id = $1", tenant_id)
     assert api_key.encode() not in bytes(stored)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from dispatcher.kafka.broker import missing_topics
+from dispatcher.kafka.topic_admin import missing_topics
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.test_cli import hooklane

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer, TopicPartition
 from structlog.testing import capture_logs
 
-from dispatcher.kafka.broker import ensure_topics
 from dispatcher.kafka.group_consumer import Batch, GroupConsumer
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.settings import Settings
 from tests.pipeline_helpers import wait_until
 

@@ -12,12 +12,8 @@ from dispatcher.deliverer.target_cache import TargetCache
 from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import (
-    VersionedTarget,
-    load_target,
-    load_targets,
-    update_webhook,
-)
+from dispatcher.store.webhook_store import update_webhook
+from dispatcher.store.webhook_targets import VersionedTarget, load_target, load_targets
 from dispatcher.subscription.retry_override import RetryOverride
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import create_webhook

@@ -14,7 +14,8 @@ from dispatcher.delivery.endpoint_auth import OAuth2ClientCredentials
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
-from dispatcher.store.webhooks import create_webhook, load_target, reencrypt_secrets
+from dispatcher.store.webhook_store import create_webhook, reencrypt_secrets
+from dispatcher.store.webhook_targets import load_target
 from tests.client_tls_helpers import ClientCA
 from tests.test_secrets import rotation_db  # noqa: F401  (fixture)
 

@@ -20,7 +20,7 @@ from dispatcher.messages.wire import DeliveryTask, Event, InvalidMessage
 from dispatcher.ops.metrics import WEBHOOK_METRICS, DelivererMetrics, RouterMetrics, build_registry
 from dispatcher.runtime.backlog_gauges import set_webhook_gauges
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

@@ -12,7 +12,8 @@ import pytest
 
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
-from dispatcher.store.event_lookup import AttemptSummary, DeliveryStatus, delivery_status
+from dispatcher.store.attempt_store import AttemptSummary
+from dispatcher.store.event_report import DeliveryStatus, delivery_status
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

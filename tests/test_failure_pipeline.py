@@ -121,7 +121,7 @@ async def test_flaky_endpoint_receives_everything_in_order(
     assert failures, "the endpoint never failed: the test proves nothing"
     # While failing, only the head was retried.
     assert {r.event_id for r in failures} == {sent[0]}
-    assert not await backlog.is_parked(pool, hook.id)
+    assert not await backlog.parked_among(pool, [hook.id])
 
 
 async def test_retry_after_is_honoured(
@@ -219,7 +219,7 @@ async def test_dead_endpoint_is_parked_and_its_partition_moves_on(
                 return await committed(settings, group_id) == 16
 
             await wait_until(offsets_advanced, within=60)
-            assert await backlog.is_parked(pool, dead.id)
+            assert await backlog.parked_among(pool, [dead.id])
     assert accepted(rx.on("healthy")) == first + later
     entries = await backlog.head(pool, dead.id, 100)
     assert [e.task.event.id for e in entries] == first + later

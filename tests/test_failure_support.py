@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatcher.delivery.attempt import AttemptResult
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.messages.wire import DeliveryTask, Event
-from dispatcher.store.webhooks import create_webhook
+from dispatcher.store.webhook_store import create_webhook
 from tests.conftest import TEST_SECRET_KEY
 
 BOX = SecretBox.from_setting(TEST_SECRET_KEY)

@@ -24,7 +24,7 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import Event
 from dispatcher.router.router import Router
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from dispatcher.subscription.filters import (
     MAX_COMPOSITE_NODES,
     MAX_CONDITIONS,

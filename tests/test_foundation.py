@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from dispatcher.kafka.broker import EmbeddedBroker, ensure_topics
+from dispatcher.kafka.broker import EmbeddedBroker
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.settings import Settings
 from dispatcher.store import db
 from tests.conftest import database_url_for

@@ -6,7 +6,7 @@ from typing import Any
 
 from dispatcher.router.ingest import Ingest
 from dispatcher.settings import Settings
-from dispatcher.store import attempts as attempt_store
+from dispatcher.store import attempt_store, webhook_health
 from tests.test_failure_support import make_result, make_webhook
 
 
@@ -31,13 +31,13 @@ async def test_only_the_attempt_batch_commits_asynchronously(
     """write_batch sets synchronous_commit off for its own transaction (SET LOCAL) only."""
     webhook_id = await make_webhook(pool, tenant.id)
     seen: list[str] = []
-    real = attempt_store._update_health
+    real = webhook_health.update_health
 
     async def spying(conn: Any, changes: Any) -> None:
         seen.append(await conn.fetchval("SHOW synchronous_commit"))
         await real(conn, changes)
 
-    monkeypatch.setattr(attempt_store, "_update_health", spying)
+    monkeypatch.setattr(webhook_health, "update_health", spying)
     async with pool.acquire() as conn:
         await attempt_store.write_batch(conn, [make_result(webhook_id, tenant.id)])
         after = await conn.fetchval("SHOW synchronous_commit")

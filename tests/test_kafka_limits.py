@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from dispatcher.kafka.broker import ensure_topics, internal_topics
+from dispatcher.kafka.topic_admin import ensure_topics, internal_topics
 from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka

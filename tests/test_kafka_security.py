@@ -41,10 +41,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 from cryptography.hazmat.primitives import serialization
 
-from dispatcher.kafka.apache import ApacheKafkaBroker, Listener
-from dispatcher.kafka.broker import create_topics, free_port
+from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.broker import free_port
 from dispatcher.kafka.connection import client_options
+from dispatcher.kafka.kraft_node import Listener
 from dispatcher.kafka.producer import Producer
+from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka

@@ -49,7 +49,8 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.kafka.apache import ApacheKafkaBroker
-from dispatcher.kafka.broker import create_topics, free_port
+from dispatcher.kafka.broker import free_port
+from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
 from tests.pipeline_helpers import Receiver, create_webhook, settings_env, wait_until

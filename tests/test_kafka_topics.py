@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.admin import CreateTopicsRequest, CreateTopicsRequest_v3
 
-from dispatcher.kafka.broker import (
+from dispatcher.kafka.topic_admin import (
     MAX_MESSAGE_BYTES,
     TopicsError,
     capacity_warnings,

@@ -6,7 +6,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.ops.lag import LagPoller, LagSummary, OffsetReader, compute_lag, summarize
 from dispatcher.ops.metrics import build_registry
 from dispatcher.settings import Settings

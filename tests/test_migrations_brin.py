@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.store import attempts as attempt_store
+from dispatcher.store import attempt_store
 from dispatcher.store import events as event_store
 from tests.test_failure_support import make_result, make_webhook
 

@@ -21,7 +21,7 @@ from dispatcher.kafka.broker import free_port
 from dispatcher.kafka.producer import Producer
 from dispatcher.runtime.status import FAILING_LIMIT
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import failing_webhooks
+from dispatcher.store.webhook_store import failing_webhooks
 from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import (
     Received,

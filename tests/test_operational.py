@@ -13,7 +13,7 @@ from dispatcher.messages import operational
 from dispatcher.messages.topic_schemas import ValidatorCache
 from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
-from dispatcher.store.topics import get_topic
+from dispatcher.store.topic_store import get_topic
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

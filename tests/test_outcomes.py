@@ -31,7 +31,7 @@ from dispatcher.messages import operational
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.ops.metrics import DelivererMetrics, build_registry
 from dispatcher.store import backlog
-from dispatcher.store.webhooks import load_target
+from dispatcher.store.webhook_targets import load_target
 from tests.conftest import TenantKey
 from tests.test_announcer import Published
 from tests.test_failure_support import BOX, clean_backlog, make_result, make_task, make_webhook

@@ -8,7 +8,7 @@ from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,

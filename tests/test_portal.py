@@ -18,7 +18,7 @@ from dispatcher.delivery.http.ssrf import InvalidTarget, check_target_url
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from dispatcher.store import failed_deliveries
-from dispatcher.store.attempts import record_one
+from dispatcher.store.attempt_store import record_one
 from dispatcher.store.portal import hash_token
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, portal_link, sign_in

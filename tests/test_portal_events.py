@@ -7,7 +7,7 @@ import re
 
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
-from dispatcher.store.attempts import record_one
+from dispatcher.store.attempt_store import record_one
 from tests.conftest import TenantKey
 from tests.portal_helpers import portal_client, sign_in
 from tests.test_failure_support import make_result, make_task, make_webhook

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.kafka.broker import missing_topics
 from dispatcher.kafka.producer import MissingTopicError, Outgoing, Producer
+from dispatcher.kafka.topic_admin import missing_topics
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dispatcher.subscription.rate_limit import TokenBucket, bucket_for, rate_of, rebuilt
+from dispatcher.subscription.rate_limit import TokenBucket, rate_of, rebuilt
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_waiting_then_acquiring_paces_at_the_rate() -> None:
 )
 def test_bucket_for_a_rate_limit_object(limit: dict[str, int] | None, rate: float | None) -> None:
     """``{"per_second": n}`` and ``{"per_minute": n}`` become buckets; none is unlimited."""
-    bucket = bucket_for(limit)
+    bucket = rebuilt(None, rate_of(limit))
     assert (bucket.rate if bucket else None) == rate
 
 

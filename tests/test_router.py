@@ -15,7 +15,7 @@ from dispatcher.delivery.secrets import SecretBox
 from dispatcher.router.router import mirror_pattern
 from dispatcher.router.subscription_index import Subscriptions
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Receiver,
@@ -168,7 +168,6 @@ async def test_index_resyncs_after_losing_its_listener_connection(
     index = SubscriptionIndex(settings.database_url)
     await index.start()
     try:
-        version = index.version
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%hooklane_webhooks%'"
@@ -176,7 +175,6 @@ async def test_index_resyncs_after_losing_its_listener_connection(
         assert killed >= 1
         webhook = await create_webhook(pool, settings, tenant.id, "http://127.0.0.1:9/x", [TOPIC])
         await wait_until(lambda: webhook.id in index.lookup(tenant.id, TOPIC), within=15)
-        assert index.version > version
     finally:
         await index.stop()
 
@@ -214,7 +212,7 @@ async def test_topic_catalog_check_learns_new_topics(
 ) -> None:
     """Unknown topics are refused until added to the catalog; then accepted within the TTL."""
     from dispatcher.router.subscription_index import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
-    from dispatcher.store.topics import add_topic
+    from dispatcher.store.topic_store import add_topic
 
     index = SubscriptionIndex(settings.database_url)
     await index.start()

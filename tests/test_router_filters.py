@@ -15,8 +15,8 @@ from dispatcher.messages.wire import Event
 from dispatcher.router.router import Router
 from dispatcher.router.subscription_index import FilterCache, Subscriptions
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import create_webhook as store_create_webhook
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import create_webhook as store_create_webhook
+from dispatcher.store.webhook_store import update_webhook
 from dispatcher.subscription.filters import compile_filter
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (

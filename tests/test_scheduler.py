@@ -22,7 +22,8 @@ from dispatcher.delivery.http.sender import AiohttpSender, Response
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.notifications import Notifications
-from dispatcher.store.webhooks import load_target, update_webhook
+from dispatcher.store.webhook_store import update_webhook
+from dispatcher.store.webhook_targets import load_target
 from tests.pipeline_helpers import busiest_second
 from tests.test_failure_support import (
     BOX,
@@ -118,7 +119,7 @@ async def test_flaky_endpoint_gets_everything_in_order(short, pool, tenant) -> N
 
 
 async def _not_parked(pool: Any, webhook_id: str) -> bool:
-    return not await backlog.is_parked(pool, webhook_id)
+    return not await backlog.parked_among(pool, [webhook_id])
 
 
 async def test_retry_after_is_honoured(short, pool, tenant) -> None:
@@ -265,8 +266,8 @@ async def test_appends_during_a_drain_are_delivered_before_unparking(short, pool
         async with running_scheduler(short, pool):
             await rx.wait_for(lambda r: len(r.received) >= 1)
             for n in range(5, 40):
-                appended = await backlog.append_if_parked(
-                    pool, webhook_id, make_task(webhook_id, tenant.id, n)
+                appended = await backlog.append_many_if_parked(
+                    pool, webhook_id, [make_task(webhook_id, tenant.id, n)]
                 )
                 if not appended:
                     break

@@ -24,12 +24,8 @@ from dispatcher.delivery.secrets import (
 )
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
-from dispatcher.store.webhooks import (
-    create_webhook,
-    load_target,
-    reencrypt_secrets,
-    update_webhook,
-)
+from dispatcher.store.webhook_store import create_webhook, reencrypt_secrets, update_webhook
+from dispatcher.store.webhook_targets import load_target
 from tests.conftest import TEST_SECRET_KEY, database_url_for
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

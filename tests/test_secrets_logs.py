@@ -25,7 +25,7 @@ from standardwebhooks import Webhook
 
 from dispatcher.delivery.signing import signing_key
 from dispatcher.settings import Settings
-from dispatcher.store.tenants import hash_api_key
+from dispatcher.store.api_key_store import hash_api_key
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import Receiver, ensure_mirror_topics, settings_env, wait_until
 

@@ -6,7 +6,8 @@ import pytest
 from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
-from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.ops.lag import LagPoller, OffsetReader
 from dispatcher.ops.metrics import build_registry
 from dispatcher.ops.stall import Stall, StallWatch

@@ -11,7 +11,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from dispatcher.kafka.broker import LaunchedBroker, ensure_topics
+from dispatcher.kafka.broker import LaunchedBroker
+from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.runtime.status import (
     GroupStatus,
     Member,
@@ -22,7 +23,7 @@ from dispatcher.runtime.status import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
-from dispatcher.store.webhooks import FailingWebhook
+from dispatcher.store.webhook_store import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
 from tests.pipeline_helpers import create_webhook
 from tests.test_cli import hooklane

@@ -18,7 +18,7 @@ import asyncpg
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
-from dispatcher.store.webhooks import update_webhook
+from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
 from tests.pipeline_helpers import (
     Received,

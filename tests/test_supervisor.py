@@ -10,8 +10,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dispatcher.delivery.secrets import SecretBox, dev_key
-from dispatcher.kafka.apache import KafkaToolMissing
 from dispatcher.kafka.broker import BrokerError
+from dispatcher.kafka.kafka_release import KafkaToolMissing
 from dispatcher.runtime.supervisor import (
     HEALTHY_AFTER_S,
     child_env,

@@ -131,10 +131,14 @@ async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
             )
             assert published.status == 202
             event_id = (await published.json())["id"]
-            await wait_until(lambda: backlog.is_parked(pool, hook.id), within=30)
+
+            async def parked() -> bool:
+                return bool(await backlog.parked_among(pool, [hook.id]))
+
+            await wait_until(parked, within=30)
 
             async def drained() -> bool:
-                return not await backlog.is_parked(pool, hook.id)
+                return not await backlog.parked_among(pool, [hook.id])
 
             await wait_until(drained, within=60, message="the backlog drained")
             replayed = await client.post(

@@ -99,7 +99,11 @@ async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_
                 plain = [
                     await producer.publish(TOPIC, {"n": n}, tenant.id, key="k") for n in (1, 2)
                 ]
-            await wait_until(lambda: backlog.is_parked(pool, hook.id), within=30)
+
+            async def parked() -> bool:
+                return bool(await backlog.parked_among(pool, [hook.id]))
+
+            await wait_until(parked, within=30)
             everyone = {traced, *plain}
             await wait_until(
                 lambda: everyone <= accepted(rx.requests),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.portal import attempts, events, pages, sessions, topics, webhooks
+from api.portal import attempt_pages, event_pages, pages, sessions, topic_pages, webhook_pages
 
 
 def setup_routes(app: web.Application) -> None:
     """Register the portal's templates, middleware and routes on the API app."""
     pages.setup_templates(app)
     app.middlewares.append(sessions.portal_middleware)
-    for module in (sessions, webhooks, attempts, topics, events):
+    for module in (sessions, webhook_pages, attempt_pages, topic_pages, event_pages):
         module.setup_routes(app)

@@ -15,28 +15,32 @@ run.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dispatcher.bench import profiling
 from dispatcher.bench.options import BenchOptions
-from dispatcher.bench.procs import Child, wait_idle
+from dispatcher.bench.pipeline_run import (
+    Running,
+    broker_floor_metrics,
+    cpu_by_process,
+    default_timeout,
+    every,
+    finish,
+    sample_for,
+    wait_routed,
+)
 from dispatcher.bench.results import ScenarioResult
-from dispatcher.bench.stack import BENCH_TOPIC, Receiver, Stack, webhook_url
+from dispatcher.bench.stack import Stack, webhook_url
 from dispatcher.bench.stats import per_item_us, rate, ratio, since_stage, summarize, timeline
 from dispatcher.bench.workload import (
-    event_data,
     paced_publish,
     prepublish,
     routed_times,
-    topic_size,
     wait_for_deliveries,
 )
 from dispatcher.kafka.broker import free_port
-from dispatcher.runtime.supervisor import child_env
-from dispatcher.settings import Settings
 
 # (5) retries quickly and parks after 5 s, so the drain starts within seconds of the
 # receiver coming back instead of waiting for the production 5-minute long retry.
@@ -47,11 +51,7 @@ BACKLOG_ENV = {"HOOKLANE_RETRY_SCHEDULE": "0.5s,1s,2s,2s", "HOOKLANE_PARK_AFTER"
 # million events grew it to 2.9 GB.
 BACKLOG_BODY_BYTES = 256
 MB = 1024.0
-WARM_UP_S = 60.0
-ROUTE_SETTLE_S = 3.0
 IDLE_SAMPLE_S = 2.0
-# A router that has routed nothing after this long is not going to.
-ROUTE_START_S = 120.0
 
 
 def failing_modes(webhooks: int, fraction: float) -> list[str]:
@@ -67,11 +67,6 @@ def failing_modes(webhooks: int, fraction: float) -> list[str]:
     for n in range(failing):
         modes[int(n * step)] = "fail503" if n % 2 == 0 else "hang"
     return modes
-
-
-def default_timeout(deliveries: int, floor: float = 60.0) -> float:
-    """How long to wait for ``deliveries``: generous (100/s), never under ``floor``."""
-    return max(floor, deliveries / 100.0)
 
 
 def scenario(
@@ -92,71 +87,6 @@ def scenario(
     if name == "backlog":
         return lambda: run_backlog(stack, options)
     raise ValueError(f"no such pipeline scenario {name!r}")
-
-
-class Running:
-    """A receiver plus router and deliverer of one scenario; stops them all on exit."""
-
-    def __init__(self, stack: Stack, settings: Settings, overrides: dict[str, str]) -> None:
-        self.stack = stack
-        self.settings = settings
-        self.router, self.deliverer, self.env = stack.dispatcher(settings, overrides)
-        self.receiver: Receiver | None = None
-
-    @property
-    def children(self) -> list[Child]:
-        """Router and deliverer."""
-        return [self.router, self.deliverer]
-
-    def cpu(self) -> float:
-        """Router + deliverer CPU seconds so far."""
-        return self.router.cpu() + self.deliverer.cpu()
-
-    async def start_receiver(self, port: int = 0) -> Receiver:
-        """Start the receiver (on ``port``, or a free one)."""
-        self.receiver = Receiver(port)
-        await self.receiver.start(child_env(self.settings), self.stack.log_dir)
-        return self.receiver
-
-    async def start_dispatcher(self) -> None:
-        """Start router and deliverer and wait until both sit idle (joined, ready)."""
-        for child in self.children:
-            await child.start(self.env, self.stack.log_dir)
-        if not await wait_idle(self.children, within_s=40):
-            dead = [c for c in self.children if not c.running]
-            if dead:
-                raise RuntimeError(f"{dead[0].name} exited: {dead[0].log_tail(8)}")
-
-    async def warm_up(self, tenant_id: str) -> float:
-        """Send one event end to end and wait for it; returns the seconds it took.
-
-        Idle processes are not necessarily ready processes: consumer-group joins and
-        pattern subscriptions settle in the background. One delivery that made it
-        through proves the pipeline is live; the receiver then forgets it.
-        """
-        from dispatcher.kafka.producer import Producer
-
-        assert self.receiver is not None
-        started = time.monotonic()
-        async with Producer(self.settings) as producer:
-            await producer.publish(BENCH_TOPIC, event_data(0, ""), tenant_id=tenant_id)
-        deadline = started + WARM_UP_S
-        while (await self.receiver.stats())["unique_ok"] < 1:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the warm-up delivery did not arrive within {WARM_UP_S}s")
-            for child in self.children:
-                if not child.running:
-                    raise RuntimeError(f"{child.name} exited: {child.log_tail(8)}")
-            await asyncio.sleep(0.05)
-        await self.receiver.reset()
-        return time.monotonic() - started
-
-    async def stop(self) -> None:
-        """Stop everything this scenario started."""
-        for child in self.children:
-            await child.stop()
-        if self.receiver is not None:
-            await self.receiver.stop()
 
 
 async def _measure_batch(
@@ -259,7 +189,7 @@ async def run_throughput(
     metrics["like_for_like_cpu_ratio"] = ratio(
         metrics["cpu_us_per_delivery"], reference.get(f"{like}_client_cpu_us_per_request")
     )
-    return _finish("throughput", params, metrics)
+    return finish("throughput", params, metrics)
 
 
 async def run_isolation(
@@ -279,7 +209,7 @@ async def run_isolation(
     metrics["p99_ratio_to_throughput"] = ratio(
         metrics["healthy_p99_s"], reference.get("completion_p99_s")
     )
-    return _finish("isolation", params, metrics)
+    return finish("isolation", params, metrics)
 
 
 async def run_latency(
@@ -301,14 +231,14 @@ async def run_latency(
         await run.start_dispatcher()
         warm_up_s = await run.warm_up(warm.tenant_ids[0])
         # What the idle pipeline costs (polling), before any load.
-        idle0 = _cpu_by_process(run, stack)
+        idle0 = cpu_by_process(run, stack)
         await asyncio.sleep(IDLE_SAMPLE_S)
         idle = {
             f"idle_{name}_core_share": round((used - idle0[name]) / IDLE_SAMPLE_S, 3)
-            for name, used in _cpu_by_process(run, stack).items()
+            for name, used in cpu_by_process(run, stack).items()
         }
         cpu0, started = run.cpu(), time.monotonic()
-        shares0 = _cpu_by_process(run, stack)
+        shares0 = cpu_by_process(run, stack)
         published, publish_s = await paced_publish(
             settings, hooks.tenant_ids, rate_per_s, sizes.duration
         )
@@ -319,7 +249,7 @@ async def run_latency(
         elapsed = time.monotonic() - started
         shares = {
             f"{name}_core_share": round((used - shares0[name]) / elapsed, 3)
-            for name, used in _cpu_by_process(run, stack).items()
+            for name, used in cpu_by_process(run, stack).items()
         }
         latencies = await receiver.samples("latencies")
         arrivals = await receiver.samples("arrivals")
@@ -327,7 +257,7 @@ async def run_latency(
     finally:
         await run.stop()
         stack.stop_broker()
-    floor = await _broker_floor(stack, options, name, rate_per_s, webhooks, fanout, timeout)
+    floor = await broker_floor_metrics(stack, options, name, rate_per_s, webhooks, fanout, timeout)
     summary = summarize(latencies, scale=1000.0)
     routed_summary = summarize([routed - sent for sent, routed in routed_at], scale=1000.0)
     sent_arrived = [(a - lat, a) for a, lat in zip(arrivals, latencies, strict=True)]
@@ -369,7 +299,7 @@ async def run_latency(
             [a - lat for a, lat in zip(arrivals, latencies, strict=True)], latencies
         ),
     }
-    return _finish(name, params, metrics)
+    return finish(name, params, metrics)
 
 
 async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
@@ -394,8 +324,8 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
             label="queue",
             body_bytes=BACKLOG_BODY_BYTES,
         )
-        routed_s, routed = await _wait_routed(run, settings, sizes.backlog_events, options)
-        await _sample_for(run, sizes.down)
+        routed_s, routed = await wait_routed(run, settings, sizes.backlog_events, options)
+        await sample_for(run, sizes.down)
         parked_max = await stack.parked_webhooks()
         receiver = await run.start_receiver(port)
         up_at = time.time()
@@ -408,7 +338,7 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
         recorder = await profiling.start(options.profile, "backlog", run.children)
         try:
             watch = await wait_for_deliveries(
-                receiver, sizes.backlog_events, timeout, run.children, "drain", _every(1.0, tick)
+                receiver, sizes.backlog_events, timeout, run.children, "drain", every(1.0, tick)
             )
         finally:
             profiles = await profiling.finish(recorder)
@@ -451,116 +381,4 @@ async def run_backlog(stack: Stack, options: BenchOptions) -> ScenarioResult:
     }
     if profiles:
         metrics["profile"] = profiles
-    return _finish("backlog", params, metrics)
-
-
-def _cpu_by_process(run: Running, stack: Stack) -> dict[str, float]:
-    """CPU seconds so far of router, deliverer, broker and receiver."""
-    return {
-        "router": run.router.cpu(),
-        "deliverer": run.deliverer.cpu(),
-        "broker": stack.broker_cpu(),
-        "receiver": run.receiver.child.cpu() if run.receiver else 0.0,
-    }
-
-
-async def _wait_routed(
-    run: Running, settings: Settings, events: int, options: BenchOptions
-) -> tuple[float, int]:
-    """Wait until the router has routed the queue; returns (seconds, tasks counted).
-
-    Done when the deliveries topic holds a task per event, or when its size stopped
-    growing for ``ROUTE_SETTLE_S`` (the embedded broker's end offsets can be a little
-    off, so an exact count is not a safe finish line).
-    """
-    from dispatcher.bench.progress import Progress
-
-    progress = Progress("route", events)
-    started = time.monotonic()
-    deadline = started + (options.timeout or default_timeout(events, 120.0))
-    routed, last_change, last_size = 0, started, -1
-    while time.monotonic() < deadline:
-        routed = await topic_size(settings, settings.deliveries_topic)
-        progress.update(routed)
-        for child in run.children:
-            if not child.running:
-                raise RuntimeError(f"{child.name} exited: {child.log_tail(8)}")
-            child.sample_memory()
-        now = time.monotonic()
-        if routed != last_size:
-            last_size, last_change = routed, now
-        if routed >= events or (routed > 0 and now - last_change >= ROUTE_SETTLE_S):
-            break
-        if routed == 0 and now - started >= ROUTE_START_S:
-            progress.close("no progress")
-            raise RuntimeError(
-                f"the router routed nothing in {ROUTE_START_S:.0f}s: the embedded broker did "
-                f"not serve the {events:,}-event topic (see the process logs)"
-            )
-        await asyncio.sleep(0.5)
-    progress.close()
-    return time.monotonic() - started, routed
-
-
-async def _sample_for(run: Running, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for child in run.children:
-            child.sample_memory()
-        await asyncio.sleep(0.25)
-
-
-def _every(seconds: float, action: Callable[[], Awaitable[None]]) -> Callable[[], Any]:
-    """``action`` at most once per ``seconds`` (a throttled on_tick)."""
-    last = -1e9
-
-    def tick() -> Awaitable[None] | None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < seconds:
-            return None
-        last = now
-        return action()
-
-    return tick
-
-
-async def _broker_floor(
-    stack: Stack,
-    options: BenchOptions,
-    name: str,
-    rate_per_s: float,
-    webhooks: int,
-    fanout: int,
-    wait_s: float,
-) -> dict[str, Any]:
-    """The ``broker_floor_*`` metrics of the shape (``dispatcher.bench.floor``), on a
-    fresh broker; none with ``--no-floor``. A failure is reported, never fatal."""
-    if not options.floor:
-        return {}
-    from dispatcher.bench.floor import broker_floor
-
-    print(f"== {name}: broker floor (the same shape, no router or deliverer work)", file=sys.stderr)
-    try:
-        settings = await stack.fresh_broker(f"{name}-floor")
-        duration = options.sizes.duration
-        result = await broker_floor(
-            settings, stack.broker_cpu, rate_per_s, duration, webhooks, fanout, wait_s
-        )
-    except Exception as exc:  # the scenario's own figures stand without it
-        return {"broker_floor_error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        stack.stop_broker()
-    return result.metrics()
-
-
-def _finish(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> ScenarioResult:
-    if not metrics.get("completed"):
-        return ScenarioResult(
-            name,
-            "failed",
-            f"only {metrics.get('deliveries')} deliveries arrived before the timeout",
-            params,
-            metrics,
-        )
-    return ScenarioResult(name, params=params, metrics=metrics)
+    return finish("backlog", params, metrics)

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def kafka_missing() -> str | None:
     """Why Apache Kafka cannot run here (no Java 17+, or no Maven to fetch it), else None."""
-    from dispatcher.kafka.apache import KafkaToolMissing, ensure_kafka
+    from dispatcher.kafka.kafka_release import KafkaToolMissing, ensure_kafka
 
     try:
         ensure_kafka()
@@ -262,7 +262,7 @@ async def _guarded(name: str, runner: Scenario) -> ScenarioResult:
 
 
 async def _options(quick: bool) -> ScenarioResult:
-    from dispatcher.bench.delivery_options import run_options
+    from dispatcher.bench.options_cost import run_options
 
     return await run_options(quick)
 

@@ -21,9 +21,10 @@ import asyncpg
 
 from dispatcher.bench.procs import Child, cpu_seconds, memory_kb
 from dispatcher.delivery.secrets import SecretBox, generate_secret, new_key, preview
-from dispatcher.kafka.apache import BROKER_HEAP, START_JVM_OPTIONS, ApacheKafkaBroker
+from dispatcher.kafka.apache import ApacheKafkaBroker
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker, embedded_settings, free_port
 from dispatcher.kafka.connection import connection_env
+from dispatcher.kafka.jvm_process import BROKER_HEAP, START_JVM_OPTIONS
 from dispatcher.runtime.supervisor import child_env, create_kafka_topics
 from dispatcher.settings import Settings
 from dispatcher.store import db

@@ -160,7 +160,6 @@ class Watch:
 
     completed: bool
     stats: dict[str, Any]
-    rss_samples_kb: list[int] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,7 +178,6 @@ async def wait_for_deliveries(
     """
     progress = Progress(label, expected)
     deadline = time.monotonic() + within_s
-    rss: list[int] = []
     stats: dict[str, Any] = {}
     while True:
         stats = await receiver.stats()
@@ -192,19 +190,17 @@ async def wait_for_deliveries(
                     f"{child.name} exited with code {child.process and child.process.returncode}"
                     f": {child.log_tail(5)}"
                 )
-            sample = child.sample_memory()
-            if child.name == "deliverer" and sample is not None:
-                rss.append(sample)
+            child.sample_memory()
         if on_tick is not None:
             result = on_tick()
             if asyncio.iscoroutine(result):
                 await result
         if done >= expected:
             progress.close()
-            return Watch(True, stats, rss)
+            return Watch(True, stats)
         if time.monotonic() > deadline:
             progress.close(f"timed out after {within_s:.0f}s")
-            return Watch(False, stats, rss)
+            return Watch(False, stats)
         await asyncio.sleep(POLL_S)
 
 

@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
 from dispatcher.delivery.attempt import AttemptResult, WebhookTarget
 from dispatcher.messages import operational
 from dispatcher.messages.wire import DeliveryTask, Event
+from dispatcher.moments import utc
 from dispatcher.subscription.rate_limit import TokenBucket
 
 log = structlog.get_logger(__name__)
@@ -47,10 +48,6 @@ GAVE_UP_PER_MINUTE = 10
 MAX_TRACKED = 10_000
 # Announcements in flight beyond this are dropped (the broker cannot keep up).
 MAX_PENDING = 1_000
-
-
-def _moment(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 class Announcer:
@@ -91,7 +88,7 @@ class Announcer:
 
     def disabled(self, webhook_id: str, reason: str, failing_since: float | None) -> None:
         """``webhook_id`` was set DISABLED for ``reason``."""
-        since = None if failing_since is None else _moment(failing_since)
+        since = None if failing_since is None else utc(failing_since)
         self._announce(
             webhook_id,
             lambda tenant, now: operational.webhook_disabled(
@@ -105,7 +102,7 @@ class Announcer:
         self._announce(
             webhook_id,
             lambda tenant, now: operational.webhook_parked(
-                tenant, webhook_id, backlog, _moment(failing_since), last_error, now
+                tenant, webhook_id, backlog, utc(failing_since), last_error, now
             ),
         )
 
@@ -114,7 +111,7 @@ class Announcer:
         self._announce(
             webhook_id,
             lambda tenant, now: operational.webhook_recovered(
-                tenant, webhook_id, backlog, _moment(failing_since), now
+                tenant, webhook_id, backlog, utc(failing_since), now
             ),
         )
 
@@ -181,7 +178,7 @@ class Announcer:
                 target = await self._load_target(webhook_id)
                 if target is None:
                     return  # deleted meanwhile: no tenant left to tell
-                event = build(target.tenant_id, _moment(self._clock()))
+                event = build(target.tenant_id, utc(self._clock()))
                 await publish(event)
         except asyncio.CancelledError:
             raise

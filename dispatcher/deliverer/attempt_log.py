@@ -3,7 +3,7 @@
 ``AttemptLog.record()`` is synchronous and never waits for Postgres: results go into
 a bounded buffer that a background task writes every ``flush_interval`` seconds (or
 as soon as ``max_batch`` results wait), each batch in one transaction
-(``dispatcher.store.attempts.write_batch``: one COPY, one health UPDATE). When the buffer
+(``dispatcher.store.attempt_store.write_batch``: one COPY, one health UPDATE). When the buffer
 overflows (Postgres unreachable for long), the oldest results are dropped, counted, and
 reported once per overflow episode: one ``attempt_log.rows_dropped`` warning with
 ``dropped=N`` as soon as rows are written again (or at close).
@@ -19,8 +19,9 @@ import asyncpg
 import structlog
 
 from dispatcher.delivery.attempt import AttemptResult
+from dispatcher.ids import parse_uuid
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.store.attempts import webhook_uuid, write_batch
+from dispatcher.store.attempt_store import write_batch
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class AttemptLog:
     def record(self, result: AttemptResult) -> None:
         """Queue ``result`` for the next batch; never blocks."""
         try:
-            webhook_uuid(result.webhook_id)
+            parse_uuid(result.webhook_id)
         except ValueError:
             log.error("attempt_log.invalid_webhook_id", webhook_id=result.webhook_id)
             return

@@ -40,10 +40,10 @@ from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.http.metered import MeteredSender
 from dispatcher.delivery.http.sender import ClosableSender, Sender
 from dispatcher.delivery.secrets import SecretBox
-from dispatcher.kafka.broker import require_topics
 from dispatcher.kafka.dead_letter import send_dead_letter
 from dispatcher.kafka.group_consumer import COMMIT_INTERVAL_S, Batch, GroupConsumer, membership
 from dispatcher.kafka.producer import Producer
+from dispatcher.kafka.topic_admin import require_topics
 from dispatcher.messages.wire import DeliveryTask, InvalidMessage
 from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings

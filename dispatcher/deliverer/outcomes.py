@@ -46,7 +46,7 @@ from dispatcher.delivery.http.sender import Sender
 from dispatcher.delivery.policy import Outcome, Step
 from dispatcher.messages.wire import DeliveryTask
 from dispatcher.ops.metrics import DelivererMetrics
-from dispatcher.store import webhooks
+from dispatcher.store import webhook_store as webhooks
 from dispatcher.store.db import TRANSIENT_ERRORS
 
 log = structlog.get_logger(__name__)

@@ -52,8 +52,7 @@ from dispatcher.delivery.policy import (
 )
 from dispatcher.ops.metrics import DelivererMetrics
 from dispatcher.settings import Settings
-from dispatcher.store import attempts as attempt_store
-from dispatcher.store import backlog
+from dispatcher.store import attempt_store, backlog
 from dispatcher.store.backlog import BacklogEntry, ParkedWebhook
 from dispatcher.store.db import TRANSIENT_ERRORS, try_advisory_lock
 from dispatcher.store.notifications import Notifications, Subscription

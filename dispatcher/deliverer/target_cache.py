@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox
-from dispatcher.store.webhooks import VersionedTarget, load_target, load_targets
+from dispatcher.store.webhook_targets import VersionedTarget, load_target, load_targets
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor
 
 Loader = Callable[[str], Awaitable[WebhookTarget | None]]
 # ids, and the versions already held -> the existing webhooks among them (see
-# ``dispatcher.store.webhooks.load_targets``).
+# ``dispatcher.store.webhook_targets.load_targets``).
 BatchLoader = Callable[[Sequence[str], Mapping[str, str]], Awaitable[dict[str, VersionedTarget]]]
 REFRESH_BATCH = 500
 # Between batches: a resync runs every 30 s, so spreading it costs nothing, while

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from dispatcher.store import webhooks
+from dispatcher.store import webhook_store as webhooks
 from dispatcher.store.db import TRANSIENT_ERRORS
 
 log = structlog.get_logger(__name__)

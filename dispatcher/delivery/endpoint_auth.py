@@ -80,7 +80,6 @@ class TokenSlot:
     def __init__(self) -> None:
         self.token: str | None = None
         self.expires_at = 0.0
-        self.fetches = 0
         self._lock: asyncio.Lock | None = None
 
     def fresh(self, now: float) -> str | None:
@@ -95,7 +94,6 @@ class TokenSlot:
     def keep(self, token: str, lifetime: float, now: float) -> None:
         self.token = token
         self.expires_at = now + lifetime - min(REFRESH_MARGIN_S, lifetime / 10)
-        self.fetches += 1
 
     def forget(self, token: str) -> None:
         """Drop ``token`` (the receiver refused it), unless another already replaced it."""

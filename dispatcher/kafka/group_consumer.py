@@ -142,11 +142,6 @@ class GroupConsumer:
         """The partitions owned now."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
-    @property
-    def paused(self) -> bool:
-        """Whether fetching is paused for backpressure."""
-        return self._paused
-
     async def start(self) -> None:
         """Join the group (the first assignment arrives with the first polls)."""
         consumer = AIOKafkaConsumer(

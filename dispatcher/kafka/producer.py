@@ -40,8 +40,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from dispatcher.kafka.broker import MAX_MESSAGE_BYTES, missing_topics
 from dispatcher.kafka.connection import client_options
+from dispatcher.kafka.topic_admin import MAX_MESSAGE_BYTES, missing_topics
 from dispatcher.messages.trace_context import TraceContext
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import PREFIX, Settings

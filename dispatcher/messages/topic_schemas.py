@@ -13,7 +13,6 @@ catalog's schemas, refreshed from Postgres, is ``dispatcher.router.catalog_schem
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 import jsonschema
@@ -21,20 +20,12 @@ import jsonschema.validators
 import jsonschema_rs
 import orjson
 
+from dispatcher.moments import parse_datetime
+
 # The dead-letter reason names at most this many problems (the rest are counted).
 MAX_REASONS = 5
 
 Validator = jsonschema.protocols.Validator
-
-
-def parse_datetime(value: str) -> datetime:
-    """An RFC 3339 date-time (with ``T`` and a UTC offset or ``Z``); ValueError otherwise."""
-    if "T" not in value.upper():
-        raise ValueError("expected an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
-    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("the date-time needs a UTC offset or Z")
-    return moment
 
 
 FORMAT_CHECKER = jsonschema.FormatChecker()

@@ -37,7 +37,7 @@ MAX_ID_LENGTH = 200
 # The largest event Hooklane carries: a Kafka record's value or a POST /events body
 # (the API's limit). A delivery task carries its event re-encoded (never longer than
 # the record) plus the webhook id and kind; the deliveries topic is created with
-# ``max.message.bytes`` for it (``dispatcher.kafka.broker.topic_configs``).
+# ``max.message.bytes`` for it (``dispatcher.kafka.topic_admin.topic_configs``).
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_TASK_BYTES = MAX_EVENT_BYTES + 1024
 

@@ -36,9 +36,6 @@ Role = Literal["api", "router", "deliverer"]
 ROLES: tuple[Role, ...] = ("api", "router", "deliverer")
 Kind = Literal["counter", "gauge", "histogram"]
 
-ATTEMPT_OUTCOMES = ("success", "http_error", "timeout", "connection_error", "blocked")
-DELIVERY_OUTCOMES = ("delivered", "gave_up", "parked")
-LANE_STATES = ("ready", "backoff", "parked")
 # Webhook latencies: a loopback receiver answers in about a millisecond, a slow one
 # at the delivery timeout; roughly 1-2.5-5 per decade in between.
 _LATENCY_STEPS: tuple[float, ...] = (

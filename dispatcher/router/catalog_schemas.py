@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.messages.topic_schemas import QuickCheck, ValidatorCache, quick_check
-from dispatcher.store.topics import topic_schemas
+from dispatcher.store.topic_store import topic_schemas
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor

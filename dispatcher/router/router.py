@@ -29,10 +29,11 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from dispatcher.kafka.broker import require_codecs, require_topics
+from dispatcher.kafka.broker import require_codecs
 from dispatcher.kafka.group_consumer import Batch, GroupConsumer, membership
 from dispatcher.kafka.producer import Producer
 from dispatcher.kafka.reliable_send import Stopped, send_all, send_dead_letters
+from dispatcher.kafka.topic_admin import require_topics
 from dispatcher.messages.operational import recipients
 from dispatcher.messages.wire import MAX_TASK_BYTES, Event, task_messages
 from dispatcher.ops.metrics import RouterMetrics

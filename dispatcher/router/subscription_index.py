@@ -28,12 +28,11 @@ import structlog
 
 from dispatcher.messages.operational import recipients
 from dispatcher.messages.wire import Event
-from dispatcher.store import topics as topic_store
-from dispatcher.store import webhooks as webhook_store
+from dispatcher.store import topic_store, webhook_store
 from dispatcher.store.db import TRANSIENT_ERRORS, create_pool
 from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhook_changes import RESYNC_INTERVAL_S, WebhookChanges
-from dispatcher.store.webhooks import ROUTED_STATES
+from dispatcher.store.webhook_store import ROUTED_STATES
 from dispatcher.subscription.filters import InvalidFilter, Predicate, compile_filter, event_view
 
 log = structlog.get_logger(__name__)
@@ -191,8 +190,6 @@ class SubscriptionIndex:
         self._changes = WebhookChanges(
             self._notifications, self._reload, self._resync, resync_interval
         )
-        # Bumped after every applied change; tests wait on it.
-        self.version = 0
         self._known_topics: set[str] = set()
         self._unknown_until: dict[str, float] = {}
         self._filters = FilterCache()
@@ -261,7 +258,6 @@ class SubscriptionIndex:
         self.subscriptions.replace_all(
             (r["id"], r["tenant_id"], r["topics"], self._filters.get(r)) for r in rows
         )
-        self.version += 1
         log.debug("subscriptions.resynced", webhooks=len(self.subscriptions))
 
     async def _reload(self, webhook_id: str) -> None:
@@ -273,5 +269,4 @@ class SubscriptionIndex:
         else:
             predicate = self._filters.get(row)
             self.subscriptions.put(row["id"], row["tenant_id"], row["topics"], predicate)
-        self.version += 1
         log.debug("subscriptions.reloaded", webhook_id=webhook_id)

@@ -10,7 +10,7 @@ import structlog
 from prometheus_client import Gauge
 
 from dispatcher.store import backlog as backlog_store
-from dispatcher.store.webhooks import failing_webhooks
+from dispatcher.store.webhook_store import failing_webhooks
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor

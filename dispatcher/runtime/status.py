@@ -22,9 +22,11 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from dispatcher.ops.lag import LagSummary, OffsetReader, summarize
 from dispatcher.settings import Settings
-from dispatcher.store import attempts, backlog, webhooks
+from dispatcher.store import attempt_store as attempts
+from dispatcher.store import backlog
+from dispatcher.store import webhook_store as webhooks
 from dispatcher.store.backlog import BacklogStats
-from dispatcher.store.webhooks import FailingWebhook
+from dispatcher.store.webhook_store import FailingWebhook
 
 FAILING_LIMIT = 10
 

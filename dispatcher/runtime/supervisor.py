@@ -32,16 +32,11 @@ import asyncpg
 import structlog
 
 from dispatcher.delivery.secrets import dev_key
-from dispatcher.kafka.apache import ApacheKafkaBroker, ensure_kafka
-from dispatcher.kafka.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    LaunchedBroker,
-    TopicState,
-    create_topics,
-    embedded_settings,
-)
+from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.broker import BrokerError, EmbeddedBroker, LaunchedBroker, embedded_settings
 from dispatcher.kafka.connection import connection_env
+from dispatcher.kafka.kafka_release import ensure_kafka
+from dispatcher.kafka.topic_admin import TopicState, create_topics
 from dispatcher.parent_death import die_with_parent
 from dispatcher.runtime.embedded_db import EmbeddedPostgres
 from dispatcher.settings import (
@@ -98,7 +93,7 @@ async def prepare_database(
 
 async def create_kafka_topics(settings: Settings) -> list[TopicState]:
     """Create the deliveries, dead-letter and mirror topics (one per catalog topic)."""
-    from dispatcher.store.topics import topic_names
+    from dispatcher.store.topic_store import topic_names
 
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -110,7 +105,8 @@ async def create_kafka_topics(settings: Settings) -> list[TopicState]:
 
 async def dev_api_key(settings: Settings) -> str:
     """A fresh API key for the development tenant."""
-    from dispatcher.store.tenants import ensure_tenant, issue_api_key
+    from dispatcher.store.api_key_store import issue_api_key
+    from dispatcher.store.tenants import ensure_tenant
 
     conn = await asyncpg.connect(settings.database_url)
     try:

@@ -2,17 +2,20 @@
 
 A webhook whose endpoint keeps failing is *parked*: a ``parked_webhooks`` row says
 when to retry it, and its pending deliveries wait in ``backlog`` in order (``seq``).
-The deliverer parks lanes (``park``) and appends later deliveries (``append_if_parked``);
+The two tables of one aggregate: ``parked_webhooks`` and ``backlog``, whose invariants
+(the append/unpark locking below, the ``backlog_size`` counter) span both.
+
+The deliverer parks lanes (``park``) and appends later deliveries (``append_many_if_parked``);
 the backlog scheduler claims due webhooks (``claim_due``), retries the head, drains
 the backlog and finally unparks (``unpark``).
 
-Append and unpark never race: ``append_if_parked`` holds the parked row ``FOR SHARE``
+Append and unpark never race: ``append_many_if_parked`` holds the parked row ``FOR SHARE``
 while it inserts, and ``unpark`` takes it ``FOR UPDATE`` and deletes it only when the
 backlog is empty, so a delivery is either appended before the unpark looks (and the
 webhook stays parked) or sees no parked row (and is delivered from memory).
 
-Deliveries given up are moved to ``failed_deliveries`` (``dispatcher.store.failed_deliveries``)
-with their task, for replay.
+Deliveries given up are moved to ``failed_deliveries`` with their task, for replay: the
+rows leave ``backlog`` here and enter through ``dispatcher.store.failed_deliveries``.
 """
 
 from __future__ import annotations
@@ -20,24 +23,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from dispatcher.ids import parse_uuid, valid_uuids
 from dispatcher.messages.wire import DeliveryTask
+from dispatcher.moments import utc
 from dispatcher.store import failed_deliveries
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Connection, Executor
-
-
-def _ts(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _uuid(webhook_id: str) -> uuid.UUID:
-    return uuid.UUID(webhook_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +105,8 @@ async def _insert_tasks(
     )
     counted = await conn.fetchrow(
         "UPDATE parked_webhooks p SET backlog_size = p.backlog_size + $2 FROM webhooks w"
-        " WHERE p.webhook_id = $1 AND w.id = p.webhook_id RETURNING p.backlog_size, w.state",
+        " WHERE p.webhook_id = $1 AND w.id = p.webhook_id"
+        " RETURNING p.backlog_size, w.state, w.tenant_id",
         webhook_id,
         len(tasks),
     )
@@ -118,27 +116,28 @@ async def _insert_tasks(
         and counted["state"] == "PAUSED"
         and counted["backlog_size"] > pause_limit
     ):
-        await _move_oldest_to_failed(conn, webhook_id, counted["backlog_size"] - pause_limit)
+        oldest = await _take_oldest(conn, webhook_id, counted["backlog_size"] - pause_limit)
+        await failed_deliveries.record_many(
+            conn, webhook_id, counted["tenant_id"], oldest, PAUSE_LIMIT_REASON
+        )
 
 
 PAUSE_LIMIT_REASON = "pause_limit"
 
 
-async def _move_oldest_to_failed(conn: Connection, webhook_id: uuid.UUID, count: int) -> None:
-    # The oldest ``count`` deliveries become failed deliveries (recoverable through the
-    # API), in their order; the primary key (webhook_id, seq) finds them without a scan.
-    await conn.execute(
-        "WITH moved AS ("
-        "  DELETE FROM backlog WHERE webhook_id = $1 AND seq IN ("
-        "    SELECT seq FROM backlog WHERE webhook_id = $1 ORDER BY seq LIMIT $2)"
-        "  RETURNING seq, event_id, task)"
-        " INSERT INTO failed_deliveries (webhook_id, tenant_id, event_id, task, reason)"
-        " SELECT $1, w.tenant_id, m.event_id, m.task, $3"
-        " FROM moved m JOIN webhooks w ON w.id = $1 ORDER BY m.seq",
+async def _take_oldest(
+    conn: Connection, webhook_id: uuid.UUID, count: int
+) -> list[tuple[str, Any]]:
+    """Delete the oldest ``count`` deliveries; their ``(event_id, task)``, oldest first."""
+    # The primary key (webhook_id, seq) finds them without a scan.
+    rows = await conn.fetch(
+        "DELETE FROM backlog WHERE webhook_id = $1 AND seq IN ("
+        "  SELECT seq FROM backlog WHERE webhook_id = $1 ORDER BY seq LIMIT $2)"
+        " RETURNING seq, event_id, task",
         webhook_id,
         count,
-        PAUSE_LIMIT_REASON,
     )
+    return [(row["event_id"], row["task"]) for row in sorted(rows, key=lambda row: row["seq"])]
 
 
 async def park(
@@ -159,7 +158,7 @@ async def park(
     webhook keeps at most ``pause_limit`` (``HOOKLANE_PAUSE_MAX_BACKLOG``) deliveries:
     the oldest beyond it move to failed deliveries with reason ``pause_limit``.
     """
-    key = _uuid(webhook_id)
+    key = parse_uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
         # xmax = 0 only on a freshly inserted row: a new parking episode (announced once).
         created: bool = await conn.fetchval(
@@ -169,23 +168,13 @@ async def park(
             " failures = GREATEST(parked_webhooks.failures, EXCLUDED.failures)"
             " RETURNING xmax = 0",
             key,
-            _ts(failing_since),
+            utc(failing_since),
             failures,
-            _ts(next_attempt_at),
+            utc(next_attempt_at),
         )
         if tasks:
             await _insert_tasks(conn, key, tasks, head_attempts, pause_limit)
     return created
-
-
-async def append_if_parked(
-    pool: asyncpg.Pool[asyncpg.Record],
-    webhook_id: str,
-    task: DeliveryTask,
-    pause_limit: int | None = None,
-) -> bool:
-    """Append ``task`` to the backlog if the webhook is parked; False when it is not."""
-    return await append_many_if_parked(pool, webhook_id, [task], pause_limit)
 
 
 async def append_many_if_parked(
@@ -198,7 +187,7 @@ async def append_many_if_parked(
 
     ``pause_limit`` bounds a PAUSED webhook's backlog in the same transaction (see ``park``).
     """
-    key = _uuid(webhook_id)
+    key = parse_uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
         parked = await conn.fetchval(
             "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1 FOR SHARE", key
@@ -213,9 +202,9 @@ async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
     """Delete the parked row if the backlog is empty; False while deliveries wait.
 
     True when the webhook is no longer parked (including: it was not parked). Takes
-    the parked row ``FOR UPDATE`` so no ``append_if_parked`` is half-way through.
+    the parked row ``FOR UPDATE`` so no ``append_many_if_parked`` is half-way through.
     """
-    key = _uuid(webhook_id)
+    key = parse_uuid(webhook_id)
     async with pool.acquire() as conn, conn.transaction():
         parked = await conn.fetchval(
             "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1 FOR UPDATE", key
@@ -230,12 +219,7 @@ async def unpark(pool: asyncpg.Pool[asyncpg.Record], webhook_id: str) -> bool:
 
 async def parked_among(executor: Executor, webhook_ids: Sequence[str]) -> set[str]:
     """Which of ``webhook_ids`` are parked (ids that are not uuids never are)."""
-    keys = []
-    for webhook_id in webhook_ids:
-        try:
-            keys.append(_uuid(webhook_id))
-        except ValueError:
-            continue
+    keys = list(valid_uuids(webhook_ids).values())
     if not keys:
         return set()
     rows = await executor.fetch(
@@ -243,14 +227,6 @@ async def parked_among(executor: Executor, webhook_ids: Sequence[str]) -> set[st
         keys,
     )
     return {row["id"] for row in rows}
-
-
-async def is_parked(executor: Executor, webhook_id: str) -> bool:
-    """Whether ``webhook_id`` is parked."""
-    found = await executor.fetchval(
-        "SELECT 1 FROM parked_webhooks WHERE webhook_id = $1", _uuid(webhook_id)
-    )
-    return found is not None
 
 
 # --- the scheduler's side -------------------------------------------------------------
@@ -290,8 +266,8 @@ async def claim_due(
         " WHERE p.webhook_id = due.webhook_id"
         " RETURNING p.webhook_id::text AS webhook_id, p.failing_since, p.failures,"
         " p.next_attempt_at, due.webhook_failing_since",
-        _ts(now),
-        _ts(now + lease_s),
+        utc(now),
+        utc(now + lease_s),
         limit,
     )
     return sorted((_parked(row) for row in rows), key=lambda p: p.next_attempt_at)
@@ -310,8 +286,8 @@ async def renew_lease(executor: Executor, webhook_id: str, until: float) -> None
     """Keep a claimed webhook claimed until ``until``."""
     await executor.execute(
         "UPDATE parked_webhooks SET leased_until = $2 WHERE webhook_id = $1",
-        _uuid(webhook_id),
-        _ts(until),
+        parse_uuid(webhook_id),
+        utc(until),
     )
 
 
@@ -319,7 +295,7 @@ async def release(executor: Executor, webhook_id: str) -> None:
     """Give up a claim without rescheduling (any scheduler may take it when due)."""
     await executor.execute(
         "UPDATE parked_webhooks SET leased_until = NULL WHERE webhook_id = $1",
-        _uuid(webhook_id),
+        parse_uuid(webhook_id),
     )
 
 
@@ -329,8 +305,8 @@ async def retry_now(executor: Executor, webhook_id: str, now: float) -> bool:
         "UPDATE parked_webhooks p SET next_attempt_at = $2 FROM webhooks w"
         " WHERE p.webhook_id = $1 AND w.id = p.webhook_id AND w.state = 'ENABLED'"
         " AND p.next_attempt_at > $2",
-        _uuid(webhook_id),
-        _ts(now),
+        parse_uuid(webhook_id),
+        utc(now),
     )
     return status.split()[-1] != "0"
 
@@ -347,10 +323,10 @@ async def reschedule(
     await executor.execute(
         "UPDATE parked_webhooks SET failures = $2, failing_since = $3, next_attempt_at = $4,"
         " leased_until = NULL WHERE webhook_id = $1",
-        _uuid(webhook_id),
+        parse_uuid(webhook_id),
         failures,
-        _ts(failing_since),
-        _ts(next_attempt_at),
+        utc(failing_since),
+        utc(next_attempt_at),
     )
 
 
@@ -368,7 +344,7 @@ async def head(executor: Executor, webhook_id: str, limit: int) -> list[BacklogE
     rows = await executor.fetch(
         "SELECT seq, task, enqueued_at, attempts FROM backlog WHERE webhook_id = $1"
         " ORDER BY seq LIMIT $2",
-        _uuid(webhook_id),
+        parse_uuid(webhook_id),
         limit,
     )
     return [_entry(row) for row in rows]
@@ -377,14 +353,14 @@ async def head(executor: Executor, webhook_id: str, limit: int) -> list[BacklogE
 async def delivered(executor: Executor, webhook_id: str, seq: int) -> None:
     """Remove a delivered entry from the backlog."""
     await executor.execute(
-        "DELETE FROM backlog WHERE webhook_id = $1 AND seq = $2", _uuid(webhook_id), seq
+        "DELETE FROM backlog WHERE webhook_id = $1 AND seq = $2", parse_uuid(webhook_id), seq
     )
 
 
 async def delivered_through(executor: Executor, webhook_id: str, seq: int) -> None:
     """Remove every backlog entry up to ``seq``: a drained run, in one statement."""
     await executor.execute(
-        "DELETE FROM backlog WHERE webhook_id = $1 AND seq <= $2", _uuid(webhook_id), seq
+        "DELETE FROM backlog WHERE webhook_id = $1 AND seq <= $2", parse_uuid(webhook_id), seq
     )
 
 
@@ -392,7 +368,7 @@ async def attempted(executor: Executor, webhook_id: str, seq: int) -> None:
     """Count one more failed attempt of a backlog entry."""
     await executor.execute(
         "UPDATE backlog SET attempts = attempts + 1 WHERE webhook_id = $1 AND seq = $2",
-        _uuid(webhook_id),
+        parse_uuid(webhook_id),
         seq,
     )
 
@@ -424,20 +400,29 @@ async def drop_orphans(executor: Executor) -> int:
 
 
 async def find_task(executor: Executor, webhook_id: str, event_id: str) -> DeliveryTask | None:
-    """The stored task of ``event_id`` for the webhook (failed or still parked), or None."""
-    key = _uuid(webhook_id)
+    """The stored task of ``event_id`` for the webhook (failed first, else still parked)."""
+    failed = await failed_deliveries.latest_task(executor, webhook_id, event_id)
+    if failed is not None:
+        return failed
     row = await executor.fetchrow(
-        "SELECT task FROM ("
-        "  SELECT task, 0 AS rank, failed_at AS at FROM failed_deliveries"
-        "  WHERE webhook_id = $1 AND event_id = $2"
-        "  UNION ALL"
-        "  SELECT task, 1 AS rank, enqueued_at AS at FROM backlog"
-        "  WHERE webhook_id = $1 AND event_id = $2"
-        ") found ORDER BY rank, at DESC LIMIT 1",
-        key,
+        "SELECT task FROM backlog WHERE webhook_id = $1 AND event_id = $2"
+        " ORDER BY enqueued_at DESC LIMIT 1",
+        parse_uuid(webhook_id),
         event_id,
     )
     return None if row is None else DeliveryTask.from_dict(row["task"])
+
+
+async def webhooks_holding(executor: Executor, tenant_id: str, event_id: str) -> set[str]:
+    """The tenant's webhooks whose backlog holds ``event_id`` (``GET /events/:id``)."""
+    # Through the tenant's webhooks: the backlog is indexed by webhook id first.
+    rows = await executor.fetch(
+        "SELECT DISTINCT webhook_id::text AS webhook_id FROM backlog"
+        " WHERE webhook_id IN (SELECT id FROM webhooks WHERE tenant_id = $1) AND event_id = $2",
+        tenant_id,
+        event_id,
+    )
+    return {row["webhook_id"] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,15 +224,32 @@ def _event(tenant_id: str, row: Any) -> Event:
     )
 
 
-async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event | None:
-    """The stored event ``event_id`` of ``tenant_id``, or None."""
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An ``events`` row: the event, when it was routed, and why it was dead-lettered."""
+
+    event: Event
+    routed_at: datetime
+    dead_letter_reason: str | None
+
+
+async def stored_event(executor: Executor, tenant_id: str, event_id: str) -> StoredEvent | None:
+    """The row of ``event_id`` of ``tenant_id``, dead-lettered or not; None when unknown."""
     row = await executor.fetchrow(
-        "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate FROM events"
-        " WHERE tenant_id = $1 AND event_id = $2 AND dead_letter_reason IS NULL",
+        "SELECT event_id, topic, triggered_at, payload, traceparent, tracestate, routed_at,"
+        " dead_letter_reason FROM events WHERE tenant_id = $1 AND event_id = $2",
         tenant_id,
         event_id,
     )
-    return None if row is None else _event(tenant_id, row)
+    if row is None:
+        return None
+    return StoredEvent(_event(tenant_id, row), row["routed_at"], row["dead_letter_reason"])
+
+
+async def get_event(executor: Executor, tenant_id: str, event_id: str) -> Event | None:
+    """The stored event ``event_id`` of ``tenant_id``, or None (unknown, or dead-lettered)."""
+    stored = await stored_event(executor, tenant_id, event_id)
+    return None if stored is None or stored.dead_letter_reason is not None else stored.event
 
 
 @dataclass(frozen=True, slots=True)

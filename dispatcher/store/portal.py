@@ -5,7 +5,7 @@ concurrent exchanges cannot both win) for a session token, which the browser kee
 a cookie. Tokens carry 256 random bits, so a fast hash is enough for their stored form.
 
 A link made with an API key remembers the key, and so does the session it opens:
-revoking the key deletes both (``dispatcher.store.tenants.revoke_api_key``), and every
+revoking the key deletes both (``dispatcher.store.api_key_store.revoke_api_key``), and every
 lookup here also refuses a revoked key's link or session, so one redeemed while the
 key was being revoked dies with it too.
 """
@@ -136,3 +136,10 @@ async def purge_expired(executor: Executor) -> int:
     links = await executor.execute("DELETE FROM portal_links WHERE expires_at <= now()")
     sessions = await executor.execute("DELETE FROM portal_sessions WHERE expires_at <= now()")
     return int(links.split()[-1]) + int(sessions.split()[-1])
+
+
+async def forget_api_key(executor: Executor, api_key_id: str) -> None:
+    """Delete the sessions and links a revoked API key opened (``api_key_store.revoke_api_key``,
+    in its transaction)."""
+    await executor.execute("DELETE FROM portal_sessions WHERE api_key_id = $1", api_key_id)
+    await executor.execute("DELETE FROM portal_links WHERE api_key_id = $1", api_key_id)

@@ -7,8 +7,9 @@ reads the stored answer; a replay that fails rolls its row back, so a retry runs
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
+
+from dispatcher.ids import parse_uuid
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Connection, Executor
@@ -21,14 +22,14 @@ async def begin(conn: Connection, webhook_id: str, request_id: str) -> int | Non
     claimed = await conn.fetchval(
         "INSERT INTO replays (webhook_id, request_id, queued) VALUES ($1, $2, 0)"
         " ON CONFLICT (webhook_id, request_id) DO NOTHING RETURNING true",
-        uuid.UUID(webhook_id),
+        parse_uuid(webhook_id),
         request_id,
     )
     if claimed:
         return None
     queued: int = await conn.fetchval(
         "SELECT queued FROM replays WHERE webhook_id = $1 AND request_id = $2",
-        uuid.UUID(webhook_id),
+        parse_uuid(webhook_id),
         request_id,
     )
     return queued
@@ -38,7 +39,7 @@ async def finish(conn: Connection, webhook_id: str, request_id: str, queued: int
     """Store the answer of the replay claimed by ``begin``."""
     await conn.execute(
         "UPDATE replays SET queued = $3 WHERE webhook_id = $1 AND request_id = $2",
-        uuid.UUID(webhook_id),
+        parse_uuid(webhook_id),
         request_id,
         queued,
     )

@@ -65,11 +65,6 @@ def rate_of(limit: Mapping[str, int] | None) -> float | None:
     return count / UNITS[unit]
 
 
-def bucket_for(limit: Mapping[str, int] | None) -> TokenBucket | None:
-    """The bucket of a webhook's ``rate_limit`` object (None: unlimited)."""
-    return rebuilt(None, rate_of(limit))
-
-
 def rebuilt(bucket: TokenBucket | None, rate: float | None) -> TokenBucket | None:
     """The bucket for ``rate``: ``bucket`` itself while its rate is unchanged, else a new one.
 

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dispatcher.kafka.apache import ApacheKafkaBroker, read_exactly
+from dispatcher.kafka.apache import ApacheKafkaBroker
+from dispatcher.kafka.metadata_probe import read_exactly
 from dispatcher.settings import Settings
 from tests.chaos.harness import Stack
 from tests.chaos.scenarios import Disruption

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher.kafka.apache import ApacheKafkaBroker, KafkaToolMissing, ensure_kafka
+from dispatcher.kafka.apache import ApacheKafkaBroker
 from dispatcher.kafka.broker import EmbeddedBroker, LaunchedBroker
+from dispatcher.kafka.kafka_release import KafkaToolMissing, ensure_kafka
 from dispatcher.settings import DEFAULT_FETCH_MAX_WAIT_MS, Settings
 from tests.chaos.harness import RESULTS, table
 from tests.conftest import TEST_SECRET_KEY, on_kafka

@@ -12,7 +12,7 @@ In-process micro-benchmarks, no broker or database:
 - ``handshake_us_*``: the same with a new connection per request (``Connection:
   close``: a TLS handshake each), where the client certificate's signature is paid.
 
-``python -m dispatcher.bench.delivery_options`` prints the figures as JSON.
+``python -m dispatcher.bench.options_cost`` prints the figures as JSON.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api.app_keys import POOL
 from api.portal.pages import render
-from dispatcher.store.topics import list_topics
+from dispatcher.store.topic_store import list_topics
 
 
 def _pretty(value: object) -> str:

@@ -1,6 +1,7 @@
 """What happened to one event (``GET /events/:id``, ``hooklane events show``).
 
-The answer is put together from what the pipeline already records: the ``events`` row
+No SQL here: each table's module answers for its rows. The answer is put together from
+what the pipeline already records: the ``events`` row
 (routed, or dead-lettered with its reason), the attempt log, the parked backlog and
 the given-up deliveries, and for webhooks that never saw it, whether their filter
 turns it away (``routes_to``, evaluated with the webhook's current filter) — the
@@ -10,13 +11,14 @@ routed, and disabled webhooks that never attempted it, are not listed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from dispatcher.messages.wire import Event
-from dispatcher.store.events import unpack
+from dispatcher.store import attempt_store, backlog, events, failed_deliveries, webhook_store
+from dispatcher.store.attempt_store import AttemptSummary
 
 if TYPE_CHECKING:
     from dispatcher.store.db import Executor
@@ -68,16 +70,6 @@ class EventReport:
         return body
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptSummary:
-    """The non-test attempts of one webhook at one event."""
-
-    attempts: int
-    last_outcome: str
-    last_status_code: int | None
-    last_attempt_at: datetime
-
-
 def delivery_status(
     summary: AttemptSummary | None, parked: bool, failed: bool, routes: bool
 ) -> DeliveryStatus:
@@ -105,29 +97,18 @@ async def event_report(
     event to a webhook with that filter (the router's rule, passed in: the store does
     not import the router).
     """
-    row = await executor.fetchrow(
-        "SELECT event_id, topic, triggered_at, payload, routed_at, dead_letter_reason"
-        " FROM events WHERE tenant_id = $1 AND event_id = $2",
-        tenant_id,
-        event_id,
-    )
-    if row is None:
+    stored = await events.stored_event(executor, tenant_id, event_id)
+    if stored is None:
         return None
-    event = Event(
-        row["event_id"], row["topic"], tenant_id, row["triggered_at"], unpack(row["payload"])
+    event = stored.event
+    if stored.dead_letter_reason is not None:
+        return EventReport(event, "dead_lettered", stored.dead_letter_reason, ())
+    summaries = await attempt_store.event_attempts(executor, tenant_id, event_id)
+    parked = await backlog.webhooks_holding(executor, tenant_id, event_id)
+    failed = await failed_deliveries.webhooks_holding(executor, tenant_id, event_id)
+    filters = await webhook_store.subscriber_filters(
+        executor, tenant_id, event.topic, stored.routed_at
     )
-    if row["dead_letter_reason"] is not None:
-        return EventReport(event, "dead_lettered", row["dead_letter_reason"], ())
-    summaries = await _attempts(executor, tenant_id, event_id)
-    parked, failed = await _parked_and_failed(executor, tenant_id, event_id)
-    subscribers = await executor.fetch(
-        "SELECT id::text AS id, filter FROM webhooks WHERE tenant_id = $1"
-        " AND $2 = ANY(topics) AND created_at <= $3 AND state <> 'DISABLED'",
-        tenant_id,
-        event.topic,
-        row["routed_at"],
-    )
-    filters: dict[str, Any] = {item["id"]: item["filter"] for item in subscribers}
     webhook_ids = sorted(set(filters) | set(summaries) | parked | failed)
     deliveries = tuple(
         _delivery(webhook_id, summaries.get(webhook_id), parked, failed, filters, event, routes_to)
@@ -153,50 +134,3 @@ def _delivery(
     return Delivery(
         webhook_id, status, summary.attempts, summary.last_status_code, summary.last_attempt_at
     )
-
-
-async def _attempts(executor: Executor, tenant_id: str, event_id: str) -> dict[str, AttemptSummary]:
-    rows: Sequence[Any] = await executor.fetch(
-        "SELECT DISTINCT ON (webhook_id) webhook_id::text AS webhook_id,"
-        " count(*) OVER (PARTITION BY webhook_id) AS attempts,"
-        " outcome, status_code, attempted_at"
-        " FROM attempts WHERE event_id = $2 AND tenant_id = $1 AND NOT test"
-        " ORDER BY webhook_id, attempted_at DESC, id DESC",
-        tenant_id,
-        event_id,
-    )
-    return {
-        row["webhook_id"]: AttemptSummary(
-            row["attempts"], row["outcome"], row["status_code"], row["attempted_at"]
-        )
-        for row in rows
-    }
-
-
-async def _parked_and_failed(
-    executor: Executor, tenant_id: str, event_id: str
-) -> tuple[set[str], set[str]]:
-    # Through the tenant's webhooks: both tables are indexed by webhook id first.
-    rows = await executor.fetch(
-        "WITH mine AS (SELECT id FROM webhooks WHERE tenant_id = $1)"
-        " SELECT 'parked' AS kind, webhook_id::text AS webhook_id FROM backlog"
-        " WHERE webhook_id IN (SELECT id FROM mine) AND event_id = $2"
-        " UNION SELECT 'failed', webhook_id::text FROM failed_deliveries"
-        " WHERE webhook_id IN (SELECT id FROM mine) AND event_id = $2",
-        tenant_id,
-        event_id,
-    )
-    parked = {row["webhook_id"] for row in rows if row["kind"] == "parked"}
-    failed = {row["webhook_id"] for row in rows if row["kind"] == "failed"}
-    return parked, failed
-
-
-async def webhook_names(executor: Executor, tenant_id: str, ids: Sequence[str]) -> dict[str, str]:
-    """``{webhook id: name or url}`` of the tenant's webhooks among ``ids`` (portal)."""
-    rows = await executor.fetch(
-        "SELECT id::text AS id, COALESCE(name, url) AS label FROM webhooks"
-        " WHERE tenant_id = $1 AND id::text = ANY($2::text[])",
-        tenant_id,
-        list(ids),
-    )
-    return {row["id"]: row["label"] for row in rows}

@@ -15,7 +15,7 @@ from api.app_keys import POOL, SCHEMAS
 from api.auth import tenant_id
 from api.errors import ApiError
 from api.portal.pages import render, see_other
-from api.portal.webhook_page import detail_page, health
+from api.portal.webhook_detail import detail_page, health
 from api.webhooks import (
     after_cursor,
     create_from_body,
@@ -25,8 +25,8 @@ from api.webhooks import (
     webhook_or_404,
 )
 from dispatcher.delivery.secrets import generate_secret
-from dispatcher.store import webhooks as store
-from dispatcher.store.topics import list_topics
+from dispatcher.store import webhook_store as store
+from dispatcher.store.topic_store import list_topics
 
 PAGE = 20
 

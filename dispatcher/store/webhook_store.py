@@ -7,7 +7,6 @@ NOTIFYs ``hooklane_webhooks`` so routers refresh their subscription index.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,12 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 
-from dispatcher.delivery.asymmetric import is_signing_key
-from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.secrets import SecretBox, SecretKeyError, preview
-from dispatcher.store import delivery_options as options
-from dispatcher.subscription.rate_limit import rate_of
-from dispatcher.subscription.retry_override import stored_override
+from dispatcher.ids import parse_uuid, valid_uuids
+from dispatcher.store import webhook_options as options
 
 if TYPE_CHECKING:
     import asyncpg
@@ -97,14 +93,6 @@ def _webhook(row: asyncpg.Record) -> Webhook:
     return Webhook(**values)
 
 
-def _uuid(webhook_id: str) -> uuid.UUID | None:
-    """The id as a UUID, or None for a string that cannot be one (so: not found)."""
-    try:
-        return uuid.UUID(webhook_id)
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
 async def create_webhook(
     executor: Executor,
     box: SecretBox,
@@ -158,9 +146,10 @@ async def create_webhook(
 
 async def get_webhook(executor: Executor, tenant_id: str, webhook_id: str) -> Webhook | None:
     """Webhook ``webhook_id`` of ``tenant_id``, or None (missing, or another tenant's)."""
-    key = _uuid(webhook_id)
-    if key is None:
-        return None
+    try:
+        key = parse_uuid(webhook_id)
+    except ValueError:
+        return None  # not a UUID: no such webhook
     row = await executor.fetchrow(
         f"SELECT {_COLUMNS} FROM webhooks WHERE id = $1 AND tenant_id = $2", key, tenant_id
     )
@@ -182,6 +171,10 @@ async def list_webhooks(
     previous page.
     """
     after_at, after_id = after if after is not None else (None, None)
+    try:
+        after_key = None if after_id is None else parse_uuid(after_id)
+    except ValueError:
+        after_key = None
     rows = await executor.fetch(
         f"SELECT {_COLUMNS} FROM webhooks"
         " WHERE tenant_id = $1"
@@ -191,7 +184,7 @@ async def list_webhooks(
         " ORDER BY created_at DESC, id DESC LIMIT $6",
         tenant_id,
         after_at,
-        _uuid(after_id) if after_id is not None else None,
+        after_key,
         topic,
         state,
         limit + 1,
@@ -215,9 +208,10 @@ async def update_webhook(
     its failure streak (so a re-enabled endpoint is not disabled again at once, and
     time spent paused, when nothing was tried, never counts as failing).
     """
-    key = _uuid(webhook_id)
-    if key is None:
-        return None
+    try:
+        key = parse_uuid(webhook_id)
+    except ValueError:
+        return None  # not a UUID: no such webhook
     unknown = set(changes) - UPDATABLE - options.OPTIONS - {"secret"}
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
@@ -256,58 +250,19 @@ async def update_webhook(
 
 async def delete_webhook(executor: Executor, tenant_id: str, webhook_id: str) -> bool:
     """Delete the tenant's webhook; False when there was none."""
-    key = _uuid(webhook_id)
-    if key is None:
-        return False
+    try:
+        key = parse_uuid(webhook_id)
+    except ValueError:
+        return False  # not a UUID: no such webhook
     deleted = await executor.fetchval(
         "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2 RETURNING id", key, tenant_id
     )
     return deleted is not None
 
 
-async def load_target(executor: Executor, box: SecretBox, webhook_id: str) -> WebhookTarget | None:
-    """The delivery view of a webhook (any tenant, any state), secrets decrypted.
-
-    ``secrets`` holds the current secret, then the previous one while its rotation
-    grace period lasts.
-    """
-    key = _uuid(webhook_id)
-    if key is None:
-        return None
-    row = await executor.fetchrow(
-        "SELECT id::text AS id, tenant_id, url, api_version, state, ordering, max_in_flight,"
-        f" rate_limit, retry, secret_ciphertext, {options.TARGET_COLUMNS},"
-        " CASE WHEN previous_secret_expires_at > now() THEN previous_secret_ciphertext END"
-        " AS previous_secret_ciphertext"
-        " FROM webhooks WHERE id = $1",
-        key,
-    )
-    return None if row is None else _target(row, box)
-
-
-def _target(row: asyncpg.Record, box: SecretBox) -> WebhookTarget:
-    secrets = [box.decrypt(row["secret_ciphertext"])]
-    if row["previous_secret_ciphertext"] is not None:
-        secrets.append(box.decrypt(row["previous_secret_ciphertext"]))
-    return WebhookTarget(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        url=row["url"],
-        secrets=tuple(secrets),
-        api_version=row["api_version"],
-        state=row["state"],
-        ordering=row["ordering"],
-        max_in_flight=row["max_in_flight"],
-        rate_limit=rate_of(row["rate_limit"]),
-        retry=stored_override(row["retry"]),
-        asymmetric=any(map(is_signing_key, secrets)),
-        **options.target_options(row, box),
-    )
-
-
 async def failing_since(executor: Executor, webhook_ids: Sequence[str]) -> dict[str, datetime]:
     """When each failing webhook of ``webhook_ids`` started failing (healthy ones absent)."""
-    keys = [key for key in map(_uuid, webhook_ids) if key is not None]
+    keys = list(valid_uuids(webhook_ids).values())
     rows = await executor.fetch(
         "SELECT id::text AS id, failing_since FROM webhooks"
         " WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL",
@@ -316,76 +271,12 @@ async def failing_since(executor: Executor, webhook_ids: Sequence[str]) -> dict[
     return {row["id"]: row["failing_since"] for row in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class VersionedTarget:
-    """A webhook's delivery view and its row version (``load_targets``).
-
-    ``target`` is None when ``version`` is the one the caller already holds: the row
-    is unchanged and its secrets were not decrypted again.
-    """
-
-    version: str
-    target: WebhookTarget | None
-
-
-DECRYPT_SLICE = 50
-# ``xmin`` changes with every write to a row (even one that forgets ``updated_at``); the
-# suffix changes when the previous secret's grace period ends, which no write marks.
-_LOAD_TARGETS = """
-SELECT w.id::text AS id, r.version, r.version IS NOT DISTINCT FROM k.known AS unchanged,
-       w.tenant_id, w.url, w.api_version, w.state, w.ordering, w.max_in_flight,
-       w.rate_limit, w.retry, w.secret_ciphertext, {options},
-       CASE WHEN r.previous_active THEN w.previous_secret_ciphertext END
-           AS previous_secret_ciphertext
-FROM unnest($1::uuid[], $2::text[]) AS k(id, known)
-JOIN webhooks AS w ON w.id = k.id
-CROSS JOIN LATERAL (
-    SELECT COALESCE(w.previous_secret_expires_at > now(), false) AS previous_active
-) AS p
-CROSS JOIN LATERAL (
-    SELECT w.xmin::text || CASE WHEN p.previous_active THEN '+' ELSE '' END AS version,
-           p.previous_active
-) AS r
-""".format(options=", ".join(f"w.{c.strip()}" for c in options.TARGET_COLUMNS.split(",")))
-
-
-async def load_targets(
-    executor: Executor,
-    box: SecretBox,
-    webhook_ids: Sequence[str],
-    known: Mapping[str, str] | None = None,
-) -> dict[str, VersionedTarget]:
-    """The delivery views of the existing webhooks among ``webhook_ids``, in one query.
-
-    A webhook whose version equals ``known[id]`` comes back with ``target`` None (not
-    decrypted); ids that are missing (or not uuids) are absent from the result.
-    """
-    known = known or {}
-    # Results are keyed by the caller's spelling of each id (the row's is canonical).
-    asked = {str(key): webhook_id for webhook_id in webhook_ids if (key := _uuid(webhook_id))}
-    if not asked:
-        return {}
-    rows = await executor.fetch(
-        _LOAD_TARGETS,
-        [uuid.UUID(key) for key in asked],
-        [known.get(webhook_id) for webhook_id in asked.values()],
-    )
-    loaded = {}
-    for count, row in enumerate(rows, 1):
-        target = None if row["unchanged"] else _target(row, box)
-        loaded[asked[row["id"]]] = VersionedTarget(row["version"], target)
-        if count % DECRYPT_SLICE == 0:
-            # Decrypting is CPU work on the event loop: let deliveries run in between.
-            await asyncio.sleep(0)
-    return loaded
-
-
 async def disable_webhook(executor: Executor, webhook_id: str, reason: str) -> bool:
     """Set the webhook DISABLED with ``reason``; False when it was not ENABLED."""
     updated = await executor.fetchval(
         "UPDATE webhooks SET state = 'DISABLED', disabled_reason = $2, updated_at = now()"
         " WHERE id = $1 AND state = 'ENABLED' RETURNING id",
-        uuid.UUID(webhook_id),
+        parse_uuid(webhook_id),
         reason,
     )
     return updated is not None
@@ -399,7 +290,7 @@ async def set_concurrency(executor: Executor, webhook_id: str, concurrency: int)
     """
     await executor.execute(
         "UPDATE webhooks SET concurrency = $2 WHERE id = $1 AND concurrency IS DISTINCT FROM $2",
-        uuid.UUID(webhook_id),
+        parse_uuid(webhook_id),
         concurrency,
     )
 
@@ -442,9 +333,10 @@ async def routed_webhooks(executor: Executor) -> list[asyncpg.Record]:
 
 async def routing_row(executor: Executor, webhook_id: str) -> asyncpg.Record | None:
     """One webhook's routing row whatever its state; None if absent or not a uuid."""
-    key = _uuid(webhook_id)
-    if key is None:
-        return None
+    try:
+        key = parse_uuid(webhook_id)
+    except ValueError:
+        return None  # not a UUID: no such webhook
     return await executor.fetchrow(f"SELECT {_ROUTING} FROM webhooks WHERE id = $1", key)
 
 
@@ -486,3 +378,29 @@ async def reencrypt_secrets(conn: Connection, box: SecretBox, batch_size: int = 
         if len(rows) < batch_size:
             return rotated
         last_id = rows[-1]["id"]
+
+
+async def subscriber_filters(
+    executor: Executor, tenant_id: str, topic: str, created_by: datetime
+) -> dict[str, Any]:
+    """``{id: stored filter}`` of the tenant's webhooks on ``topic`` that existed at
+    ``created_by`` and are not DISABLED (who an event routed then may concern)."""
+    rows = await executor.fetch(
+        "SELECT id::text AS id, filter FROM webhooks WHERE tenant_id = $1"
+        " AND $2 = ANY(topics) AND created_at <= $3 AND state <> 'DISABLED'",
+        tenant_id,
+        topic,
+        created_by,
+    )
+    return {row["id"]: row["filter"] for row in rows}
+
+
+async def webhook_names(executor: Executor, tenant_id: str, ids: Sequence[str]) -> dict[str, str]:
+    """``{webhook id: name or url}`` of the tenant's webhooks among ``ids`` (portal)."""
+    rows = await executor.fetch(
+        "SELECT id::text AS id, COALESCE(name, url) AS label FROM webhooks"
+        " WHERE tenant_id = $1 AND id::text = ANY($2::text[])",
+        tenant_id,
+        list(ids),
+    )
+    return {row["id"]: row["label"] for row in rows}

@@ -1,29 +1,27 @@
-"""The attempt log in Postgres: every delivery attempt, and the health it implies.
+"""The attempt log in Postgres (the ``attempts`` table): every delivery attempt.
 
 ``write_batch`` is one transaction per batch: a single ``COPY`` into ``attempts`` and a
-single ``UPDATE`` of the webhooks' health columns (``last_success_at``,
-``last_failure_at``, ``consecutive_failures``, ``failing_since``); the health update
-lives here, beside the COPY, because both must commit together. Test attempts are
-logged but do not change a webhook's health. A healthy webhook's ``last_success_at``
-is kept to within ``LAST_SUCCESS_RESOLUTION`` (1 s): the batches in between leave its
-row alone. The transaction commits asynchronously (see ``write_batch``). Reads are
-scoped by tenant.
+single ``UPDATE`` of the webhooks' health columns (``dispatcher.store.webhook_health``),
+because both must commit together. Test attempts are logged but do not change a
+webhook's health. The transaction commits asynchronously (see ``write_batch``). Reads
+are scoped by tenant.
 ``dispatcher.deliverer.attempt_log`` batches results in memory and calls ``write_batch``.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
 from dispatcher.delivery.attempt import AttemptResult
 from dispatcher.delivery.http.sender import Headers
+from dispatcher.ids import parse_uuid
+from dispatcher.moments import utc
+from dispatcher.store import webhook_health
 from dispatcher.store.db import delete_in_batches
 
 if TYPE_CHECKING:
@@ -48,46 +46,6 @@ COLUMNS = (
     "error_class",
 )
 PURGE_BATCH = 10_000
-
-# One statement for a whole batch: each row is one webhook's net change in the batch.
-_UPDATE_HEALTH = """
-UPDATE webhooks AS w SET
-    last_success_at = GREATEST(w.last_success_at, h.last_success_at),
-    last_failure_at = GREATEST(w.last_failure_at, h.last_failure_at),
-    consecutive_failures = CASE WHEN h.succeeded THEN h.failures
-                                ELSE w.consecutive_failures + h.failures END,
-    failing_since = CASE WHEN h.failures = 0 THEN NULL
-                         WHEN h.succeeded THEN h.first_failure_at
-                         ELSE COALESCE(w.failing_since, h.first_failure_at) END
-FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::int[],
-            $5::timestamptz[], $6::bool[])
-    AS h(webhook_id, last_success_at, last_failure_at, failures, first_failure_at, succeeded)
-WHERE w.id = h.webhook_id
-  -- A healthy webhook that only succeeded again is left alone unless its
-  -- last_success_at is more than LAST_SUCCESS_RESOLUTION behind: no new row version,
-  -- no trigger, no WAL for the common case of every batch (see _update_health).
-  AND NOT (h.succeeded AND h.failures = 0 AND h.last_failure_at IS NULL
-           AND w.consecutive_failures = 0 AND w.failing_since IS NULL
-           AND COALESCE(w.last_success_at >= h.last_success_at - $7::interval, false))
-"""
-# How far a healthy webhook's last_success_at may lag its newest success (see above).
-LAST_SUCCESS_RESOLUTION = timedelta(seconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChange:
-    """One webhook's net health change over a batch of its attempts (in time order).
-
-    ``succeeded``: some attempt succeeded, so the streak restarts from the failures
-    after the last success; otherwise ``failures`` extend the current streak.
-    """
-
-    webhook_id: str
-    last_success_at: datetime | None
-    last_failure_at: datetime | None
-    failures: int
-    first_failure_at: datetime | None
-    succeeded: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +90,6 @@ class Attempt:
         }
 
 
-def _timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
 def _text(value: str | None) -> str | None:
     # Postgres text cannot hold NUL; receivers' bodies sometimes do.
     return None if value is None else value.replace("\x00", "\ufffd")
@@ -159,21 +113,15 @@ def parse_headers_text(text: str | None) -> Headers | None:
     return tuple(pairs)
 
 
-@lru_cache(maxsize=65536)
-def webhook_uuid(webhook_id: str) -> uuid.UUID:
-    """``webhook_id`` parsed (ValueError if it is not a UUID); cached, ids repeat."""
-    return uuid.UUID(webhook_id)
-
-
 def to_record(result: AttemptResult) -> tuple[Any, ...]:
     """The ``attempts`` row of ``result``, in ``COLUMNS`` order."""
     return (
-        webhook_uuid(result.webhook_id),
+        parse_uuid(result.webhook_id),
         result.tenant_id,
         result.event_id,
         result.topic,
         result.attempt,
-        _timestamp(result.attempted_at),
+        utc(result.attempted_at),
         "success" if result.success else "failure",
         result.status_code,
         result.duration_ms,
@@ -182,51 +130,6 @@ def to_record(result: AttemptResult) -> tuple[Any, ...]:
         result.test,
         _text(headers_text(result.response_headers)),
         result.error_class,
-    )
-
-
-def health_changes(results: Iterable[AttemptResult]) -> list[HealthChange]:
-    """Fold a batch of results into one net health change per webhook (tests excluded)."""
-    by_webhook: dict[str, list[AttemptResult]] = {}
-    for result in results:
-        if not result.test:
-            by_webhook.setdefault(result.webhook_id, []).append(result)
-    changes = []
-    for webhook_id, attempts in by_webhook.items():
-        attempts.sort(key=lambda attempt: attempt.attempted_at)
-        successes = [a.attempted_at for a in attempts if a.success]
-        failures = [a.attempted_at for a in attempts if not a.success]
-        trailing = [at for at in failures if not successes or at > successes[-1]]
-        changes.append(
-            HealthChange(
-                webhook_id=webhook_id,
-                last_success_at=_timestamp(successes[-1]) if successes else None,
-                last_failure_at=_timestamp(failures[-1]) if failures else None,
-                failures=len(trailing),
-                first_failure_at=_timestamp(trailing[0]) if trailing else None,
-                succeeded=bool(successes),
-            )
-        )
-    return changes
-
-
-async def _update_health(conn: Connection, changes: Sequence[HealthChange]) -> None:
-    # Most batches are successes of webhooks that are healthy already: the UPDATE's
-    # WHERE makes them no-ops in Postgres (the row is read, not rewritten), except for
-    # moving last_success_at forward once it lags by LAST_SUCCESS_RESOLUTION. The
-    # decision is Postgres's, not a cache here: another deliverer may have written a
-    # failure streak for the webhook since (partitions move between deliverers).
-    if not changes:
-        return
-    await conn.execute(
-        _UPDATE_HEALTH,
-        [uuid.UUID(c.webhook_id) for c in changes],
-        [c.last_success_at for c in changes],
-        [c.last_failure_at for c in changes],
-        [c.failures for c in changes],
-        [c.first_failure_at for c in changes],
-        [c.succeeded for c in changes],
-        LAST_SUCCESS_RESOLUTION,
     )
 
 
@@ -246,7 +149,7 @@ async def write_batch(conn: Connection, results: Sequence[AttemptResult]) -> Non
         await conn.copy_records_to_table(
             "attempts", records=[to_record(r) for r in results], columns=COLUMNS
         )
-        await _update_health(conn, health_changes(results))
+        await webhook_health.update_health(conn, webhook_health.health_changes(results))
 
 
 async def record_one(executor: Executor, result: AttemptResult) -> int:
@@ -260,7 +163,7 @@ async def record_one(executor: Executor, result: AttemptResult) -> int:
             f"INSERT INTO attempts ({', '.join(COLUMNS)}) VALUES ({placeholders}) RETURNING id",
             *to_record(result),
         )
-        await _update_health(executor, health_changes([result]))
+        await webhook_health.update_health(executor, webhook_health.health_changes([result]))
     return attempt_id
 
 
@@ -302,7 +205,7 @@ async def list_attempts(
     if outcome is not None and outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
     try:
-        key = uuid.UUID(webhook_id)
+        key = parse_uuid(webhook_id)
     except ValueError:
         return [], None
     rows = await executor.fetch(
@@ -327,7 +230,7 @@ async def get_attempt(
 ) -> Attempt | None:
     """One attempt of the tenant's webhook, or None."""
     try:
-        key = uuid.UUID(webhook_id)
+        key = parse_uuid(webhook_id)
     except ValueError:
         return None
     row = await executor.fetchrow(
@@ -361,3 +264,34 @@ async def recent_outcomes(executor: Executor, within_s: float = 60.0) -> dict[st
         within_s,
     )
     return {row["outcome"]: row["n"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSummary:
+    """The non-test attempts of one webhook at one event."""
+
+    attempts: int
+    last_outcome: str
+    last_status_code: int | None
+    last_attempt_at: datetime
+
+
+async def event_attempts(
+    executor: Executor, tenant_id: str, event_id: str
+) -> dict[str, AttemptSummary]:
+    """``{webhook id: summary}`` of the tenant's non-test attempts at ``event_id``."""
+    rows = await executor.fetch(
+        "SELECT DISTINCT ON (webhook_id) webhook_id::text AS webhook_id,"
+        " count(*) OVER (PARTITION BY webhook_id) AS attempts,"
+        " outcome, status_code, attempted_at"
+        " FROM attempts WHERE event_id = $2 AND tenant_id = $1 AND NOT test"
+        " ORDER BY webhook_id, attempted_at DESC, id DESC",
+        tenant_id,
+        event_id,
+    )
+    return {
+        row["webhook_id"]: AttemptSummary(
+            row["attempts"], row["outcome"], row["status_code"], row["attempted_at"]
+        )
+        for row in rows
+    }

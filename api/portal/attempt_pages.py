@@ -6,7 +6,7 @@ Each action calls the REST API's function (``send_test_event``, ``retry_attempt`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 from aiohttp import web
@@ -14,18 +14,18 @@ from aiohttp import web
 from api.attempts import (
     attempt_or_404,
     attempt_task,
-    parse_since,
     recover_since,
     retry_attempt,
 )
 from api.backlog_wake import wake_parked_backlog
 from api.errors import ApiError
 from api.portal.pages import render
-from api.portal.webhook_page import detail_page
+from api.portal.webhook_detail import detail_page
 from api.trigger import send_test_event
 from api.webhooks import webhook_or_404
 from dispatcher.delivery.http.sender import USER_AGENT
 from dispatcher.messages.wire import delivery_body
+from dispatcher.moments import parse_moment
 
 # What the deliverer signs with; the portal shows that they were sent, never their value.
 SIGNATURE_HEADERS = ("Commenda-X-Secret", "webhook-signature")
@@ -83,14 +83,12 @@ async def retry_backlog(request: web.Request) -> web.Response:
 
 
 def _since(value: str) -> datetime:
-    """A ``datetime-local`` field (``2026-12-01T09:30``, read as UTC) or RFC 3339."""
+    """A ``datetime-local`` field (``2026-12-01T09:30``, read as UTC), or any moment
+    ``parse_moment`` reads; ValueError else."""
     try:
-        return parse_since(value)
-    except ApiError:
-        plain = datetime.fromisoformat(value)  # ValueError: not a date at all
-        if plain.tzinfo is not None:
-            raise
-        return plain.replace(tzinfo=UTC)
+        return parse_moment(value)
+    except ValueError:
+        return parse_moment(value + "Z")  # a datetime-local value has no offset: the form says UTC
 
 
 async def recover(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from api.auth import tenant_id
 from api.errors import ApiError
 from api.event_lookup import find_event
 from api.portal.pages import render
-from dispatcher.store.event_lookup import webhook_names
+from dispatcher.store.webhook_store import webhook_names
 
 
 async def event_page(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from aiohttp import web
 from api.app_keys import POOL
 from api.attempts import attempts_page
 from api.portal.pages import render
-from dispatcher.store import webhooks as store
+from dispatcher.store import webhook_store as store
 from dispatcher.store.backlog import backlog_sizes, next_attempts
 
 PAGE = 20
