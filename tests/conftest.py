@@ -74,6 +74,7 @@ class TenantKey:
 
 TEST_BROKER = "HOOKLANE_TEST_BROKER"
 
+
 @pytest.fixture(autouse=True)
 def logging_restored() -> Iterator[None]:
     """Logging as it was before the test, whatever the test configured.
