@@ -20,8 +20,7 @@ run: install
 	$(BIN)/hooklane up
 
 test: install lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not chaos and not isolated"
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "isolated and not chaos"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check .

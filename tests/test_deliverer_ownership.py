@@ -46,10 +46,16 @@ def _first_arrivals(requests: Sequence[Received]) -> list[str]:
     return list(seen)
 
 
-async def _backlog_sizes(pool: asyncpg.Pool) -> list[int]:
+async def _backlog_sizes(pool: asyncpg.Pool, tenant_id: str) -> list[int]:
+    """The backlog size of each parked webhook of ``tenant_id`` (the session database
+    holds what earlier tests left parked: counting theirs, ``every webhook parked``
+    never came true)."""
     rows = await pool.fetch(
         "SELECT count(b.seq) AS n FROM parked_webhooks p"
-        " LEFT JOIN backlog b ON b.webhook_id = p.webhook_id GROUP BY p.webhook_id"
+        " JOIN webhooks w ON w.id = p.webhook_id"
+        " LEFT JOIN backlog b ON b.webhook_id = p.webhook_id"
+        " WHERE w.tenant_id = $1 GROUP BY p.webhook_id",
+        tenant_id,
     )
     return [row["n"] for row in rows]
 
@@ -92,7 +98,7 @@ async def test_parked_webhooks_keep_order_when_their_partitions_move(
             published = await _publish(settings, tenant.id, range(20))
 
             async def all_parked() -> bool:
-                sizes = await _backlog_sizes(pool)
+                sizes = await _backlog_sizes(pool, tenant.id)
                 return len(sizes) == WEBHOOKS and all(size >= 20 for size in sizes)
 
             await wait_until(all_parked, within=60, message="every webhook parked")

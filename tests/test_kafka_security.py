@@ -298,6 +298,9 @@ def secured_settings(database_url: str, **fields: Any) -> Settings:
     return Settings(**(defaults | fields))
 
 
+# The first test also waits for the module's broker (48 s at a load of 25 on 2 cores) and
+# each `hooklane` command is a Python start (16 s each there): 120 s timed out.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["scram", "plain", "mtls", "oauth"])
 async def test_the_pipeline_runs_over_each_secured_listener(
     kind: str,
