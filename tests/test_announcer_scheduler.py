@@ -16,8 +16,8 @@ from dispatcher.deliverer.announcer import Announcer
 from dispatcher.messages import operational
 from dispatcher.store.webhooks import load_target
 from tests import test_scheduler as scheduler_tests
+from tests.support.failure import BOX, clean_backlog, eventually, make_webhook, receiver
 from tests.test_announcer import Published
-from tests.test_failure_support import BOX, clean_backlog, eventually, make_webhook, receiver
 from tests.test_scheduler import (
     BlockedSender,
     _not_parked,

@@ -16,7 +16,7 @@ from dispatcher.store.topics import (
     get_topic,
     topic_names,
 )
-from tests.test_api_support import GIVEN_SECRET, TOPIC
+from tests.support.api import GIVEN_SECRET, TOPIC
 
 NEW_SECRET = "another-secret-abcdefgh"
 

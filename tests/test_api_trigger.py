@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.schemas import SCHEMA_DIR
 from tests.conftest import TenantKey
-from tests.test_api_support import (
+from tests.support.api import (
     GIVEN_SECRET,
     OTHER_TOPIC,
     TOPIC,

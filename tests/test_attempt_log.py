@@ -16,7 +16,7 @@ from dispatcher.deliverer import attempt_log
 from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.store import attempts as attempt_store
 from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
-from tests.test_failure_support import eventually, make_result, make_webhook
+from tests.support.failure import eventually, make_result, make_webhook
 
 T0 = 1_700_000_000.0
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dispatcher.store import backlog, failed_deliveries, webhooks
-from tests.test_failure_support import clean_backlog, make_task, make_webhook
+from tests.support.failure import clean_backlog, make_task, make_webhook
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

@@ -17,7 +17,7 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import tenant_for_api_key
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import settings_env, wait_until
+from tests.support.pipeline import settings_env, wait_until
 
 
 async def hooklane(settings: Settings, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -15,8 +15,8 @@ from dispatcher.delivery.failures import DeliveryError
 from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import AiohttpSender, ClosableSender
 from dispatcher.settings import Settings
-from tests.client_tls_helpers import ClientCA, MutualTLS, mtls_receiver, pem_key
-from tests.test_api_support import Client, api_client, webhook_body
+from tests.support.api import Client, api_client, webhook_body
+from tests.support.client_tls import ClientCA, MutualTLS, mtls_receiver, pem_key
 
 LOCAL = Settings(allow_private_targets=True, delivery_timeout_s=5.0)
 NOW = datetime.datetime.now(datetime.UTC)

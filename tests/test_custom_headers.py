@@ -13,7 +13,8 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import TOPIC, Client, api_client, webhook_body
+from tests.support.pipeline import (
     Received,
     Receiver,
     ensure_mirror_topics,
@@ -21,7 +22,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import TOPIC, Client, api_client, webhook_body
 
 GATEWAY = {"X-Gateway-Key": "gw-123", "X-Tenant": "acme corp/1"}
 

@@ -11,7 +11,7 @@ from dispatcher.deliverer import Deliverer
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,

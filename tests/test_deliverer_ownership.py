@@ -16,7 +16,7 @@ import pytest
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Received,
     Receiver,
     Spawned,

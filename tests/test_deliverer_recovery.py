@@ -10,7 +10,7 @@ import asyncpg
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,

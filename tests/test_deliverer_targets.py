@@ -20,7 +20,7 @@ from dispatcher.store.webhooks import (
 )
 from dispatcher.subscription.retry_override import RetryOverride
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import create_webhook
+from tests.support.pipeline import create_webhook
 
 
 def _target(url: str) -> WebhookTarget:

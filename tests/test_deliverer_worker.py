@@ -24,7 +24,7 @@ from dispatcher.delivery.http.sender import Response
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 from dispatcher.subscription.retry_override import RetryOverride
-from tests.pipeline_helpers import wait_until
+from tests.support.pipeline import wait_until
 
 TP = TopicPartition("deliveries", 0)
 

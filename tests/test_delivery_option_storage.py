@@ -15,7 +15,7 @@ from dispatcher.delivery.secrets import SecretBox, SecretKeyError
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from dispatcher.store.webhooks import create_webhook, load_target, reencrypt_secrets
-from tests.client_tls_helpers import ClientCA
+from tests.support.client_tls import ClientCA
 from tests.test_secrets import rotation_db  # noqa: F401  (fixture)
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -18,7 +18,7 @@ from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import AiohttpSender, ClosableSender
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
-from tests.test_api_support import Client, api_client, receiver, webhook_body
+from tests.support.api import Client, api_client, receiver, webhook_body
 
 LOCAL = Settings(allow_private_targets=True, delivery_timeout_s=5.0)
 EVENT = Event("evt_1", "REGISTRATIONS.NEW.SUCCEEDED", "ten_1", 1700000000, {"n": 1})

@@ -14,14 +14,14 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.event_lookup import AttemptSummary, DeliveryStatus, delivery_status
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import TOPIC, api_client, assert_matches
+from tests.support.pipeline import (
     Receiver,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
-from tests.test_api_support import TOPIC, api_client, assert_matches
 from tests.test_cli import hooklane
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

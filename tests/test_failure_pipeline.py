@@ -23,7 +23,9 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import api_client
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,
@@ -33,8 +35,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
-from tests.test_failure_support import clean_backlog
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

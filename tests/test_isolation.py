@@ -16,7 +16,8 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import TOPIC, api_client, receiver, webhook_body
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -24,7 +25,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import TOPIC, api_client, receiver, webhook_body
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # A body that would be valid for each POST route, so that only ownership can fail.

@@ -24,7 +24,7 @@ from dispatcher.kafka.broker import ensure_topics, internal_topics
 from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,

@@ -48,7 +48,7 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,

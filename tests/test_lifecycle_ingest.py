@@ -16,7 +16,8 @@ import asyncpg
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import Client, api_client
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -24,7 +25,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import Client, api_client
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 DATA = {"registration_id": "reg_1"}

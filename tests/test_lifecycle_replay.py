@@ -14,7 +14,8 @@ import pytest
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import Client, api_client, assert_matches
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -22,7 +23,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import Client, api_client, assert_matches
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"

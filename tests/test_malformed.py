@@ -18,7 +18,7 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,

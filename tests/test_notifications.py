@@ -13,8 +13,8 @@ import pytest
 from dispatcher.settings import Settings
 from dispatcher.store.notifications import Notifications, backoff_delays
 from dispatcher.store.webhook_changes import CHANNEL, WebhookChanges
-from tests.pipeline_helpers import start_deliverer
-from tests.test_failure_support import eventually
+from tests.support.failure import eventually
+from tests.support.pipeline import start_deliverer
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from dispatcher.runtime.status import FAILING_LIMIT
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import failing_webhooks
 from tests.conftest import TenantKey, migrated_database
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Received,
     Receiver,
     Spawned,

@@ -15,7 +15,8 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.topics import get_topic
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import api_client
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -23,7 +24,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SINCE = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)

@@ -22,7 +22,8 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.messages import operational
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,
@@ -31,7 +32,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_failure_support import clean_backlog
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

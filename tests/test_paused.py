@@ -10,7 +10,8 @@ from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.api import api_client
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -18,7 +19,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

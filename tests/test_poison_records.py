@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,

@@ -24,7 +24,8 @@ from api.app import create_app
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,
@@ -33,7 +34,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_failure_support import clean_backlog
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):

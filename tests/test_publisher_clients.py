@@ -18,7 +18,7 @@ from dispatcher.kafka import broker
 from dispatcher.router.router import Router
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,

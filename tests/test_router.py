@@ -17,7 +17,7 @@ from dispatcher.router.subscription_index import Subscriptions
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     create_webhook,
     ensure_mirror_topics,
@@ -183,7 +183,7 @@ async def test_index_resyncs_after_losing_its_listener_connection(
 
 async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Settings) -> None:
     """``python -m dispatcher.router`` (what the supervisor spawns) stops with code 0 on SIGTERM."""
-    from tests.pipeline_helpers import spawn
+    from tests.support.pipeline import spawn
 
     await ensure_mirror_topics(settings, [TOPIC])
     router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
@@ -198,7 +198,7 @@ async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Setting
 
 async def test_a_router_stopped_while_starting_exits_cleanly(settings: Settings) -> None:
     """SIGTERM during start-up (a pod stopped early) is a clean exit, code 0."""
-    from tests.pipeline_helpers import spawn
+    from tests.support.pipeline import spawn
 
     router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
 
@@ -248,6 +248,6 @@ def test_fetch_max_wait_setting(raw: str, expected: int | None) -> None:
 
 def test_settings_env_round_trips_for_subprocesses(settings: Settings) -> None:
     """The helpers' environment reproduces the test settings in a child process."""
-    from tests.pipeline_helpers import settings_env
+    from tests.support.pipeline import settings_env
 
     assert Settings.from_env(settings_env(settings)).replace(log_format="console") == settings

@@ -19,7 +19,7 @@ from dispatcher.store.webhooks import create_webhook as store_create_webhook
 from dispatcher.store.webhooks import update_webhook
 from dispatcher.subscription.filters import compile_filter
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Receiver,
     ensure_mirror_topics,
     start_deliverer,

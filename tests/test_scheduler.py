@@ -23,8 +23,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhooks import load_target, update_webhook
-from tests.pipeline_helpers import busiest_second
-from tests.test_failure_support import (
+from tests.support.failure import (
     BOX,
     clean_backlog,
     eventually,
@@ -33,6 +32,7 @@ from tests.test_failure_support import (
     make_webhook,
     receiver,
 )
+from tests.support.pipeline import busiest_second
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

@@ -24,7 +24,7 @@ from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
 from dispatcher.store.webhooks import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
-from tests.pipeline_helpers import create_webhook
+from tests.support.pipeline import create_webhook
 from tests.test_cli import hooklane
 from tests.test_lag import commit, produce
 
@@ -232,7 +232,7 @@ async def test_status_watch_refreshes_until_interrupted(settings: Settings) -> N
     import signal
     import sys
 
-    from tests.pipeline_helpers import settings_env, wait_until
+    from tests.support.pipeline import settings_env, wait_until
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -20,7 +20,7 @@ from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
+from tests.support.pipeline import (
     Received,
     Receiver,
     busiest_second,

@@ -1,7 +1,7 @@
 """Spans, exported over OTLP/HTTP only when the environment names an endpoint.
 
 The export test runs router, deliverer and API in-process against a loopback OTLP
-receiver (``tests/otlp_receiver.py``, decoding with ``opentelemetry-proto``): one event
+receiver (``tests/support/otlp_receiver.py``, decoding with ``opentelemetry-proto``): one event
 published over ``POST /events`` with a ``traceparent`` is one trace, from the caller's
 span through ingest, route, every deliver attempt (failures, the drain after parking,
 a replay) to the receiver, whose ``traceparent`` names the deliver span.
@@ -29,8 +29,10 @@ from dispatcher.ops import tracing
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.otlp_receiver import OtlpReceiver, Span
-from tests.pipeline_helpers import (
+from tests.support.api import api_client
+from tests.support.failure import clean_backlog
+from tests.support.otlp_receiver import OtlpReceiver, Span
+from tests.support.pipeline import (
     Received,
     Receiver,
     create_webhook,
@@ -39,8 +41,6 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
-from tests.test_failure_support import clean_backlog
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 CLIENT, PRODUCER, CONSUMER = 3, 4, 5  # OTLP SpanKind values

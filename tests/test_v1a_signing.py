@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dispatcher.delivery.asymmetric import generate_key_pair, public_key, sign_v1a_headers
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.settings import Settings
-from tests.test_api_support import (
+from tests.support.api import (
     Client,
     Received,
     api_client,
@@ -178,7 +178,7 @@ async def test_switching_to_v1a_keeps_the_v1_signature_for_the_overlap(client, t
 
 async def test_the_portal_shows_the_public_key_and_rotates_the_pair(settings, tenant) -> None:
     """The webhook page shows whpk_ (never a secret); Rotate makes a new pair, shown there."""
-    from tests.portal_helpers import portal_client, sign_in
+    from tests.support.portal import portal_client, sign_in
 
     async with portal_client(settings) as client:
         csrf = await sign_in(client, tenant)

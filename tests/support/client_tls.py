@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.sender_helpers import Certificates, make_certificates
-from tests.test_api_support import Receiver
+from tests.support.api import Receiver
+from tests.support.sender import Certificates, make_certificates
 
 
 def pem_key(key: ec.EllipticCurvePrivateKey) -> str:
@@ -76,7 +76,7 @@ class ClientCA:
 
 @dataclass
 class MutualTLS:
-    """Server certificates (``sender_helpers``) and a client CA the receiver trusts."""
+    """Server certificates (``tests.support.sender``) and a client CA the receiver trusts."""
 
     server: Certificates
     clients: ClientCA
