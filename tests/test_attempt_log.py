@@ -16,7 +16,8 @@ from dispatcher.deliverer import attempt_log
 from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.store import attempts as attempt_store
 from dispatcher.store.attempts import health_changes, list_attempts, purge, record_one
-from tests.support.failure import eventually, make_result, make_webhook
+from tests.support.failure import make_result, make_webhook
+from tests.support.pipeline import wait_until
 
 T0 = 1_700_000_000.0
 
@@ -115,7 +116,7 @@ async def test_background_writer_flushes_soon(pool, tenant) -> None:
     log.start()
     try:
         log.record(make_result(webhook_id, tenant.id, event_id="bg"))
-        await eventually(lambda: count_attempts(pool, webhook_id))
+        await wait_until(lambda: count_attempts(pool, webhook_id))
     finally:
         await log.close()
 
@@ -275,7 +276,7 @@ async def test_health_updates_do_not_notify_routers(pool, database_url, tenant) 
         await conn.add_listener("hooklane_webhooks", lambda *args: seen.append(args[3]))
         await record_one(pool, make_result(webhook_id, tenant.id, status=500))
         await pool.execute("UPDATE webhooks SET state = 'DISABLED' WHERE id = $1", webhook_id)
-        await eventually(lambda: asyncio.sleep(0, seen))
+        await wait_until(lambda: asyncio.sleep(0, seen))
         await asyncio.sleep(0.2)
     finally:
         await conn.close()

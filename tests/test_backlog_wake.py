@@ -13,8 +13,9 @@ from dispatcher.store.attempts import record_one
 from tests.conftest import TenantKey
 from tests.support.api import api_client
 from tests.support.failure import make_result, make_task
-from tests.support.pipeline import Receiver, create_webhook, start_deliverer, wait_until
+from tests.support.pipeline import create_webhook, start_deliverer, wait_until
 from tests.support.portal import csrf_of, portal_client, sign_in
+from tests.support.receiver import Receiver
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"  # make_task's topic
 HOUR = 3600.0

@@ -14,14 +14,8 @@ from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from tests.conftest import TenantKey
 from tests.support.api import TOPIC, Client, api_client, webhook_body
-from tests.support.pipeline import (
-    Received,
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
+from tests.support.pipeline import ensure_mirror_topics, start_deliverer, start_router, wait_until
+from tests.support.receiver import Received, Receiver
 
 GATEWAY = {"X-Gateway-Key": "gw-123", "X-Tenant": "acme corp/1"}
 

@@ -12,14 +12,13 @@ from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "EXEMPTION_CERTIFICATES.EXPIRATION"
 

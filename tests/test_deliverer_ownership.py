@@ -17,8 +17,6 @@ from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     Spawned,
     create_webhook,
     ensure_mirror_topics,
@@ -27,6 +25,7 @@ from tests.support.pipeline import (
     wait_for_every_event,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 WEBHOOKS = 8

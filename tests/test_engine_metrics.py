@@ -23,13 +23,13 @@ from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_malformed import event
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -15,13 +15,8 @@ from dispatcher.settings import Settings
 from dispatcher.store.event_lookup import AttemptSummary, DeliveryStatus, delivery_status
 from tests.conftest import TenantKey
 from tests.support.api import TOPIC, api_client, assert_matches
-from tests.support.pipeline import (
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
+from tests.support.pipeline import ensure_mirror_topics, start_deliverer, start_router, wait_until
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -36,13 +36,8 @@ from dispatcher.subscription.filters import (
 )
 from tests.conftest import TenantKey
 from tests.support.api import api_client, webhook_body
-from tests.support.pipeline import (
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
+from tests.support.pipeline import ensure_mirror_topics, start_deliverer, start_router, wait_until
+from tests.support.receiver import Receiver
 from tests.test_router_filters import TOPIC, _webhook
 
 ISSUE_FILTER: dict[str, Any] = {"data.x": {"$in": [[]] * 1355}}

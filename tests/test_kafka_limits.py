@@ -25,13 +25,13 @@ from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_malformed import event, read_dead_letters
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -49,7 +49,6 @@ from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     settings_env,
@@ -58,6 +57,7 @@ from tests.support.pipeline import (
     wait_for_every_event,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 SCRAM_USER, SCRAM_PASSWORD = "hooklane", "scram-Secret-1"

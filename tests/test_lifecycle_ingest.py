@@ -18,13 +18,13 @@ from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.api import Client, api_client
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 DATA = {"registration_id": "reg_1"}

@@ -14,13 +14,13 @@ from dispatcher.messages.topic_schemas import ValidatorCache, describe
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 SCHEMA = {

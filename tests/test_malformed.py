@@ -19,13 +19,13 @@ from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"

@@ -17,13 +17,13 @@ from dispatcher.store.topics import get_topic
 from tests.conftest import TenantKey
 from tests.support.api import api_client
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SINCE = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)

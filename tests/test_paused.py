@@ -12,13 +12,13 @@ from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
 from tests.support.api import api_client
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

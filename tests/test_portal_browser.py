@@ -26,14 +26,13 @@ from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.failure import clean_backlog
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):

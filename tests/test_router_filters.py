@@ -19,13 +19,8 @@ from dispatcher.store.webhooks import create_webhook as store_create_webhook
 from dispatcher.store.webhooks import update_webhook
 from dispatcher.subscription.filters import compile_filter
 from tests.conftest import TenantKey
-from tests.support.pipeline import (
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
+from tests.support.pipeline import ensure_mirror_topics, start_deliverer, start_router, wait_until
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

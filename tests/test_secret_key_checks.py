@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.api import TOPIC, api_client
-from tests.support.pipeline import Receiver, create_webhook
+from tests.support.pipeline import create_webhook
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 

@@ -21,8 +21,6 @@ from dispatcher.settings import Settings
 from dispatcher.store.webhooks import update_webhook
 from tests.conftest import TenantKey
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     busiest_second,
     create_webhook,
     ensure_mirror_topics,
@@ -30,6 +28,7 @@ from tests.support.pipeline import (
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

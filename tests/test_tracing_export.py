@@ -33,14 +33,13 @@ from tests.support.api import api_client
 from tests.support.failure import clean_backlog
 from tests.support.otlp_receiver import OtlpReceiver, Span
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 CLIENT, PRODUCER, CONSUMER = 3, 4, 5  # OTLP SpanKind values

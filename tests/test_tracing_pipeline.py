@@ -25,14 +25,13 @@ from tests.conftest import TenantKey
 from tests.support.api import api_client
 from tests.support.failure import clean_backlog
 from tests.support.pipeline import (
-    Received,
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

@@ -15,12 +15,11 @@ from dispatcher.delivery.signing import sign_headers
 from dispatcher.settings import Settings
 from tests.support.api import (
     Client,
-    Received,
     api_client,
     assert_matches,
-    receiver,
     webhook_body,
 )
+from tests.support.receiver import Received, Receiver
 
 BODY = b'{"id":"evt_1","data":{"amount":42}}'
 
@@ -94,7 +93,7 @@ def _last(requests: list[Received]) -> tuple[dict[str, str], bytes]:
 
 async def test_a_v1a_webhook_delivers_verifiable_requests_and_rotates(client, tenant) -> None:
     """Create shows whpk_ (no secret); deliveries verify with it; a rotation signs with both."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         response = await client.post(
             "/webhooks", json=webhook_body(recv.url, signature_scheme="v1a"), headers=tenant.headers
         )
@@ -158,7 +157,7 @@ async def test_v1a_secret_rules(client, tenant) -> None:
 
 async def test_switching_to_v1a_keeps_the_v1_signature_for_the_overlap(client, tenant) -> None:
     """Receivers moving to v1a see both the old HMAC signature and the new Ed25519 one."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         secret = "a-given-secret-0123456789"
         created = await (
             await client.post(

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support.api import Receiver
+from tests.support.receiver import Receiver
 from tests.support.sender import Certificates, make_certificates
 
 
@@ -96,19 +93,7 @@ class MutualTLS:
         return context
 
 
-@asynccontextmanager
-async def mtls_receiver(tls: MutualTLS) -> AsyncIterator[Receiver]:
-    """An HTTPS receiver at ``https://127.0.0.1:<port>/hook`` refusing clients without a
-    certificate from ``tls.clients``."""
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.receiver_context())
-    await site.start()
-    recv.url = f"https://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
-        yield recv
-    finally:
-        await runner.cleanup()
+def mtls_receiver(tls: MutualTLS) -> Receiver:
+    """An HTTPS receiver (``https://127.0.0.1:<port>/hook``) refusing clients without a
+    certificate from ``tls.clients``; use it as ``async with mtls_receiver(tls) as rx``."""
+    return Receiver(ssl_context=tls.receiver_context())

@@ -1,28 +1,23 @@
 """Helpers shared by the failure-handling tests (no tests here).
 
-A loopback receiver whose answers a test scripts, and small builders for webhooks,
-tasks and attempt results.
+Small builders for webhooks, tasks and attempt results; the order a receiver saw.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import web
 
 from dispatcher.delivery.attempt import AttemptResult
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.store.webhooks import create_webhook
 from tests.conftest import TEST_SECRET_KEY
+from tests.support.receiver import Receiver
 
 BOX = SecretBox.from_setting(TEST_SECRET_KEY)
 
@@ -91,73 +86,6 @@ def make_result(
     )
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    for _ in range(100_000):
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within} s")
-
-
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    at: float
-    body: dict[str, Any]
-    headers: dict[str, str]
-
-
-@dataclass
-class Receiver:
-    """A loopback endpoint; ``respond(request_number) -> (status, headers)`` scripts it."""
-
-    respond: Callable[[int], tuple[int, dict[str, str]]] = lambda _n: (200, {})
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def ok_numbers(self) -> list[int]:
-        """``data.n`` of the requests answered 2xx, in arrival order."""
-        return [r.body["data"]["n"] for r in self.received if r.headers.get("x-status") == "2xx"]
-
-    async def wait_for(self, predicate: Callable[[Receiver], bool], within: float = 30) -> None:
-        """Wait until ``predicate(self)`` holds (checked on every request)."""
-        async with asyncio.timeout(within):
-            while not predicate(self):
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@asynccontextmanager
-async def receiver(respond: Callable[[int], tuple[int, dict[str, str]]]) -> AsyncIterator[Receiver]:
-    """Run a scripted receiver on a free loopback port."""
-    state = Receiver(respond)
-
-    async def handle(request: web.Request) -> web.Response:
-        number = len(state.received)
-        status, headers = state.respond(number)
-        record = dict(request.headers)
-        record["x-status"] = "2xx" if 200 <= status < 300 else str(status)
-        state.received.append(Received(time.time(), orjson.loads(await request.read()), record))
-        state.arrived.set()
-        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
-
-    app = web.Application()
-    app.router.add_post("/", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}/"
-    try:
-        yield state
-    finally:
-        await runner.cleanup()
+def ok_numbers(rx: Receiver) -> list[int]:
+    """``data.n`` (see ``make_task``) of the requests ``rx`` answered 2xx, in arrival order."""
+    return [r.json()["data"]["n"] for r in rx.requests if r.ok]
