@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,13 +18,13 @@ from dispatcher.settings import Settings
 from tests.conftest import TenantKey
 from tests.support.api import Client, api_client, assert_matches
 from tests.support.pipeline import (
-    Receiver,
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
@@ -39,10 +41,11 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
 ) -> None:
     """A delivered attempt's retry is the same body and webhook-id with a new webhook-timestamp."""
     await ensure_mirror_topics(settings, [TOPIC])
+    clock = MovableClock()
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
         router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
+        deliverer = await start_deliverer(settings, clock=clock)
         try:
             async with Producer(settings) as producer:
                 await producer.publish(TOPIC, {"registration_id": "reg_7"}, tenant.id)
@@ -55,7 +58,7 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
 
             await wait_until(logged, message="the attempt in the log")
             assert found[0]["outcome"] == "success"
-            await asyncio.sleep(1.1)  # so the retry's webhook-timestamp is another second
+            clock.ahead += 10.0  # the retry is signed ten seconds later
             response = await client.post(
                 f"/webhooks/{webhook.id}/attempts/{found[0]['id']}/retry", headers=tenant.headers
             )
@@ -67,7 +70,17 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
     first, again = rx.requests
     assert again.body == first.body
     assert again.headers["webhook-id"] == first.headers["webhook-id"]
-    assert int(again.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
+    assert int(again.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"]) + 10
+
+
+@dataclass
+class MovableClock:
+    """The wall clock, ``ahead`` seconds later: the deliverer's clock, moved by the test."""
+
+    ahead: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
 
 
 async def replay(
@@ -121,8 +134,8 @@ async def test_a_replay_resends_exactly_the_events_of_its_window_in_order(
                 202,
                 {"queued": 1},
             )
-            await wait_until(lambda: len(rx.requests) == 10)
-            await asyncio.sleep(0.5)  # anything queued twice would arrive meanwhile
+            # The webhook is ordered: anything queued twice would arrive before this marker.
+            await wait_until(lambda: rx.event_ids()[6:][-1:] == [ids[5]])
         finally:
             await deliverer.stop()
             await router.stop()
