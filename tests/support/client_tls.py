@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dispatcher.bench.certificates import Key, issue, new_key, pem, pem_key
 from tests.support.receiver import Receiver
 from tests.support.sender import Certificates, make_certificates
-
-
-def pem_key(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 @dataclass
@@ -27,48 +18,23 @@ class ClientCA:
     """A CA made in the test; ``issue`` gives a client (certificate, key) PEM pair."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: Key
 
     @classmethod
     def make(cls, name: str = "Receiver client CA") -> ClientCA:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert, key)
+        key = new_key()
+        return cls(issue(name, key, ca=True), key)
 
     @property
     def pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+        return pem(self.cert)
 
     def issue(self, common_name: str = "hooklane-sender", days: float = 1) -> tuple[str, str]:
         """A client certificate valid for ``days`` (negative: already expired) and its key."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        start = min(now, now + datetime.timedelta(days=days)) - datetime.timedelta(days=1)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key(key)
+        key = new_key()
+        issuer = (self.cert.subject, self.key)
+        cert = issue(common_name, key, issuer=issuer, client=True, days=days)
+        return pem(cert), pem_key(key)
 
 
 @dataclass
