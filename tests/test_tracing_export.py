@@ -35,11 +35,11 @@ from tests.support.otlp_receiver import OtlpReceiver, Span
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
+    short_retries,
     wait_until,
 )
-from tests.support.receiver import Received, Receiver
+from tests.support.receiver import Receiver, failing
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 CLIENT, PRODUCER, CONSUMER = 3, 4, 5  # OTLP SpanKind values
@@ -97,31 +97,20 @@ async def collector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OtlpReceiv
             await asyncio.to_thread(tracing.shutdown_tracing)
 
 
-def failing_until(deadline: float) -> Any:
-    def respond(request: Received) -> int:
-        return 200 if time.time() >= deadline else 503
-
-    return respond
-
-
 @pytest.mark.usefixtures(clean_backlog.__name__)
 async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, collector: OtlpReceiver
 ) -> None:
     """ingest → route → deliver (failed attempts, the drain after parking, a replay), one
     trace id throughout, and the receiver's traceparent names its deliver span."""
-    short = settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=30.0
-    )
+    short = short_retries(settings)
     caller = trace_context.parse("00-5a1c0ffee0ddba11deadbeefcafef00d-0123456789abcdef-01")
     assert caller is not None
     await ensure_mirror_topics(short, [TOPIC])
     async with Receiver() as rx, api_client(short) as client:
         hook = await create_webhook(pool, short, tenant.id, rx.url, [TOPIC])
-        router = await start_router(short)
-        deliverer = await start_deliverer(short)
-        try:
-            rx.respond = failing_until(time.time() + 3.0)
+        async with running(short):
+            rx.respond = failing(503)  # until the webhook is parked
             since = int(time.time()) - 1
             published = await client.post(
                 "/events",
@@ -131,6 +120,7 @@ async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
             assert published.status == 202
             event_id = (await published.json())["id"]
             await wait_until(lambda: backlog.is_parked(pool, hook.id), within=30)
+            rx.respond = None  # 200 from now on: the drain succeeds
 
             async def drained() -> bool:
                 return not await backlog.is_parked(pool, hook.id)
@@ -144,9 +134,6 @@ async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
             assert replayed.status == 202
             delivered = len(rx.requests)
             await wait_until(lambda: len(rx.requests) > delivered, within=30)
-        finally:
-            await deliverer.stop()
-            await router.stop()
         await asyncio.to_thread(tracing.flush_tracing)
         await wait_until(lambda: len(collector.named("hooklane.deliver")) >= len(rx.requests))
 

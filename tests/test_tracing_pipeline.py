@@ -27,11 +27,11 @@ from tests.support.failure import clean_backlog
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
+    short_retries,
     wait_until,
 )
-from tests.support.receiver import Received, Receiver
+from tests.support.receiver import Received, Receiver, failing
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 
@@ -62,34 +62,17 @@ def traces_by_event(requests: list[Received]) -> dict[str, set[str]]:
     return found
 
 
-def failing_until(deadline: float) -> Any:
-    def respond(request: Received) -> int:
-        ok = time.time() >= deadline
-        request.headers["x-answer"] = "2xx" if ok else "503"
-        return 200 if ok else 503
-
-    return respond
-
-
-def accepted(requests: list[Received]) -> set[str]:
-    return {r.event_id for r in requests if r.headers.get("x-answer") == "2xx"}
-
-
 async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_replay(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
     """First attempt, retries, the drain after parking, an attempt retry and a replay of
     one event all carry its trace id; each attempt has a parent id of its own."""
-    short = settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=30.0
-    )
+    short = short_retries(settings)
     await ensure_mirror_topics(short, [TOPIC])
     async with Receiver() as rx, api_client(short) as client:
         hook = await create_webhook(pool, short, tenant.id, rx.url, [TOPIC])
-        router = await start_router(short)
-        deliverer = await start_deliverer(short)
-        try:
-            rx.respond = failing_until(time.time() + 3.0)
+        async with running(short):
+            rx.respond = failing(503)  # until the webhook is parked
             since = int(time.time()) - 1
             async with Producer(short) as producer:
                 traced = await producer.publish(
@@ -99,9 +82,10 @@ async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_
                     await producer.publish(TOPIC, {"n": n}, tenant.id, key="k") for n in (1, 2)
                 ]
             await wait_until(lambda: backlog.is_parked(pool, hook.id), within=30)
+            rx.respond = None  # 200 from now on: the drain succeeds
             everyone = {traced, *plain}
             await wait_until(
-                lambda: everyone <= accepted(rx.requests),
+                lambda: everyone <= {r.event_id for r in rx.requests if r.ok},
                 within=60,
                 message="every event delivered after the drain",
             )
@@ -129,9 +113,6 @@ async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_
             )
             assert replayed.status == 202 and (await replayed.json())["queued"] == 3
             await wait_until(lambda: len(rx.requests) >= len(first_round) + 4, within=30)
-        finally:
-            await deliverer.stop()
-            await router.stop()
 
     retries = [r for r in first_round if r.event_id == traced]
     assert len(retries) >= 2, "the head was not retried: the test proves nothing"
@@ -157,9 +138,7 @@ async def test_post_events_and_test_triggers_carry_the_callers_trace(
     caller = trace_context.fresh()
     async with Receiver() as rx, api_client(settings) as client:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             published = await client.post(
                 "/events",
                 json={"topic": TOPIC, "data": {"state": "TX"}},
@@ -173,9 +152,6 @@ async def test_post_events_and_test_triggers_carry_the_callers_trace(
                     f"/webhooks/test/trigger/{hook.id}", headers={**tenant.headers, **headers}
                 )
                 assert triggered.status == 200
-        finally:
-            await deliverer.stop()
-            await router.stop()
     published_request, traced_test, untraced_test = rx.requests
     assert context_of(published_request).trace_id == caller.trace_id
     assert context_of(traced_test).trace_id == caller.trace_id

@@ -4,6 +4,8 @@
 - ``start_router(settings)`` / ``start_deliverer(settings)``: run a ``Router`` /
   ``Deliverer`` in-process as a task; ``await running.stop()`` shuts it down gracefully,
   ``await running.kill()`` cancels it without committing (an abrupt stop in-process).
+  ``async with running(settings):`` runs both for a block; ``short_retries(settings)``
+  retries and parks within seconds.
   Each in-process service gets a unique consumer group per test unless one is given.
 - ``spawn_deliverer(settings)``: ``python -m dispatcher.deliverer`` as a subprocess, for
   SIGKILL tests; ``settings_env(settings)`` is the environment that reproduces settings.
@@ -32,7 +34,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +161,27 @@ async def start_deliverer(
     if wait_assigned:
         await running.wait_assigned()
     return running
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Running, Running]]:
+    """A router and a deliverer in-process for the block; stopped gracefully after it."""
+    router = await start_router(settings)
+    try:
+        deliverer = await start_deliverer(settings)
+        try:
+            yield router, deliverer
+        finally:
+            await deliverer.stop()
+    finally:
+        await router.stop()
+
+
+def short_retries(settings: Settings, retry_window: float = 30.0) -> Settings:
+    """Retries within seconds and parking after one: a failure's whole path in seconds."""
+    return settings.replace(
+        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=retry_window
+    )
 
 
 # -- services as subprocesses ----------------------------------------------------------

@@ -7,7 +7,7 @@ several webhooks can share one receiver (``rx.on(name)`` their requests).
 
 - Answers: 200 unless ``respond`` says otherwise. ``respond(received)`` returns a status,
   a whole ``web.StreamResponse`` or an awaitable of either (a slow or hanging receiver);
-  ``failing(...)``, ``numbered(...)`` and ``answering(...)`` build the common scripts.
+  ``failing``, ``numbered`` and ``answering`` build the common scripts.
 - HTTPS: pass ``ssl_context`` (a server context; require client certificates in it for
   mutual TLS); ``url`` then starts with ``https``.
 - Waiting: ``await rx.wait_for(lambda rx: ...)`` wakes on each request, no polling.
