@@ -297,19 +297,7 @@ async def test_the_pipeline_runs_over_each_secured_listener(
         router = await start_router(settings)
         deliverer = await start_deliverer(settings)
         try:
-            events = []
-            for n in range(3):
-                code, out, err = await hooklane(
-                    settings,
-                    "publish",
-                    TOPIC,
-                    "--tenant",
-                    tenant.id,
-                    "--data",
-                    f'{{"registration_id": "r{n}", "n": {n}}}',
-                )
-                assert code == 0, err
-                events.append(out.strip())
+            events, _ = await publish_numbered(settings, tenant.id, 3)
             await wait_for_every_event(rx, ["hook"], events, within=60)
             assert [r.json()["data"]["n"] for r in rx.on("hook")] == [0, 1, 2]
             code, out, err = await hooklane(settings, "status", "--json")
@@ -382,6 +370,21 @@ async def test_readiness_names_the_broker_and_what_is_wrong(
         await right()
     finally:
         await right.close()
+
+
+async def publish_numbered(settings: Settings, tenant_id: str, count: int) -> tuple[list[str], str]:
+    """``hooklane publish`` of events 0 to ``count - 1`` (``data.n``): their ids, and all
+    the command printed."""
+    events, printed = [], ""
+    for n in range(count):
+        data = f'{{"registration_id": "r{n}", "n": {n}}}'
+        code, out, err = await hooklane(
+            settings, "publish", TOPIC, "--tenant", tenant_id, "--data", data
+        )
+        assert code == 0, err
+        events.append(out.strip())
+        printed += out + err
+    return events, printed
 
 
 @dataclass
@@ -474,20 +477,8 @@ async def test_bad_credentials_keep_the_processes_up_saying_why_and_they_recover
             for port in ports.values():
                 await wait_until(functools.partial(_ready, port), within=90, message="/readyz 200")
             right = base.replace(log_level="DEBUG")
-            events = []
-            for n in range(2):
-                code, out, err = await hooklane(
-                    right,
-                    "publish",
-                    TOPIC,
-                    "--tenant",
-                    tenant.id,
-                    "--data",
-                    f'{{"registration_id": "r{n}", "n": {n}}}',
-                )
-                assert code == 0, err
-                assert SCRAM_PASSWORD not in out + err
-                events.append(out.strip())
+            events, output = await publish_numbered(right, tenant.id, 2)
+            assert SCRAM_PASSWORD not in output
             await wait_for_every_event(rx, ["hook"], events, within=60)
         finally:
             for process, reader in spawned:
