@@ -19,6 +19,7 @@ from tests.support.api import Client, api_client
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
@@ -93,24 +94,18 @@ async def test_an_id_older_than_the_dedup_window_is_routed_again(
     event_id = f"old-{uuid.uuid4().hex}"
     async with Receiver() as rx:
         await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            async with Producer(settings) as producer:
-                await producer.publish(TOPIC, DATA, tenant.id, event_id=event_id)
-                await wait_until(lambda: event_id in rx.event_ids())
-                # The window passes: the routed event is made two seconds older.
-                await pool.execute(
-                    "UPDATE events SET routed_at = routed_at - interval '2 seconds'"
-                    " WHERE tenant_id = $1 AND event_id = $2",
-                    tenant.id,
-                    event_id,
-                )
-                await producer.publish(TOPIC, DATA, tenant.id, event_id=event_id)
-                await wait_until(lambda: rx.event_ids().count(event_id) == 2)
-        finally:
-            await deliverer.stop()
-            await router.stop()
+        async with running(settings), Producer(settings) as producer:
+            await producer.publish(TOPIC, DATA, tenant.id, event_id=event_id)
+            await wait_until(lambda: event_id in rx.event_ids())
+            # The window passes: the routed event is made two seconds older.
+            await pool.execute(
+                "UPDATE events SET routed_at = routed_at - interval '2 seconds'"
+                " WHERE tenant_id = $1 AND event_id = $2",
+                tenant.id,
+                event_id,
+            )
+            await producer.publish(TOPIC, DATA, tenant.id, event_id=event_id)
+            await wait_until(lambda: rx.event_ids().count(event_id) == 2)
     assert rx.event_ids() == [event_id, event_id]
 
 

@@ -20,6 +20,7 @@ from tests.support.api import Client, api_client, assert_matches
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
@@ -99,9 +100,7 @@ async def test_a_replay_resends_exactly_the_events_of_its_window_in_order(
     base = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC, OTHER_TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 ids = [
                     await producer.publish(TOPIC, {"registration_id": f"r{n}"}, tenant.id)
@@ -136,9 +135,6 @@ async def test_a_replay_resends_exactly_the_events_of_its_window_in_order(
             )
             # The webhook is ordered: anything queued twice would arrive before this marker.
             await wait_until(lambda: rx.event_ids()[6:][-1:] == [ids[5]])
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids()[6:] == [ids[1], ids[2], ids[3], ids[5]]
     assert [r.body for r in rx.requests[6:9]] == [r.body for r in rx.requests[1:4]]
 
@@ -151,9 +147,7 @@ async def test_a_replay_of_other_topics_only_sends_those(
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC, OTHER_TOPIC])
         await create_webhook(pool, settings, other_tenant.id, rx.url_for("other"), [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 mine = await producer.publish(OTHER_TOPIC, {"state": "TX"}, tenant.id)
                 await producer.publish(TOPIC, {"registration_id": "r"}, tenant.id)
@@ -167,9 +161,6 @@ async def test_a_replay_of_other_topics_only_sends_those(
             }
             assert await replay(client, tenant, webhook.id, window) == (202, {"queued": 1})
             await wait_until(lambda: len(rx.on("hook")) == 3)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids()[-1] == mine
 
 
@@ -187,9 +178,7 @@ async def test_a_replay_sends_only_what_routing_would_send_the_webhook(
             uuid.UUID(webhook.id),
             {"$or": [{"topic": parked}, {"data.amount": {"$gte": 100}}]},
         )
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 for amount in (50, 150, 99, 300):
                     await producer.publish(
@@ -210,9 +199,6 @@ async def test_a_replay_sends_only_what_routing_would_send_the_webhook(
             assert await replay(client, tenant, webhook.id, window) == (202, {"queued": 3})
             await wait_until(lambda: len(rx.requests) == 6)
             await asyncio.sleep(0.5)  # anything else queued would arrive meanwhile
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert len(rx.requests) == 6
     assert sorted(r.body for r in rx.requests[3:]) == sorted(routed)
     assert other in rx.event_ids()[:3]

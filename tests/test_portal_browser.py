@@ -28,8 +28,7 @@ from tests.support.failure import clean_backlog
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
 from tests.support.receiver import Received, Receiver
@@ -116,13 +115,8 @@ async def fill_create_form(page: Page, url: str, name: str) -> None:
 async def pipeline(settings: Settings) -> AsyncIterator[None]:
     """A real router and deliverer for the test."""
     await ensure_mirror_topics(settings, [TOPIC])
-    router = await start_router(settings)
-    deliverer = await start_deliverer(settings)
-    try:
+    async with running(settings):
         yield
-    finally:
-        await deliverer.stop()
-        await router.stop()
 
 
 async def publish(settings: Settings, tenant_id: str, n: int) -> str:

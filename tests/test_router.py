@@ -21,6 +21,7 @@ from tests.conftest import TenantKey
 from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
@@ -136,26 +137,20 @@ async def test_subscription_created_or_disabled_takes_effect_within_a_second(
     box = SecretBox.from_setting(settings.secret_key)
     async with Receiver() as rx:
         first = await create_webhook(pool, settings, tenant.id, rx.url_for("first"), [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            async with Producer(settings) as producer:
-                before = await producer.publish(TOPIC, {"n": 1}, tenant.id)
-                await wait_until(lambda: len(rx.on("first")) == 1)
+        async with running(settings), Producer(settings) as producer:
+            before = await producer.publish(TOPIC, {"n": 1}, tenant.id)
+            await wait_until(lambda: len(rx.on("first")) == 1)
 
-                await create_webhook(pool, settings, tenant.id, rx.url_for("second"), [TOPIC])
-                await update_webhook(pool, box, tenant.id, first.id, {"state": "DISABLED"})
-                await asyncio.sleep(1.0)  # the contract: effective within a second
-                after = await producer.publish(TOPIC, {"n": 2}, tenant.id)
-                await wait_until(lambda: len(rx.on("second")) >= 1)
-                # a marker through the same path proves the disabled webhook had its chance
-                await update_webhook(pool, box, tenant.id, first.id, {"state": "ENABLED"})
-                await asyncio.sleep(1.0)
-                marker = await producer.publish(TOPIC, {"n": 3}, tenant.id)
-                await wait_until(lambda: len(rx.on("first")) >= 2)
-        finally:
-            await deliverer.stop()
-            await router.stop()
+            await create_webhook(pool, settings, tenant.id, rx.url_for("second"), [TOPIC])
+            await update_webhook(pool, box, tenant.id, first.id, {"state": "DISABLED"})
+            await asyncio.sleep(1.0)  # the contract: effective within a second
+            after = await producer.publish(TOPIC, {"n": 2}, tenant.id)
+            await wait_until(lambda: len(rx.on("second")) >= 1)
+            # a marker through the same path proves the disabled webhook had its chance
+            await update_webhook(pool, box, tenant.id, first.id, {"state": "ENABLED"})
+            await asyncio.sleep(1.0)
+            marker = await producer.publish(TOPIC, {"n": 3}, tenant.id)
+            await wait_until(lambda: len(rx.on("first")) >= 2)
     assert rx.event_ids("first") == [before, marker]
     assert rx.event_ids("second") == [after, marker]
 

@@ -141,23 +141,28 @@ async def start_router(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
-    await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
-    router = Router(settings, group_id=group_id or _unique_group("router"), **kwargs)
-    await router.start()
-    running = Running(router, asyncio.create_task(router.run(), name="test-router"))
-    if wait_assigned:
-        await running.wait_assigned()
-    return running
+    return await _start(Router, "router", settings, group_id, wait_assigned, **kwargs)
 
 
 async def start_deliverer(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Deliverer`` as a task (its own consumer group unless ``group_id``)."""
+    return await _start(Deliverer, "deliverer", settings, group_id, wait_assigned, **kwargs)
+
+
+async def _start(
+    kind: type[Router] | type[Deliverer],
+    name: str,
+    settings: Settings,
+    group_id: str | None,
+    wait_assigned: bool,
+    **kwargs: Any,
+) -> Running:
     await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
-    deliverer = Deliverer(settings, group_id=group_id or _unique_group("deliverer"), **kwargs)
-    await deliverer.start()
-    running = Running(deliverer, asyncio.create_task(deliverer.run(), name="test-deliverer"))
+    service = kind(settings, group_id=group_id or _unique_group(name), **kwargs)
+    await service.start()
+    running = Running(service, asyncio.create_task(service.run(), name=f"test-{name}"))
     if wait_assigned:
         await running.wait_assigned()
     return running
