@@ -29,7 +29,7 @@ from dispatcher.ops import tracing
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.support.api import api_client
+from tests.support.api import api_client, post_event
 from tests.support.failure import clean_backlog
 from tests.support.otlp_receiver import OtlpReceiver, Span
 from tests.support.pipeline import (
@@ -112,13 +112,7 @@ async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
         async with running(short):
             rx.respond = failing(503)  # until the webhook is parked
             since = int(time.time()) - 1
-            published = await client.post(
-                "/events",
-                json={"topic": TOPIC, "data": {"state": "TX"}},
-                headers={**tenant.headers, **caller.headers()},
-            )
-            assert published.status == 202
-            event_id = (await published.json())["id"]
+            event_id = await post_event(client, tenant, {"state": "TX"}, TOPIC, caller.headers())
             await wait_until(lambda: backlog.is_parked(pool, hook.id), within=30)
             rx.respond = None  # 200 from now on: the drain succeeds
 

@@ -22,7 +22,7 @@ from dispatcher.ops import tracing
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.support.api import api_client
+from tests.support.api import api_client, post_event
 from tests.support.failure import clean_backlog
 from tests.support.pipeline import (
     create_webhook,
@@ -139,13 +139,7 @@ async def test_post_events_and_test_triggers_carry_the_callers_trace(
     async with Receiver() as rx, api_client(settings) as client:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
         async with running(settings):
-            published = await client.post(
-                "/events",
-                json={"topic": TOPIC, "data": {"state": "TX"}},
-                headers={**tenant.headers, **caller.headers()},
-            )
-            assert published.status == 202
-            event_id = (await published.json())["id"]
+            event_id = await post_event(client, tenant, {"state": "TX"}, TOPIC, caller.headers())
             await wait_until(lambda: event_id in rx.event_ids(), within=30)
             for headers in (caller.headers(), {}):
                 triggered = await client.post(
