@@ -14,7 +14,7 @@ from dispatcher.delivery.attempt import WebhookTarget
 from dispatcher.delivery.failures import BlockedDestination
 from dispatcher.messages import operational
 from dispatcher.settings import Settings
-from tests.pipeline_helpers import wait_until
+from tests.support.pipeline import wait_until
 from tests.test_announcer import Published
 from tests.test_deliverer_worker import FakeSender, _equals, _has, _target, harness, wid
 

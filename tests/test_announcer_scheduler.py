@@ -16,8 +16,10 @@ from dispatcher.deliverer.announcer import Announcer
 from dispatcher.messages import operational
 from dispatcher.store.webhook_targets import load_target
 from tests import test_scheduler as scheduler_tests
+from tests.support.failure import BOX, clean_backlog, make_webhook, ok_numbers
+from tests.support.pipeline import wait_until
+from tests.support.receiver import Receiver, failing, numbered
 from tests.test_announcer import Published
-from tests.test_failure_support import BOX, clean_backlog, eventually, make_webhook, receiver
 from tests.test_scheduler import (
     BlockedSender,
     _not_parked,
@@ -40,13 +42,13 @@ def _announcer(pool, **options) -> tuple[Announcer, Published]:
 async def test_a_drained_backlog_announces_one_recovered(short, pool, tenant) -> None:
     """Failing, then 2xx: the drain ends in one RECOVERED with the drained count and episode."""
     announcer, published = _announcer(pool)
-    async with receiver(lambda n: (500, {}) if n < 2 else (200, {})) as rx:
+    async with Receiver(numbered(lambda n: (500, {}) if n < 2 else (200, {}))) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         since = time.time()
         await park_tasks(pool, webhook_id, tenant.id, 4)
         async with running_scheduler(short, pool, announcer=announcer):
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 4)
-            await eventually(lambda: _not_parked(pool, webhook_id))
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 4)
+            await wait_until(lambda: _not_parked(pool, webhook_id))
         await announcer.close(within=5)
     assert published.topics() == {operational.WEBHOOK_RECOVERED: 1}
     (recovered,) = published
@@ -59,11 +61,11 @@ async def test_a_drained_backlog_announces_one_recovered(short, pool, tenant) ->
 async def test_gone_in_the_backlog_announces_disabled(short, pool, tenant) -> None:
     """A 410 answered to the scheduler disables the webhook and announces it, once."""
     announcer, published = _announcer(pool)
-    async with receiver(lambda n: (410, {})) as rx:
+    async with Receiver(failing(410)) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 3)
         async with running_scheduler(short, pool, announcer=announcer):
-            await eventually(lambda: _state_is(pool, webhook_id, "DISABLED"))
+            await wait_until(lambda: _state_is(pool, webhook_id, "DISABLED"))
         await announcer.close(within=5)
     assert published.topics() == {operational.WEBHOOK_DISABLED: 1}
     assert "410" in published[0].data["reason"]
@@ -76,7 +78,7 @@ async def test_given_up_backlog_announces_gave_up_within_the_bound(short, pool, 
     webhook_id = await make_webhook(pool, tenant.id)
     event_ids = await park_tasks(pool, webhook_id, tenant.id, 5)
     async with running_scheduler(short, pool, BlockedSender(), announcer=announcer):
-        await eventually(lambda: _not_parked(pool, webhook_id))
+        await wait_until(lambda: _not_parked(pool, webhook_id))
     await announcer.close(within=5)
     # Emptied by giving up, not by a 2xx: the endpoint did not recover.
     assert published.topics() == {operational.DELIVERY_GAVE_UP: 2}

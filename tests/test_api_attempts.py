@@ -14,8 +14,8 @@ from dispatcher.messages.wire import DeliveryTask
 from dispatcher.settings import Settings
 from dispatcher.store import failed_deliveries
 from dispatcher.store.attempt_store import record_one
-from tests.test_api_support import api_client, assert_matches
-from tests.test_failure_support import make_result, make_task, make_webhook
+from tests.support.api import api_client, assert_matches
+from tests.support.failure import make_result, make_task, make_webhook
 
 T0 = 1_700_000_000.0
 

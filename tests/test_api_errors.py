@@ -9,7 +9,7 @@ import pytest
 from api.auth import bearer_token
 from api.errors import MAX_BODY
 from dispatcher.store.api_key_store import hash_api_key
-from tests.test_api_support import Client, api_client, assert_matches, webhook_body
+from tests.support.api import Client, api_client, assert_matches, webhook_body
 
 # Fixed, not random: parametrized ids must be the same in every pytest-xdist worker.
 UNKNOWN_ID = "3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"

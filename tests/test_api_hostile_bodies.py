@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dispatcher.messages.json_limits import MAX_DATA_DEPTH
-from tests.test_api_support import TOPIC, Client, api_client
+from tests.support.api import TOPIC, Client, api_client
 from tests.test_json_limits import deep_json
 
 DATA = b'{"registration_id":"reg_9","jurisdiction":"US-TX"}'

@@ -14,8 +14,8 @@ from dispatcher.settings import Settings
 from dispatcher.store import portal
 from dispatcher.store.api_key_store import Caller, caller_for_api_key, create_api_key, hash_api_key
 from tests.conftest import TenantKey
-from tests.portal_helpers import portal_client, portal_link, sign_in
-from tests.test_api_support import api_client, assert_matches
+from tests.support.api import api_client, assert_matches
+from tests.support.portal import portal_client, portal_link, sign_in
 from tests.test_cli import hooklane
 
 

@@ -17,7 +17,7 @@ from dispatcher.store.topic_store import (
     topic_names,
 )
 from dispatcher.store.webhook_targets import load_target
-from tests.test_api_support import GIVEN_SECRET, TOPIC
+from tests.support.api import GIVEN_SECRET, TOPIC
 
 NEW_SECRET = "another-secret-abcdefgh"
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dispatcher.store.webhook_store import set_concurrency
-from tests.test_api_support import Client, api_client, assert_matches, webhook_body
+from tests.support.api import Client, api_client, assert_matches, webhook_body
 from tests.test_api_webhooks import URL, create
 
 FILTER = {"data.amount": {"$gte": 100}, "$or": [{"data.country": "US"}, {"data.country": "CA"}]}

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from dispatcher.messages.wire import Event
 from dispatcher.store.topic_store import add_topic
-from tests.test_api_support import TOPIC, Client, api_client, assert_matches
+from tests.support.api import TOPIC, Client, api_client, assert_matches
 
 SEEDED = {
     "REGISTRATIONS.EXISTING.VALIDATION.FAILED",

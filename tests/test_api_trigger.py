@@ -17,16 +17,16 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.schemas import SCHEMA_DIR
 from tests.conftest import TenantKey
-from tests.test_api_support import (
+from tests.support.api import (
     GIVEN_SECRET,
     OTHER_TOPIC,
     TOPIC,
     Client,
     api_client,
     assert_matches,
-    receiver,
     webhook_body,
 )
+from tests.support.receiver import REPLY, Receiver, failing
 
 # REGISTRATIONS.NEW.SUCCEEDED's first schema example (migration 001).
 TOPIC_EXAMPLE = {
@@ -71,7 +71,7 @@ def commenda_hmac(key: bytes, body: bytes) -> str:
 
 async def test_receiver_verifies_both_signatures_of_a_test_event(client, tenant, pool):
     """The receiver gets the Commenda event object; its HMAC and standardwebhooks both verify."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url, topics=[TOPIC, OTHER_TOPIC])
         secret = webhook["secret"]
         status, outcome = await trigger(client, tenant, webhook["id"])
@@ -81,7 +81,7 @@ async def test_receiver_verifies_both_signatures_of_a_test_event(client, tenant,
     assert (outcome["status_code"], outcome["error"], outcome["response_body"]) == (
         200,
         None,
-        "thanks",
+        REPLY,
     )
     assert outcome["duration_ms"] >= 0
 
@@ -118,7 +118,7 @@ async def test_receiver_verifies_both_signatures_of_a_test_event(client, tenant,
 
 async def test_a_given_secret_signs_with_its_utf8_bytes(client, tenant):
     """A tenant-chosen secret (not whsec_) signs with its UTF-8 bytes for both schemes."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url, secret=GIVEN_SECRET)
         status, outcome = await trigger(client, tenant, webhook["id"])
     assert status == 200 and outcome["delivered"]
@@ -130,7 +130,7 @@ async def test_a_given_secret_signs_with_its_utf8_bytes(client, tenant):
 
 async def test_rotated_secret_signs_with_both_until_it_expires(client, tenant):
     """After a secret change, deliveries verify with the new secret and still the old one."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url)
         old = webhook["secret"]
         new = "whsec_" + base64.b64encode(b"n" * 32).decode()
@@ -150,7 +150,7 @@ async def test_rotated_secret_signs_with_both_until_it_expires(client, tenant):
 
 async def test_body_topic_and_data_override_the_defaults(client, tenant):
     """topic (one of the webhook's) and data from the body are what the receiver gets."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url, topics=[TOPIC, OTHER_TOPIC])
         status, _ = await trigger(
             client, tenant, webhook["id"], {"topic": OTHER_TOPIC, "data": {"state": "WA"}}
@@ -175,7 +175,7 @@ async def test_body_topic_and_data_override_the_defaults(client, tenant):
 )
 async def test_invalid_trigger_bodies_are_422_and_send_nothing(client, tenant, body, path):
     """A topic the webhook does not subscribe to, non-object data or unknown fields are 422."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url)
         status, payload = await trigger(client, tenant, webhook["id"], body)
     assert status == 422
@@ -185,7 +185,7 @@ async def test_invalid_trigger_bodies_are_422_and_send_nothing(client, tenant, b
 
 async def test_a_disabled_webhook_can_be_tested(client, tenant):
     """DISABLED webhooks still receive test events."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         webhook = await register(client, tenant, recv.url, state="DISABLED")
         status, outcome = await trigger(client, tenant, webhook["id"])
     assert status == 200 and outcome["delivered"]
@@ -194,7 +194,7 @@ async def test_a_disabled_webhook_can_be_tested(client, tenant):
 
 async def test_a_failing_receiver_is_reported_not_raised(client, tenant, pool):
     """A 500 from the receiver is a 200 answer with delivered=false, recorded as a failure."""
-    async with receiver(status=500) as recv:
+    async with Receiver(failing(500)) as recv:
         webhook = await register(client, tenant, recv.url)
         status, outcome = await trigger(client, tenant, webhook["id"])
     assert status == 200
@@ -203,7 +203,7 @@ async def test_a_failing_receiver_is_reported_not_raised(client, tenant, pool):
         500,
         "HTTP 500",
     )
-    assert outcome["response_body"] == "thanks"
+    assert outcome["response_body"] == REPLY
     outcome_row = await pool.fetchval(
         "SELECT outcome FROM attempts WHERE webhook_id = $1 AND test", uuid.UUID(webhook["id"])
     )

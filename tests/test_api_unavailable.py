@@ -14,7 +14,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from tests.conftest import TEST_SECRET_KEY
-from tests.test_api_support import api_client
+from tests.support.api import api_client
 from tests.test_db_failures import GONE, IDS
 
 

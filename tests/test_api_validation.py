@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from api.responses import decode_cursor, encode_cursor, rfc3339
 from api.schemas import Schemas
 from api.validation import compile_schema, parse_datetime, problems
-from tests.test_api_support import Client, api_client
+from tests.support.api import Client, api_client
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.delivery.signing import signing_key
 from tests.conftest import TenantKey
-from tests.test_api_support import (
+from tests.support.api import (
     GIVEN_SECRET,
     OTHER_TOPIC,
     TOPIC,

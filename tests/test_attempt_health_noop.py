@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dispatcher.store import attempt_store
-from tests.test_failure_support import make_result, make_webhook
+from tests.support.failure import make_result, make_webhook
 
 T0 = 1_700_000_000.0
 

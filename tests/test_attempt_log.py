@@ -17,7 +17,8 @@ from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.store import attempt_store
 from dispatcher.store.attempt_store import list_attempts, purge, record_one
 from dispatcher.store.webhook_health import health_changes
-from tests.test_failure_support import eventually, make_result, make_webhook
+from tests.support.failure import make_result, make_webhook
+from tests.support.pipeline import wait_until
 
 T0 = 1_700_000_000.0
 
@@ -116,7 +117,7 @@ async def test_background_writer_flushes_soon(pool, tenant) -> None:
     log.start()
     try:
         log.record(make_result(webhook_id, tenant.id, event_id="bg"))
-        await eventually(lambda: count_attempts(pool, webhook_id))
+        await wait_until(lambda: count_attempts(pool, webhook_id))
     finally:
         await log.close()
 
@@ -276,8 +277,8 @@ async def test_health_updates_do_not_notify_routers(pool, database_url, tenant) 
         await conn.add_listener("hooklane_webhooks", lambda *args: seen.append(args[3]))
         await record_one(pool, make_result(webhook_id, tenant.id, status=500))
         await pool.execute("UPDATE webhooks SET state = 'DISABLED' WHERE id = $1", webhook_id)
-        await eventually(lambda: asyncio.sleep(0, seen))
-        await asyncio.sleep(0.2)
+        # Notifications come in commit order: a health one would be here before this.
+        await wait_until(lambda: seen)
     finally:
         await conn.close()
     assert seen == [webhook_id]

@@ -10,7 +10,7 @@ import pytest
 
 from dispatcher.store import backlog, failed_deliveries
 from dispatcher.store import webhook_store as webhooks
-from tests.test_failure_support import clean_backlog, make_task, make_webhook
+from tests.support.failure import clean_backlog, make_task, make_webhook
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

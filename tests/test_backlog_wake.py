@@ -11,10 +11,11 @@ from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from dispatcher.store.attempt_store import record_one
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import Receiver, create_webhook, start_deliverer, wait_until
-from tests.portal_helpers import csrf_of, portal_client, sign_in
-from tests.test_api_support import api_client
-from tests.test_failure_support import make_result, make_task
+from tests.support.api import api_client
+from tests.support.failure import make_result, make_task
+from tests.support.pipeline import create_webhook, start_deliverer, wait_until
+from tests.support.portal import csrf_of, portal_client, sign_in
+from tests.support.receiver import Receiver
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"  # make_task's topic
 HOUR = 3600.0

@@ -18,7 +18,7 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.api_key_store import Caller, caller_for_api_key
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import settings_env, wait_until
+from tests.support.pipeline import settings_env, wait_until
 
 
 async def hooklane(settings: Settings, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:

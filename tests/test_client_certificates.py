@@ -10,13 +10,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dispatcher.bench.certificates import pem_key
 from dispatcher.delivery.client_certificate import InvalidCertificate, check_client_certificate
 from dispatcher.delivery.failures import DeliveryError
 from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import AiohttpSender, ClosableSender
 from dispatcher.settings import Settings
-from tests.client_tls_helpers import ClientCA, MutualTLS, mtls_receiver, pem_key
-from tests.test_api_support import Client, api_client, webhook_body
+from tests.support.api import Client, api_client, webhook_body
+from tests.support.client_tls import ClientCA, MutualTLS, mtls_receiver
 
 LOCAL = Settings(allow_private_targets=True, delivery_timeout_s=5.0)
 NOW = datetime.datetime.now(datetime.UTC)

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from dispatcher.kafka.group_consumer import Batch, GroupConsumer
 from dispatcher.kafka.topic_admin import ensure_topics
 from dispatcher.settings import Settings
-from tests.pipeline_helpers import wait_until
+from tests.support.pipeline import wait_until
 
 
 @dataclass

@@ -13,15 +13,13 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.api import TOPIC, Client, api_client, webhook_body
+from tests.support.pipeline import (
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
-from tests.test_api_support import TOPIC, Client, api_client, webhook_body
+from tests.support.receiver import Received, Receiver
 
 GATEWAY = {"X-Gateway-Key": "gw-123", "X-Tenant": "acme corp/1"}
 
@@ -125,9 +123,7 @@ async def test_headers_go_out_on_drain_first_attempt_retry_replay_and_test_trigg
         )
         webhook: dict[str, Any] = await created.json()
         path = f"/webhooks/{webhook['id']}"
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 await producer.publish(TOPIC, {"n": "buffered"}, tenant.id)
 
@@ -160,8 +156,5 @@ async def test_headers_go_out_on_drain_first_attempt_retry_replay_and_test_trigg
                 f"/webhooks/test/trigger/{webhook['id']}", headers=tenant.headers
             )
             assert (await tested.json())["delivered"] is True
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert len(rx.requests) == 5
     assert all(carries_gateway_headers(request) for request in rx.requests)

@@ -11,15 +11,14 @@ from dispatcher.deliverer import Deliverer
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "EXEMPTION_CERTIFICATES.EXPIRATION"
 

@@ -16,9 +16,7 @@ import pytest
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.pipeline import (
     Spawned,
     create_webhook,
     ensure_mirror_topics,
@@ -27,6 +25,7 @@ from tests.pipeline_helpers import (
     wait_for_every_event,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 WEBHOOKS = 8

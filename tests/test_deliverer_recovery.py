@@ -10,9 +10,7 @@ import asyncpg
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     spawn_deliverer,
@@ -21,6 +19,7 @@ from tests.pipeline_helpers import (
     wait_for_every_event,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 

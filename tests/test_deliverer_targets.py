@@ -16,7 +16,7 @@ from dispatcher.store.webhook_store import update_webhook
 from dispatcher.store.webhook_targets import VersionedTarget, load_target, load_targets
 from dispatcher.subscription.retry_override import RetryOverride
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import create_webhook
+from tests.support.pipeline import create_webhook
 
 
 def _target(url: str) -> WebhookTarget:

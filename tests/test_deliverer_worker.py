@@ -31,7 +31,7 @@ from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
 from dispatcher.store import backlog, db
 from dispatcher.subscription.retry_override import RetryOverride
-from tests.pipeline_helpers import wait_until
+from tests.support.pipeline import wait_until
 
 TP = TopicPartition("deliveries", 0)
 # Webhook ids are uuids (Postgres keys); tests name webhooks, ``wid`` maps the names,

@@ -24,9 +24,10 @@ from aiohttp import web
 
 from dispatcher.delivery.secrets import SecretBox
 from dispatcher.settings import Settings
-from tests.client_tls_helpers import MutualTLS, mtls_receiver
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import Receiver, ensure_mirror_topics, settings_env, wait_until
+from tests.support.client_tls import MutualTLS, mtls_receiver
+from tests.support.pipeline import ensure_mirror_topics, settings_env, wait_until
+from tests.support.receiver import Receiver
 from tests.test_secrets_logs import _api_up, free_port, read_logs
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

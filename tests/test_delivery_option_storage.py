@@ -16,7 +16,7 @@ from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from dispatcher.store.webhook_store import create_webhook, reencrypt_secrets
 from dispatcher.store.webhook_targets import load_target
-from tests.client_tls_helpers import ClientCA
+from tests.support.client_tls import ClientCA
 from tests.test_secrets import rotation_db  # noqa: F401  (fixture)
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -22,7 +22,7 @@ from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import AiohttpSender, ClosableSender
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings, SettingsError
-from tests.client_tls_helpers import MutualTLS, mtls_receiver
+from tests.support.client_tls import MutualTLS, mtls_receiver
 
 EVENT = Event("evt_1", "REGISTRATIONS.NEW.SUCCEEDED", "ten_1", 1700000000, {"n": 1})
 # Names only the proxy can resolve: a connection that skipped it could not even start.

@@ -23,8 +23,9 @@ import pytest
 
 from dispatcher.kafka.broker import free_port
 from tests.conftest import on_kafka
-from tests.pipeline_helpers import Receiver, wait_until
-from tests.readme_walkthrough import banner_value
+from tests.support.pipeline import wait_until
+from tests.support.readme_walkthrough import banner_value
+from tests.support.receiver import Receiver
 
 pytestmark = [
     pytest.mark.timeout(300),

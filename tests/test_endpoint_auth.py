@@ -18,7 +18,8 @@ from dispatcher.delivery.http.lean import HttpSender
 from dispatcher.delivery.http.sender import AiohttpSender, ClosableSender
 from dispatcher.messages.wire import DeliveryTask, Event
 from dispatcher.settings import Settings
-from tests.test_api_support import Client, api_client, receiver, webhook_body
+from tests.support.api import Client, api_client, webhook_body
+from tests.support.receiver import Receiver
 
 LOCAL = Settings(allow_private_targets=True, delivery_timeout_s=5.0)
 EVENT = Event("evt_1", "REGISTRATIONS.NEW.SUCCEEDED", "ten_1", 1700000000, {"n": 1})
@@ -170,7 +171,7 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
 
 async def test_basic_and_bearer_are_sent_and_their_secrets_never_read_back(client, tenant) -> None:
     """The receiver gets Authorization; reads show the type and username only."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         basic = {"type": "basic", "username": "hooklane", "password": "pa55word-xyz"}
         created = await client.post(
             "/webhooks", json=webhook_body(recv.url, auth=basic), headers=tenant.headers

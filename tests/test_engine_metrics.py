@@ -22,14 +22,14 @@ from dispatcher.runtime.backlog_gauges import set_webhook_gauges
 from dispatcher.settings import Settings
 from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_malformed import event
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

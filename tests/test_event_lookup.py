@@ -15,14 +15,14 @@ from dispatcher.settings import Settings
 from dispatcher.store.attempt_store import AttemptSummary
 from dispatcher.store.event_report import DeliveryStatus, delivery_status
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import TOPIC, api_client, assert_matches
+from tests.support.pipeline import (
     ensure_mirror_topics,
-    start_deliverer,
+    running,
     start_router,
     wait_until,
 )
-from tests.test_api_support import TOPIC, api_client, assert_matches
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,9 +72,7 @@ async def test_a_delivered_and_a_filtered_webhook_and_another_tenants_404(
             )
             assert created.status == 201, await created.text()
             webhooks.append((await created.json())["id"])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             published = await client.post(
                 "/events",
                 json={"topic": TOPIC, "data": {"registration_id": "r1", "amount": 5}},
@@ -90,9 +88,6 @@ async def test_a_delivered_and_a_filtered_webhook_and_another_tenants_404(
                 return any(d["status"] == "delivered" for d in body.get("deliveries", []))
 
             await wait_until(delivered_shows, within=30, message="the attempt in the log")
-        finally:
-            await deliverer.stop()
-            await router.stop()
         response = await client.get(f"/events/{event_id}", headers=tenant.headers)
         assert response.status == 200
         body = await response.json()

@@ -22,9 +22,9 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.api import api_client
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     set_state,
@@ -32,8 +32,7 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
-from tests.test_failure_support import clean_backlog
+from tests.support.receiver import Received, Receiver
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

@@ -35,14 +35,9 @@ from dispatcher.subscription.filters import (
     validate,
 )
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
-from tests.test_api_support import api_client, webhook_body
+from tests.support.api import api_client, webhook_body
+from tests.support.pipeline import ensure_mirror_topics, start_deliverer, start_router, wait_until
+from tests.support.receiver import Receiver
 from tests.test_router_filters import TOPIC, _webhook
 
 ISSUE_FILTER: dict[str, Any] = {"data.x": {"$in": [[]] * 1355}}

@@ -1,6 +1,6 @@
 """`make run` on a fresh machine without Postgres, and the README walkthrough on it.
 
-``tests/fresh_machine_driver.py`` runs once as pid 1 of a new network, pid and mount
+``tests/support/fresh_machine_driver.py`` runs once as pid 1 of a new network, pid and mount
 namespace (``unshare -n -p -f -m --mount-proc``, loopback up): nothing listens on
 127.0.0.1:5432 there, so ``hooklane up`` must start the embedded Postgres, and every
 process it leaves behind is visible. The tests below assert on what it reports.
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.readme_walkthrough import ROOT, load
+from tests.support.readme_walkthrough import ROOT, load
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -52,7 +52,9 @@ def observed(request: pytest.FixtureRequest) -> dict[str, Any]:
     request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    driver = f"ip link set lo up && exec {sys.executable} -m tests.fresh_machine_driver {root}"
+    driver = (
+        f"ip link set lo up && exec {sys.executable} -m tests.support.fresh_machine_driver {root}"
+    )
     done = subprocess.run(
         [*UNSHARE, "sh", "-c", driver], env=env, capture_output=True, text=True, timeout=400
     )

@@ -35,7 +35,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import db
 from dispatcher.store.tenants import create_tenant
 from tests.conftest import TEST_SECRET_KEY, on_kafka
-from tests.pipeline_helpers import ensure_mirror_topics
+from tests.support.pipeline import ensure_mirror_topics
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 SHORT_EXAMPLES = 25

@@ -2,7 +2,7 @@
 
 Schemathesis (tests/test_fuzz_api.py) fuzzes by the OpenAPI document; this fuzzes the
 JSON reader itself (``api.validation.read_json``) with the hostile text of
-``tests/fuzz_json.py``: nesting to and past the reader's limit, NUL and lone surrogate
+``tests/support/fuzz_json.py``: nesting to and past the reader's limit, NUL and lone surrogate
 escapes, huge numbers, duplicate and long keys, long strings, every field of the
 right, wrong or no type, and bytes that are not JSON at all, under several content types.
 """
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.fuzz_json import json_text, scalars, strings
-from tests.pipeline_helpers import ensure_mirror_topics
-from tests.test_api_support import TOPIC, Client, api_client
+from tests.support.api import TOPIC, Client, api_client
+from tests.support.fuzz_json import json_text, scalars, strings
+from tests.support.pipeline import ensure_mirror_topics
 
 # {id}: the tenant's webhook (loopback port 9: a trigger fails fast, sends nothing).
 ROUTES = (

@@ -2,7 +2,7 @@
 
 Hypothesis feeds ``Router.take`` (admission with real Postgres, filters, encoding, the
 produce to the test broker) synthetic records: arbitrary bytes and adversarial JSON
-(``tests/fuzz_json.py``). Every record ends routed or dead-lettered, counted once in
+(``tests/support/fuzz_json.py``). Every record ends routed or dead-lettered, counted once in
 the router's metrics; ``take`` never raises and always moves the partition on. The
 same for the deliverer's task decoding: a task decodes, re-encodes and renders its
 delivery body, or is refused with ``InvalidMessage``, nothing else.
@@ -28,8 +28,8 @@ from dispatcher.ops.metrics import RouterMetrics, build_registry
 from dispatcher.router.router import Router
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.fuzz_json import event_text, record_values, task_text
-from tests.pipeline_helpers import create_webhook, ensure_mirror_topics, start_router
+from tests.support.fuzz_json import event_text, record_values, task_text
+from tests.support.pipeline import create_webhook, ensure_mirror_topics, start_router
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 UNIQUE = "@@unique@@"  # replaced by a fresh id per run: an example replayed is no repeat

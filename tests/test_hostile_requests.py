@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.errors import error_middleware
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.portal_helpers import portal_client, sign_in
-from tests.test_api_support import TOPIC, api_client, webhook_body
+from tests.support.api import TOPIC, api_client, webhook_body
+from tests.support.portal import portal_client, sign_in
 from tests.test_json_limits import deep_json
 
 URL = "https://127.0.0.1:9/hook"

@@ -7,7 +7,7 @@ from typing import Any
 from dispatcher.router.ingest import Ingest
 from dispatcher.settings import Settings
 from dispatcher.store import attempt_store, webhook_health
-from tests.test_failure_support import make_result, make_webhook
+from tests.support.failure import make_result, make_webhook
 
 
 async def test_the_ingest_pool_commits_asynchronously(database_url: str) -> None:

@@ -16,15 +16,15 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import TOPIC, api_client, webhook_body
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
-from tests.test_api_support import TOPIC, api_client, receiver, webhook_body
+from tests.support.receiver import Receiver
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # A body that would be valid for each POST route, so that only ownership can fail.
@@ -59,7 +59,7 @@ async def test_every_id_route_hides_other_tenants_resources(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
     """Tenant B gets 404 for tenant A's webhook, attempt and API key ids; A's data is untouched."""
-    async with receiver() as recv, api_client(settings) as client:
+    async with Receiver() as recv, api_client(settings) as client:
         created = await client.post(
             "/webhooks", json=webhook_body(recv.url), headers=tenant.headers
         )

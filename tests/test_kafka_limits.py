@@ -24,14 +24,14 @@ from dispatcher.kafka.topic_admin import ensure_topics, internal_topics
 from dispatcher.messages.wire import MAX_EVENT_BYTES
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_malformed import event, read_dead_letters
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -50,8 +50,8 @@ from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.ops.readiness import BrokerCheck, NotReady
 from dispatcher.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, TenantKey, on_kafka
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import api_client
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     settings_env,
@@ -60,7 +60,7 @@ from tests.pipeline_helpers import (
     wait_for_every_event,
     wait_until,
 )
-from tests.test_api_support import api_client
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 SCRAM_USER, SCRAM_PASSWORD = "hooklane", "scram-Secret-1"

@@ -53,8 +53,9 @@ from dispatcher.kafka.broker import free_port
 from dispatcher.kafka.topic_admin import create_topics
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey, on_kafka
-from tests.pipeline_helpers import Receiver, create_webhook, settings_env, wait_until
-from tests.pipeline_helpers import wait_for_every_event as wait_for_events
+from tests.support.pipeline import create_webhook, settings_env, wait_until
+from tests.support.pipeline import wait_for_every_event as wait_for_events
+from tests.support.receiver import Receiver
 from tests.test_kafka_security import (
     OAUTH_SECRET,
     SCRAM_PASSWORD,

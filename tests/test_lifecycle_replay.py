@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,15 +16,16 @@ import pytest
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import Client, api_client, assert_matches
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
 )
-from tests.test_api_support import Client, api_client, assert_matches
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
@@ -39,10 +42,11 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
 ) -> None:
     """A delivered attempt's retry is the same body and webhook-id with a new webhook-timestamp."""
     await ensure_mirror_topics(settings, [TOPIC])
+    clock = MovableClock()
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
         router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
+        deliverer = await start_deliverer(settings, clock=clock)
         try:
             async with Producer(settings) as producer:
                 await producer.publish(TOPIC, {"registration_id": "reg_7"}, tenant.id)
@@ -55,7 +59,7 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
 
             await wait_until(logged, message="the attempt in the log")
             assert found[0]["outcome"] == "success"
-            await asyncio.sleep(1.1)  # so the retry's webhook-timestamp is another second
+            clock.ahead += 10.0  # the retry is signed ten seconds later
             response = await client.post(
                 f"/webhooks/{webhook.id}/attempts/{found[0]['id']}/retry", headers=tenant.headers
             )
@@ -67,7 +71,17 @@ async def test_retry_of_a_delivered_attempt_sends_the_same_body_again(
     first, again = rx.requests
     assert again.body == first.body
     assert again.headers["webhook-id"] == first.headers["webhook-id"]
-    assert int(again.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
+    assert int(again.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"]) + 10
+
+
+@dataclass
+class MovableClock:
+    """The wall clock, ``ahead`` seconds later: the deliverer's clock, moved by the test."""
+
+    ahead: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
 
 
 async def replay(
@@ -86,9 +100,7 @@ async def test_a_replay_resends_exactly_the_events_of_its_window_in_order(
     base = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC, OTHER_TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 ids = [
                     await producer.publish(TOPIC, {"registration_id": f"r{n}"}, tenant.id)
@@ -121,11 +133,8 @@ async def test_a_replay_resends_exactly_the_events_of_its_window_in_order(
                 202,
                 {"queued": 1},
             )
-            await wait_until(lambda: len(rx.requests) == 10)
-            await asyncio.sleep(0.5)  # anything queued twice would arrive meanwhile
-        finally:
-            await deliverer.stop()
-            await router.stop()
+            # The webhook is ordered: anything queued twice would arrive before this marker.
+            await wait_until(lambda: rx.event_ids()[6:][-1:] == [ids[5]])
     assert rx.event_ids()[6:] == [ids[1], ids[2], ids[3], ids[5]]
     assert [r.body for r in rx.requests[6:9]] == [r.body for r in rx.requests[1:4]]
 
@@ -138,9 +147,7 @@ async def test_a_replay_of_other_topics_only_sends_those(
     async with Receiver() as rx, api_client(settings) as client:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC, OTHER_TOPIC])
         await create_webhook(pool, settings, other_tenant.id, rx.url_for("other"), [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 mine = await producer.publish(OTHER_TOPIC, {"state": "TX"}, tenant.id)
                 await producer.publish(TOPIC, {"registration_id": "r"}, tenant.id)
@@ -154,9 +161,6 @@ async def test_a_replay_of_other_topics_only_sends_those(
             }
             assert await replay(client, tenant, webhook.id, window) == (202, {"queued": 1})
             await wait_until(lambda: len(rx.on("hook")) == 3)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids()[-1] == mine
 
 
@@ -174,9 +178,7 @@ async def test_a_replay_sends_only_what_routing_would_send_the_webhook(
             uuid.UUID(webhook.id),
             {"$or": [{"topic": parked}, {"data.amount": {"$gte": 100}}]},
         )
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 for amount in (50, 150, 99, 300):
                     await producer.publish(
@@ -197,9 +199,6 @@ async def test_a_replay_sends_only_what_routing_would_send_the_webhook(
             assert await replay(client, tenant, webhook.id, window) == (202, {"queued": 3})
             await wait_until(lambda: len(rx.requests) == 6)
             await asyncio.sleep(0.5)  # anything else queued would arrive meanwhile
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert len(rx.requests) == 6
     assert sorted(r.body for r in rx.requests[3:]) == sorted(routed)
     assert other in rx.event_ids()[:3]

@@ -13,14 +13,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from dispatcher.messages.topic_schemas import ValidatorCache, describe
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 SCHEMA = {

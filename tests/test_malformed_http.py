@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.test_api_support import Client, api_client, webhook_body
+from tests.support.api import Client, api_client, webhook_body
 
 JSON = {"Content-Type": "application/json"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from dispatcher.store import attempt_store
 from dispatcher.store import events as event_store
-from tests.test_failure_support import make_result, make_webhook
+from tests.support.failure import make_result, make_webhook
 
 
 async def test_time_indexes_are_brin(pool: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from typing import Any
@@ -13,8 +12,7 @@ import pytest
 from dispatcher.settings import Settings
 from dispatcher.store.notifications import Notifications, backoff_delays
 from dispatcher.store.webhook_changes import CHANNEL, WebhookChanges
-from tests.pipeline_helpers import start_deliverer
-from tests.test_failure_support import eventually
+from tests.support.pipeline import start_deliverer, wait_until
 
 
 @pytest.mark.parametrize(
@@ -75,18 +73,18 @@ async def test_two_subscribers_share_one_connection_and_resync_after_it_is_kille
 
         await notify(pool, "hooklane_parked", "p1")
         await notify(pool, CHANNEL, "w1")
-        await eventually(lambda: asyncio.sleep(0, changes == ["w1"] and len(scheduler_heard) == 2))
+        await wait_until(lambda: changes == ["w1"] and len(scheduler_heard) == 2)
         assert scheduler_heard == [("hooklane_parked", "p1"), (CHANNEL, "w1")]
 
         [pid] = await listen_connections(pool, name)
         assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
         # Both are told it is back (to resync what they missed), over a new connection.
-        await eventually(lambda: asyncio.sleep(0, len(connects) == 2 and len(resyncs) == 2))
-        [new_pid] = await eventually(lambda: listen_connections(pool, name))
+        await wait_until(lambda: len(connects) == 2 and len(resyncs) == 2)
+        [new_pid] = await wait_until(lambda: listen_connections(pool, name))
         assert new_pid != pid and notifications.connects == 2
 
         await notify(pool, CHANNEL, "w2")
-        await eventually(lambda: asyncio.sleep(0, changes == ["w1", "w2"]))
+        await wait_until(lambda: changes == ["w1", "w2"])
         assert scheduler_heard[-1] == (CHANNEL, "w2")
     finally:
         await webhook_changes.stop()
@@ -105,7 +103,7 @@ async def test_unsubscribed_callbacks_hear_nothing(database_url: str, pool: asyn
         await notifications.subscribe([CHANNEL], lambda _c, p: second.append(p))
         await notifications.unsubscribe(one)
         await notify(pool, CHANNEL, "after")
-        await eventually(lambda: asyncio.sleep(0, second == ["after"]))
+        await wait_until(lambda: second == ["after"])
         assert first == []
     finally:
         await notifications.stop()
@@ -120,7 +118,7 @@ async def test_a_deliverer_holds_one_listen_connection(
     try:
         # Assigned means run() started the scheduler: before this change it opened a
         # second LISTEN connection of its own by now.
-        listening = set(await eventually(lambda: listen_connections(pool))) - before
+        listening = set(await wait_until(lambda: listen_connections(pool))) - before
         assert len(listening) == 1
     finally:
         await running.stop()

@@ -23,15 +23,8 @@ from dispatcher.runtime.status import FAILING_LIMIT
 from dispatcher.settings import Settings
 from dispatcher.store.webhook_store import failing_webhooks
 from tests.conftest import TenantKey, migrated_database
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
-    Spawned,
-    create_webhook,
-    ensure_mirror_topics,
-    spawn,
-    wait_until,
-)
+from tests.support.pipeline import Spawned, create_webhook, ensure_mirror_topics, spawn, wait_until
+from tests.support.receiver import Received, Receiver
 from tests.test_cli import hooklane
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"

@@ -15,15 +15,14 @@ from dispatcher.messages.wire import Event
 from dispatcher.settings import Settings
 from dispatcher.store.topic_store import get_topic
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import api_client
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
-from tests.test_api_support import api_client
+from tests.support.receiver import Receiver
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SINCE = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
@@ -102,9 +101,7 @@ async def test_an_operational_event_reaches_the_tenants_other_webhooks_only(
     async with Receiver() as rx:
         about = await create_webhook(pool, settings, tenant.id, rx.url_for("a"), [topic])
         other = await create_webhook(pool, settings, tenant.id, rx.url_for("b"), [topic])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             event = operational.webhook_disabled(
                 tenant.id, about.id, "the endpoint answered 410 Gone", None, datetime.now(UTC)
             )
@@ -116,9 +113,6 @@ async def test_an_operational_event_reaches_the_tenants_other_webhooks_only(
                 )
             # The marker goes to both: wait for both, they are separate lanes.
             await wait_until(lambda: marker in rx.event_ids("b") and marker in rx.event_ids("a"))
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids("b") == [event.id, marker]
     assert rx.event_ids("a") == [marker]  # only the event about A is kept from A
     received = rx.on("b")[0]

@@ -22,16 +22,15 @@ from dispatcher.kafka.producer import Producer
 from dispatcher.messages import operational
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
+    short_retries,
     wait_until,
 )
-from tests.test_failure_support import clean_backlog
+from tests.support.receiver import Received, Receiver
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 
@@ -41,22 +40,15 @@ COMMENDA_SHAPE = {"id", "topic", "triggered_at", "webhook_id", "data", "api_vers
 
 @pytest.fixture
 def short(settings: Settings) -> Settings:
-    return settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=120.0
-    )
+    return short_retries(settings, retry_window=120.0)
 
 
 @asynccontextmanager
 async def pipeline(settings: Settings) -> AsyncIterator[None]:
     """Router and deliverer running in-process, every topic of the test created up front."""
     await ensure_mirror_topics(settings, [TOPIC, *sorted(operational.TOPICS)])
-    router = await start_router(settings)
-    deliverer = await start_deliverer(settings)
-    try:
+    async with running(settings):
         yield
-    finally:
-        await deliverer.stop()
-        await router.stop()
 
 
 def _about(requests: list[Received], topic: str, webhook_id: str) -> list[Received]:

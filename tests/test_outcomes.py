@@ -33,8 +33,8 @@ from dispatcher.ops.metrics import DelivererMetrics, build_registry
 from dispatcher.store import backlog
 from dispatcher.store.webhook_targets import load_target
 from tests.conftest import TenantKey
+from tests.support.failure import BOX, clean_backlog, make_result, make_task, make_webhook
 from tests.test_announcer import Published
-from tests.test_failure_support import BOX, clean_backlog, make_result, make_task, make_webhook
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 

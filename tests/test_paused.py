@@ -10,15 +10,16 @@ from dispatcher.settings import Settings
 from dispatcher.store.backlog import backlog_sizes
 from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.api import api_client
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
 )
-from tests.test_api_support import api_client
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -31,29 +32,23 @@ async def test_paused_webhook_buffers_in_order_and_drains_when_enabled(
     box = SecretBox.from_setting(settings.secret_key)
     async with Receiver() as rx:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC], state="PAUSED")
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            async with Producer(settings) as producer:
-                buffered = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(6)]
+        async with running(settings), Producer(settings) as producer:
+            buffered = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(6)]
 
-                async def all_buffered() -> bool:
-                    return (await backlog_sizes(pool, [hook.id])).get(hook.id, 0) == len(buffered)
+            async def all_buffered() -> bool:
+                return (await backlog_sizes(pool, [hook.id])).get(hook.id, 0) == len(buffered)
 
-                await wait_until(all_buffered, within=60)
-                assert rx.requests == []  # paused: nothing was sent
+            await wait_until(all_buffered, within=60)
+            assert rx.requests == []  # paused: nothing was sent
 
-                await update_webhook(pool, box, tenant.id, hook.id, {"state": "ENABLED"})
-                live = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(6, 9)]
-                await wait_until(lambda: len(rx.requests) >= len(buffered) + len(live), within=60)
+            await update_webhook(pool, box, tenant.id, hook.id, {"state": "ENABLED"})
+            live = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(6, 9)]
+            await wait_until(lambda: len(rx.requests) >= len(buffered) + len(live), within=60)
 
-                async def drained() -> bool:
-                    return await backlog_sizes(pool, [hook.id]) == {}
+            async def drained() -> bool:
+                return await backlog_sizes(pool, [hook.id]) == {}
 
-                await wait_until(drained, within=30)
-        finally:
-            await deliverer.stop()
-            await router.stop()
+            await wait_until(drained, within=30)
     assert rx.event_ids() == buffered + live
 
 
@@ -133,9 +128,7 @@ async def test_past_the_pause_limit_the_oldest_are_failed_and_recoverable(
 
     async with Receiver() as rx:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC], state="PAUSED")
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 sent = [await producer.publish(TOPIC, {"n": n}, tenant.id) for n in range(5)]
 
@@ -156,8 +149,5 @@ async def test_past_the_pause_limit_the_oldest_are_failed_and_recoverable(
                 assert response.status == 202
                 assert await response.json() == {"queued": 2}
             await wait_until(lambda: set(rx.event_ids()) >= set(sent), within=60)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     first_arrivals = list(dict.fromkeys(rx.event_ids()))
     assert first_arrivals == sent[2:] + sent[:2]  # the buffer in order, then the recovered

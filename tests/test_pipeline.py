@@ -16,14 +16,13 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 OTHER_TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
@@ -44,9 +43,7 @@ async def test_fan_out_reaches_exactly_the_subscribed_enabled_webhooks(
         )
         await create_webhook(pool, settings, tenant.id, rx.url_for("unsubscribed"), [OTHER_TOPIC])
         await create_webhook(pool, settings, other_tenant.id, rx.url_for("other"), [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 sent = {}
                 for n in range(5):
@@ -54,9 +51,6 @@ async def test_fan_out_reaches_exactly_the_subscribed_enabled_webhooks(
                     event_id = await producer.publish(TOPIC, data, tenant_id=tenant.id)
                     sent[event_id] = data
             await wait_until(lambda: len(rx.on("a")) >= 5 and len(rx.on("b")) >= 5)
-        finally:
-            await deliverer.stop()
-            await router.stop()
 
     for path, webhook in (("a", first), ("b", second)):
         bodies = [r.json() for r in rx.on(path)]
@@ -90,9 +84,7 @@ async def test_per_key_order_is_publish_order_across_keys_partitions_and_webhook
             await create_webhook(pool, settings, tenant.id, rx.url_for(f"w{n}"), [TOPIC])
             for n in range(3)
         ]
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             published: dict[str, list[str]] = defaultdict(list)
             async with Producer(settings) as producer:
                 for round_no in range(per_key):
@@ -105,9 +97,6 @@ async def test_per_key_order_is_publish_order_across_keys_partitions_and_webhook
                         published[key].append(event_id)
             total = len(keys) * per_key
             await wait_until(lambda: all(len(rx.on(f"w{n}")) >= total for n in range(3)))
-        finally:
-            await deliverer.stop()
-            await router.stop()
 
     for n in range(len(webhooks)):
         arrived: dict[str, list[str]] = defaultdict(list)
@@ -135,18 +124,13 @@ async def test_both_signatures_verify_with_standardwebhooks_and_plain_hmac(
     await ensure_mirror_topics(settings, [TOPIC])
     async with Receiver() as rx:
         webhook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             async with Producer(settings) as producer:
                 event_ids = [
                     await producer.publish(TOPIC, {"registration_id": f"r{n}"}, tenant.id)
                     for n in range(3)
                 ]
             await wait_until(lambda: len(rx.requests) >= 3)
-        finally:
-            await deliverer.stop()
-            await router.stop()
 
     verifier = StandardWebhook(webhook.secret)
     for request in rx.requests:
@@ -172,15 +156,10 @@ async def test_a_topic_created_after_the_router_started_is_routed(
     late_topic = "EXEMPTION_CERTIFICATES.VERIFICATION.SUCCEEDED"
     async with Receiver() as rx:
         await create_webhook(pool, settings, tenant.id, rx.url, [late_topic])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             await ensure_mirror_topics(settings, [late_topic])  # as `topics ensure` would
             async with Producer(settings) as producer:
                 event_id = await producer.publish(late_topic, {"certificate_id": "c1"}, tenant.id)
             await wait_until(lambda: len(rx.requests) >= 1, within=60)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids() == [event_id]
     assert rx.requests[0].json()["topic"] == late_topic

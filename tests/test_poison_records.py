@@ -18,8 +18,7 @@ from aiokafka import AIOKafkaProducer
 from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
     spawn,
@@ -27,6 +26,7 @@ from tests.pipeline_helpers import (
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 from tests.test_json_limits import deep_json
 from tests.test_malformed import event, read_dead_letters
 

@@ -21,9 +21,9 @@ from dispatcher.store import failed_deliveries
 from dispatcher.store.attempt_store import record_one
 from dispatcher.store.portal import hash_token
 from tests.conftest import TenantKey
-from tests.portal_helpers import portal_client, portal_link, sign_in
-from tests.test_api_support import TOPIC, api_client, assert_matches, webhook_body
-from tests.test_failure_support import make_result, make_task, make_webhook
+from tests.support.api import TOPIC, api_client, assert_matches, webhook_body
+from tests.support.failure import make_result, make_task, make_webhook
+from tests.support.portal import portal_client, portal_link, sign_in
 
 SECRET_LIKE = re.compile(r"whsec_[A-Za-z0-9+/=]{20,}")
 # An attempt's event id: a link to the event's page (a plain span for test events).

@@ -24,16 +24,14 @@ from api.app import create_app
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
-from tests.test_failure_support import clean_backlog
+from tests.support.receiver import Received, Receiver
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
@@ -117,13 +115,8 @@ async def fill_create_form(page: Page, url: str, name: str) -> None:
 async def pipeline(settings: Settings) -> AsyncIterator[None]:
     """A real router and deliverer for the test."""
     await ensure_mirror_topics(settings, [TOPIC])
-    router = await start_router(settings)
-    deliverer = await start_deliverer(settings)
-    try:
+    async with running(settings):
         yield
-    finally:
-        await deliverer.stop()
-        await router.stop()
 
 
 async def publish(settings: Settings, tenant_id: str, n: int) -> str:

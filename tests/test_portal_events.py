@@ -9,8 +9,8 @@ from dispatcher.settings import Settings
 from dispatcher.store import events as event_store
 from dispatcher.store.attempt_store import record_one
 from tests.conftest import TenantKey
-from tests.portal_helpers import portal_client, sign_in
-from tests.test_failure_support import make_result, make_task, make_webhook
+from tests.support.failure import make_result, make_task, make_webhook
+from tests.support.portal import portal_client, sign_in
 
 
 async def test_attempt_links_to_its_event_page_with_every_delivery(

@@ -18,14 +18,13 @@ from dispatcher.kafka import broker
 from dispatcher.router.router import Router
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 # What each client can compress with here (kafka-python needs extra packages for
@@ -101,16 +100,11 @@ async def test_events_from_other_kafka_clients_are_delivered_whatever_the_codec(
     assert settings.kafka_bootstrap_servers is not None
     async with Receiver() as rx:
         await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             ids = await asyncio.to_thread(
                 publish, settings.kafka_bootstrap_servers, settings.mirror_topic(TOPIC), tenant.id
             )
             await wait_until(lambda: len(rx.requests) >= len(ids), within=30.0)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     assert rx.event_ids() == ids
     received = [request.json()["data"]["codec"] for request in rx.requests]
     assert received == [str(codec) for codec in codecs for _ in range(2)]

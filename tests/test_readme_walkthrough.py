@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.readme_walkthrough import (
+from tests.support.readme_walkthrough import (
     KAFKA_PORT_PLACEHOLDER,
     KEY_PLACEHOLDER,
     WalkthroughError,

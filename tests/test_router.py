@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import asyncpg
@@ -17,14 +18,15 @@ from dispatcher.router.subscription_index import Subscriptions
 from dispatcher.settings import Settings
 from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -135,26 +137,20 @@ async def test_subscription_created_or_disabled_takes_effect_within_a_second(
     box = SecretBox.from_setting(settings.secret_key)
     async with Receiver() as rx:
         first = await create_webhook(pool, settings, tenant.id, rx.url_for("first"), [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            async with Producer(settings) as producer:
-                before = await producer.publish(TOPIC, {"n": 1}, tenant.id)
-                await wait_until(lambda: len(rx.on("first")) == 1)
+        async with running(settings), Producer(settings) as producer:
+            before = await producer.publish(TOPIC, {"n": 1}, tenant.id)
+            await wait_until(lambda: len(rx.on("first")) == 1)
 
-                await create_webhook(pool, settings, tenant.id, rx.url_for("second"), [TOPIC])
-                await update_webhook(pool, box, tenant.id, first.id, {"state": "DISABLED"})
-                await asyncio.sleep(1.0)  # the contract: effective within a second
-                after = await producer.publish(TOPIC, {"n": 2}, tenant.id)
-                await wait_until(lambda: len(rx.on("second")) >= 1)
-                # a marker through the same path proves the disabled webhook had its chance
-                await update_webhook(pool, box, tenant.id, first.id, {"state": "ENABLED"})
-                await asyncio.sleep(1.0)
-                marker = await producer.publish(TOPIC, {"n": 3}, tenant.id)
-                await wait_until(lambda: len(rx.on("first")) >= 2)
-        finally:
-            await deliverer.stop()
-            await router.stop()
+            await create_webhook(pool, settings, tenant.id, rx.url_for("second"), [TOPIC])
+            await update_webhook(pool, box, tenant.id, first.id, {"state": "DISABLED"})
+            await asyncio.sleep(1.0)  # the contract: effective within a second
+            after = await producer.publish(TOPIC, {"n": 2}, tenant.id)
+            await wait_until(lambda: len(rx.on("second")) >= 1)
+            # a marker through the same path proves the disabled webhook had its chance
+            await update_webhook(pool, box, tenant.id, first.id, {"state": "ENABLED"})
+            await asyncio.sleep(1.0)
+            marker = await producer.publish(TOPIC, {"n": 3}, tenant.id)
+            await wait_until(lambda: len(rx.on("first")) >= 2)
     assert rx.event_ids("first") == [before, marker]
     assert rx.event_ids("second") == [after, marker]
 
@@ -181,7 +177,7 @@ async def test_index_resyncs_after_losing_its_listener_connection(
 
 async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Settings) -> None:
     """``python -m dispatcher.router`` (what the supervisor spawns) stops with code 0 on SIGTERM."""
-    from tests.pipeline_helpers import spawn
+    from tests.support.pipeline import spawn
 
     await ensure_mirror_topics(settings, [TOPIC])
     router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
@@ -196,7 +192,7 @@ async def test_router_module_runs_and_exits_cleanly_on_sigterm(settings: Setting
 
 async def test_a_router_stopped_while_starting_exits_cleanly(settings: Settings) -> None:
     """SIGTERM during start-up (a pod stopped early) is a clean exit, code 0."""
-    from tests.pipeline_helpers import spawn
+    from tests.support.pipeline import spawn
 
     router = await spawn("dispatcher.router", settings.replace(log_level="INFO"), capture_logs=True)
 
@@ -214,14 +210,15 @@ async def test_topic_catalog_check_learns_new_topics(
     from dispatcher.router.subscription_index import UNKNOWN_TOPIC_TTL_S, SubscriptionIndex
     from dispatcher.store.topic_store import add_topic
 
-    index = SubscriptionIndex(settings.database_url)
+    now = [time.monotonic()]
+    index = SubscriptionIndex(settings.database_url, clock=lambda: now[0])
     await index.start()
     name = f"LATE.TOPIC.{settings.topic_prefix.strip('.').upper()}"
     try:
         assert await index.topic_known(TOPIC)  # seeded catalog, loaded at start
         assert not await index.topic_known(name)
         await add_topic(pool, name, "added while running", {"type": "object"})
-        await asyncio.sleep(UNKNOWN_TOPIC_TTL_S)
+        now[0] += UNKNOWN_TOPIC_TTL_S  # the unknown answer expires
         assert await index.topic_known(name)
     finally:
         await index.stop()
@@ -246,6 +243,6 @@ def test_fetch_max_wait_setting(raw: str, expected: int | None) -> None:
 
 def test_settings_env_round_trips_for_subprocesses(settings: Settings) -> None:
     """The helpers' environment reproduces the test settings in a child process."""
-    from tests.pipeline_helpers import settings_env
+    from tests.support.pipeline import settings_env
 
     assert Settings.from_env(settings_env(settings)).replace(log_format="console") == settings

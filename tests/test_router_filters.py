@@ -19,13 +19,8 @@ from dispatcher.store.webhook_store import create_webhook as store_create_webhoo
 from dispatcher.store.webhook_store import update_webhook
 from dispatcher.subscription.filters import compile_filter
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Receiver,
-    ensure_mirror_topics,
-    start_deliverer,
-    start_router,
-    wait_until,
-)
+from tests.support.pipeline import ensure_mirror_topics, running, wait_until
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -149,9 +144,7 @@ async def test_filters_deliver_exactly_the_matching_events(
     async with Receiver() as rx:
         for name, (spec, _) in CASES.items():
             await _webhook(pool, settings, tenant.id, rx.url_for(name), spec)
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings) as (router, _):
             async with Producer(settings) as producer:
                 ids = {
                     name: await producer.publish(TOPIC, data, tenant.id)
@@ -159,9 +152,6 @@ async def test_filters_deliver_exactly_the_matching_events(
                 }
             for name in CASES:
                 await wait_until(_received(rx, name, ids["last"]), message=name)
-        finally:
-            await deliverer.stop()
-            await router.stop()
     for name, (_, expected) in CASES.items():
         assert rx.event_ids(name) == [ids[event] for event in expected], name
     filtered = sum(len(EVENTS) - len(expected) for _, expected in CASES.values())
@@ -177,20 +167,14 @@ async def test_a_filter_update_takes_effect_for_the_next_event_within_a_second(
     box = SecretBox.from_setting(settings.secret_key)
     async with Receiver() as rx:
         webhook_id = await _webhook(pool, settings, tenant.id, rx.url, {"data.n": 1})
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            async with Producer(settings) as producer:
-                first = await producer.publish(TOPIC, {"n": 1}, tenant.id)
-                await wait_until(lambda: len(rx.requests) == 1)
-                await update_webhook(pool, box, tenant.id, webhook_id, {"filter": {"data.n": 2}})
-                await asyncio.sleep(1.0)  # the contract: effective within a second
-                await producer.publish(TOPIC, {"n": 1}, tenant.id)
-                second = await producer.publish(TOPIC, {"n": 2}, tenant.id)
-                await wait_until(lambda: second in rx.event_ids())
-        finally:
-            await deliverer.stop()
-            await router.stop()
+        async with running(settings), Producer(settings) as producer:
+            first = await producer.publish(TOPIC, {"n": 1}, tenant.id)
+            await wait_until(lambda: len(rx.requests) == 1)
+            await update_webhook(pool, box, tenant.id, webhook_id, {"filter": {"data.n": 2}})
+            await asyncio.sleep(1.0)  # the contract: effective within a second
+            await producer.publish(TOPIC, {"n": 1}, tenant.id)
+            second = await producer.publish(TOPIC, {"n": 2}, tenant.id)
+            await wait_until(lambda: second in rx.event_ids())
     assert rx.event_ids() == [first, second]
 
 

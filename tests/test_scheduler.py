@@ -24,16 +24,16 @@ from dispatcher.store import backlog
 from dispatcher.store.notifications import Notifications
 from dispatcher.store.webhook_store import update_webhook
 from dispatcher.store.webhook_targets import load_target
-from tests.pipeline_helpers import busiest_second
-from tests.test_failure_support import (
+from tests.support.failure import (
     BOX,
     clean_backlog,
-    eventually,
     make_result,
     make_task,
     make_webhook,
-    receiver,
+    ok_numbers,
 )
+from tests.support.pipeline import busiest_second, wait_until
+from tests.support.receiver import Receiver, failing, numbered
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 
@@ -101,15 +101,15 @@ async def webhook_row(pool: Any, webhook_id: str) -> Any:
 
 async def test_flaky_endpoint_gets_everything_in_order(short, pool, tenant) -> None:
     """While failing only the head is retried; once it answers 2xx the backlog drains in order."""
-    async with receiver(lambda n: (500, {}) if n < 3 else (200, {})) as rx:
+    async with Receiver(numbered(lambda n: (500, {}) if n < 3 else (200, {}))) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 10)
         async with running_scheduler(short, pool):
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 10)
-            await eventually(lambda: _not_parked(pool, webhook_id))
-    assert rx.ok_numbers == list(range(10))
-    assert [r.body["data"]["n"] for r in rx.received[:4]] == [0, 0, 0, 0]
-    assert len(rx.received) == 13
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 10)
+            await wait_until(lambda: _not_parked(pool, webhook_id))
+    assert ok_numbers(rx) == list(range(10))
+    assert [r.json()["data"]["n"] for r in rx.requests[:4]] == [0, 0, 0, 0]
+    assert len(rx.requests) == 13
     # every attempt is in the attempt log, with the parked attempt numbers continuing
     rows = await pool.fetch(
         "SELECT outcome, attempt FROM attempts WHERE webhook_id = $1 ORDER BY id", webhook_id
@@ -124,32 +124,34 @@ async def _not_parked(pool: Any, webhook_id: str) -> bool:
 
 async def test_retry_after_is_honoured(short, pool, tenant) -> None:
     """A 429 with Retry-After: 2 is not retried sooner than about two seconds later."""
-    async with receiver(lambda n: (429, {"Retry-After": "2"}) if n == 0 else (200, {})) as rx:
+    async with Receiver(
+        numbered(lambda n: (429, {"Retry-After": "2"}) if n == 0 else (200, {}))
+    ) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 1)
         async with running_scheduler(short, pool):
-            await rx.wait_for(lambda r: len(r.received) == 2)
-    first, second = rx.received
-    assert second.at - first.at >= 1.9
+            await rx.wait_for(lambda r: len(r.requests) == 2)
+    first, second = rx.requests
+    assert second.received_at - first.received_at >= 1.9
 
 
 async def test_gone_disables_and_reenabling_drains_in_order(short, pool, tenant) -> None:
     """410 disables the webhook and keeps its backlog; re-enabling it delivers all in order."""
     gone = True
-    async with receiver(lambda n: (410, {}) if gone else (200, {})) as rx:
+    async with Receiver(lambda _received: 410 if gone else 200) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 5)
         async with running_scheduler(short, pool):
-            await eventually(lambda: _state_is(pool, webhook_id, "DISABLED"))
+            await wait_until(lambda: _state_is(pool, webhook_id, "DISABLED"))
             row = await webhook_row(pool, webhook_id)
             assert "410" in row["disabled_reason"]
             assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 5}
-            assert len(rx.received) == 1
+            assert len(rx.requests) == 1
             gone = False
             await update_webhook(pool, BOX, tenant.id, webhook_id, {"state": "ENABLED"})
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 5)
-            await eventually(lambda: _not_parked(pool, webhook_id))
-    assert rx.ok_numbers == list(range(5))
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 5)
+            await wait_until(lambda: _not_parked(pool, webhook_id))
+    assert ok_numbers(rx) == list(range(5))
 
 
 async def _state_is(pool: Any, webhook_id: str, state: str) -> bool:
@@ -160,11 +162,11 @@ async def _state_is(pool: Any, webhook_id: str, state: str) -> bool:
 async def test_past_the_window_deliveries_fail_in_order(short, pool, tenant) -> None:
     """Past the retry window each delivery moves to failed_deliveries (in order), then unparks."""
     settings = short.replace(retry_window=1.5)
-    async with receiver(lambda n: (500, {})) as rx:
+    async with Receiver(failing(500)) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         event_ids = await park_tasks(pool, webhook_id, tenant.id, 3)
         async with running_scheduler(settings, pool):
-            await eventually(lambda: _not_parked(pool, webhook_id), within=30)
+            await wait_until(lambda: _not_parked(pool, webhook_id), within=30)
     rows = await pool.fetch(
         "SELECT event_id, reason, task FROM failed_deliveries WHERE webhook_id = $1 ORDER BY id",
         webhook_id,
@@ -172,7 +174,7 @@ async def test_past_the_window_deliveries_fail_in_order(short, pool, tenant) -> 
     assert [r["event_id"] for r in rows] == event_ids
     assert all("retry window" in r["reason"] for r in rows)
     assert rows[0]["task"]["event"]["data"] == {"n": 0}
-    heads = [r.body["data"]["n"] for r in rx.received]
+    heads = [r.json()["data"]["n"] for r in rx.requests]
     assert heads.count(0) > 1  # the head was retried before it was given up
     assert heads == sorted(heads)  # never a later delivery before an earlier one
     assert (await webhook_row(pool, webhook_id))["state"] == "ENABLED"
@@ -181,16 +183,16 @@ async def test_past_the_window_deliveries_fail_in_order(short, pool, tenant) -> 
 async def test_auto_disable_after_continuous_failure(short, pool, tenant) -> None:
     """A webhook failing continuously for auto_disable_after is disabled with a reason."""
     settings = short.replace(auto_disable_after=1.5, retry_window=60.0)
-    async with receiver(lambda n: (503, {})) as rx:
+    async with Receiver(failing(503)) as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 2)
         async with running_scheduler(settings, pool):
-            await eventually(lambda: _state_is(pool, webhook_id, "DISABLED"), within=30)
+            await wait_until(lambda: _state_is(pool, webhook_id, "DISABLED"), within=30)
     row = await webhook_row(pool, webhook_id)
     assert "failing continuously" in row["disabled_reason"]
     assert row["consecutive_failures"] >= 2
     assert await backlog.backlog_sizes(pool, [webhook_id]) == {webhook_id: 2}
-    assert {r.body["data"]["n"] for r in rx.received} == {0}
+    assert {r.json()["data"]["n"] for r in rx.requests} == {0}
 
 
 class BlockedSender:
@@ -205,7 +207,7 @@ async def test_blocked_destination_gives_up_at_once(short, pool, tenant) -> None
     webhook_id = await make_webhook(pool, tenant.id)
     await park_tasks(pool, webhook_id, tenant.id, 2)
     async with running_scheduler(short, pool, BlockedSender()):
-        await eventually(lambda: _not_parked(pool, webhook_id))
+        await wait_until(lambda: _not_parked(pool, webhook_id))
     rows = await pool.fetch(
         "SELECT reason FROM failed_deliveries WHERE webhook_id = $1 ORDER BY id", webhook_id
     )
@@ -214,7 +216,7 @@ async def test_blocked_destination_gives_up_at_once(short, pool, tenant) -> None
 
 async def test_no_busy_loop_while_nothing_is_due(short, pool, tenant) -> None:
     """Nothing due (one parked far ahead, one DISABLED and overdue): the loop sleeps."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         later = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, later, tenant.id, 1, due_in=3600)
         disabled = await make_webhook(pool, tenant.id, rx.url, state="DISABLED")
@@ -227,53 +229,53 @@ async def test_no_busy_loop_while_nothing_is_due(short, pool, tenant) -> None:
                 await asyncio.sleep(2.0)
                 assert sleeps(logs) - passes <= 1
                 cpu = time.process_time() - started
-    assert rx.received == []
+    assert rx.requests == []
     assert cpu < 0.5  # a spinning loop would burn the whole two seconds
 
 
 async def test_wakes_when_something_is_parked(short, pool, tenant) -> None:
     """A sleeping scheduler starts on a newly parked webhook at once (NOTIFY), not in 30 s."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         async with running_scheduler(short, pool):
             await asyncio.sleep(0.3)
             await park_tasks(pool, webhook_id, tenant.id, 3)
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 3, within=10)
-    assert rx.ok_numbers == [0, 1, 2]
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 3, within=10)
+    assert ok_numbers(rx) == [0, 1, 2]
 
 
 async def test_two_schedulers_share_the_work(short, pool, tenant) -> None:
     """Two schedulers on one database deliver every backlog once, each in order."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         ids = [await make_webhook(pool, tenant.id, rx.url) for _ in range(4)]
         async with running_scheduler(short, pool), running_scheduler(short, pool):
             for webhook_id in ids:
                 await park_tasks(pool, webhook_id, tenant.id, 15)
-            await rx.wait_for(lambda r: len(r.received) >= 60)
+            await rx.wait_for(lambda r: len(r.requests) >= 60)
             for webhook_id in ids:
-                await eventually(functools.partial(_not_parked, pool, webhook_id))
-    assert len(rx.received) == 60
+                await wait_until(functools.partial(_not_parked, pool, webhook_id))
+    assert len(rx.requests) == 60
     for webhook_id in ids:
-        mine = [r.body["data"]["n"] for r in rx.received if r.body["webhook_id"] == webhook_id]
+        mine = [r.json()["data"]["n"] for r in rx.requests if r.json()["webhook_id"] == webhook_id]
         assert mine == list(range(15))
 
 
 async def test_appends_during_a_drain_are_delivered_before_unparking(short, pool, tenant) -> None:
     """Deliveries appended while the backlog drains are sent too, in order, then it unparks."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url)
         await park_tasks(pool, webhook_id, tenant.id, 5)
         async with running_scheduler(short, pool):
-            await rx.wait_for(lambda r: len(r.received) >= 1)
+            await rx.wait_for(lambda r: len(r.requests) >= 1)
             for n in range(5, 40):
                 appended = await backlog.append_many_if_parked(
                     pool, webhook_id, [make_task(webhook_id, tenant.id, n)]
                 )
                 if not appended:
                     break
-            await eventually(lambda: _not_parked(pool, webhook_id))
-            await eventually(lambda: asyncio.sleep(0, len(rx.ok_numbers) >= 5))
-    numbers = rx.ok_numbers
+            await wait_until(lambda: _not_parked(pool, webhook_id))
+            await rx.wait_for(lambda r: len(ok_numbers(r)) >= 5)
+    numbers = ok_numbers(rx)
     assert numbers == list(range(len(numbers)))
     assert await backlog.backlog_sizes(pool, [webhook_id]) == {}
 
@@ -292,31 +294,31 @@ async def test_housekeeping_purges_old_attempts(short, pool, tenant) -> None:
         return [r["event_id"] for r in rows] == ["new"]
 
     async with running_scheduler(short, pool):
-        await eventually(only_new)
+        await wait_until(only_new)
 
 
 async def test_fixing_the_url_retries_at_once(short, pool, tenant) -> None:
     """A parked webhook whose next retry is an hour away is retried as soon as it is edited."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         webhook_id = await make_webhook(pool, tenant.id, "http://127.0.0.1:9/broken")
         await park_tasks(pool, webhook_id, tenant.id, 3, due_in=3600)
         async with running_scheduler(short, pool):
             await asyncio.sleep(0.3)
-            assert rx.received == []
+            assert rx.requests == []
             await update_webhook(pool, BOX, tenant.id, webhook_id, {"url": rx.url})
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 3, within=10)
-    assert rx.ok_numbers == [0, 1, 2]
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 3, within=10)
+    assert ok_numbers(rx) == [0, 1, 2]
 
 
 async def test_a_drain_paces_at_the_webhooks_rate_limit(short, pool, tenant) -> None:
     """A 5/s webhook's backlog drains in order at no more than 5 (+ the burst of 1) a second."""
-    async with receiver(lambda n: (200, {})) as rx:
+    async with Receiver() as rx:
         webhook_id = await make_webhook(pool, tenant.id, rx.url, rate_limit={"per_second": 5})
         await park_tasks(pool, webhook_id, tenant.id, 12)
         async with running_scheduler(short, pool):
-            await rx.wait_for(lambda r: len(r.ok_numbers) == 12)
-            await eventually(lambda: _not_parked(pool, webhook_id))
-    assert rx.ok_numbers == list(range(12))
-    arrivals = sorted(r.at for r in rx.received)
+            await rx.wait_for(lambda r: len(ok_numbers(r)) == 12)
+            await wait_until(lambda: _not_parked(pool, webhook_id))
+    assert ok_numbers(rx) == list(range(12))
+    arrivals = sorted(r.received_at for r in rx.requests)
     assert busiest_second(arrivals) <= 6
     assert arrivals[-1] - arrivals[0] >= 2.0  # 12 at 5/s: the first is free, 11 more at 0.2 s

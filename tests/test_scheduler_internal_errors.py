@@ -19,7 +19,9 @@ from dispatcher.delivery.http.sender import AiohttpSender, Response
 from dispatcher.ops.metrics import DelivererMetrics, build_registry
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
-from tests.test_failure_support import clean_backlog, eventually, make_webhook, receiver
+from tests.support.failure import clean_backlog, make_webhook, ok_numbers
+from tests.support.pipeline import wait_until
+from tests.support.receiver import Receiver
 from tests.test_scheduler import park_tasks, running_scheduler
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
@@ -53,21 +55,21 @@ async def test_an_exception_in_an_attempt_gives_that_delivery_up_and_the_drain_g
     metrics = DelivererMetrics(build_registry(("deliverer",)), "g")
     sender = RaisingSender(settings, poison=1)
     try:
-        async with receiver(lambda n: (200, {})) as rx:
+        async with Receiver() as rx:
             webhook_id = await make_webhook(pool, tenant.id, rx.url)
             event_ids = await park_tasks(pool, webhook_id, tenant.id, 3)
             with capture_logs() as logs:
                 async with running_scheduler(settings, pool, sender, metrics=metrics):
-                    await rx.wait_for(lambda r: len(r.ok_numbers) == 2)
-                    await eventually(lambda: _drained(pool, webhook_id))
+                    await rx.wait_for(lambda r: len(ok_numbers(r)) == 2)
+                    await wait_until(lambda: _drained(pool, webhook_id))
                     # Still running: a webhook parked afterwards is drained as well.
                     later = await make_webhook(pool, tenant.id, rx.url)
                     await park_tasks(pool, later, tenant.id, 1)
-                    await rx.wait_for(lambda r: len(r.ok_numbers) == 3)
-                    await eventually(lambda: _drained(pool, later))
+                    await rx.wait_for(lambda r: len(ok_numbers(r)) == 3)
+                    await wait_until(lambda: _drained(pool, later))
     finally:
         await sender.close()
-    assert rx.ok_numbers == [0, 2, 0]
+    assert ok_numbers(rx) == [0, 2, 0]
     failed = await pool.fetch(
         "SELECT event_id, reason FROM failed_deliveries WHERE webhook_id = $1", webhook_id
     )

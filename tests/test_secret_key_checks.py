@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from dispatcher.settings import Settings
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import Receiver, create_webhook
-from tests.test_api_support import TOPIC, api_client
+from tests.support.api import TOPIC, api_client
+from tests.support.pipeline import create_webhook
+from tests.support.receiver import Receiver
 from tests.test_cli import hooklane
 
 

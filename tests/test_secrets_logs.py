@@ -27,7 +27,8 @@ from dispatcher.delivery.signing import signing_key
 from dispatcher.settings import Settings
 from dispatcher.store.api_key_store import hash_api_key
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import Receiver, ensure_mirror_topics, settings_env, wait_until
+from tests.support.pipeline import ensure_mirror_topics, settings_env, wait_until
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 GIVEN_SECRET = "given-secret-Zq8vLw3pT6"

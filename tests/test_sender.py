@@ -36,7 +36,7 @@ from dispatcher.delivery.http.sender import (
     bound_headers,
 )
 from dispatcher.settings import Settings, SettingsError
-from tests.sender_helpers import Certificates, ScriptedServer, make_certificates, start_server
+from tests.support.sender import Certificates, ScriptedServer, make_certificates, start_server
 from tests.test_ssrf import RebindingResolver
 
 STRICT = Settings(allow_private_targets=False, delivery_timeout_s=5.0)

@@ -25,9 +25,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from dispatcher.kafka.broker import free_port
 from dispatcher.settings import ENV_FILE, Settings, read_env_file, with_env_file, write_env_file
 from tests.conftest import migrated_database
-from tests.pipeline_helpers import wait_until
-from tests.readme_walkthrough import _FENCE as FENCE
-from tests.readme_walkthrough import ROOT, banner_value, section
+from tests.support.pipeline import wait_until
+from tests.support.readme_walkthrough import _FENCE as FENCE
+from tests.support.readme_walkthrough import ROOT, banner_value, section
 
 HOOKLANE = [sys.executable, "-m", "dispatcher.cli"]
 BANNER_WITHIN_S = 120.0

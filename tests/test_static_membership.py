@@ -15,7 +15,7 @@ import pytest
 
 from dispatcher.settings import Settings
 from tests.conftest import on_kafka
-from tests.pipeline_helpers import Running, start_deliverer, wait_until
+from tests.support.pipeline import Running, start_deliverer, wait_until
 
 
 async def watch(running: Running, seen: list[frozenset[object]], done: asyncio.Event) -> None:

@@ -25,7 +25,7 @@ from dispatcher.settings import Settings
 from dispatcher.store.backlog import BacklogStats
 from dispatcher.store.webhook_store import FailingWebhook
 from tests.conftest import TenantKey, migrated_database
-from tests.pipeline_helpers import create_webhook
+from tests.support.pipeline import create_webhook
 from tests.test_cli import hooklane
 from tests.test_lag import commit, produce
 
@@ -233,7 +233,7 @@ async def test_status_watch_refreshes_until_interrupted(settings: Settings) -> N
     import signal
     import sys
 
-    from tests.pipeline_helpers import settings_env, wait_until
+    from tests.support.pipeline import settings_env, wait_until
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,

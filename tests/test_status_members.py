@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.settings import Settings
 from tests.conftest import on_kafka
-from tests.pipeline_helpers import spawn_deliverer, wait_until
+from tests.support.pipeline import spawn_deliverer, wait_until
 from tests.test_cli import hooklane
 
 

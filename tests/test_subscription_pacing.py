@@ -20,16 +20,16 @@ from dispatcher.kafka.producer import Outgoing, Producer
 from dispatcher.settings import Settings
 from dispatcher.store.webhook_store import update_webhook
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.pipeline import (
     busiest_second,
     create_webhook,
     ensure_mirror_topics,
+    running,
     start_deliverer,
     start_router,
     wait_until,
 )
+from tests.support.receiver import Received, Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 
@@ -57,18 +57,13 @@ async def test_a_rate_limited_webhook_gets_at_most_its_rate_and_its_neighbour_is
         limited = await create_webhook(pool, settings, tenant.id, rx.url_for("limited"), [TOPIC])
         await create_webhook(pool, settings, tenant.id, rx.url_for("free"), [TOPIC])
         await update_webhook(pool, box, tenant.id, limited.id, {"rate_limit": {"per_second": 5}})
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
+        async with running(settings):
             sent = await publish(settings, tenant.id, 55)
             await wait_until(
                 lambda: {r.event_id for r in rx.on("limited")} >= set(sent),
                 within=60,
                 message="every event at the limited webhook",
             )
-        finally:
-            await deliverer.stop()
-            await router.stop()
     limited_at = [r.received_at for r in rx.on("limited")]
     free_at = [r.received_at for r in rx.on("free")]
     assert {r.event_id for r in rx.on("free")} >= set(sent)

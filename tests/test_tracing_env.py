@@ -24,7 +24,7 @@ import pytest
 from dispatcher.kafka.broker import EmbeddedBroker, free_port
 from dispatcher.server_env import server_environment, without_otel
 from tests.conftest import TEST_SECRET_KEY
-from tests.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 
 # What a user with a collector has in the environment: every variable the Python SDK

@@ -1,7 +1,7 @@
 """Spans, exported over OTLP/HTTP only when the environment names an endpoint.
 
 The export test runs router, deliverer and API in-process against a loopback OTLP
-receiver (``tests/otlp_receiver.py``, decoding with ``opentelemetry-proto``): one event
+receiver (``tests/support/otlp_receiver.py``, decoding with ``opentelemetry-proto``): one event
 published over ``POST /events`` with a ``traceparent`` is one trace, from the caller's
 span through ingest, route, every deliver attempt (failures, the drain after parking,
 a replay) to the receiver, whose ``traceparent`` names the deliver span.
@@ -29,18 +29,17 @@ from dispatcher.ops import tracing
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.otlp_receiver import OtlpReceiver, Span
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.api import api_client, post_event
+from tests.support.failure import clean_backlog
+from tests.support.otlp_receiver import OtlpReceiver, Span
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
+    short_retries,
     wait_until,
 )
-from tests.test_api_support import api_client
-from tests.test_failure_support import clean_backlog
+from tests.support.receiver import Receiver, failing
 
 TOPIC = "NEXUS.THRESHOLD.STATE.ALERT"
 CLIENT, PRODUCER, CONSUMER = 3, 4, 5  # OTLP SpanKind values
@@ -98,44 +97,24 @@ async def collector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OtlpReceiv
             await asyncio.to_thread(tracing.shutdown_tracing)
 
 
-def failing_until(deadline: float) -> Any:
-    def respond(request: Received) -> int:
-        return 200 if time.time() >= deadline else 503
-
-    return respond
-
-
 @pytest.mark.usefixtures(clean_backlog.__name__)
 async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey, collector: OtlpReceiver
 ) -> None:
     """ingest → route → deliver (failed attempts, the drain after parking, a replay), one
     trace id throughout, and the receiver's traceparent names its deliver span."""
-    short = settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=30.0
-    )
+    short = short_retries(settings)
     caller = trace_context.parse("00-5a1c0ffee0ddba11deadbeefcafef00d-0123456789abcdef-01")
     assert caller is not None
     await ensure_mirror_topics(short, [TOPIC])
     async with Receiver() as rx, api_client(short) as client:
         hook = await create_webhook(pool, short, tenant.id, rx.url, [TOPIC])
-        router = await start_router(short)
-        deliverer = await start_deliverer(short)
-        try:
-            rx.respond = failing_until(time.time() + 3.0)
+        async with running(short):
+            rx.respond = failing(503)  # until the webhook is parked
             since = int(time.time()) - 1
-            published = await client.post(
-                "/events",
-                json={"topic": TOPIC, "data": {"state": "TX"}},
-                headers={**tenant.headers, **caller.headers()},
-            )
-            assert published.status == 202
-            event_id = (await published.json())["id"]
-
-            async def parked() -> bool:
-                return bool(await backlog.parked_among(pool, [hook.id]))
-
-            await wait_until(parked, within=30)
+            event_id = await post_event(client, tenant, {"state": "TX"}, TOPIC, caller.headers())
+            await wait_until(lambda: backlog.parked_among(pool, [hook.id]), within=30)
+            rx.respond = None  # 200 from now on: the drain succeeds
 
             async def drained() -> bool:
                 return not await backlog.parked_among(pool, [hook.id])
@@ -149,9 +128,6 @@ async def test_one_event_is_one_trace_from_the_caller_to_the_receiver(
             assert replayed.status == 202
             delivered = len(rx.requests)
             await wait_until(lambda: len(rx.requests) > delivered, within=30)
-        finally:
-            await deliverer.stop()
-            await router.stop()
         await asyncio.to_thread(tracing.flush_tracing)
         await wait_until(lambda: len(collector.named("hooklane.deliver")) >= len(rx.requests))
 

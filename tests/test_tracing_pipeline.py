@@ -22,17 +22,16 @@ from dispatcher.ops import tracing
 from dispatcher.settings import Settings
 from dispatcher.store import backlog
 from tests.conftest import TenantKey
-from tests.pipeline_helpers import (
-    Received,
-    Receiver,
+from tests.support.api import api_client, post_event
+from tests.support.failure import clean_backlog
+from tests.support.pipeline import (
     create_webhook,
     ensure_mirror_topics,
-    start_deliverer,
-    start_router,
+    running,
+    short_retries,
     wait_until,
 )
-from tests.test_api_support import api_client
-from tests.test_failure_support import clean_backlog
+from tests.support.receiver import Received, Receiver, failing
 
 pytestmark = pytest.mark.usefixtures(clean_backlog.__name__)
 
@@ -63,34 +62,17 @@ def traces_by_event(requests: list[Received]) -> dict[str, set[str]]:
     return found
 
 
-def failing_until(deadline: float) -> Any:
-    def respond(request: Received) -> int:
-        ok = time.time() >= deadline
-        request.headers["x-answer"] = "2xx" if ok else "503"
-        return 200 if ok else 503
-
-    return respond
-
-
-def accepted(requests: list[Received]) -> set[str]:
-    return {r.event_id for r in requests if r.headers.get("x-answer") == "2xx"}
-
-
 async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_replay(
     settings: Settings, pool: asyncpg.Pool, tenant: TenantKey
 ) -> None:
     """First attempt, retries, the drain after parking, an attempt retry and a replay of
     one event all carry its trace id; each attempt has a parent id of its own."""
-    short = settings.replace(
-        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=30.0
-    )
+    short = short_retries(settings)
     await ensure_mirror_topics(short, [TOPIC])
     async with Receiver() as rx, api_client(short) as client:
         hook = await create_webhook(pool, short, tenant.id, rx.url, [TOPIC])
-        router = await start_router(short)
-        deliverer = await start_deliverer(short)
-        try:
-            rx.respond = failing_until(time.time() + 3.0)
+        async with running(short):
+            rx.respond = failing(503)  # until the webhook is parked
             since = int(time.time()) - 1
             async with Producer(short) as producer:
                 traced = await producer.publish(
@@ -99,14 +81,11 @@ async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_
                 plain = [
                     await producer.publish(TOPIC, {"n": n}, tenant.id, key="k") for n in (1, 2)
                 ]
-
-            async def parked() -> bool:
-                return bool(await backlog.parked_among(pool, [hook.id]))
-
-            await wait_until(parked, within=30)
+            await wait_until(lambda: backlog.parked_among(pool, [hook.id]), within=30)
+            rx.respond = None  # 200 from now on: the drain succeeds
             everyone = {traced, *plain}
             await wait_until(
-                lambda: everyone <= accepted(rx.requests),
+                lambda: everyone <= {r.event_id for r in rx.requests if r.ok},
                 within=60,
                 message="every event delivered after the drain",
             )
@@ -134,9 +113,6 @@ async def test_an_event_keeps_its_trace_through_retries_parking_drain_retry_and_
             )
             assert replayed.status == 202 and (await replayed.json())["queued"] == 3
             await wait_until(lambda: len(rx.requests) >= len(first_round) + 4, within=30)
-        finally:
-            await deliverer.stop()
-            await router.stop()
 
     retries = [r for r in first_round if r.event_id == traced]
     assert len(retries) >= 2, "the head was not retried: the test proves nothing"
@@ -162,25 +138,14 @@ async def test_post_events_and_test_triggers_carry_the_callers_trace(
     caller = trace_context.fresh()
     async with Receiver() as rx, api_client(settings) as client:
         hook = await create_webhook(pool, settings, tenant.id, rx.url, [TOPIC])
-        router = await start_router(settings)
-        deliverer = await start_deliverer(settings)
-        try:
-            published = await client.post(
-                "/events",
-                json={"topic": TOPIC, "data": {"state": "TX"}},
-                headers={**tenant.headers, **caller.headers()},
-            )
-            assert published.status == 202
-            event_id = (await published.json())["id"]
+        async with running(settings):
+            event_id = await post_event(client, tenant, {"state": "TX"}, TOPIC, caller.headers())
             await wait_until(lambda: event_id in rx.event_ids(), within=30)
             for headers in (caller.headers(), {}):
                 triggered = await client.post(
                     f"/webhooks/test/trigger/{hook.id}", headers={**tenant.headers, **headers}
                 )
                 assert triggered.status == 200
-        finally:
-            await deliverer.stop()
-            await router.stop()
     published_request, traced_test, untraced_test = rx.requests
     assert context_of(published_request).trace_id == caller.trace_id
     assert context_of(traced_test).trace_id == caller.trace_id

@@ -13,14 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dispatcher.delivery.asymmetric import generate_key_pair, public_key, sign_v1a_headers
 from dispatcher.delivery.signing import sign_headers
 from dispatcher.settings import Settings
-from tests.test_api_support import (
+from tests.support.api import (
     Client,
-    Received,
     api_client,
     assert_matches,
-    receiver,
     webhook_body,
 )
+from tests.support.receiver import Received, Receiver
 
 BODY = b'{"id":"evt_1","data":{"amount":42}}'
 
@@ -94,7 +93,7 @@ def _last(requests: list[Received]) -> tuple[dict[str, str], bytes]:
 
 async def test_a_v1a_webhook_delivers_verifiable_requests_and_rotates(client, tenant) -> None:
     """Create shows whpk_ (no secret); deliveries verify with it; a rotation signs with both."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         response = await client.post(
             "/webhooks", json=webhook_body(recv.url, signature_scheme="v1a"), headers=tenant.headers
         )
@@ -158,7 +157,7 @@ async def test_v1a_secret_rules(client, tenant) -> None:
 
 async def test_switching_to_v1a_keeps_the_v1_signature_for_the_overlap(client, tenant) -> None:
     """Receivers moving to v1a see both the old HMAC signature and the new Ed25519 one."""
-    async with receiver() as recv:
+    async with Receiver() as recv:
         secret = "a-given-secret-0123456789"
         created = await (
             await client.post(
@@ -178,7 +177,7 @@ async def test_switching_to_v1a_keeps_the_v1_signature_for_the_overlap(client, t
 
 async def test_the_portal_shows_the_public_key_and_rotates_the_pair(settings, tenant) -> None:
     """The webhook page shows whpk_ (never a secret); Rotate makes a new pair, shown there."""
-    from tests.portal_helpers import portal_client, sign_in
+    from tests.support.portal import portal_client, sign_in
 
     async with portal_client(settings) as client:
         csrf = await sign_in(client, tenant)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import ipaddress
 import ssl
 import tempfile
 import time
@@ -30,11 +29,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from dispatcher.bench.certificates import self_signed
 from dispatcher.bench.results import ScenarioResult
 from dispatcher.bench.workload import event_data, pad_for
 from dispatcher.delivery.asymmetric import generate_key_pair
@@ -94,30 +90,6 @@ async def attempt_costs(rounds: int = ATTEMPTS) -> dict[str, float]:
     return figures
 
 
-def _self_signed(name: str, ip: bool) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    if ip:
-        address = x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))
-        builder = builder.add_extension(x509.SubjectAlternativeName([address]), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key.decode()
-
-
 async def _interleaved(
     sender: HttpSender, url: str, count: int, certificate: ClientCertificate, fresh: bool
 ) -> tuple[float, float]:
@@ -142,8 +114,8 @@ async def _interleaved(
 
 async def tls_costs(requests: int = REQUESTS, handshakes: int = HANDSHAKES) -> dict[str, float]:
     """Wall µs per HTTPS request with and without a client certificate, kept alive and not."""
-    server_cert, server_key = _self_signed("bench receiver", ip=True)
-    client_cert, client_key = _self_signed("bench sender", ip=False)
+    server_cert, server_key = self_signed("bench receiver", loopback=True)
+    client_cert, client_key = self_signed("bench sender")
     certificate = check_client_certificate(
         client_cert, client_key, datetime.datetime.now(datetime.UTC)
     )

@@ -2,7 +2,7 @@
 
 ``hooklane bench --tracing`` points the router and deliverer at it (sampling 1.0), so
 the run measures what exporting every span costs them; decoding is not its business
-(the export test decodes, tests/otlp_receiver.py). It runs in the bench's own process.
+(the export test decodes, tests/support/otlp_receiver.py). It runs in the bench's own process.
 """
 
 from __future__ import annotations

@@ -18,13 +18,14 @@ leaves the group. Cancelling ``run()`` is an abrupt stop: nothing more is commit
 as after a crash.
 
 Run with ``hooklane deliverer`` or ``python -m dispatcher.deliverer``; tests run
-``Deliverer(settings).run()`` as a task (see ``tests/pipeline_helpers.py``).
+``Deliverer(settings).run()`` as a task (see ``tests/support/pipeline.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import structlog
@@ -34,7 +35,7 @@ from dispatcher.deliverer.announcer import Announcer
 from dispatcher.deliverer.attempt_log import AttemptLog
 from dispatcher.deliverer.scheduler import BacklogScheduler
 from dispatcher.deliverer.target_cache import TargetCache
-from dispatcher.deliverer.worker import Worker
+from dispatcher.deliverer.worker import Clock, Worker
 from dispatcher.delivery.attempt import AttemptResult
 from dispatcher.delivery.http.factory import make_sender
 from dispatcher.delivery.http.metered import MeteredSender
@@ -78,6 +79,7 @@ class Deliverer:
         group_id: str = GROUP_ID,
         max_buffered: int = MAX_BUFFERED,
         metrics: DelivererMetrics | None = None,
+        clock: Clock = time.time,
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("HOOKLANE_KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -86,6 +88,7 @@ class Deliverer:
         self._given_sender = sender
         self._max_buffered = max_buffered
         self._metrics = metrics  # None: not counted (tests, benchmarks)
+        self._clock = clock  # the wall clock of lanes, scheduler and signatures
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._pool: asyncpg.Pool | None = None
@@ -143,6 +146,7 @@ class Deliverer:
             park_early_above=max(1, self._max_buffered // 20),
             announcer=announcer,
             metrics=metrics,
+            clock=self._clock,
         )
         # One listen connection for the process: the scheduler's wake-ups and the
         # target cache's invalidations share it.
@@ -157,6 +161,7 @@ class Deliverer:
             notifications,
             announcer=announcer,
             metrics=metrics,
+            clock=self._clock,
         )
 
         async def changed(webhook_id: str) -> None:

@@ -20,7 +20,7 @@ a topic it has not seen is looked up once (and again after ``UNKNOWN_TOPIC_TTL_S
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -180,9 +180,11 @@ class SubscriptionIndex:
         database_url: str,
         resync_interval: float = RESYNC_INTERVAL_S,
         notifications: Notifications | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.subscriptions = Subscriptions()
         self._database_url = database_url
+        self._clock = clock  # when unknown topics' answers expire
         self._pool: asyncpg.Pool | None = None
         # The process's listen connection; the index opens its own when given none.
         self._own_notifications = notifications is None
@@ -231,7 +233,7 @@ class SubscriptionIndex:
         """
         if topic in self._known_topics:
             return True
-        now = time.monotonic()
+        now = self._clock()
         if self._unknown_until.get(topic, 0.0) > now:
             return False
         if self._pool is None:

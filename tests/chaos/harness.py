@@ -28,7 +28,8 @@ from dispatcher.kafka.broker import free_port
 from dispatcher.kafka.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.store.tenants import create_tenant
-from tests.pipeline_helpers import Receiver, create_webhook, ensure_mirror_topics, settings_env
+from tests.support.pipeline import create_webhook, ensure_mirror_topics, settings_env
+from tests.support.receiver import Receiver
 
 TOPIC = "REGISTRATIONS.NEW.SUCCEEDED"
 MODULES = {"router": "dispatcher.router", "deliverer": "dispatcher.deliverer"}

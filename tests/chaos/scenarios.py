@@ -28,7 +28,8 @@ from tests.chaos.harness import (
     stream,
     table,
 )
-from tests.pipeline_helpers import Received, Receiver, Respond, wait_until
+from tests.support.pipeline import wait_until
+from tests.support.receiver import Received, Receiver, Respond
 
 Disruption = Callable[[Stack], Awaitable[list[float]]]
 CATCH_UP_S = 240.0

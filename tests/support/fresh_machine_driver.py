@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.readme_walkthrough import banner_value, fill_in, load
+from tests.support.readme_walkthrough import banner_value, fill_in, load
 
 BANNER_END = "Press Ctrl-C to stop."
 UP = [".venv/bin/hooklane", "up"]

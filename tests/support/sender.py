@@ -8,17 +8,14 @@ hang-up on a keep-alive connection; it counts connections to prove reuse.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from dispatcher.bench.certificates import LOOPBACK, Key, issue, new_key, pem, pem_key
 
 HUGE_BYTES = 10 * 1024 * 1024
 
@@ -159,84 +156,24 @@ class Certificates:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _write(
-    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> tuple[Path, Path]:
+def _write(directory: Path, stem: str, cert: x509.Certificate, key: Key) -> tuple[Path, Path]:
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_text(pem(cert))
+    key_path.write_text(pem_key(key))
     return cert_path, key_path
-
-
-def _issue(
-    subject: str,
-    names: list[x509.GeneralName],
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    ca: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer if issuer is not None else (_name(subject), key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def make_certificates(directory: Path) -> Certificates:
     """A fresh CA and three server certificates, written under ``directory``."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _issue("Hooklane test CA", [], ca_key, None, ca=True)
+    ca_key = new_key()
+    ca_cert = issue("Hooklane test CA", ca_key, ca=True)
     ca_path, _ = _write(directory, "ca", ca_cert, ca_key)
-    names: list[x509.GeneralName] = [
-        x509.DNSName("hook.test"),
-        x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-    ]
-    key = ec.generate_private_key(ec.SECP256R1())
-    signed = _issue("hook.test", names, key, (ca_cert.subject, ca_key))
-    self_signed = _issue("hook.test", names, key, None)
-    wrong = _issue(
-        "elsewhere.test", [x509.DNSName("elsewhere.test")], key, (ca_cert.subject, ca_key)
-    )
+    names = [x509.DNSName("hook.test"), LOOPBACK]
+    key = new_key()
+    by_ca = (ca_cert.subject, ca_key)
+    signed = issue("hook.test", key, issuer=by_ca, names=names)
+    self_signed = issue("hook.test", key, names=names)
+    wrong = issue("elsewhere.test", key, issuer=by_ca, names=[x509.DNSName("elsewhere.test")])
     return Certificates(
         ca=ca_path,
         signed=_write(directory, "signed", signed, key),

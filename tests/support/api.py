@@ -1,10 +1,9 @@
-"""Helpers for the API tests (no tests here): an app client and a loopback receiver."""
+"""Helpers for the API tests: an app client, request bodies, schema checks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -14,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.schemas import Schemas
 from dispatcher.settings import Settings
+from tests.conftest import TenantKey
 
 # The client type of the tests (TestClient is generic in request and app types).
 Client = TestClient[web.Request, web.Application]
@@ -30,44 +30,22 @@ async def api_client(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A loopback webhook receiver that records requests and answers ``status``."""
-
-    status: int = 200
-    reply: bytes = b"thanks"
-    requests: list[Received] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Received(dict(request.headers), await request.read()))
-        return web.Response(status=self.status, body=self.reply)
-
-
-@asynccontextmanager
-async def receiver(status: int = 200) -> AsyncIterator[Receiver]:
-    """A running ``Receiver`` at ``receiver.url`` (http://127.0.0.1:<port>/hook)."""
-    recv = Receiver(status=status)
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    recv.url = f"http://127.0.0.1:{port}/hook"
-    try:
-        yield recv
-    finally:
-        await runner.cleanup()
+async def post_event(
+    client: Client,
+    tenant: TenantKey,
+    data: dict[str, Any],
+    topic: str = "NEXUS.THRESHOLD.STATE.ALERT",
+    headers: Mapping[str, str] | None = None,
+) -> str:
+    """``POST /events`` as ``tenant`` (with ``headers`` besides its key): the event's id."""
+    published = await client.post(
+        "/events",
+        json={"topic": topic, "data": data},
+        headers={**tenant.headers, **(headers or {})},
+    )
+    assert published.status == 202, await published.text()
+    event_id: str = (await published.json())["id"]
+    return event_id
 
 
 def webhook_body(url: str, /, **fields: Any) -> dict[str, Any]:

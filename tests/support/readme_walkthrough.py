@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECTION = "### Publish an event and see it arrive (local walkthrough)"
 # What the reader types in, and where the test finds the value.
 KEY_PLACEHOLDER = "hl_..."

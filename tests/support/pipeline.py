@@ -1,10 +1,11 @@
 """Reusable helpers for tests that run the pipeline against the real broker and Postgres.
 
-- ``Receiver``: a loopback aiohttp server that records every request (``Received``) and
-  answers what ``respond`` says (default 200). ``async with Receiver() as rx: rx.url``.
+- Receivers: ``tests.support.receiver``.
 - ``start_router(settings)`` / ``start_deliverer(settings)``: run a ``Router`` /
   ``Deliverer`` in-process as a task; ``await running.stop()`` shuts it down gracefully,
   ``await running.kill()`` cancels it without committing (an abrupt stop in-process).
+  ``async with running(settings):`` runs both for a block; ``short_retries(settings)``
+  retries and parks within seconds.
   Each in-process service gets a unique consumer group per test unless one is given.
 - ``spawn_deliverer(settings)``: ``python -m dispatcher.deliverer`` as a subprocess, for
   SIGKILL tests; ``settings_env(settings)`` is the environment that reproduces settings.
@@ -12,7 +13,8 @@
   deliveries partitions it owns according to them.
 - ``create_webhook(pool, settings, tenant_id, url, topics)``: insert a webhook row
   (secret encrypted as the API does), returning its id and plaintext secret.
-- ``wait_until(predicate)``: poll a condition with a generous deadline (never sleep and
+- ``wait_until(predicate)``: poll a condition (sync or async; returns its truthy
+  value) with a generous deadline (never sleep and
   assert timing: tansu rebalances take seconds); ``wait_for_every_event(rx, paths,
   events)`` waits until each path of a receiver got every event.
 - ``ensure_mirror_topics(settings, topics)``: create mirror topics (and the internal
@@ -25,19 +27,18 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import inspect
 import json
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from dispatcher.deliverer import Deliverer
 from dispatcher.delivery.secrets import SecretBox, generate_secret
@@ -47,6 +48,7 @@ from dispatcher.router.router import Router
 from dispatcher.runtime.supervisor import create_kafka_topics
 from dispatcher.settings import Settings
 from dispatcher.store.webhook_store import create_webhook as store_create_webhook
+from tests.support.receiver import Receiver
 
 DEFAULT_WAIT_S = 30.0
 
@@ -55,19 +57,20 @@ DEFAULT_WAIT_S = 30.0
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]],
+    predicate: Callable[[], Any],
     within: float = DEFAULT_WAIT_S,
     interval: float = 0.02,
     message: str = "condition",
-) -> None:
-    """Poll ``predicate`` (sync or async) until true; AssertionError after ``within`` s."""
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it gives something truthy, and return that;
+    AssertionError after ``within`` s."""
     deadline = time.monotonic() + within
     while True:
         outcome = predicate()
-        if not isinstance(outcome, bool):
+        if inspect.isawaitable(outcome):
             outcome = await outcome
         if outcome:
-            return
+            return outcome
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {message}")
         await asyncio.sleep(interval)
@@ -92,99 +95,6 @@ async def wait_for_every_event(
             within=within,
             message=f"every event on /{path}",
         )
-
-
-# -- receivers -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Received:
-    """One request a ``Receiver`` got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    received_at: float  # time.time()
-
-    def json(self) -> Any:
-        """The decoded body."""
-        return json.loads(self.body)
-
-    @property
-    def event_id(self) -> str:
-        """The delivered event's id (the body's ``id``)."""
-        return str(self.json()["id"])
-
-
-Respond = Callable[[Received], int | web.StreamResponse | Awaitable[int | web.StreamResponse]]
-
-
-@dataclass
-class Receiver:
-    """A loopback webhook receiver that records requests; ``respond`` picks the answer."""
-
-    respond: Respond | None = None
-    requests: list[Received] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def url_for(self, name: str) -> str:
-        """A distinct path on the same server (several webhooks, one receiver)."""
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def on(self, path: str) -> list[Received]:
-        """The requests received on ``/path``."""
-        return [r for r in self.requests if r.path == "/" + path]
-
-    def event_ids(self, path: str = "hook") -> list[str]:
-        """The event ids received on ``/path``, in arrival order (repeats included)."""
-        return [r.event_id for r in self.on(path)]
-
-    async def start(self) -> Receiver:
-        """Listen on a free loopback port (``url`` is valid afterwards)."""
-        app = web.Application()
-        app.router.add_post("/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return self
-
-    async def close(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Receiver:
-        return await self.start()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        received = Received(
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.read(),
-            received_at=time.time(),
-        )
-        self.requests.append(received)
-        answer: Any = 200 if self.respond is None else self.respond(received)
-        if asyncio.iscoroutine(answer) or isinstance(answer, Awaitable):
-            answer = await answer
-        if isinstance(answer, web.StreamResponse):
-            return answer
-        return web.Response(status=int(answer), text="ok")
 
 
 # -- services in-process ---------------------------------------------------------------
@@ -231,26 +141,52 @@ async def start_router(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Router`` as a task (its own consumer group unless ``group_id``)."""
-    await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
-    router = Router(settings, group_id=group_id or _unique_group("router"), **kwargs)
-    await router.start()
-    running = Running(router, asyncio.create_task(router.run(), name="test-router"))
-    if wait_assigned:
-        await running.wait_assigned()
-    return running
+    return await _start(Router, "router", settings, group_id, wait_assigned, **kwargs)
 
 
 async def start_deliverer(
     settings: Settings, group_id: str | None = None, wait_assigned: bool = True, **kwargs: Any
 ) -> Running:
     """Start a ``Deliverer`` as a task (its own consumer group unless ``group_id``)."""
+    return await _start(Deliverer, "deliverer", settings, group_id, wait_assigned, **kwargs)
+
+
+async def _start(
+    kind: type[Router] | type[Deliverer],
+    name: str,
+    settings: Settings,
+    group_id: str | None,
+    wait_assigned: bool,
+    **kwargs: Any,
+) -> Running:
     await create_kafka_topics(settings)  # as `hooklane migrate`: internal + catalog mirrors
-    deliverer = Deliverer(settings, group_id=group_id or _unique_group("deliverer"), **kwargs)
-    await deliverer.start()
-    running = Running(deliverer, asyncio.create_task(deliverer.run(), name="test-deliverer"))
+    service = kind(settings, group_id=group_id or _unique_group(name), **kwargs)
+    await service.start()
+    running = Running(service, asyncio.create_task(service.run(), name=f"test-{name}"))
     if wait_assigned:
         await running.wait_assigned()
     return running
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Running, Running]]:
+    """A router and a deliverer in-process for the block; stopped gracefully after it."""
+    router = await start_router(settings)
+    try:
+        deliverer = await start_deliverer(settings)
+        try:
+            yield router, deliverer
+        finally:
+            await deliverer.stop()
+    finally:
+        await router.stop()
+
+
+def short_retries(settings: Settings, retry_window: float = 30.0) -> Settings:
+    """Retries within seconds and parking after one: a failure's whole path in seconds."""
+    return settings.replace(
+        retry_schedule=(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), park_after=1.0, retry_window=retry_window
+    )
 
 
 # -- services as subprocesses ----------------------------------------------------------
