@@ -7,7 +7,7 @@ decoded with the official ``opentelemetry-proto`` package into flat ``Span`` rec
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from dispatcher.bench.otlp_sink import OtlpSink
 
 
 def _value(value: AnyValue) -> Any:
@@ -41,42 +43,30 @@ class Span:
     status_code: int
 
 
-@dataclass
-class OtlpReceiver:
-    """Collects the spans exported to ``endpoint`` (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+class OtlpReceiver(OtlpSink):
+    """Collects the spans exported to ``endpoint`` (``OTEL_EXPORTER_OTLP_ENDPOINT``):
+    the bench's sink, decoding what it gets."""
 
-    spans: list[Span] = field(default_factory=list)
-    requests: int = 0
-    headers: list[dict[str, str]] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    port: int = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: list[Span] = []
+        self.headers: list[dict[str, str]] = []
 
     def named(self, name: str) -> list[Span]:
         return [span for span in self.spans if span.name == name]
 
     async def __aenter__(self) -> OtlpReceiver:
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self.start()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop()
 
     async def _traces(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.bytes += len(body)
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         self.requests += 1
