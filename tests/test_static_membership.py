@@ -45,6 +45,9 @@ async def test_a_restarted_static_deliverer_keeps_its_partitions_without_a_rebal
         await wait_until(
             lambda: (
                 bool(first.assignment and second.assignment)
+                # disjoint: the first member may still list all four while the second
+                # already holds its half (seen in CI: `owned` was all four)
+                and not first.assignment & second.assignment
                 and {tp.partition for tp in first.assignment | second.assignment} == everything
             ),
             90,
