@@ -79,8 +79,12 @@ class WebhookChanges:
         next_resync: float | None = None  # None: wait for the first (re)connect
         while True:
             timeout = None if next_resync is None else max(0.0, next_resync - loop.time())
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an item that is
+            # ready at the moment of a cancel and drops the cancel, so stop() waited for
+            # ever while this loop went on resyncing.
             try:
-                item = await asyncio.wait_for(self._queue.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
             except TimeoutError:
                 item = _RESYNC
             try:
