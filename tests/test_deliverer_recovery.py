@@ -102,12 +102,14 @@ async def test_two_deliverers_split_partitions_and_adding_or_removing_one_loses_
                 lambda: (
                     bool(one.assignment)
                     and bool(two.assignment)
+                    # disjoint: the first may still list all four for a moment while the
+                    # second already holds its half (seen in CI)
+                    and not one.assignment & two.assignment
                     and len(one.assignment | two.assignment) == 4
                 ),
                 within=60,
                 message="the partitions split between both deliverers",
             )
-            assert not one.assignment & two.assignment
             split = (len(one.assignment), len(two.assignment))
             published += await _publish(settings, tenant.id, 50)
             await wait_until(lambda: len(rx.requests) >= len(published) * len(webhook_paths) // 2)
